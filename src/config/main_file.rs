@@ -1,0 +1,377 @@
+//! `config.yaml`: listeners, the `wasm.plugins` list and the `tinygate:`
+//! settings. APISIX sections tinygate has no use for are accepted with a
+//! warning so an existing APISIX file still loads; anything else unknown is
+//! an error.
+
+use super::tree::{index, join, kind, Obj, Problems};
+use super::{parse_yaml, read, ConfigError, MainConfig};
+use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
+use serde_yaml::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// APISIX's default `node_listen`.
+const DEFAULT_PORT: u16 = 9080;
+
+/// Top-level APISIX sections that tinygate reads nothing from.
+const IGNORED_APISIX_SECTIONS: &[&str] = &[
+    "nginx_config",
+    "plugins",
+    "stream_plugins",
+    "plugin_attr",
+    "discovery",
+    "graphql",
+    "ext-plugin",
+    "etcd",
+];
+
+/// Keys of `apisix:` that tinygate reads nothing from.
+const IGNORED_APISIX_KEYS: &[&str] = &[
+    "enable_admin",
+    "enable_ipv6",
+    "enable_http2",
+    "enable_server_tokens",
+    "enable_control",
+    "control",
+    "router",
+    "proxy_mode",
+    "show_upstream_status_in_response_header",
+    "extra_lua_path",
+    "extra_lua_cpath",
+    "proxy_cache",
+    "delete_uri_tail_slash",
+    "normalize_uri_like_servlet",
+    "resolver_timeout",
+    "enable_resolv_search_opt",
+    "ssl",
+    "data_encryption",
+    "events",
+    "disable_sync_configuration_during_start",
+];
+
+pub(super) fn load(path: &Path) -> Result<MainConfig, ConfigError> {
+    let label = path.display().to_string();
+    let text = read(path)?;
+    let doc = parse_yaml(&label, &text)?;
+    let mut p = Problems::new(&label);
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let config = parse(&doc, &dir, path, &mut p);
+    match config {
+        Some(c) if p.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            problems: p.into_vec(),
+        }),
+    }
+}
+
+fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainConfig> {
+    let empty = Value::Mapping(Default::default());
+    let doc = if doc.is_null() { &empty } else { doc };
+    let top = Obj::new(doc, String::new(), p)?;
+    for key in top.map.keys().filter_map(Value::as_str) {
+        if IGNORED_APISIX_SECTIONS.contains(&key) {
+            log::warn!("{}: {key}: APISIX setting not used by tinygate, ignored", p.file());
+        }
+    }
+    let mut known = vec!["apisix", "deployment", "wasm", "tinygate"];
+    known.extend_from_slice(IGNORED_APISIX_SECTIONS);
+    top.only(&known, p);
+
+    let listen = match top.obj("apisix", p) {
+        Some(apisix) => {
+            for key in apisix.map.keys().filter_map(Value::as_str) {
+                if IGNORED_APISIX_KEYS.contains(&key) {
+                    log::warn!("{}: apisix.{key}: not used by tinygate, ignored", p.file());
+                }
+            }
+            let mut known = vec!["node_listen"];
+            known.extend_from_slice(IGNORED_APISIX_KEYS);
+            apisix.only(&known, p);
+            node_listen(&apisix, p)
+        }
+        None => None,
+    }
+    .unwrap_or_else(|| vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)]);
+
+    if let Some(deployment) = top.obj("deployment", p) {
+        check_deployment(&deployment, p);
+    }
+
+    let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut routes_file = dir.join("apisix.yaml");
+    let mut demo_upstream = None;
+    if let Some(t) = top.obj("tinygate", p) {
+        t.only(&["workers", "routes_file", "demo_upstream"], p);
+        if let Some(n) = t.int("workers", 1, 1024, p) {
+            workers = n as usize;
+        }
+        if let Some(f) = t.str("routes_file", p) {
+            routes_file = dir.join(f);
+        }
+        if let Some(a) = t.str("demo_upstream", p) {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => demo_upstream = Some(addr),
+                Err(_) => p.at(
+                    &t.path_of("demo_upstream"),
+                    format!("expected ip:port, got {a:?}"),
+                ),
+            }
+        }
+    }
+
+    let plugins = match top.obj("wasm", p) {
+        Some(wasm) => {
+            wasm.only(&["plugins"], p);
+            wasm_plugins(&wasm, dir, p)
+        }
+        None => Vec::new(),
+    };
+
+    Some(MainConfig {
+        config_file: path.to_path_buf(),
+        routes_file,
+        listen,
+        workers,
+        demo_upstream,
+        plugins,
+    })
+}
+
+/// `node_listen`: a port, a list of ports, or a list of `{ip, port}`.
+fn node_listen(apisix: &Obj, p: &mut Problems) -> Option<Vec<SocketAddr>> {
+    let path = apisix.path_of("node_listen");
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let items: Vec<&Value> = match apisix.value("node_listen")? {
+        Value::Sequence(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    if items.is_empty() {
+        p.at(&path, "must list at least one listener");
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let item_path = if matches!(apisix.value("node_listen"), Some(Value::Sequence(_))) {
+            index(&path, i)
+        } else {
+            path.clone()
+        };
+        match item {
+            Value::Number(n) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(port) => out.push(SocketAddr::new(any, port)),
+                None => p.at(&item_path, format!("{n} is not a port (0..=65535)")),
+            },
+            Value::Mapping(_) => {
+                let Some(o) = Obj::new(item, item_path.clone(), p) else {
+                    continue;
+                };
+                o.only(&["ip", "port", "enable_http2", "enable_http3"], p);
+                let port = o.int("port", 0, 65535, p);
+                let ip = match o.str("ip", p) {
+                    Some(s) => match s.parse::<IpAddr>() {
+                        Ok(ip) => Some(ip),
+                        Err(_) => {
+                            p.at(&o.path_of("ip"), format!("{s:?} is not an IP address"));
+                            None
+                        }
+                    },
+                    None => Some(any),
+                };
+                match (ip, port) {
+                    (Some(ip), Some(port)) => out.push(SocketAddr::new(ip, port as u16)),
+                    (_, None) if !o.has("port") => p.at(&item_path, "missing key port"),
+                    _ => {}
+                }
+            }
+            other => p.at(
+                &item_path,
+                format!("expected a port or {{ip, port}}, got {}", kind(other)),
+            ),
+        }
+    }
+    Some(out)
+}
+
+/// `deployment`: only the standalone YAML data plane is supported.
+fn check_deployment(d: &Obj, p: &mut Problems) {
+    d.only(&["role", "role_data_plane", "admin"], p);
+    if let Some(role) = d.str("role", p) {
+        if role != "data_plane" && role != "traditional" {
+            p.at(&d.path_of("role"), format!("tinygate runs as data_plane, not {role:?}"));
+        }
+    }
+    if let Some(dp) = d.obj("role_data_plane", p) {
+        dp.only(&["config_provider"], p);
+        if let Some(cp) = dp.str("config_provider", p) {
+            if cp != "yaml" {
+                p.at(
+                    &dp.path_of("config_provider"),
+                    format!("only \"yaml\" is supported, not {cp:?}"),
+                );
+            }
+        }
+    }
+}
+
+fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
+    let Some(items) = wasm.seq("plugins", p) else {
+        return Vec::new();
+    };
+    let list_path = wasm.path_of("plugins");
+    let mut out: Vec<PluginSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(o) = Obj::new(item, index(&list_path, i), p) else {
+            continue;
+        };
+        o.only(
+            &[
+                "name",
+                "priority",
+                "file",
+                "http_request_phase",
+                "root_id",
+                "vm_config",
+                "env",
+                "fuel",
+                "memory_limit",
+            ],
+            p,
+        );
+        let name = o.str("name", p);
+        let file = o.str("file", p);
+        let priority = o.int("priority", i64::from(i32::MIN), i64::from(i32::MAX), p);
+        for (key, present) in [
+            ("name", name.is_some()),
+            ("file", file.is_some()),
+            ("priority", o.has("priority")),
+        ] {
+            if !present && !o.has(key) {
+                p.at(&o.path, format!("missing key {key}"));
+            }
+        }
+        if let Some(phase) = o.str("http_request_phase", p) {
+            if phase != "access" && phase != "rewrite" {
+                p.at(
+                    &o.path_of("http_request_phase"),
+                    format!("expected \"access\" or \"rewrite\", got {phase:?}"),
+                );
+            }
+        }
+        let root_id = o.str("root_id", p).unwrap_or("").to_string();
+        let vm_config = match o.value("vm_config") {
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(v @ Value::Mapping(_)) => json_bytes(v, &o.path_of("vm_config"), p),
+            Some(other) => {
+                p.at(
+                    &o.path_of("vm_config"),
+                    format!("expected a string or a mapping, got {}", kind(other)),
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let env = o.obj("env", p).map_or_else(Vec::new, |e| env_pairs(&e, p));
+        let fuel = o
+            .int("fuel", 1, i64::MAX, p)
+            .map_or(DEFAULT_FUEL_PER_CALLBACK, |n| n as u64);
+        let memory_limit = o
+            .value("memory_limit")
+            .and_then(|v| byte_size(v, &o.path_of("memory_limit"), p))
+            .unwrap_or(DEFAULT_MEMORY_LIMIT);
+        let (Some(name), Some(file), Some(priority)) = (name, file, priority) else {
+            continue;
+        };
+        if out.iter().any(|x| x.name == name) {
+            p.at(&o.path_of("name"), format!("plugin {name:?} is declared twice"));
+            continue;
+        }
+        out.push(PluginSpec {
+            name: name.to_string(),
+            file: resolve(dir, file),
+            priority,
+            root_id,
+            vm_config,
+            env,
+            fuel_per_callback: fuel,
+            memory_limit,
+        });
+    }
+    out
+}
+
+fn resolve(dir: &Path, file: &str) -> PathBuf {
+    let f = Path::new(file);
+    if f.is_absolute() {
+        f.to_path_buf()
+    } else {
+        dir.join(f)
+    }
+}
+
+fn env_pairs(e: &Obj, p: &mut Problems) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in e.map {
+        let key = k.as_str().unwrap_or_default();
+        let value = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                p.at(
+                    &join(&e.path, key),
+                    format!("expected a scalar, got {}", kind(other)),
+                );
+                continue;
+            }
+        };
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            p.at(&e.path, format!("{key:?} is not a valid environment variable name"));
+            continue;
+        }
+        out.push((key.to_string(), value));
+    }
+    out
+}
+
+/// A byte count: an integer, or a string like `64MiB`, `512KiB`, `1GiB`.
+fn byte_size(v: &Value, path: &str, p: &mut Problems) -> Option<usize> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let unit_size: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" | "K" | "KB" => 1 << 10,
+                "MiB" | "M" | "MB" => 1 << 20,
+                "GiB" | "G" | "GB" => 1 << 30,
+                _ => 0,
+            };
+            digits
+                .parse::<u64>()
+                .ok()
+                .filter(|_| unit_size > 0)
+                .and_then(|n| n.checked_mul(unit_size))
+        }
+        _ => None,
+    };
+    match parsed.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if n > 0 => Some(n),
+        _ => {
+            p.at(path, "expected a positive size such as 67108864 or \"64MiB\"");
+            None
+        }
+    }
+}
+
+/// A YAML mapping as JSON bytes (APISIX JSON-encodes object confs).
+pub(super) fn json_bytes(v: &Value, path: &str, p: &mut Problems) -> Vec<u8> {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            p.at(path, format!("cannot be encoded as JSON: {e}"));
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! tinygate's configuration: APISIX's standalone files, validated into types
+//! the request path can use without further checks.
+//!
+//! `conf/config.yaml` says where to listen and which wasm plugins exist;
+//! `apisix.yaml` (next to it unless `tinygate.routes_file` says otherwise)
+//! holds routes and upstreams and must end with `#END`, as in APISIX. Loading
+//! reads those two files and resolves upstream host names, nothing else: it
+//! does not open sockets or compile plugins. Every problem is reported with
+//! its file and key path, and all of them are listed, not only the first.
+
+mod main_file;
+mod routes_file;
+mod tree;
+
+pub use routes_file::{parse_routes, Routes};
+
+use crate::balancer::Balancer;
+use crate::wasm::PluginSpec;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything tinygate needs to serve, as loaded from both files.
+#[derive(Debug)]
+pub struct Config {
+    /// The settings from `config.yaml`.
+    pub main: MainConfig,
+    /// Routes and upstreams from the routes file.
+    pub routes: Routes,
+}
+
+/// The settings from `config.yaml`.
+#[derive(Debug, Clone)]
+pub struct MainConfig {
+    /// Path of `config.yaml` as given.
+    pub config_file: PathBuf,
+    /// Path of the routes file (`apisix.yaml`).
+    pub routes_file: PathBuf,
+    /// `apisix.node_listen`: where to accept client connections.
+    pub listen: Vec<SocketAddr>,
+    /// `tinygate.workers`: worker threads, each with its own executor,
+    /// listener socket, connection pool and plugin instances.
+    pub workers: usize,
+    /// `tinygate.demo_upstream`: serve a built-in hello-world upstream here.
+    pub demo_upstream: Option<SocketAddr>,
+    /// `wasm.plugins`, in file order.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One route, ready for matching.
+#[derive(Debug)]
+pub struct Route {
+    /// `id`, or `arr_<index>` when absent (as APISIX names it).
+    pub id: String,
+    /// `uri`/`uris`: at least one.
+    pub uris: Vec<UriMatch>,
+    /// `host`/`hosts`: empty means any host.
+    pub hosts: Vec<HostMatch>,
+    /// `methods`: empty means any method.
+    pub methods: Vec<String>,
+    /// `priority`: higher wins among otherwise equal matches.
+    pub priority: i64,
+    /// `upstream` or `upstream_id`; `None` for plugin-only routes.
+    pub upstream: Option<Arc<Upstream>>,
+    /// `plugins`, sorted by descending plugin priority (APISIX order).
+    pub plugins: Vec<RoutePlugin>,
+    /// `timeout` of the route, else of its upstream, else the defaults.
+    pub timeout: Timeouts,
+}
+
+/// How a route's `uri` matches a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriMatch {
+    /// A plain path: the request path must be exactly this.
+    Exact(String),
+    /// A path ending in `*`: the request path must start with the rest.
+    Prefix(String),
+}
+
+/// How a route's `host` matches a request's host (lower-case, no port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`.
+    Suffix(String),
+}
+
+/// A wasm plugin enabled on one route, with that route's conf.
+#[derive(Debug)]
+pub struct RoutePlugin {
+    /// Index into [`MainConfig::plugins`].
+    pub plugin: usize,
+    /// The plugin name, for logs.
+    pub name: String,
+    /// `conf` as bytes: a string as written, an object JSON-encoded.
+    pub conf: Vec<u8>,
+    /// Unique across the process lifetime: identifies this (route, conf)
+    /// pair's root context inside a plugin instance.
+    pub key: u64,
+}
+
+/// An upstream: weighted nodes plus how to talk to them.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `id`, or `route <id>` for an inline upstream.
+    pub id: String,
+    pub nodes: Vec<Node>,
+    /// Smooth weighted round-robin over `nodes`, shared by all workers.
+    pub balancer: Balancer,
+    pub timeout: Timeouts,
+    /// `retries`: extra nodes to try after a connect failure; `None` means
+    /// one less than the number of nodes (APISIX's default).
+    pub retries: Option<u32>,
+    pub pass_host: PassHost,
+}
+
+/// One upstream node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `host:port` as written, used as `Host` with `pass_host: node`.
+    pub authority: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// `pass_host`: which `Host` the upstream sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassHost {
+    /// The client's `Host`.
+    Pass,
+    /// The node's `host:port`.
+    Node,
+    /// `upstream_host`.
+    Rewrite(String),
+}
+
+/// `timeout {connect, send, read}`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub send: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    /// nginx's and APISIX's 60 s for each.
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Timeouts {
+            connect: minute,
+            send: minute,
+            read: minute,
+        }
+    }
+}
+
+/// Every problem found while loading, each naming its file and key path.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads `config.yaml` at `path` and the routes file it names.
+///
+/// # Errors
+/// Every problem in either file, each with file and key path.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let main = main_file::load(path)?;
+    let routes = load_routes(&main)?;
+    Ok(Config { main, routes })
+}
+
+/// Loads the routes file named by `main`.
+///
+/// # Errors
+/// Every problem in the file, each with file and key path.
+pub fn load_routes(main: &MainConfig) -> Result<Routes, ConfigError> {
+    let label = main.routes_file.display().to_string();
+    let text = std::fs::read_to_string(&main.routes_file).map_err(|e| ConfigError {
+        problems: vec![format!("{label}: cannot read: {e}")],
+    })?;
+    parse_routes(&label, &text, &main.plugins)
+}
+
+/// Reads a file as text, or says which file could not be read.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read: {e}", path.display())],
+    })
+}
+
+/// Parses YAML text, or gives the parser's message with its position.
+fn parse_yaml(label: &str, text: &str) -> Result<serde_yaml::Value, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError {
+        problems: vec![format!("{label}: {e}")],
+    })
+}

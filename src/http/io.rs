@@ -1,0 +1,416 @@
+//! Reading HTTP/1.x messages off a byte stream: the head, then the body
+//! chunk by chunk in whatever framing it has, with limits and without
+//! buffering whole bodies. Also the chunked encoder for the other side.
+//!
+//! Everything here is generic over `AsyncRead`, so it knows nothing about
+//! TCP, routing or plugins; timeouts are the caller's business.
+
+use super::parse::Framing;
+use smol::io::{AsyncRead, AsyncReadExt};
+use std::io;
+
+/// Largest head accepted (request line plus fields); more gets 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Bytes read per `read` call when the buffer needs more.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Largest chunk-size line or trailer section we read in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// A read buffer that outlives single messages on a keep-alive connection.
+/// `buf[start..end]` is unconsumed data; the vector's length is its
+/// capacity, so reading never re-zeroes memory.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What reading a head produced.
+#[derive(Debug)]
+pub enum Head {
+    /// A complete head of this many bytes is at the front of the buffer.
+    Complete(usize),
+    /// The peer closed cleanly before sending anything.
+    Closed,
+    /// The head grew past the limit: answer 431 (or 414).
+    TooLarge,
+}
+
+impl ReadBuf {
+    pub fn new() -> Self {
+        ReadBuf {
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// True when unconsumed bytes are buffered (e.g. a pipelined request).
+    pub fn has_data(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Reads more bytes from `io`; returns how many (0 at end of stream).
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        let n = io.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads until a complete head is buffered. A blank-line end with bare
+    /// LFs also ends the head, so that the parser can refuse it instead of
+    /// the connection hanging.
+    pub async fn read_head<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<Head> {
+        let mut scanned = 0;
+        loop {
+            // Leading empty lines before a request are allowed (RFC 9112 §2.2).
+            while self.data().starts_with(b"\r\n") {
+                self.consume(2);
+                scanned = 0;
+            }
+            if let Some(end) = find_head_end(self.data(), scanned) {
+                return Ok(Head::Complete(end));
+            }
+            if self.data().len() > MAX_HEAD {
+                return Ok(Head::TooLarge);
+            }
+            scanned = self.data().len().saturating_sub(3);
+            if self.fill(io).await? == 0 {
+                return if self.data().is_empty() {
+                    Ok(Head::Closed)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a head",
+                    ))
+                };
+            }
+        }
+    }
+}
+
+/// The index just past `\r\n\r\n` (or `\n\n`), searching from `from`.
+fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(off) = data.get(i..)?.iter().position(|&b| b == b'\n') {
+        let lf = i + off;
+        match data.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if data.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => i = lf + 1,
+        }
+    }
+    None
+}
+
+/// Reads one message body, chunk by chunk, in its framing.
+#[derive(Debug)]
+pub struct BodyReader {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many bytes left of a Content-Length body.
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// This many bytes left of the current chunk, then CRLF.
+    ChunkData(u64),
+    /// Expecting the CRLF after chunk data.
+    ChunkEnd,
+    /// Until end of stream.
+    Close,
+    Done,
+}
+
+/// A body that cannot be read as framed: the connection must be closed.
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl BodyReader {
+    pub fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        BodyReader { state }
+    }
+
+    /// True once the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Makes the next piece of body data available as the first `n` bytes
+    /// of `buf.data()` and returns `n`; the caller consumes them with
+    /// `buf.consume(n)` once used. `Ok(0)` means the body is complete.
+    ///
+    /// # Errors
+    /// I/O errors, a peer that closes early (`UnexpectedEof`), or invalid
+    /// chunked framing (`InvalidData`).
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        buf: &mut ReadBuf,
+        io: &mut R,
+    ) -> io::Result<usize> {
+        loop {
+            match self.state {
+                State::Done => return Ok(0),
+                State::Length(left) | State::ChunkData(left) => {
+                    if !buf.has_data() && buf.fill(io).await? == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer closed in the middle of a body",
+                        ));
+                    }
+                    let n = (buf.data().len() as u64).min(left) as usize;
+                    let rest = left - n as u64;
+                    self.state = match self.state {
+                        State::Length(_) if rest == 0 => State::Done,
+                        State::Length(_) => State::Length(rest),
+                        _ if rest == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(rest),
+                    };
+                    return Ok(n);
+                }
+                State::Close => {
+                    if !buf.has_data() && buf.fill(io).await? == 0 {
+                        self.state = State::Done;
+                        return Ok(0);
+                    }
+                    return Ok(buf.data().len());
+                }
+                State::ChunkEnd => {
+                    let line = read_line(buf, io).await?;
+                    if line != 0 {
+                        return Err(invalid("chunk data not followed by CRLF"));
+                    }
+                    buf.consume(2);
+                    self.state = State::ChunkSize;
+                }
+                State::ChunkSize => {
+                    let len = read_line(buf, io).await?;
+                    let size = parse_chunk_size(&buf.data()[..len])?;
+                    buf.consume(len + 2);
+                    if size == 0 {
+                        skip_trailers(buf, io).await?;
+                        self.state = State::Done;
+                        return Ok(0);
+                    }
+                    self.state = State::ChunkData(size);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a CRLF-terminated line at the front of `buf`; returns its
+/// length without the CRLF.
+async fn read_line<R: AsyncRead + Unpin>(buf: &mut ReadBuf, io: &mut R) -> io::Result<usize> {
+    loop {
+        if let Some(lf) = buf.data().iter().position(|&b| b == b'\n') {
+            if lf == 0 || buf.data()[lf - 1] != b'\r' {
+                return Err(invalid("bare LF in chunked framing"));
+            }
+            return Ok(lf - 1);
+        }
+        if buf.data().len() > MAX_CHUNK_LINE {
+            return Err(invalid("chunk line too long"));
+        }
+        if buf.fill(io).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed in the middle of a chunked body",
+            ));
+        }
+    }
+}
+
+/// `1*HEXDIG [ ; ext ]` with overflow checking (RFC 9112 §7.1).
+fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
+    let hex_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if hex_end == 0 || hex_end > 16 {
+        return Err(invalid("invalid chunk size"));
+    }
+    let rest = &line[hex_end..];
+    let ext_ok = rest.is_empty()
+        || (matches!(rest.iter().find(|&&b| b != b' ' && b != b'\t'), Some(b';'))
+            && rest.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80));
+    if !ext_ok {
+        return Err(invalid("invalid chunk extension"));
+    }
+    let mut n: u64 = 0;
+    for &b in &line[..hex_end] {
+        let d = (b as char).to_digit(16).unwrap_or(0);
+        n = n
+            .checked_mul(16)
+            .and_then(|n| n.checked_add(u64::from(d)))
+            .ok_or_else(|| invalid("chunk size overflows"))?;
+    }
+    Ok(n)
+}
+
+/// Reads and drops the trailer section after the last chunk.
+async fn skip_trailers<R: AsyncRead + Unpin>(buf: &mut ReadBuf, io: &mut R) -> io::Result<()> {
+    let mut total = 0;
+    loop {
+        let len = read_line(buf, io).await?;
+        buf.consume(len + 2);
+        if len == 0 {
+            return Ok(());
+        }
+        total += len;
+        if total > MAX_CHUNK_LINE * 4 {
+            return Err(invalid("trailer section too large"));
+        }
+    }
+}
+
+/// Appends a chunk-size line for `n` data bytes to `out`.
+pub fn chunk_header(out: &mut Vec<u8>, n: usize) {
+    use std::io::Write;
+    let _ = write!(out, "{n:x}\r\n");
+}
+
+/// The end of a chunked body with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads a whole body from `wire`, delivered in reads of `step` bytes.
+    fn read_body(framing: Framing, wire: &[u8], step: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        smol::block_on(async {
+            let mut io = Trickle { data: wire, step };
+            let mut buf = ReadBuf::new();
+            let mut reader = BodyReader::new(framing);
+            let mut out = Vec::new();
+            loop {
+                let n = reader.next(&mut buf, &mut io).await?;
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf.data()[..n]);
+                buf.consume(n);
+            }
+            Ok((out, buf.data().to_vec()))
+        })
+    }
+
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn chunked_in_every_split() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for step in 1..wire.len() {
+            let (body, rest) = read_body(Framing::Chunked, wire, step).unwrap();
+            assert_eq!(body, b"hello world", "step {step}");
+            assert_eq!(rest, b"NEXT"[..rest.len()].to_vec());
+        }
+    }
+
+    #[test]
+    fn length_stops_at_the_end() {
+        let (body, rest) = read_body(Framing::Length(3), b"abcdef", 100).unwrap();
+        assert_eq!((body.as_slice(), rest.as_slice()), (&b"abc"[..], &b"def"[..]));
+    }
+
+    #[test]
+    fn close_reads_to_eof() {
+        let (body, _) = read_body(Framing::Close, b"all of it", 2).unwrap();
+        assert_eq!(body, b"all of it");
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors() {
+        assert!(read_body(Framing::Length(10), b"short", 100).is_err());
+        assert!(read_body(Framing::Chunked, b"5\r\nhel", 100).is_err());
+    }
+
+    #[test]
+    fn bad_chunked_framing_is_refused() {
+        for wire in [
+            &b"ffffffffffffffffff\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"0_2e\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let r = read_body(Framing::Chunked, wire, 100);
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn head_end_is_found_across_reads() {
+        smol::block_on(async {
+            let wire = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+            for step in 1..wire.len() {
+                let mut io = Trickle { data: wire, step };
+                let mut buf = ReadBuf::new();
+                match buf.read_head(&mut io).await.unwrap() {
+                    Head::Complete(n) => {
+                        assert_eq!(&buf.data()[..n], &wire[2..wire.len() - 4]);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn bare_lf_head_ends_instead_of_hanging() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
+    }
+}

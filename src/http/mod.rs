@@ -1,0 +1,173 @@
+//! tinygate's own HTTP/1.1 codec: strict head parsing, body framing,
+//! streaming readers and the few writers a proxy needs.
+//!
+//! We do not use async-h1 on the request path: it closes connections
+//! without a response on malformed input, refuses HTTP/1.0, accepts
+//! ambiguous `Content-Length` values, buffers in ways a proxy cannot
+//! control, and knows no request method when reading a response (so HEAD
+//! responses hang). A proxy needs exact control of every byte it forwards,
+//! so the wire format lives here, in a few hundred lines with tests.
+//! This module knows nothing about routes, upstream choice or plugins.
+
+pub mod io;
+pub mod parse;
+
+pub use io::{BodyReader, Head, ReadBuf};
+pub use parse::{Framing, RequestHead, ResponseHead};
+
+/// The HTTP versions tinygate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Hop-by-hop header names (RFC 9110 §7.6.1): never forwarded.
+pub const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
+    b"trailer",
+];
+
+/// True when `name` is hop-by-hop, either always or because the message's
+/// `Connection` header lists it.
+pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[Vec<u8>]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name)
+}
+
+/// The lower-case tokens of every `Connection` header among `headers`.
+pub fn connection_tokens<'a>(
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        if k == b"connection" {
+            for t in v.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if !t.is_empty() {
+                    out.push(t.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The standard reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Appends `HTTP/1.1 <status> <reason>\r\n`.
+pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value\r\n`.
+pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal without allocating.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// True when a name/value pair may go on the wire: a token name and a
+/// value without CR, LF, NUL or other controls (RFC 9110 §5.5).
+pub fn is_valid_field(name: &[u8], value: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.iter().all(|&b| parse::is_field_vchar(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 200, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn connection_lists_hop_by_hop_names() {
+        let headers = [
+            (&b"connection"[..], &b"X-Foo, close"[..]),
+            (b"x-foo", b"1"),
+        ];
+        let tokens = connection_tokens(headers.iter().copied());
+        assert!(is_hop_by_hop(b"x-foo", &tokens));
+        assert!(is_hop_by_hop(b"keep-alive", &tokens));
+        assert!(!is_hop_by_hop(b"x-bar", &tokens));
+    }
+
+    #[test]
+    fn field_validation() {
+        assert!(is_valid_field(b"x-a", b"ok value"));
+        assert!(!is_valid_field(b"x a", b"v"));
+        assert!(!is_valid_field(b"x", b"a\r\nInjected: 1"));
+        assert!(!is_valid_field(b"", b"v"));
+    }
+}

@@ -1,0 +1,164 @@
+//! tinygate: a small HTTP reverse proxy that reads APISIX's standalone
+//! configuration and runs proxy-wasm plugins in the wasmi interpreter.
+//!
+//! `main` only wires things together: parse the command line, load and
+//! check the configuration, bind the listeners, start the workers. See the
+//! README's architecture section for the map of modules.
+
+mod balancer;
+mod config;
+mod demo;
+mod gateway;
+mod headers;
+mod http;
+mod proxy;
+mod reply;
+mod router;
+mod server;
+mod upstream;
+mod wasm;
+mod worker;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `Server` header value of local replies.
+pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
+
+const USAGE: &str = "\
+usage: tinygate [-c CONFIG] [-t]
+
+Serves HTTP as configured by CONFIG (default conf/config.yaml) and the
+routes file next to it (apisix.yaml unless tinygate.routes_file says
+otherwise).
+
+options:
+  -c, --config PATH   the config.yaml to use
+  -t, --test          check the configuration and plugins, then exit:
+                      0 and \"configuration ok\", or 1 and every problem
+  -V, --version       print the version
+  -h, --help          print this help
+
+environment:
+  RUST_LOG            log filter, e.g. warn or info,wasm=debug (default info)
+";
+
+/// What the command line asks for.
+enum Command {
+    Serve(PathBuf),
+    Test(PathBuf),
+    Version,
+    Help,
+}
+
+fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tinygate: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!(
+                "tinygate {} (wasmi 2.0, proxy-wasm ABI 0.1.0 0.2.0 0.2.1)",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Test(path) => match check(&path) {
+            Ok(()) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                eprintln!("configuration test failed");
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve(path) => match serve(&path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = PathBuf::from("conf/config.yaml");
+    let mut test = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                config = args
+                    .next()
+                    .ok_or_else(|| format!("{arg} needs a path"))?
+                    .into();
+            }
+            "-t" | "--test" => test = true,
+            "-V" | "--version" => return Ok(Command::Version),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(if test {
+        Command::Test(config)
+    } else {
+        Command::Serve(config)
+    })
+}
+
+/// `-t`: load both files, compile and start every plugin, configure every
+/// route's plugin conf.
+fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
+    let config = config::load(path).map_err(|e| e.problems)?;
+    let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(|e| e.problems)?;
+    gateway.check_plugins().map_err(|e| e.problems)
+}
+
+fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
+    let config = config::load(path).map_err(|e| e.problems)?;
+    let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(|e| e.problems)?;
+    let main = &gateway.config.main;
+    log::info!(
+        "loaded {} with {} routes and {} plugins",
+        main.routes_file.display(),
+        gateway.config.routes.routes.len(),
+        gateway.plugins.len()
+    );
+    if let Some(addr) = main.demo_upstream {
+        let bound = demo::start(addr).map_err(|e| vec![e.to_string()])?;
+        log::info!("demo upstream serving on {bound}");
+    }
+    let (sockets, bound) =
+        server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
+    let workers = main.workers;
+    let handles =
+        server::spawn_workers(Arc::new(gateway), sockets).map_err(|e| vec![e.to_string()])?;
+    let mut stdout = std::io::stdout().lock();
+    for addr in &bound {
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    log::info!("serving with {workers} workers");
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}

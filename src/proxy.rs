@@ -1,0 +1,704 @@
+//! The request path: one client connection, request after request.
+//!
+//! For each request: read and check the head, find the route, run the
+//! plugins' request hooks, send the request to an upstream node (with
+//! retries on connect failure), run the response hooks, stream the response
+//! back, then finish the plugin contexts. Every failure becomes a response
+//! with the right status and one log line; the connection is closed only
+//! when its framing can no longer be trusted.
+
+use crate::config::{Node, PassHost, Route, Upstream};
+use crate::headers::HeaderMap;
+use crate::http::{
+    self, io::chunk_header, io::LAST_CHUNK, push_decimal, BodyReader, Framing, Head, ReadBuf,
+    RequestHead, ResponseHead, Version,
+};
+use crate::reply::{self, Reply};
+use crate::upstream::{self, with_timeout, Conn};
+use crate::wasm::{Exchange, LocalResponse};
+use crate::worker::{local_response_headers, Chain, Verdict, Worker};
+use smol::io::AsyncWriteExt;
+use smol::Async;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// How long a client may take to send a request head, and how long an
+/// idle keep-alive connection is kept (nginx's client_header_timeout and
+/// keepalive_timeout are 60 s; edge deployments want less).
+const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a write to the client may block (nginx's send_timeout).
+const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes gathered into one write before flushing.
+const WRITE_COALESCE: usize = 64 * 1024;
+
+/// Serves one client connection until it closes or must be closed.
+pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: SocketAddr) {
+    let mut client = Client {
+        stream,
+        buf: ReadBuf::new(),
+        peer,
+    };
+    loop {
+        let mut reader = &client.stream;
+        let head = with_timeout(CLIENT_HEADER_TIMEOUT, client.buf.read_head(&mut reader));
+        let n = match head.await {
+            Ok(Head::Complete(n)) => n,
+            Ok(Head::Closed) => return,
+            Ok(Head::TooLarge) => {
+                let r = reply::bad_request(431, "request header fields too large");
+                let _ = client.send(&reply::encode(&r, false, true)).await;
+                log::warn!("{peer}: 431: request head larger than {} bytes", http::io::MAX_HEAD);
+                return;
+            }
+            Err(e) => {
+                log::debug!("{peer}: connection ended while reading a head: {e}");
+                return;
+            }
+        };
+        let parsed = http::parse::parse_request_head(&client.buf.data()[..n]);
+        client.buf.consume(n);
+        let req = match parsed {
+            Ok(req) => req,
+            Err(e) => {
+                log::warn!("{peer}: {} {}", e.status, e.reason);
+                let r = reply::bad_request(e.status, e.reason);
+                let _ = client.send(&reply::encode(&r, false, true)).await;
+                return;
+            }
+        };
+        if !handle(worker, &mut client, req).await {
+            return;
+        }
+    }
+}
+
+/// The downstream side of a connection.
+struct Client {
+    stream: Async<TcpStream>,
+    buf: ReadBuf,
+    peer: SocketAddr,
+}
+
+impl Client {
+    async fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        with_timeout(CLIENT_SEND_TIMEOUT, (&self.stream).write_all(bytes)).await
+    }
+}
+
+/// One request, from parsed head to the end of its response. Returns
+/// whether the connection may carry another request.
+async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool {
+    let gateway = std::sync::Arc::clone(worker.gateway());
+    let keep_alive = wants_keep_alive(&req);
+    let path = req.target.split('?').next().unwrap_or("/");
+    let host = host_without_port(req.host.as_deref().unwrap_or(""));
+    let routes = &gateway.config.routes.routes;
+    let Some(index) = gateway.router.find(routes, &req.method, &host, path) else {
+        log::debug!("{}: 404 {} {}", client.peer, req.method, req.target);
+        return answer(client, &req, &reply::not_found(), keep_alive).await;
+    };
+    let route = &routes[index];
+
+    let mut ex = Exchange {
+        request_headers: request_map(&req),
+        ..Exchange::default()
+    };
+    let mut chain = match Chain::start(worker, route) {
+        Ok(chain) => chain,
+        Err((chain, fault)) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            chain.finish(&mut ex);
+            return answer(client, &req, &reply::unavailable(), keep_alive).await;
+        }
+    };
+    let keep = proxy(worker, client, &req, route, &mut chain, &mut ex, keep_alive).await;
+    chain.finish(&mut ex);
+    keep
+}
+
+/// Runs the plugins and the upstream exchange for a routed request.
+async fn proxy(
+    worker: &Worker,
+    client: &mut Client,
+    req: &RequestHead,
+    route: &Route,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+    keep_alive: bool,
+) -> bool {
+    let eos = req.framing == Framing::Empty;
+    match chain.on_request_headers(ex, eos) {
+        Verdict::Continue => {}
+        Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
+        Verdict::Fail(fault) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            return answer(client, req, &reply::unavailable(), keep_alive).await;
+        }
+    }
+    let Some(upstream) = &route.upstream else {
+        log::warn!("route {:?}: no upstream and no plugin answered", route.id);
+        return answer(client, req, &reply::unavailable(), keep_alive).await;
+    };
+
+    let (mut conn, node, response) = match send_request(worker, client, req, route, upstream, ex).await {
+        Ok(sent) => sent,
+        Err(failure) => {
+            log::warn!(
+                "route {:?}: {} {}: {}",
+                route.id,
+                req.method,
+                req.target,
+                failure.why
+            );
+            let keep = keep_alive && failure.request_body_consumed;
+            return answer(client, req, &failure.reply, keep).await;
+        }
+    };
+    let framing = match http::parse::response_framing(&response, &req.method) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("route {:?}: upstream {}: {}", route.id, node.addr, e.reason);
+            return answer(client, req, &reply::bad_gateway(), keep_alive).await;
+        }
+    };
+
+    ex.response_headers = response_map(&response);
+    let eos = framing == Framing::Empty;
+    match chain.on_response_headers(ex, eos) {
+        Verdict::Continue => {}
+        Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
+        Verdict::Fail(fault) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            return answer(client, req, &reply::unavailable(), keep_alive).await;
+        }
+    }
+
+    let upstream_reusable = response.version == Version::Http11
+        && !has_token(response.headers.iter(), b"close")
+        && framing != Framing::Close;
+    let close_delimited = framing != Framing::Empty
+        && !matches!(framing, Framing::Length(_))
+        && req.version == Version::Http10;
+    let keep_alive = keep_alive && !close_delimited;
+    let status = match status_of(&ex.response_headers) {
+        Some(s) => s,
+        None => {
+            log::warn!("route {:?}: a plugin set an invalid :status", route.id);
+            return answer(client, req, &reply::unavailable(), keep_alive).await;
+        }
+    };
+    let mut out = Vec::with_capacity(1024);
+    write_response_head(&mut out, status, &ex.response_headers, framing, req, keep_alive);
+    match stream_body(&mut conn, client, framing, out, req.version == Version::Http11).await {
+        Ok(()) => {
+            if upstream_reusable {
+                worker.pool.borrow_mut().put(node.addr, conn);
+            }
+            keep_alive
+        }
+        Err(e) => {
+            log::warn!(
+                "route {:?}: upstream {}: response body aborted: {e}",
+                route.id,
+                node.addr
+            );
+            false
+        }
+    }
+}
+
+/// Why forwarding failed, and what to answer.
+struct Failure {
+    reply: Reply,
+    why: String,
+    /// True when the client's request body was fully read (or empty), so
+    /// the client connection is still in sync.
+    request_body_consumed: bool,
+}
+
+impl Failure {
+    fn new(reply: Reply, why: String, request_body_consumed: bool) -> Failure {
+        Failure {
+            reply,
+            why,
+            request_body_consumed,
+        }
+    }
+}
+
+/// Picks a node, sends the request (head and body) and reads the response
+/// head. Connect failures move on to the next node, up to `retries`.
+async fn send_request<'u>(
+    worker: &Worker,
+    client: &mut Client,
+    req: &RequestHead,
+    route: &Route,
+    upstream: &'u Upstream,
+    ex: &Exchange,
+) -> Result<(Conn, &'u Node, ResponseHead), Failure> {
+    let timeout = route.timeout;
+    let attempts = 1 + upstream
+        .retries
+        .unwrap_or(upstream.nodes.len().saturating_sub(1) as u32) as usize;
+    let mut tried: Vec<usize> = Vec::with_capacity(attempts);
+    let mut last_error = String::from("no upstream node has a positive weight");
+    let mut timed_out = false;
+    let body_empty = req.framing == Framing::Empty;
+    for _ in 0..attempts {
+        let Some(index) = pick_untried(upstream, &tried) else {
+            break;
+        };
+        tried.push(index);
+        let node = &upstream.nodes[index];
+        let pooled = worker.pool.borrow_mut().take(node.addr);
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => match upstream::connect(node.addr, timeout.connect).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    timed_out = e.kind() == io::ErrorKind::TimedOut;
+                    last_error = format!("connect to {} failed: {e}", node.addr);
+                    log::debug!("upstream {:?}: {last_error}", upstream.id);
+                    continue;
+                }
+            },
+        };
+        let head = request_head(req, ex, upstream, node, client.peer);
+        let mut result = exchange(&mut conn, client, req, &head, timeout).await;
+        if conn.reused && body_empty && matches!(result, Err(Stage::Stale(_))) {
+            // The pooled connection was closed by the node while idle: one
+            // more try on a fresh connection, which is safe with no body.
+            match upstream::connect(node.addr, timeout.connect).await {
+                Ok(fresh) => {
+                    conn = fresh;
+                    result = exchange(&mut conn, client, req, &head, timeout).await;
+                }
+                Err(e) => {
+                    last_error = format!("connect to {} failed: {e}", node.addr);
+                    continue;
+                }
+            }
+        }
+        return match result {
+            Ok(response) => Ok((conn, node, response)),
+            Err(Stage::Stale(e)) | Err(Stage::Upstream(e)) => Err(Failure::new(
+                if e.kind() == io::ErrorKind::TimedOut {
+                    reply::gateway_timeout()
+                } else {
+                    reply::bad_gateway()
+                },
+                format!("upstream {}: {e}", node.addr),
+                true,
+            )),
+            Err(Stage::RequestBody(e)) => Err(Failure::new(
+                reply::bad_gateway(),
+                format!("upstream {}: while sending the request body: {e}", node.addr),
+                false,
+            )),
+            Err(Stage::Client(e)) => Err(Failure::new(
+                reply::bad_request(400, "invalid request body"),
+                format!("client request body: {e}"),
+                false,
+            )),
+        };
+    }
+    let reply = if timed_out {
+        reply::gateway_timeout()
+    } else {
+        reply::bad_gateway()
+    };
+    Err(Failure::new(reply, last_error, body_empty))
+}
+
+/// Where an exchange with a node failed.
+enum Stage {
+    /// Writing the head, or the node closed before answering: on a pooled
+    /// connection this usually means the node closed it while idle.
+    Stale(io::Error),
+    /// The client's body could not be read.
+    Client(io::Error),
+    /// The node failed while we were sending it the body.
+    RequestBody(io::Error),
+    /// The node failed or timed out while we waited for its answer.
+    Upstream(io::Error),
+}
+
+/// Sends head and body to `conn` and reads the response head.
+async fn exchange(
+    conn: &mut Conn,
+    client: &mut Client,
+    req: &RequestHead,
+    head: &[u8],
+    timeout: crate::config::Timeouts,
+) -> Result<ResponseHead, Stage> {
+    let mut out = Vec::with_capacity(head.len());
+    out.extend_from_slice(head);
+    if req.framing != Framing::Empty {
+        if expects_continue(req) {
+            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let mut body = BodyReader::new(req.framing);
+        let chunked = req.framing == Framing::Chunked;
+        loop {
+            if !client.buf.has_data() && !out.is_empty() {
+                with_timeout(timeout.send, (&conn.stream).write_all(&out))
+                    .await
+                    .map_err(Stage::RequestBody)?;
+                out.clear();
+            }
+            let n = body
+                .next(&mut client.buf, &mut &client.stream)
+                .await
+                .map_err(Stage::Client)?;
+            if n == 0 {
+                break;
+            }
+            if chunked {
+                chunk_header(&mut out, n);
+            }
+            out.extend_from_slice(&client.buf.data()[..n]);
+            client.buf.consume(n);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= WRITE_COALESCE {
+                with_timeout(timeout.send, (&conn.stream).write_all(&out))
+                    .await
+                    .map_err(Stage::RequestBody)?;
+                out.clear();
+            }
+        }
+        if chunked {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+    }
+    if !out.is_empty() {
+        with_timeout(timeout.send, (&conn.stream).write_all(&out))
+            .await
+            .map_err(Stage::Stale)?;
+    }
+    loop {
+        let mut reader = &conn.stream;
+        let read = with_timeout(timeout.read, conn.buf.read_head(&mut reader)).await;
+        let n = match read {
+            Ok(Head::Complete(n)) => n,
+            Ok(Head::Closed) => {
+                return Err(Stage::Stale(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "closed the connection before answering",
+                )))
+            }
+            Ok(Head::TooLarge) => {
+                return Err(Stage::Upstream(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "response head too large",
+                )))
+            }
+            Err(e) => return Err(Stage::Upstream(e)),
+        };
+        let parsed = http::parse::parse_response_head(&conn.buf.data()[..n]);
+        conn.buf.consume(n);
+        let response = parsed.map_err(|e| {
+            Stage::Upstream(io::Error::new(io::ErrorKind::InvalidData, e.reason))
+        })?;
+        match response.status {
+            101 => {
+                return Err(Stage::Upstream(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "protocol upgrades are not supported",
+                )))
+            }
+            100..=199 => continue, // interim responses are not forwarded
+            _ => return Ok(response),
+        }
+    }
+}
+
+/// The next node in the balancer's sequence that has not been tried yet.
+fn pick_untried(upstream: &Upstream, tried: &[usize]) -> Option<usize> {
+    for _ in 0..upstream.nodes.len().max(1) * 2 {
+        let i = upstream.balancer.pick()?;
+        if !tried.contains(&i) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Streams the upstream body to the client in the client's framing,
+/// after the already-encoded head in `out`.
+async fn stream_body(
+    conn: &mut Conn,
+    client: &Client,
+    framing: Framing,
+    mut out: Vec<u8>,
+    client_is_11: bool,
+) -> io::Result<()> {
+    let rechunk = matches!(framing, Framing::Chunked | Framing::Close) && client_is_11;
+    let mut body = BodyReader::new(framing);
+    loop {
+        if !conn.buf.has_data() && !out.is_empty() {
+            client.send(&out).await?;
+            out.clear();
+        }
+        let n = body.next(&mut conn.buf, &mut &conn.stream).await?;
+        if n == 0 {
+            break;
+        }
+        if rechunk {
+            chunk_header(&mut out, n);
+        }
+        out.extend_from_slice(&conn.buf.data()[..n]);
+        conn.buf.consume(n);
+        if rechunk {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_COALESCE {
+            client.send(&out).await?;
+            out.clear();
+        }
+    }
+    if rechunk {
+        out.extend_from_slice(LAST_CHUNK);
+    }
+    if !out.is_empty() {
+        client.send(&out).await?;
+    }
+    Ok(())
+}
+
+/// Sends a reply tinygate made itself. An unread request body means the
+/// connection cannot be reused.
+async fn answer(client: &Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
+    let keep = keep_alive && req.framing == Framing::Empty;
+    let bytes = reply::encode(reply, req.method == "HEAD", !keep);
+    client.send(&bytes).await.is_ok() && keep
+}
+
+/// Sends a plugin's local response, with any header edits the response
+/// hooks made to it.
+async fn answer_local(
+    client: &Client,
+    req: &RequestHead,
+    local: &LocalResponse,
+    ex: &Exchange,
+    keep_alive: bool,
+) -> bool {
+    let map = if ex.response_headers.is_empty() {
+        local_response_headers(local)
+    } else {
+        ex.response_headers.clone()
+    };
+    let reply = Reply {
+        status: status_of(&map).unwrap_or(local.status),
+        headers: map
+            .iter()
+            .filter(|(k, v)| !k.starts_with(b":") && http::is_valid_field(k, v))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+        body: local.body.clone(),
+    };
+    answer(client, req, &reply, keep_alive).await
+}
+
+/// The request as plugins see it: pseudo-headers first, then the fields
+/// without `Host` and without hop-by-hop fields.
+fn request_map(req: &RequestHead) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
+    map.push_owned(b":method".to_vec(), req.method.as_bytes().to_vec());
+    map.push_owned(b":path".to_vec(), req.target.as_bytes().to_vec());
+    map.push_owned(
+        b":authority".to_vec(),
+        req.host.as_deref().unwrap_or("").as_bytes().to_vec(),
+    );
+    map.push_owned(b":scheme".to_vec(), b"http".to_vec());
+    let tokens = http::connection_tokens(req.headers.iter().map(|(k, v)| (&k[..], &v[..])));
+    for (k, v) in &req.headers {
+        if k != b"host" && !http::is_hop_by_hop(k, &tokens) {
+            map.push_owned(k.clone(), v.clone());
+        }
+    }
+    map
+}
+
+/// The response as plugins see it: `:status` first, then the fields
+/// without hop-by-hop ones.
+fn response_map(res: &ResponseHead) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(res.headers.len() + 1);
+    let mut status = Vec::with_capacity(3);
+    push_decimal(&mut status, u64::from(res.status));
+    map.push_owned(b":status".to_vec(), status);
+    let tokens = http::connection_tokens(res.headers.iter().map(|(k, v)| (&k[..], &v[..])));
+    for (k, v) in &res.headers {
+        if !http::is_hop_by_hop(k, &tokens) {
+            map.push_owned(k.clone(), v.clone());
+        }
+    }
+    map
+}
+
+/// The request head for `node`, built from the (plugin-edited) map.
+fn request_head(
+    req: &RequestHead,
+    ex: &Exchange,
+    upstream: &Upstream,
+    node: &Node,
+    peer: SocketAddr,
+) -> Vec<u8> {
+    let map = &ex.request_headers;
+    let method = map.get(b":method").unwrap_or(req.method.as_bytes());
+    let path = map.get(b":path").unwrap_or(req.target.as_bytes());
+    let authority = map.get(b":authority").unwrap_or(b"");
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match &upstream.pass_host {
+        PassHost::Pass if !authority.is_empty() => out.extend_from_slice(authority),
+        PassHost::Pass | PassHost::Node => out.extend_from_slice(node.authority.as_bytes()),
+        PassHost::Rewrite(h) => out.extend_from_slice(h.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    let client_ip = peer.ip().to_string();
+    let mut forwarded_for: Option<&[u8]> = None;
+    for (k, v) in map.iter() {
+        match k {
+            b"x-forwarded-for" => forwarded_for = Some(v),
+            b"content-length" | b"transfer-encoding" | b"expect" | b"host" | b"x-real-ip"
+            | b"x-forwarded-proto" | b"x-forwarded-host" => {}
+            _ if k.starts_with(b":") => {}
+            _ if !http::is_valid_field(k, v) => {
+                log::warn!(
+                    "dropping invalid request header {:?} set by a plugin",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            _ => http::write_header(&mut out, k, v),
+        }
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = forwarded_for {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-real-ip: ");
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    if let Some(host) = &req.host {
+        http::write_header(&mut out, b"x-forwarded-host", host.as_bytes());
+    }
+    match req.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(&mut out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {
+            if map.contains(b"content-length") {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The response head for the client, built from the (plugin-edited) map,
+/// framed for the client's HTTP version.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    map: &HeaderMap,
+    framing: Framing,
+    req: &RequestHead,
+    keep_alive: bool,
+) {
+    http::write_status_line(out, status);
+    let keep_length = framing == Framing::Empty;
+    for (k, v) in map.iter() {
+        if k.starts_with(b":") || (k == b"content-length" && !keep_length) {
+            continue;
+        }
+        if !http::is_valid_field(k, v) {
+            log::warn!(
+                "dropping invalid response header {:?} set by a plugin",
+                String::from_utf8_lossy(k)
+            );
+            continue;
+        }
+        http::write_header(out, k, v);
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked | Framing::Close if req.version == Version::Http11 => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.version == Version::Http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `:status` as a valid code.
+fn status_of(map: &HeaderMap) -> Option<u16> {
+    let s = std::str::from_utf8(map.get(b":status")?).ok()?;
+    s.parse::<u16>().ok().filter(|s| (200..=999).contains(s))
+}
+
+/// HTTP/1.1 keeps alive unless `close`; HTTP/1.0 only with `keep-alive`.
+fn wants_keep_alive(req: &RequestHead) -> bool {
+    match req.version {
+        Version::Http11 => !has_token(req.headers.iter(), b"close"),
+        Version::Http10 => has_token(req.headers.iter(), b"keep-alive"),
+    }
+}
+
+fn has_token<'a>(headers: impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)>, token: &[u8]) -> bool {
+    http::connection_tokens(headers.map(|(k, v)| (&k[..], &v[..])))
+        .iter()
+        .any(|t| t == token)
+}
+
+fn expects_continue(req: &RequestHead) -> bool {
+    req.version == Version::Http11
+        && req
+            .headers
+            .iter()
+            .any(|(k, v)| k == b"expect" && v.eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// `Example.com:8080` → `example.com`; `[::1]:80` → `::1`.
+fn host_without_port(host: &str) -> String {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_are_dropped() {
+        assert_eq!(host_without_port("Example.com:8080"), "example.com");
+        assert_eq!(host_without_port("a.b"), "a.b");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests: the real `tinygate` binary on loopback, real upstream
+//! servers, real `.wasm` plugins from `fixtures/`.
+
+mod util;
+
+/// The article's scenario and the shipped `conf/`.
+mod article;
+/// `tinygate -t`, `--version`, `--help` and bad command lines.
+mod cli;
+/// Request and response bodies streamed through intact.
+mod bodies;
+/// Plugins editing requests and responses, answering locally, failing.
+mod plugins;
+/// Route matching: exact, prefix, hosts, methods, priority, 404.
+mod routing;
+/// Balancing, retries, 502 and 504, header rules.
+mod upstreams;

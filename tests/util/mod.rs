@@ -1,0 +1,577 @@
+//! Test harness: the real `tinygate` binary on loopback port 0, real
+//! upstream servers on loopback port 0, and a raw-bytes HTTP client.
+//!
+//! Readiness is the `listening on ADDR` line on the proxy's stdout, never a
+//! sleep. Upstreams are plain threaded std servers so tests control every
+//! byte they send and see every byte they receive.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Absolute path of a committed fixture plugin.
+pub fn fixture(name: &str) -> String {
+    format!("{}/fixtures/{name}.wasm", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh, empty directory for one test's files.
+pub fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tinygate-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// `config.yaml` text listening on 127.0.0.1:0 with these wasm plugins
+/// (`(name, priority, fixture name)`) and extra text appended.
+pub fn config_yaml(plugins: &[(&str, i64, &str)], extra: &str) -> String {
+    let mut s = String::from("apisix:\n  node_listen:\n    - {ip: 127.0.0.1, port: 0}\n");
+    if !plugins.is_empty() {
+        s.push_str("wasm:\n  plugins:\n");
+        for (name, priority, file) in plugins {
+            s.push_str(&format!(
+                "    - {{name: {name}, priority: {priority}, file: \"{}\"}}\n",
+                fixture(file)
+            ));
+        }
+    }
+    s.push_str("tinygate:\n  workers: 2\n");
+    s.push_str(extra);
+    s
+}
+
+/// A running tinygate process.
+pub struct Gate {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Gate {
+    /// Writes both files into a temp dir and starts tinygate on them.
+    pub fn start(config: &str, routes: &str) -> Gate {
+        let dir = temp_dir();
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        std::fs::write(dir.join("apisix.yaml"), routes).unwrap();
+        Gate::start_in(dir)
+    }
+
+    /// Starts tinygate on `dir/config.yaml`.
+    pub fn start_in(dir: PathBuf) -> Gate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tinygate"))
+            .arg("-c")
+            .arg(dir.join("config.yaml"))
+            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tinygate");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait();
+                // Give the stderr thread the rest of the pipe.
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while std::time::Instant::now() < deadline
+                    && !stderr.lock().unwrap().contains("error")
+                {
+                    std::thread::yield_now();
+                }
+                panic!(
+                    "tinygate exited before listening ({status:?});\nconfig:\n{}\nstderr:\n{}",
+                    std::fs::read_to_string(dir.join("config.yaml")).unwrap_or_default(),
+                    stderr.lock().unwrap()
+                );
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                let addr = addr.parse().expect("listening address");
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    let _ = out.read_to_string(&mut sink);
+                });
+                return Gate {
+                    child,
+                    addr,
+                    dir,
+                    stderr,
+                };
+            }
+        }
+    }
+
+    /// Everything tinygate logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// One request on a new connection.
+    pub fn request(&self, raw: &str) -> Response {
+        send(self.addr, raw.as_bytes())
+    }
+
+    /// `GET path` with `Host: host`.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `tinygate` with `args` to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tinygate"))
+        .args(args)
+        .output()
+        .expect("run tinygate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `raw` on a new connection and reads one response.
+pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut c = Client::connect(addr);
+    c.write(raw);
+    c.read_response(raw.starts_with(b"HEAD "))
+}
+
+/// A keep-alive client connection.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write request");
+    }
+
+    /// Sends `raw` and reads one response.
+    pub fn request(&mut self, raw: &str) -> Response {
+        self.write(raw.as_bytes());
+        self.read_response(raw.starts_with("HEAD "))
+    }
+
+    /// True once the server has closed the connection (after reading
+    /// whatever is left).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut b = [0u8; 16384];
+        match self.stream.read(&mut b) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&b[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one response (interim 1xx responses are skipped).
+    pub fn read_response(&mut self, head_request: bool) -> Response {
+        loop {
+            let r = self.read_one(head_request);
+            if !(100..200).contains(&r.status) {
+                return r;
+            }
+        }
+    }
+
+    fn read_one(&mut self, head_request: bool) -> Response {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                self.fill(),
+                "connection closed before a response head; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once(':').expect("header line");
+                (k.to_string(), v.trim().to_string())
+            })
+            .collect();
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_request || status < 200 || status == 204 || status == 304 {
+            return r;
+        }
+        if r.header("transfer-encoding").is_some() {
+            r.body = self.read_chunked();
+        } else if let Some(len) = r.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            while self.buf.len() < len {
+                assert!(self.fill(), "connection closed inside a body");
+            }
+            r.body = self.buf.drain(..len).collect();
+        } else {
+            while self.fill() {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        r
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill(), "connection closed inside a chunked body");
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                loop {
+                    let end = loop {
+                        if let Some(i) = find(&self.buf, b"\r\n") {
+                            break i;
+                        }
+                        assert!(self.fill(), "connection closed inside trailers");
+                    };
+                    self.buf.drain(..end + 2);
+                    if end == 0 {
+                        return body;
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                assert!(self.fill(), "connection closed inside a chunk");
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The raw head bytes.
+    pub head: String,
+    /// The proxy's address on this connection.
+    pub peer: SocketAddr,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What an upstream does with a request.
+pub enum Behaviour {
+    /// Answer with these raw bytes, keeping the connection.
+    Respond(Vec<u8>),
+    /// Never answer (keep the connection open, read nothing more).
+    Hang,
+    /// Answer with these bytes, then close.
+    RespondAndClose(Vec<u8>),
+}
+
+type Handler = dyn Fn(&Received) -> Behaviour + Send + Sync;
+
+/// A real HTTP/1.1 upstream on 127.0.0.1:0 that records what it gets.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    /// Answers every request with `handler`'s behaviour.
+    pub fn start(handler: impl Fn(&Received) -> Behaviour + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let handler = Arc::clone(&handler);
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || serve(stream, &*handler, &log));
+            }
+        });
+        Upstream { addr, received }
+    }
+
+    /// An upstream answering 200 with `body` and header `x-upstream: name`.
+    pub fn named(name: &str) -> Upstream {
+        let name = name.to_string();
+        Upstream::start(move |_| Behaviour::Respond(ok_response(&name)))
+    }
+
+    /// An upstream that echoes the request body back.
+    pub fn echo() -> Upstream {
+        Upstream::start(|r| {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                r.body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&r.body);
+            Behaviour::Respond(out)
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Received {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream received nothing")
+    }
+}
+
+/// `200 OK` with `x-upstream: name` and body `name`.
+pub fn ok_response(name: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\ncontent-length: {}\r\n\r\n{name}",
+        name.len()
+    )
+    .into_bytes()
+}
+
+fn serve(mut stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Received>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(req) = read_request(&mut stream, &mut buf) else {
+            return;
+        };
+        log.lock().unwrap().push(req.clone());
+        match handler(&req) {
+            Behaviour::Respond(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Behaviour::RespondAndClose(bytes) => {
+                let _ = stream.write_all(&bytes);
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            Behaviour::Hang => {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                return;
+            }
+        }
+    }
+}
+
+fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Received> {
+    let fill = |stream: &mut TcpStream, buf: &mut Vec<u8>| -> bool {
+        let mut b = [0u8; 16384];
+        match stream.read(&mut b) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&b[..n]);
+                true
+            }
+        }
+    };
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !fill(stream, buf) {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if let Some(len) = get("content-length") {
+        let len: usize = len.parse().ok()?;
+        while buf.len() < len {
+            if !fill(stream, buf) {
+                return None;
+            }
+        }
+        body = buf.drain(..len).collect();
+    } else if get("transfer-encoding").is_some() {
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    break i;
+                }
+                if !fill(stream, buf) {
+                    return None;
+                }
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&buf[..line_end]).split(';').next()?.trim(),
+                16,
+            )
+            .ok()?;
+            buf.drain(..line_end + 2);
+            if size == 0 {
+                while find(buf, b"\r\n").is_none() {
+                    if !fill(stream, buf) {
+                        return None;
+                    }
+                }
+                let e = find(buf, b"\r\n").unwrap();
+                buf.drain(..e + 2);
+                break;
+            }
+            while buf.len() < size + 2 {
+                if !fill(stream, buf) {
+                    return None;
+                }
+            }
+            body.extend(buf.drain(..size));
+            buf.drain(..2);
+        }
+    }
+    Some(Received {
+        method,
+        target,
+        headers,
+        body,
+        head,
+        peer: stream.peer_addr().ok()?,
+    })
+}
+
+/// A loopback port with nothing listening on it.
+pub fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The file's content with `path` replaced in `conf/` style tests.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
