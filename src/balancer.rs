@@ -56,7 +56,13 @@ fn scaled(weights: &[u32]) -> Vec<u64> {
     }
     reduced
         .iter()
-        .map(|&w| if w == 0 { 0 } else { (w * MAX_PERIOD / sum).max(1) })
+        .map(|&w| {
+            if w == 0 {
+                0
+            } else {
+                (w * MAX_PERIOD / sum).max(1)
+            }
+        })
         .collect()
 }
 

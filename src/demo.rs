@@ -64,7 +64,9 @@ async fn serve(stream: Async<TcpStream>) {
         out.extend_from_slice(b"content-length: ");
         http::push_decimal(&mut out, text.len() as u64);
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(text.as_bytes());
+        if req.method != "HEAD" {
+            out.extend_from_slice(text.as_bytes());
+        }
         if (&stream).write_all(&out).await.is_err() {
             return;
         }

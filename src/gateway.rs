@@ -8,7 +8,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::router::Router;
-use crate::wasm::{Engine, Plugin, PluginVm};
+use crate::wasm::{Engine, Plugin, PluginSpec, PluginVm};
 use std::sync::Arc;
 
 /// A configuration ready to serve.
@@ -17,6 +17,8 @@ pub struct Gateway {
     pub router: Router,
     /// Compiled plugins, indexed like `config.main.plugins`.
     pub plugins: Vec<Arc<Plugin>>,
+    /// A hash of each plugin's file, to reuse unchanged plugins on reload.
+    file_hashes: Vec<u64>,
 }
 
 impl Gateway {
@@ -25,11 +27,42 @@ impl Gateway {
     /// # Errors
     /// One problem per plugin that fails to load, naming plugin and file.
     pub fn build(config: Config, engine: &Engine) -> Result<Gateway, ConfigError> {
+        Gateway::build_reusing(config, engine, None)
+    }
+
+    /// Like [`Gateway::build`], but a plugin whose settings and file are
+    /// unchanged from `previous` keeps its compiled module (and so workers
+    /// keep its running instances).
+    ///
+    /// # Errors
+    /// One problem per plugin that fails to load, naming plugin and file.
+    pub fn build_reusing(
+        config: Config,
+        engine: &Engine,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, ConfigError> {
         let mut plugins = Vec::new();
+        let mut file_hashes = Vec::new();
         let mut problems = Vec::new();
         for spec in &config.main.plugins {
+            let hash = file_hash(&spec.file);
+            let reused = previous.and_then(|prev| {
+                prev.plugins
+                    .iter()
+                    .zip(&prev.file_hashes)
+                    .find(|(p, h)| **h == hash && same_spec(p.spec(), spec))
+                    .map(|(p, _)| Arc::clone(p))
+            });
+            if let Some(p) = reused {
+                plugins.push(p);
+                file_hashes.push(hash);
+                continue;
+            }
             match Plugin::load(engine, spec.clone()) {
-                Ok(p) => plugins.push(Arc::new(p)),
+                Ok(p) => {
+                    plugins.push(Arc::new(p));
+                    file_hashes.push(hash);
+                }
                 Err(e) => problems.push(format!(
                     "{}: wasm.plugins {:?}: {e}",
                     config.main.config_file.display(),
@@ -45,6 +78,7 @@ impl Gateway {
             config,
             router,
             plugins,
+            file_hashes,
         })
     }
 
@@ -90,4 +124,24 @@ impl Gateway {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// A hash of a file's bytes (0 when unreadable; loading reports that).
+fn file_hash(path: &std::path::Path) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// True when two plugin settings would start identical instances.
+fn same_spec(a: &PluginSpec, b: &PluginSpec) -> bool {
+    a.name == b.name
+        && a.file == b.file
+        && a.priority == b.priority
+        && a.root_id == b.root_id
+        && a.vm_config == b.vm_config
+        && a.env == b.env
+        && a.fuel_per_callback == b.fuel_per_callback
+        && a.memory_limit == b.memory_limit
 }

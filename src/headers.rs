@@ -39,7 +39,9 @@ impl HeaderMap {
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     /// The first value for `name` (case-insensitive).
@@ -65,7 +67,8 @@ impl HeaderMap {
 
     /// Appends an entry; the name is lower-cased.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
-        self.entries.push((name.to_ascii_lowercase(), value.to_vec()));
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_vec()));
     }
 
     /// Appends an entry whose name is already lower-case, without copying.

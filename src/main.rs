@@ -6,15 +6,18 @@
 //! README's architecture section for the map of modules.
 
 mod balancer;
+mod bench;
 mod config;
 mod demo;
 mod gateway;
 mod headers;
 mod http;
+mod live;
 mod proxy;
 mod reply;
 mod router;
 mod server;
+mod signals;
 mod upstream;
 mod wasm;
 mod worker;
@@ -22,7 +25,6 @@ mod worker;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// `Server` header value of local replies.
 pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
@@ -54,7 +56,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let command = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench-plugin") {
+        return match bench::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tinygate bench-plugin: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let command = match parse_args(args.into_iter()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tinygate: {e}\n\n{USAGE}");
@@ -132,9 +144,10 @@ fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
 }
 
 fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
+    let engine = wasm::Engine::new();
     let config = config::load(path).map_err(|e| e.problems)?;
-    let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(|e| e.problems)?;
-    let main = &gateway.config.main;
+    let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
+    let main = gateway.config.main.clone();
     log::info!(
         "loaded {} with {} routes and {} plugins",
         main.routes_file.display(),
@@ -147,18 +160,15 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     }
     let (sockets, bound) =
         server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
-    let workers = main.workers;
-    let handles =
-        server::spawn_workers(Arc::new(gateway), sockets).map_err(|e| vec![e.to_string()])?;
+    let live = live::Live::new(gateway, engine);
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    server::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
     let mut stdout = std::io::stdout().lock();
     for addr in &bound {
         let _ = writeln!(stdout, "listening on {addr}");
     }
     let _ = stdout.flush();
     drop(stdout);
-    log::info!("serving with {workers} workers");
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
+    log::info!("serving with {} workers", main.workers);
+    signals::run(&live, &stop_tx, main.shutdown_grace).map_err(|e| vec![e.to_string()])
 }

@@ -42,15 +42,31 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         peer,
     };
     loop {
+        let idle = !client.buf.has_data();
         let mut reader = &client.stream;
         let head = with_timeout(CLIENT_HEADER_TIMEOUT, client.buf.read_head(&mut reader));
-        let n = match head.await {
+        let head = smol::future::or(async { Some(head.await) }, async {
+            // Draining: an idle keep-alive connection is closed at once.
+            worker.stopped().await;
+            if idle {
+                None
+            } else {
+                std::future::pending().await
+            }
+        });
+        let Some(head) = head.await else {
+            return;
+        };
+        let n = match head {
             Ok(Head::Complete(n)) => n,
             Ok(Head::Closed) => return,
             Ok(Head::TooLarge) => {
                 let r = reply::bad_request(431, "request header fields too large");
                 let _ = client.send(&reply::encode(&r, false, true)).await;
-                log::warn!("{peer}: 431: request head larger than {} bytes", http::io::MAX_HEAD);
+                log::warn!(
+                    "{peer}: 431: request head larger than {} bytes",
+                    http::io::MAX_HEAD
+                );
                 return;
             }
             Err(e) => {
@@ -91,8 +107,8 @@ impl Client {
 /// One request, from parsed head to the end of its response. Returns
 /// whether the connection may carry another request.
 async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool {
-    let gateway = std::sync::Arc::clone(worker.gateway());
-    let keep_alive = wants_keep_alive(&req);
+    let gateway = worker.gateway();
+    let keep_alive = wants_keep_alive(&req) && !worker.stopping();
     let path = req.target.split('?').next().unwrap_or("/");
     let host = host_without_port(req.host.as_deref().unwrap_or(""));
     let routes = &gateway.config.routes.routes;
@@ -106,7 +122,7 @@ async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool 
         request_headers: request_map(&req),
         ..Exchange::default()
     };
-    let mut chain = match Chain::start(worker, route) {
+    let mut chain = match Chain::start(worker, &gateway, route) {
         Ok(chain) => chain,
         Err((chain, fault)) => {
             log::warn!("route {:?}: {fault}", route.id);
@@ -143,20 +159,21 @@ async fn proxy(
         return answer(client, req, &reply::unavailable(), keep_alive).await;
     };
 
-    let (mut conn, node, response) = match send_request(worker, client, req, route, upstream, ex).await {
-        Ok(sent) => sent,
-        Err(failure) => {
-            log::warn!(
-                "route {:?}: {} {}: {}",
-                route.id,
-                req.method,
-                req.target,
-                failure.why
-            );
-            let keep = keep_alive && failure.request_body_consumed;
-            return answer(client, req, &failure.reply, keep).await;
-        }
-    };
+    let (mut conn, node, response) =
+        match send_request(worker, client, req, route, upstream, ex).await {
+            Ok(sent) => sent,
+            Err(failure) => {
+                log::warn!(
+                    "route {:?}: {} {}: {}",
+                    route.id,
+                    req.method,
+                    req.target,
+                    failure.why
+                );
+                let keep = keep_alive && failure.request_body_consumed;
+                return answer(client, req, &failure.reply, keep).await;
+            }
+        };
     let framing = match http::parse::response_framing(&response, &req.method) {
         Ok(f) => f,
         Err(e) => {
@@ -191,8 +208,23 @@ async fn proxy(
         }
     };
     let mut out = Vec::with_capacity(1024);
-    write_response_head(&mut out, status, &ex.response_headers, framing, req, keep_alive);
-    match stream_body(&mut conn, client, framing, out, req.version == Version::Http11).await {
+    write_response_head(
+        &mut out,
+        status,
+        &ex.response_headers,
+        framing,
+        req,
+        keep_alive,
+    );
+    match stream_body(
+        &mut conn,
+        client,
+        framing,
+        out,
+        req.version == Version::Http11,
+    )
+    .await
+    {
         Ok(()) => {
             if upstream_reusable {
                 worker.pool.borrow_mut().put(node.addr, conn);
@@ -295,7 +327,10 @@ async fn send_request<'u>(
             )),
             Err(Stage::RequestBody(e)) => Err(Failure::new(
                 reply::bad_gateway(),
-                format!("upstream {}: while sending the request body: {e}", node.addr),
+                format!(
+                    "upstream {}: while sending the request body: {e}",
+                    node.addr
+                ),
                 false,
             )),
             Err(Stage::Client(e)) => Err(Failure::new(
@@ -401,9 +436,8 @@ async fn exchange(
         };
         let parsed = http::parse::parse_response_head(&conn.buf.data()[..n]);
         conn.buf.consume(n);
-        let response = parsed.map_err(|e| {
-            Stage::Upstream(io::Error::new(io::ErrorKind::InvalidData, e.reason))
-        })?;
+        let response = parsed
+            .map_err(|e| Stage::Upstream(io::Error::new(io::ErrorKind::InvalidData, e.reason)))?;
         match response.status {
             101 => {
                 return Err(Stage::Upstream(io::Error::new(

@@ -122,10 +122,9 @@ routes:
 
     #[test]
     fn no_route_is_none() {
-        let routes =
-            parse_routes("t.yaml", "routes:\n  - {uri: /a, plugins: {}}\n#END\n", &[])
-                .unwrap()
-                .routes;
+        let routes = parse_routes("t.yaml", "routes:\n  - {uri: /a, plugins: {}}\n#END\n", &[])
+            .unwrap()
+            .routes;
         assert_eq!(Router::new(&routes).find(&routes, "GET", "h", "/b"), None);
     }
 }

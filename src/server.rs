@@ -4,19 +4,40 @@
 //! socket per listener (`SO_REUSEPORT`, so the kernel spreads connections
 //! across workers without a shared accept queue), and a [`Worker`] with its
 //! plugin instances and connection pool. Nothing on the request path is
-//! shared between threads except the read-only [`Gateway`]. This module
-//! knows sockets and threads, not routes or plugins.
+//! shared between threads except the read-only gateway. This module knows
+//! sockets and threads, not routes or plugins.
 
-use crate::gateway::Gateway;
+use crate::live::Live;
 use crate::proxy;
 use crate::worker::Worker;
 use rustix::net::{sockopt, AddressFamily, SocketType};
+use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Client connections open right now, across all workers (for draining).
+pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one open connection for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> OpenConnection {
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::AcqRel);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 1024;
@@ -62,30 +83,36 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// Starts one thread per entry of `sockets`, each serving `gateway`.
+/// Starts one thread per entry of `sockets`, each serving what `live`
+/// holds. Closing the sender of `stop` makes every worker stop accepting
+/// and close idle connections (the process then drains).
 pub fn spawn_workers(
-    gateway: Arc<Gateway>,
+    live: &Arc<Live>,
     sockets: Vec<Vec<TcpListener>>,
-) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut handles = Vec::new();
+    stop: &smol::channel::Receiver<()>,
+) -> io::Result<()> {
     for (i, listeners) in sockets.into_iter().enumerate() {
-        let gateway = Arc::clone(&gateway);
-        let handle = std::thread::Builder::new()
+        let live = Arc::clone(live);
+        let stop = stop.clone();
+        std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || run_worker(gateway, listeners))?;
-        handles.push(handle);
+            .spawn(move || run_worker(live, listeners, stop))?;
     }
-    Ok(handles)
+    Ok(())
 }
 
-fn run_worker(gateway: Arc<Gateway>, listeners: Vec<TcpListener>) {
+fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel::Receiver<()>) {
     let executor = Rc::new(LocalExecutor::new());
-    let worker = Rc::new(Worker::new(gateway));
+    let worker = Rc::new(Worker::new(live, stop));
     let main = async {
         for listener in listeners {
             match Async::new(listener) {
                 Ok(listener) => executor
-                    .spawn(accept_loop(listener, Rc::clone(&worker), Rc::clone(&executor)))
+                    .spawn(accept_loop(
+                        listener,
+                        Rc::clone(&worker),
+                        Rc::clone(&executor),
+                    ))
                     .detach(),
                 Err(e) => log::error!("cannot register a listener: {e}"),
             }
@@ -101,15 +128,30 @@ async fn accept_loop(
     executor: Rc<LocalExecutor<'static>>,
 ) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
+        let accepted = smol::future::or(async { Some(listener.accept().await) }, async {
+            worker.stopped().await;
+            None
+        });
+        match accepted.await {
+            None => return, // draining: the listening socket closes here
+            Some(Ok((stream, peer))) => {
                 let _ = stream.get_ref().set_nodelay(true);
+                let open = OpenConnection::new();
                 let worker = Rc::clone(&worker);
                 executor
-                    .spawn(async move { proxy::serve_connection(&worker, stream, peer).await })
+                    .spawn(async move {
+                        // A bug must cost one connection, never the worker.
+                        let served = std::panic::AssertUnwindSafe(proxy::serve_connection(
+                            &worker, stream, peer,
+                        ));
+                        if served.catch_unwind().await.is_err() {
+                            log::error!("{peer}: connection aborted by an internal error");
+                        }
+                        drop(open);
+                    })
                     .detach();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning, and keep serving what is open.
                 log::warn!("accept failed: {e}");

@@ -24,7 +24,10 @@ fn custom_response_header_plugin_adds_x_go_wasm() {
         up.addr
     );
     let gate = Gate::start(
-        &config_yaml(&[("custom-response-header", 7000, "custom_response_header")], ""),
+        &config_yaml(
+            &[("custom-response-header", 7000, "custom_response_header")],
+            "",
+        ),
         &routes,
     );
     let r = gate.request("HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");

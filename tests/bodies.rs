@@ -6,7 +6,10 @@ fn pattern(n: usize) -> Vec<u8> {
 
 fn echo_gate() -> (Gate, Upstream) {
     let up = Upstream::echo();
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     (Gate::start(&config_yaml(&[], ""), &routes), up)
 }
 
@@ -14,7 +17,8 @@ fn echo_gate() -> (Gate, Upstream) {
 fn chunked_request_body_of_1_mib_arrives_byte_exact() {
     let (gate, up) = echo_gate();
     let body = pattern(1 << 20);
-    let mut raw = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for chunk in body.chunks(10_000) {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(chunk);
@@ -42,7 +46,10 @@ fn chunked_response_body_of_1_mib_arrives_byte_exact() {
         w
     };
     let up = Upstream::start(move |_| Behaviour::Respond(wire.clone()));
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let mut c = Client::connect(gate.addr);
     let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -50,14 +57,21 @@ fn chunked_response_body_of_1_mib_arrives_byte_exact() {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert!(r.body == body, "body differs");
     // The connection is still in sync afterwards.
-    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").body.len(), body.len());
+    assert_eq!(
+        c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").body.len(),
+        body.len()
+    );
 }
 
 #[test]
 fn content_length_bodies_pass_both_ways() {
     let (gate, up) = echo_gate();
     let body = pattern(300_000);
-    let mut raw = format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut raw = format!(
+        "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     raw.extend_from_slice(&body);
     let r = send(gate.addr, &raw);
     assert_eq!(r.header("content-length"), Some("300000"));
@@ -67,8 +81,13 @@ fn content_length_bodies_pass_both_ways() {
 
 #[test]
 fn close_delimited_response_is_rechunked() {
-    let up = Upstream::start(|_| Behaviour::RespondAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec()));
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let up = Upstream::start(|_| {
+        Behaviour::RespondAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec())
+    });
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let r = gate.get("/");
     assert_eq!((r.status, r.text().as_str()), (200, "until the end"));
@@ -77,8 +96,13 @@ fn close_delimited_response_is_rechunked() {
 
 #[test]
 fn head_response_with_content_length_does_not_hang() {
-    let up = Upstream::start(|_| Behaviour::Respond(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec()));
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let up = Upstream::start(|_| {
+        Behaviour::Respond(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec())
+    });
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let mut c = Client::connect(gate.addr);
     for _ in 0..3 {

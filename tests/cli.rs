@@ -11,13 +11,20 @@ fn write_conf(config: &str, routes: &str) -> std::path::PathBuf {
 fn test_flag_accepts_the_shipped_configuration() {
     let conf = format!("{}/conf/config.yaml", env!("CARGO_MANIFEST_DIR"));
     let (code, out, err) = run(&["-t", "-c", &conf]);
-    assert_eq!((code, out.as_str()), (0, "configuration ok\n"), "stderr: {err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "configuration ok\n"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
 fn test_flag_lists_every_error_with_file_and_path() {
     let dir = write_conf(
-        &config_yaml(&[("custom-response-header", 1, "custom_response_header")], ""),
+        &config_yaml(
+            &[("custom-response-header", 1, "custom_response_header")],
+            "",
+        ),
         r#"routes:
   - uri: /a
     upstream_id: api
@@ -66,7 +73,13 @@ fn test_flag_reports_config_yaml_errors() {
 fn test_flag_runs_the_plugins_lifecycle() {
     // A plugin whose on_configure returns false fails -t, naming the route.
     let dir = write_conf(
-        &config_yaml(&[("cfg-false", 1, "configure_false"), ("no-abi", 2, "no_abi_marker")], ""),
+        &config_yaml(
+            &[
+                ("cfg-false", 1, "configure_false"),
+                ("no-abi", 2, "no_abi_marker"),
+            ],
+            "",
+        ),
         "routes:\n  - {id: r1, uri: /, plugins: {cfg-false: {conf: \"x\"}}}\n#END\n",
     );
     let conf = dir.join("config.yaml");

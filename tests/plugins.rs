@@ -25,7 +25,11 @@ fn plugin_adds_replaces_and_removes_request_headers_seen_by_upstream() {
     assert_eq!(got.header("x-removed"), None);
     assert_eq!(got.header("x-other"), Some("keep"));
     assert_eq!(got.header("x-seen-path"), Some("/path?q=1"));
-    assert!(gate.wait_for_log("header_mutator: GET /path?q=1"), "{}", gate.log());
+    assert!(
+        gate.wait_for_log("header_mutator: GET /path?q=1"),
+        "{}",
+        gate.log()
+    );
 }
 
 #[test]
@@ -85,7 +89,13 @@ fn trapping_plugin_gives_503_while_another_route_keeps_serving() {
         up.addr
     );
     let gate = Gate::start(
-        &config_yaml(&[("trap", 10, "trap_on_request"), ("hdr", 5, "custom_response_header")], ""),
+        &config_yaml(
+            &[
+                ("trap", 10, "trap_on_request"),
+                ("hdr", 5, "custom_response_header"),
+            ],
+            "",
+        ),
         &routes,
     );
     for _ in 0..5 {
@@ -93,8 +103,16 @@ fn trapping_plugin_gives_503_while_another_route_keeps_serving() {
         let r = gate.get("/good");
         assert_eq!((r.status, r.header("x-ok")), (200, Some("1")));
     }
-    assert_eq!(up.count(), 5, "the trapping route never reached the upstream");
-    assert!(gate.wait_for_log("proxy_on_request_headers"), "{}", gate.log());
+    assert_eq!(
+        up.count(),
+        5,
+        "the trapping route never reached the upstream"
+    );
+    assert!(
+        gate.wait_for_log("proxy_on_request_headers"),
+        "{}",
+        gate.log()
+    );
     assert!(gate.log().contains("\"trap\""), "{}", gate.log());
 }
 

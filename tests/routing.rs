@@ -43,8 +43,14 @@ fn routes_match_like_apisix_radixtree_host_uri() {
         ("GET", "WWW.Example.COM:9080", "/x", "hosted"),
         ("GET", "example.com", "/x", "catchall"),
     ] {
-        let body = if method == "POST" { "content-length: 0\r\n" } else { "" };
-        let r = gate.request(&format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{body}\r\n"));
+        let body = if method == "POST" {
+            "content-length: 0\r\n"
+        } else {
+            ""
+        };
+        let r = gate.request(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{body}\r\n"
+        ));
         assert_eq!(r.status, 200, "{method} {host}{path}");
         assert_eq!(r.text(), want, "{method} {host}{path}");
     }

@@ -5,10 +5,10 @@ mod util;
 
 /// The article's scenario and the shipped `conf/`.
 mod article;
-/// `tinygate -t`, `--version`, `--help` and bad command lines.
-mod cli;
 /// Request and response bodies streamed through intact.
 mod bodies;
+/// `tinygate -t`, `--version`, `--help` and bad command lines.
+mod cli;
 /// Plugins editing requests and responses, answering locally, failing.
 mod plugins;
 /// Route matching: exact, prefix, hosts, methods, priority, 404.

@@ -18,7 +18,10 @@ fn weights_three_to_one_give_exactly_300_and_100_interleaved() {
         seq.push_str(&r.text());
     }
     assert_eq!((a.count(), b.count()), (300, 100));
-    assert!(!seq.contains("bb"), "b picked twice in a row: smooth WRR interleaves");
+    assert!(
+        !seq.contains("bb"),
+        "b picked twice in a row: smooth WRR interleaves"
+    );
     assert!(!seq.contains("aaaa"), "a picked four times in a row: {seq}");
 }
 
@@ -82,8 +85,19 @@ fn proxy_headers_follow_rfc_9110_and_apisix() {
     );
     assert_eq!(r.status, 200);
     let got = up.last();
-    for gone in ["x-foo", "keep-alive", "te", "proxy-connection", "connection"] {
-        assert_eq!(got.header(gone), None, "{gone} must not be forwarded: {}", got.head);
+    for gone in [
+        "x-foo",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "connection",
+    ] {
+        assert_eq!(
+            got.header(gone),
+            None,
+            "{gone} must not be forwarded: {}",
+            got.head
+        );
     }
     assert_eq!(got.header("x-kept"), Some("yes"));
     assert_eq!(got.header("host"), Some("front.test"));
@@ -99,7 +113,10 @@ fn response_hop_by_hop_headers_are_dropped() {
             b"HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: 1\r\nKeep-Alive: x\r\nX-Ok: 1\r\ncontent-length: 2\r\n\r\nok".to_vec(),
         )
     });
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let r = gate.get("/");
     assert_eq!(r.header("x-bar"), None);
@@ -124,7 +141,10 @@ fn pass_host_node_and_rewrite() {
 #[test]
 fn keep_alive_connections_to_upstreams_are_reused() {
     let up = Upstream::named("k");
-    let routes = format!("routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n", up.addr);
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let mut c = Client::connect(gate.addr);
     for _ in 0..20 {

@@ -9,6 +9,7 @@ use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// APISIX's default `node_listen`.
 const DEFAULT_PORT: u16 = 9080;
@@ -70,7 +71,10 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let top = Obj::new(doc, String::new(), p)?;
     for key in top.map.keys().filter_map(Value::as_str) {
         if IGNORED_APISIX_SECTIONS.contains(&key) {
-            log::warn!("{}: {key}: APISIX setting not used by tinygate, ignored", p.file());
+            log::warn!(
+                "{}: {key}: APISIX setting not used by tinygate, ignored",
+                p.file()
+            );
         }
     }
     let mut known = vec!["apisix", "deployment", "wasm", "tinygate"];
@@ -91,7 +95,12 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         }
         None => None,
     }
-    .unwrap_or_else(|| vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)]);
+    .unwrap_or_else(|| {
+        vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            DEFAULT_PORT,
+        )]
+    });
 
     if let Some(deployment) = top.obj("deployment", p) {
         check_deployment(&deployment, p);
@@ -100,8 +109,15 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut routes_file = dir.join("apisix.yaml");
     let mut demo_upstream = None;
+    let mut shutdown_grace = Duration::from_secs(10);
     if let Some(t) = top.obj("tinygate", p) {
-        t.only(&["workers", "routes_file", "demo_upstream"], p);
+        t.only(
+            &["workers", "routes_file", "demo_upstream", "shutdown_grace"],
+            p,
+        );
+        if let Some(s) = t.seconds("shutdown_grace", p) {
+            shutdown_grace = Duration::from_secs_f64(s);
+        }
         if let Some(n) = t.int("workers", 1, 1024, p) {
             workers = n as usize;
         }
@@ -133,6 +149,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         listen,
         workers,
         demo_upstream,
+        shutdown_grace,
         plugins,
     })
 }
@@ -197,7 +214,10 @@ fn check_deployment(d: &Obj, p: &mut Problems) {
     d.only(&["role", "role_data_plane", "admin"], p);
     if let Some(role) = d.str("role", p) {
         if role != "data_plane" && role != "traditional" {
-            p.at(&d.path_of("role"), format!("tinygate runs as data_plane, not {role:?}"));
+            p.at(
+                &d.path_of("role"),
+                format!("tinygate runs as data_plane, not {role:?}"),
+            );
         }
     }
     if let Some(dp) = d.obj("role_data_plane", p) {
@@ -282,7 +302,10 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
             continue;
         };
         if out.iter().any(|x| x.name == name) {
-            p.at(&o.path_of("name"), format!("plugin {name:?} is declared twice"));
+            p.at(
+                &o.path_of("name"),
+                format!("plugin {name:?} is declared twice"),
+            );
             continue;
         }
         out.push(PluginSpec {
@@ -325,7 +348,10 @@ fn env_pairs(e: &Obj, p: &mut Problems) -> Vec<(String, String)> {
             }
         };
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            p.at(&e.path, format!("{key:?} is not a valid environment variable name"));
+            p.at(
+                &e.path,
+                format!("{key:?} is not a valid environment variable name"),
+            );
             continue;
         }
         out.push((key.to_string(), value));
@@ -359,7 +385,10 @@ fn byte_size(v: &Value, path: &str, p: &mut Problems) -> Option<usize> {
     match parsed.and_then(|n| usize::try_from(n).ok()) {
         Some(n) if n > 0 => Some(n),
         _ => {
-            p.at(path, "expected a positive size such as 67108864 or \"64MiB\"");
+            p.at(
+                path,
+                "expected a positive size such as 67108864 or \"64MiB\"",
+            );
             None
         }
     }

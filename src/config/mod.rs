@@ -12,7 +12,7 @@ mod main_file;
 mod routes_file;
 mod tree;
 
-pub use routes_file::{parse_routes, Routes};
+pub use routes_file::{parse_routes, parse_routes_skipping_invalid, Routes};
 
 use crate::balancer::Balancer;
 use crate::wasm::PluginSpec;
@@ -45,6 +45,9 @@ pub struct MainConfig {
     pub workers: usize,
     /// `tinygate.demo_upstream`: serve a built-in hello-world upstream here.
     pub demo_upstream: Option<SocketAddr>,
+    /// `tinygate.shutdown_grace`: how long `SIGTERM` waits for requests in
+    /// flight before exiting (default 10 s).
+    pub shutdown_grace: Duration,
     /// `wasm.plugins`, in file order.
     pub plugins: Vec<PluginSpec>,
 }
@@ -181,9 +184,17 @@ impl std::error::Error for ConfigError {}
 /// # Errors
 /// Every problem in either file, each with file and key path.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let main = main_file::load(path)?;
+    let main = load_main(path)?;
     let routes = load_routes(&main)?;
     Ok(Config { main, routes })
+}
+
+/// Loads `config.yaml` alone.
+///
+/// # Errors
+/// Every problem in the file, each with key path.
+pub fn load_main(path: &Path) -> Result<MainConfig, ConfigError> {
+    main_file::load(path)
 }
 
 /// Loads the routes file named by `main`.

@@ -4,8 +4,8 @@
 use super::main_file::json_bytes;
 use super::tree::{index, kind, Obj, Problems};
 use super::{
-    parse_yaml, ConfigError, HostMatch, Node, PassHost, Route, RoutePlugin, Timeouts, UriMatch,
-    Upstream,
+    parse_yaml, ConfigError, HostMatch, Node, PassHost, Route, RoutePlugin, Timeouts, Upstream,
+    UriMatch,
 };
 use crate::balancer::Balancer;
 use crate::wasm::PluginSpec;
@@ -60,7 +60,8 @@ pub struct Routes {
     pub upstreams: Vec<Arc<Upstream>>,
 }
 
-/// Parses the text of a routes file; `label` names it in messages.
+/// Parses the text of a routes file strictly, as at start-up and in `-t`:
+/// any problem fails the whole file. `label` names it in messages.
 ///
 /// # Errors
 /// Every problem found, each with `label` and key path.
@@ -69,6 +70,26 @@ pub fn parse_routes(
     text: &str,
     plugins: &[PluginSpec],
 ) -> Result<Routes, ConfigError> {
+    let (routes, problems) = parse_routes_skipping_invalid(label, text, plugins)?;
+    if problems.is_empty() {
+        Ok(routes)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Parses the text of a routes file as APISIX does on reload: an invalid
+/// route or upstream is skipped (its problems are returned), the rest
+/// applies.
+///
+/// # Errors
+/// Problems with the file as a whole: no `#END`, invalid YAML, not a
+/// mapping.
+pub fn parse_routes_skipping_invalid(
+    label: &str,
+    text: &str,
+    plugins: &[PluginSpec],
+) -> Result<(Routes, Vec<String>), ConfigError> {
     if !ends_with_end_marker(text) {
         return Err(ConfigError {
             problems: vec![format!(
@@ -77,15 +98,16 @@ pub fn parse_routes(
         });
     }
     let doc = parse_yaml(label, text)?;
+    if !(doc.is_mapping() || doc.is_null()) {
+        return Err(ConfigError {
+            problems: vec![format!(
+                "{label}: expected a mapping with routes and upstreams"
+            )],
+        });
+    }
     let mut p = Problems::new(label);
     let routes = parse(&doc, plugins, &mut p);
-    if p.is_empty() {
-        Ok(routes)
-    } else {
-        Err(ConfigError {
-            problems: p.into_vec(),
-        })
-    }
+    Ok((routes, p.into_vec()))
 }
 
 /// APISIX requires `#END` at the very end (trailing white space allowed) so
@@ -125,7 +147,10 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
                 continue;
             };
             if upstreams.iter().any(|u| u.id == id) {
-                p.at(&o.path_of("id"), format!("upstream id {id:?} is used twice"));
+                p.at(
+                    &o.path_of("id"),
+                    format!("upstream id {id:?} is used twice"),
+                );
                 continue;
             }
             if let Some(u) = upstream(&o, id, p) {
@@ -147,7 +172,10 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
                 continue;
             };
             if ids.contains(&route.id) {
-                p.at(&o.path_of("id"), format!("route id {:?} is used twice", route.id));
+                p.at(
+                    &o.path_of("id"),
+                    format!("route id {:?} is used twice", route.id),
+                );
                 continue;
             }
             ids.push(route.id.clone());
@@ -269,7 +297,10 @@ fn exactly_one(
 ) -> Option<Vec<String>> {
     match (o.has(single), o.has(plural)) {
         (true, true) => {
-            p.at(&o.path, format!("give either {single} or {plural}, not both"));
+            p.at(
+                &o.path,
+                format!("give either {single} or {plural}, not both"),
+            );
             None
         }
         (true, false) => o.str(single, p).map(|s| vec![s.to_string()]),
@@ -301,8 +332,7 @@ fn host_match(host: &str, o: &Obj, p: &mut Problems) -> Option<HostMatch> {
     let host = host.to_ascii_lowercase();
     let valid = |s: &str| {
         !s.is_empty()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     };
     if let Some(rest) = host.strip_prefix("*.") {
@@ -355,7 +385,11 @@ fn route_plugins(list: &Obj, plugins: &[PluginSpec], p: &mut Problems) -> Vec<Ro
                 &path,
                 format!(
                     "no wasm plugin {name:?} in config.yaml wasm.plugins (declared: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
             continue;
@@ -432,7 +466,10 @@ fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream> {
     }
     if let Some(s) = o.str("scheme", p) {
         if s != "http" {
-            p.at(&o.path_of("scheme"), format!("only http is supported, not {s:?}"));
+            p.at(
+                &o.path_of("scheme"),
+                format!("only http is supported, not {s:?}"),
+            );
         }
     }
     if let Some(k) = o.obj("keepalive_pool", p) {
@@ -490,14 +527,20 @@ fn nodes(v: &Value, path: &str, p: &mut Problems) -> Vec<Node> {
         Value::Mapping(m) => {
             for (k, w) in m {
                 let Some(hp) = k.as_str() else {
-                    p.at(path, format!("node keys must be \"host:port\", got {}", kind(k)));
+                    p.at(
+                        path,
+                        format!("node keys must be \"host:port\", got {}", kind(k)),
+                    );
                     continue;
                 };
                 let node_path = format!("{path}.{hp:?}");
                 let weight = match w.as_u64().and_then(|w| u32::try_from(w).ok()) {
                     Some(w) => w,
                     None => {
-                        p.at(&node_path, format!("weight must be an integer ≥ 0, got {}", kind(w)));
+                        p.at(
+                            &node_path,
+                            format!("weight must be an integer ≥ 0, got {}", kind(w)),
+                        );
                         continue;
                     }
                 };
@@ -525,7 +568,10 @@ fn nodes(v: &Value, path: &str, p: &mut Problems) -> Vec<Node> {
                     }
                 }
                 if o.has("priority") {
-                    p.at(&o.path_of("priority"), "node priorities are not supported yet");
+                    p.at(
+                        &o.path_of("priority"),
+                        "node priorities are not supported yet",
+                    );
                 }
                 if let (Some(host), Some(weight)) = (host, weight) {
                     if let Some(n) = node(host, port, weight as u32, &o.path, p) {
@@ -536,7 +582,10 @@ fn nodes(v: &Value, path: &str, p: &mut Problems) -> Vec<Node> {
         }
         other => p.at(
             path,
-            format!("expected a mapping of \"host:port\": weight or a list, got {}", kind(other)),
+            format!(
+                "expected a mapping of \"host:port\": weight or a list, got {}",
+                kind(other)
+            ),
         ),
     }
     if out.is_empty() && p.is_empty() {

@@ -29,7 +29,8 @@ impl Problems {
         if path.is_empty() {
             self.list.push(format!("{}: {}", self.file, message));
         } else {
-            self.list.push(format!("{}: {}: {}", self.file, path, message));
+            self.list
+                .push(format!("{}: {}: {}", self.file, path, message));
         }
     }
 
@@ -105,7 +106,10 @@ impl<'a> Obj<'a> {
                     &join(&self.path, k),
                     format!("unknown key (expected one of: {})", known.join(", ")),
                 ),
-                None => p.at(&self.path, format!("keys must be strings, got {}", kind(key))),
+                None => p.at(
+                    &self.path,
+                    format!("keys must be strings, got {}", kind(key)),
+                ),
             }
         }
     }
@@ -161,7 +165,10 @@ impl<'a> Obj<'a> {
             other => {
                 p.at(
                     &self.path_of(key),
-                    format!("expected a non-empty string or an integer, got {}", kind(other)),
+                    format!(
+                        "expected a non-empty string or an integer, got {}",
+                        kind(other)
+                    ),
                 );
                 None
             }
@@ -250,7 +257,10 @@ impl<'a> Obj<'a> {
             other => {
                 p.at(
                     &path,
-                    format!("expected a string or a list of strings, got {}", kind(other)),
+                    format!(
+                        "expected a string or a list of strings, got {}",
+                        kind(other)
+                    ),
                 );
                 None
             }

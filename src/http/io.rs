@@ -268,7 +268,9 @@ fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
     let rest = &line[hex_end..];
     let ext_ok = rest.is_empty()
         || (matches!(rest.iter().find(|&&b| b != b' ' && b != b'\t'), Some(b';'))
-            && rest.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80));
+            && rest
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80));
     if !ext_ok {
         return Err(invalid("invalid chunk extension"));
     }
@@ -362,7 +364,10 @@ mod tests {
     #[test]
     fn length_stops_at_the_end() {
         let (body, rest) = read_body(Framing::Length(3), b"abcdef", 100).unwrap();
-        assert_eq!((body.as_slice(), rest.as_slice()), (&b"abc"[..], &b"def"[..]));
+        assert_eq!(
+            (body.as_slice(), rest.as_slice()),
+            (&b"abc"[..], &b"def"[..])
+        );
     }
 
     #[test]

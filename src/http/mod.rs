@@ -40,9 +40,7 @@ pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[Vec<u8>]) -> bool {
 }
 
 /// The lower-case tokens of every `Connection` header among `headers`.
-pub fn connection_tokens<'a>(
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Vec<Vec<u8>> {
+pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (k, v) in headers {
         if k == b"connection" {
@@ -153,10 +151,7 @@ mod tests {
 
     #[test]
     fn connection_lists_hop_by_hop_names() {
-        let headers = [
-            (&b"connection"[..], &b"X-Foo, close"[..]),
-            (b"x-foo", b"1"),
-        ];
+        let headers = [(&b"connection"[..], &b"X-Foo, close"[..]), (b"x-foo", b"1")];
         let tokens = connection_tokens(headers.iter().copied());
         assert!(is_hop_by_hop(b"x-foo", &tokens));
         assert!(is_hop_by_hop(b"keep-alive", &tokens));

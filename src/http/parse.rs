@@ -107,11 +107,17 @@ pub fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         }
     }
     let (target, host) = if target.starts_with('/') {
-        (target, host_header.map(|(_, h)| String::from_utf8_lossy(h).into_owned()))
+        (
+            target,
+            host_header.map(|(_, h)| String::from_utf8_lossy(h).into_owned()),
+        )
     } else if let Some((authority, path)) = split_absolute_form(&target) {
         (path, Some(authority))
     } else if target == "*" && method == "OPTIONS" {
-        (target, host_header.map(|(_, h)| String::from_utf8_lossy(h).into_owned()))
+        (
+            target,
+            host_header.map(|(_, h)| String::from_utf8_lossy(h).into_owned()),
+        )
     } else {
         return Err(bad("unsupported request target form"));
     };
@@ -141,9 +147,7 @@ pub fn parse_response_head(head: &[u8]) -> Result<ResponseHead, HeadError> {
     if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
         return Err(bad("malformed status code"));
     }
-    let status = code
-        .iter()
-        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     if line[12..]
         .iter()
         .any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
@@ -209,7 +213,10 @@ fn transfer_encoding(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<bool>, Hea
         return Err(bad("more than one Transfer-Encoding header"));
     }
     let codings: Vec<&[u8]> = value.split(|&b| b == b',').map(trim).collect();
-    if codings.iter().any(|c| c.is_empty() || !c.iter().all(|&b| is_tchar(b))) {
+    if codings
+        .iter()
+        .any(|c| c.is_empty() || !c.iter().all(|&b| is_tchar(b)))
+    {
         return Err(bad("malformed Transfer-Encoding"));
     }
     let chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
@@ -230,9 +237,7 @@ fn content_length(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<u64>, HeadErr
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(bad("invalid Content-Length"));
             }
-            let n = part
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             match found {
                 Some(m) if m != n => return Err(bad("conflicting Content-Length values")),
                 _ => found = Some(n),
@@ -343,9 +348,8 @@ fn split_absolute_form(target: &str) -> Option<(String, String)> {
 /// host[:port] with host a reg-name, IPv4 or bracketed IPv6 (RFC 3986).
 fn is_valid_authority(a: &[u8]) -> bool {
     !a.is_empty()
-        && a.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
-        })
+        && a.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
 }
 
 /// RFC 9110 §5.6.2 token characters.
@@ -360,8 +364,14 @@ pub fn is_field_vchar(b: u8) -> bool {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
     &s[start..end]
 }
 
@@ -393,7 +403,10 @@ mod tests {
     #[test]
     fn absolute_form_overrides_host() {
         let h = req("GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\n\r\n").unwrap();
-        assert_eq!((h.host.as_deref(), h.target.as_str()), (Some("a.test"), "/x"));
+        assert_eq!(
+            (h.host.as_deref(), h.target.as_str()),
+            (Some("a.test"), "/x")
+        );
     }
 
     #[test]
@@ -453,10 +466,16 @@ mod tests {
 
     #[test]
     fn limits() {
-        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
         assert_eq!(status_of(&long), 414);
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(status_of(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+        assert_eq!(
+            status_of(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
     }
 
     #[test]
@@ -465,7 +484,8 @@ mod tests {
         assert_eq!(h.status, 200);
         assert_eq!(response_framing(&h, "GET"), Ok(Framing::Length(3)));
         assert_eq!(response_framing(&h, "HEAD"), Ok(Framing::Empty));
-        let h = parse_response_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n").unwrap();
+        let h =
+            parse_response_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n").unwrap();
         assert_eq!(response_framing(&h, "GET"), Ok(Framing::Empty));
         let h = parse_response_head(b"HTTP/1.0 200\r\n\r\n").unwrap();
         assert_eq!(response_framing(&h, "GET"), Ok(Framing::Close));

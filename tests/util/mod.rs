@@ -73,7 +73,10 @@ impl Gate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tinygate"))
             .arg("-c")
             .arg(dir.join("config.yaml"))
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -531,7 +534,10 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Received> {
                 }
             };
             let size = usize::from_str_radix(
-                String::from_utf8_lossy(&buf[..line_end]).split(';').next()?.trim(),
+                String::from_utf8_lossy(&buf[..line_end])
+                    .split(';')
+                    .next()?
+                    .trim(),
                 16,
             )
             .ok()?;

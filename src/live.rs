@@ -1,0 +1,153 @@
+//! The configuration being served, and replacing it while serving.
+//!
+//! `Live` holds the current [`Gateway`] and a generation number. Workers
+//! compare the generation (one atomic load per request) and fetch the new
+//! gateway only when it changed, so the request path takes no lock. A new
+//! configuration is validated completely (both files parsed, every plugin
+//! compiled, started and configured) before it replaces the old one; an
+//! invalid one is logged and the old one keeps serving. Requests in flight
+//! keep the `Arc` of the gateway they started with.
+//!
+//! The routes file is polled every second, as APISIX does, comparing size,
+//! mtime and a hash of the content; `SIGHUP` re-reads both files.
+
+use crate::config::{self, parse_routes_skipping_invalid, Config, ConfigError};
+use crate::gateway::Gateway;
+use crate::wasm::Engine;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The gateway being served, swappable at run time.
+pub struct Live {
+    current: Mutex<Arc<Gateway>>,
+    generation: AtomicU64,
+    engine: Engine,
+    /// Fingerprint of the routes file last applied or rejected.
+    routes_seen: Mutex<Option<u64>>,
+}
+
+impl Live {
+    pub fn new(gateway: Gateway, engine: Engine) -> Arc<Live> {
+        let seen = fingerprint(&gateway.config.main.routes_file);
+        Arc::new(Live {
+            current: Mutex::new(Arc::new(gateway)),
+            generation: AtomicU64::new(1),
+            engine,
+            routes_seen: Mutex::new(seen),
+        })
+    }
+
+    /// Changes every time the gateway is replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The gateway being served now.
+    pub fn current(&self) -> Arc<Gateway> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Re-reads the routes file if it changed since last seen; applies it
+    /// if it is valid (skipping invalid routes and upstreams, as APISIX).
+    pub fn poll_routes_file(&self) {
+        let current = self.current();
+        let path = &current.config.main.routes_file;
+        let now = fingerprint(path);
+        {
+            let mut seen = self.routes_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return;
+            }
+            *seen = now;
+        }
+        let label = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("{label}: cannot read: {e}; keeping the current configuration");
+                return;
+            }
+        };
+        let main = current.config.main.clone();
+        match parse_routes_skipping_invalid(&label, &text, &main.plugins) {
+            Ok((routes, skipped)) => {
+                for problem in &skipped {
+                    log::error!("{problem} (item skipped)");
+                }
+                self.apply(Config { main, routes }, &current, "routes file changed");
+            }
+            Err(e) => log_rejected(&e),
+        }
+    }
+
+    /// Re-reads both files (on `SIGHUP`); applies them if valid.
+    pub fn reload_all(&self) {
+        let current = self.current();
+        let path = current.config.main.config_file.clone();
+        *self.routes_seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            fingerprint(&current.config.main.routes_file);
+        let main = match config::load_main(&path) {
+            Ok(m) => m,
+            Err(e) => return log_rejected(&e),
+        };
+        if main.listen != current.config.main.listen || main.workers != current.config.main.workers
+        {
+            log::warn!(
+                "{}: listeners and workers change only on restart; keeping the current ones",
+                path.display()
+            );
+        }
+        let label = main.routes_file.display().to_string();
+        let text = match std::fs::read_to_string(&main.routes_file) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("{label}: cannot read: {e}; keeping the current configuration");
+                return;
+            }
+        };
+        match parse_routes_skipping_invalid(&label, &text, &main.plugins) {
+            Ok((routes, skipped)) => {
+                for problem in &skipped {
+                    log::error!("{problem} (item skipped)");
+                }
+                self.apply(Config { main, routes }, &current, "SIGHUP");
+            }
+            Err(e) => log_rejected(&e),
+        }
+    }
+
+    fn apply(&self, config: Config, previous: &Gateway, why: &str) {
+        let label = config.main.routes_file.display().to_string();
+        let gateway = match Gateway::build_reusing(config, &self.engine, Some(previous)) {
+            Ok(g) => g,
+            Err(e) => return log_rejected(&e),
+        };
+        if let Err(e) = gateway.check_plugins() {
+            return log_rejected(&e);
+        }
+        let routes = gateway.config.routes.routes.len();
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gateway);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        log::info!("config file {label} reloaded ({why}): {routes} routes");
+    }
+}
+
+fn log_rejected(e: &ConfigError) {
+    for problem in &e.problems {
+        log::error!("{problem}");
+    }
+    log::error!("reload rejected; keeping the current configuration");
+}
+
+/// Size, mtime and content hash of a file; `None` when unreadable.
+fn fingerprint(path: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    meta.len().hash(&mut h);
+    meta.modified().ok().hash(&mut h);
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
