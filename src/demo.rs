@@ -36,7 +36,7 @@ pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
 
 async fn serve(stream: Async<TcpStream>) {
     let mut buf = ReadBuf::new();
-    while let Ok(Head::Complete(n)) = buf.read_head(&mut &stream).await {
+    while let Ok(Head::Complete(n)) = buf.read_head(&mut &stream, 64 * 1024).await {
         let parsed = http::parse::parse_request_head(&buf.data()[..n]);
         buf.consume(n);
         let Ok(req) = parsed else { return };

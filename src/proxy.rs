@@ -7,7 +7,8 @@
 //! with the right status and one log line; the connection is closed only
 //! when its framing can no longer be trusted.
 
-use crate::config::{Node, PassHost, Route, Upstream};
+use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
+use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
 use crate::http::{
     self, io::chunk_header, io::LAST_CHUNK, push_decimal, BodyReader, Framing, Head, ReadBuf,
@@ -23,14 +24,6 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// How long a client may take to send a request head, and how long an
-/// idle keep-alive connection is kept (nginx's client_header_timeout and
-/// keepalive_timeout are 60 s; edge deployments want less).
-const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long a write to the client may block (nginx's send_timeout).
-const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Bytes gathered into one write before flushing.
 const WRITE_COALESCE: usize = 64 * 1024;
 
@@ -40,33 +33,35 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         stream,
         buf: ReadBuf::new(),
         peer,
+        send_timeout: worker.gateway().config.main.limits.send_timeout,
     };
+    let mut first = true;
     loop {
-        let idle = !client.buf.has_data();
-        let mut reader = &client.stream;
-        let head = with_timeout(CLIENT_HEADER_TIMEOUT, client.buf.read_head(&mut reader));
-        let head = smol::future::or(async { Some(head.await) }, async {
-            // Draining: an idle keep-alive connection is closed at once.
-            worker.stopped().await;
-            if idle {
-                None
-            } else {
-                std::future::pending().await
-            }
-        });
-        let Some(head) = head.await else {
+        let gateway = worker.gateway();
+        let limits = gateway.config.main.limits.clone();
+        client.send_timeout = limits.send_timeout;
+        if !client.buf.has_data() && !wait_for_request(worker, &client, &limits, first).await {
             return;
-        };
-        let n = match head {
+        }
+        first = false;
+        let mut reader = &client.stream;
+        let head = client.buf.read_head(&mut reader, limits.max_header_size);
+        let n = match with_timeout(limits.client_header_timeout, head).await {
             Ok(Head::Complete(n)) => n,
             Ok(Head::Closed) => return,
             Ok(Head::TooLarge) => {
-                let r = reply::bad_request(431, "request header fields too large");
-                let _ = client.send(&reply::encode(&r, false, true)).await;
                 log::warn!(
                     "{peer}: 431: request head larger than {} bytes",
-                    http::io::MAX_HEAD
+                    limits.max_header_size
                 );
+                let r = reply::bad_request(431, "request header fields too large");
+                let _ = client.send(&reply::encode(&r, false, true)).await;
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                log::warn!("{peer}: 408: request head not received in time");
+                let r = reply::bad_request(408, "request head not received in time");
+                let _ = client.send(&reply::encode(&r, false, true)).await;
                 return;
             }
             Err(e) => {
@@ -85,9 +80,39 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
                 return;
             }
         };
-        if !handle(worker, &mut client, req).await {
+        if !handle(worker, &gateway, &mut client, req, &limits).await {
             return;
         }
+    }
+}
+
+/// Waits until the client sends something. Gives up (false) when the
+/// connection idles past its timeout, closes, or the process drains.
+async fn wait_for_request(
+    worker: &Worker,
+    client: &Client,
+    limits: &crate::config::ClientLimits,
+    first: bool,
+) -> bool {
+    let idle_limit = if first {
+        limits.client_header_timeout
+    } else {
+        limits.keepalive_timeout
+    };
+    let readable = with_timeout(idle_limit, client.stream.readable());
+    let ready = smol::future::or(async { Some(readable.await) }, async {
+        worker.stopped().await;
+        None
+    });
+    match ready.await {
+        Some(Ok(())) => true,
+        Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && first => {
+            log::debug!("{}: 408: nothing received in time", client.peer);
+            let r = reply::bad_request(408, "request not received in time");
+            let _ = client.send(&reply::encode(&r, false, true)).await;
+            false
+        }
+        _ => false,
     }
 }
 
@@ -96,18 +121,24 @@ struct Client {
     stream: Async<TcpStream>,
     buf: ReadBuf,
     peer: SocketAddr,
+    send_timeout: Duration,
 }
 
 impl Client {
     async fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        with_timeout(CLIENT_SEND_TIMEOUT, (&self.stream).write_all(bytes)).await
+        with_timeout(self.send_timeout, (&self.stream).write_all(bytes)).await
     }
 }
 
 /// One request, from parsed head to the end of its response. Returns
 /// whether the connection may carry another request.
-async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool {
-    let gateway = worker.gateway();
+async fn handle(
+    worker: &Worker,
+    gateway: &Gateway,
+    client: &mut Client,
+    req: RequestHead,
+    limits: &ClientLimits,
+) -> bool {
     let keep_alive = wants_keep_alive(&req) && !worker.stopping();
     let path = req.target.split('?').next().unwrap_or("/");
     let host = host_without_port(req.host.as_deref().unwrap_or(""));
@@ -122,7 +153,14 @@ async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool 
         request_headers: request_map(&req),
         ..Exchange::default()
     };
-    let mut chain = match Chain::start(worker, &gateway, route) {
+    if let Framing::Length(n) = req.framing {
+        if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
+            log::warn!("{}: 413: body of {n} bytes", client.peer);
+            let r = reply::bad_request(413, "request body too large");
+            return answer(client, &req, &r, false).await;
+        }
+    }
+    let mut chain = match Chain::start(worker, gateway, route) {
         Ok(chain) => chain,
         Err((chain, fault)) => {
             log::warn!("route {:?}: {fault}", route.id);
@@ -130,7 +168,10 @@ async fn handle(worker: &Worker, client: &mut Client, req: RequestHead) -> bool 
             return answer(client, &req, &reply::unavailable(), keep_alive).await;
         }
     };
-    let keep = proxy(worker, client, &req, route, &mut chain, &mut ex, keep_alive).await;
+    let keep = proxy(
+        worker, client, &req, route, &mut chain, &mut ex, keep_alive, limits,
+    )
+    .await;
     chain.finish(&mut ex);
     keep
 }
@@ -144,6 +185,7 @@ async fn proxy(
     chain: &mut Chain<'_>,
     ex: &mut Exchange,
     keep_alive: bool,
+    limits: &ClientLimits,
 ) -> bool {
     let eos = req.framing == Framing::Empty;
     match chain.on_request_headers(ex, eos) {
@@ -160,7 +202,7 @@ async fn proxy(
     };
 
     let (mut conn, node, response) =
-        match send_request(worker, client, req, route, upstream, ex).await {
+        match send_request(worker, client, req, route, upstream, ex, limits).await {
             Ok(sent) => sent,
             Err(failure) => {
                 log::warn!(
@@ -270,6 +312,7 @@ async fn send_request<'u>(
     route: &Route,
     upstream: &'u Upstream,
     ex: &Exchange,
+    limits: &ClientLimits,
 ) -> Result<(Conn, &'u Node, ResponseHead), Failure> {
     let timeout = route.timeout;
     let attempts = 1 + upstream
@@ -279,6 +322,9 @@ async fn send_request<'u>(
     let mut last_error = String::from("no upstream node has a positive weight");
     let mut timed_out = false;
     let body_empty = req.framing == Framing::Empty;
+    // Replaying a request on a fresh connection is only safe when no body
+    // went out and the method is idempotent (RFC 9110 §9.2.2).
+    let replayable = body_empty && is_idempotent(&req.method);
     for _ in 0..attempts {
         let Some(index) = pick_untried(upstream, &tried) else {
             break;
@@ -299,14 +345,14 @@ async fn send_request<'u>(
             },
         };
         let head = request_head(req, ex, upstream, node, client.peer);
-        let mut result = exchange(&mut conn, client, req, &head, timeout).await;
-        if conn.reused && body_empty && matches!(result, Err(Stage::Stale(_))) {
+        let mut result = exchange(&mut conn, client, req, &head, timeout, limits).await;
+        if conn.reused && replayable && matches!(result, Err(Stage::Stale(_))) {
             // The pooled connection was closed by the node while idle: one
             // more try on a fresh connection, which is safe with no body.
             match upstream::connect(node.addr, timeout.connect).await {
                 Ok(fresh) => {
                     conn = fresh;
-                    result = exchange(&mut conn, client, req, &head, timeout).await;
+                    result = exchange(&mut conn, client, req, &head, timeout, limits).await;
                 }
                 Err(e) => {
                     last_error = format!("connect to {} failed: {e}", node.addr);
@@ -333,9 +379,19 @@ async fn send_request<'u>(
                 ),
                 false,
             )),
+            Err(Stage::Client(e)) if e.kind() == io::ErrorKind::TimedOut => Err(Failure::new(
+                reply::bad_request(408, "request body not received in time"),
+                "client request body timed out".to_string(),
+                false,
+            )),
             Err(Stage::Client(e)) => Err(Failure::new(
                 reply::bad_request(400, "invalid request body"),
                 format!("client request body: {e}"),
+                false,
+            )),
+            Err(Stage::TooLarge) => Err(Failure::new(
+                reply::bad_request(413, "request body too large"),
+                "request body larger than client_max_body_size".to_string(),
                 false,
             )),
         };
@@ -359,6 +415,8 @@ enum Stage {
     RequestBody(io::Error),
     /// The node failed or timed out while we waited for its answer.
     Upstream(io::Error),
+    /// The client's body grew past `client_max_body_size`.
+    TooLarge,
 }
 
 /// Sends head and body to `conn` and reads the response head.
@@ -368,6 +426,7 @@ async fn exchange(
     req: &RequestHead,
     head: &[u8],
     timeout: crate::config::Timeouts,
+    limits: &ClientLimits,
 ) -> Result<ResponseHead, Stage> {
     let mut out = Vec::with_capacity(head.len());
     out.extend_from_slice(head);
@@ -377,6 +436,7 @@ async fn exchange(
         }
         let mut body = BodyReader::new(req.framing);
         let chunked = req.framing == Framing::Chunked;
+        let mut total: u64 = 0;
         loop {
             if !client.buf.has_data() && !out.is_empty() {
                 with_timeout(timeout.send, (&conn.stream).write_all(&out))
@@ -384,12 +444,17 @@ async fn exchange(
                     .map_err(Stage::RequestBody)?;
                 out.clear();
             }
-            let n = body
-                .next(&mut client.buf, &mut &client.stream)
+            let mut reader = &client.stream;
+            let next = body.next(&mut client.buf, &mut reader);
+            let n = with_timeout(limits.client_body_timeout, next)
                 .await
                 .map_err(Stage::Client)?;
             if n == 0 {
                 break;
+            }
+            total += n as u64;
+            if limits.client_max_body_size > 0 && total > limits.client_max_body_size {
+                return Err(Stage::TooLarge);
             }
             if chunked {
                 chunk_header(&mut out, n);
@@ -417,7 +482,8 @@ async fn exchange(
     }
     loop {
         let mut reader = &conn.stream;
-        let read = with_timeout(timeout.read, conn.buf.read_head(&mut reader)).await;
+        let head = conn.buf.read_head(&mut reader, http::io::MAX_RESPONSE_HEAD);
+        let read = with_timeout(timeout.read, head).await;
         let n = match read {
             Ok(Head::Complete(n)) => n,
             Ok(Head::Closed) => {
@@ -705,6 +771,14 @@ fn has_token<'a>(headers: impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)>, token: &
     http::connection_tokens(headers.map(|(k, v)| (&k[..], &v[..])))
         .iter()
         .any(|t| t == token)
+}
+
+/// Methods whose repetition has the same effect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 fn expects_continue(req: &RequestHead) -> bool {

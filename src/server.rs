@@ -13,7 +13,7 @@ use crate::worker::Worker;
 use rustix::net::{sockopt, AddressFamily, SocketType};
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +38,10 @@ impl Drop for OpenConnection {
         OPEN_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Sent (best effort, without waiting) to a connection over the cap.
+const OVERLOADED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 1024;
@@ -136,6 +140,14 @@ async fn accept_loop(
             None => return, // draining: the listening socket closes here
             Some(Ok((stream, peer))) => {
                 let _ = stream.get_ref().set_nodelay(true);
+                let limit = worker.gateway().config.main.limits.max_connections;
+                if OPEN_CONNECTIONS.load(Ordering::Acquire) >= limit {
+                    log::warn!(
+                        "{peer}: refused: {limit} connections already open (max_connections)"
+                    );
+                    let _ = stream.get_ref().write(OVERLOADED);
+                    continue;
+                }
                 let open = OpenConnection::new();
                 let worker = Rc::clone(&worker);
                 executor

@@ -4,7 +4,7 @@
 //! an error.
 
 use super::tree::{index, join, kind, Obj, Problems};
-use super::{parse_yaml, read, ConfigError, MainConfig};
+use super::{parse_yaml, read, ClientLimits, ConfigError, MainConfig};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -110,11 +110,25 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut routes_file = dir.join("apisix.yaml");
     let mut demo_upstream = None;
     let mut shutdown_grace = Duration::from_secs(10);
+    let mut limits = ClientLimits::default();
     if let Some(t) = top.obj("tinygate", p) {
         t.only(
-            &["workers", "routes_file", "demo_upstream", "shutdown_grace"],
+            &[
+                "workers",
+                "routes_file",
+                "demo_upstream",
+                "shutdown_grace",
+                "client_header_timeout",
+                "client_body_timeout",
+                "keepalive_timeout",
+                "send_timeout",
+                "client_max_body_size",
+                "max_header_size",
+                "max_connections",
+            ],
             p,
         );
+        client_limits(&t, &mut limits, p);
         if let Some(s) = t.seconds("shutdown_grace", p) {
             shutdown_grace = Duration::from_secs_f64(s);
         }
@@ -151,7 +165,41 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         demo_upstream,
         shutdown_grace,
         plugins,
+        limits,
     })
+}
+
+/// The client limits under `tinygate:`.
+fn client_limits(t: &Obj, limits: &mut ClientLimits, p: &mut Problems) {
+    for (key, slot) in [
+        ("client_header_timeout", &mut limits.client_header_timeout),
+        ("client_body_timeout", &mut limits.client_body_timeout),
+        ("keepalive_timeout", &mut limits.keepalive_timeout),
+        ("send_timeout", &mut limits.send_timeout),
+    ] {
+        if let Some(s) = t.seconds(key, p) {
+            *slot = Duration::from_secs_f64(s);
+        }
+    }
+    match t.value("client_max_body_size") {
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => limits.client_max_body_size = 0,
+        Some(v) => {
+            if let Some(n) = byte_size(v, &t.path_of("client_max_body_size"), p) {
+                limits.client_max_body_size = n as u64;
+            }
+        }
+        None => {}
+    }
+    if let Some(v) = t.value("max_header_size") {
+        match byte_size(v, &t.path_of("max_header_size"), p) {
+            Some(n) if n >= 1024 => limits.max_header_size = n,
+            Some(_) => p.at(&t.path_of("max_header_size"), "must be at least 1KiB"),
+            None => {}
+        }
+    }
+    if let Some(n) = t.int("max_connections", 1, 1_000_000, p) {
+        limits.max_connections = n as usize;
+    }
 }
 
 /// `node_listen`: a port, a list of ports, or a list of `{ip, port}`.

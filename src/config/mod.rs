@@ -50,6 +50,42 @@ pub struct MainConfig {
     pub shutdown_grace: Duration,
     /// `wasm.plugins`, in file order.
     pub plugins: Vec<PluginSpec>,
+    /// Per-connection limits and timeouts for clients.
+    pub limits: ClientLimits,
+}
+
+/// How much a client may send and how long it may take (nginx-like
+/// defaults; every one is a `tinygate:` key of the same name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientLimits {
+    /// Time to receive a whole request head (slowloris); 408 after it.
+    pub client_header_timeout: Duration,
+    /// Time between two reads of a request body; 408 after it.
+    pub client_body_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Time a write to the client may block.
+    pub send_timeout: Duration,
+    /// Largest request body; 413 past it. 0 means no limit.
+    pub client_max_body_size: u64,
+    /// Largest request head (request line and fields); 431 past it.
+    pub max_header_size: usize,
+    /// Client connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_max_body_size: 1 << 20,
+            max_header_size: 32 * 1024,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// One route, ready for matching.

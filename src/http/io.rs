@@ -9,8 +9,8 @@ use super::parse::Framing;
 use smol::io::{AsyncRead, AsyncReadExt};
 use std::io;
 
-/// Largest head accepted (request line plus fields); more gets 431.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted from an upstream.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Bytes read per `read` call when the buffer needs more.
 const READ_CHUNK: usize = 16 * 1024;
@@ -86,7 +86,11 @@ impl ReadBuf {
     /// Reads until a complete head is buffered. A blank-line end with bare
     /// LFs also ends the head, so that the parser can refuse it instead of
     /// the connection hanging.
-    pub async fn read_head<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<Head> {
+    pub async fn read_head<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        max: usize,
+    ) -> io::Result<Head> {
         let mut scanned = 0;
         loop {
             // Leading empty lines before a request are allowed (RFC 9112 §2.2).
@@ -97,7 +101,7 @@ impl ReadBuf {
             if let Some(end) = find_head_end(self.data(), scanned) {
                 return Ok(Head::Complete(end));
             }
-            if self.data().len() > MAX_HEAD {
+            if self.data().len() > max {
                 return Ok(Head::TooLarge);
             }
             scanned = self.data().len().saturating_sub(3);
@@ -404,7 +408,7 @@ mod tests {
             for step in 1..wire.len() {
                 let mut io = Trickle { data: wire, step };
                 let mut buf = ReadBuf::new();
-                match buf.read_head(&mut io).await.unwrap() {
+                match buf.read_head(&mut io, 1024).await.unwrap() {
                     Head::Complete(n) => {
                         assert_eq!(&buf.data()[..n], &wire[2..wire.len() - 4]);
                     }
