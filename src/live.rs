@@ -127,6 +127,9 @@ impl Live {
         if let Err(e) = gateway.check_plugins() {
             return log_rejected(&e);
         }
+        if let Err(e) = crate::access_log::configure(&gateway.config.main.access_log) {
+            log::error!("{e}; keeping the previous access log");
+        }
         let routes = gateway.config.routes.routes.len();
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gateway);
         self.generation.fetch_add(1, Ordering::AcqRel);

@@ -7,6 +7,7 @@
 //! with the right status and one log line; the connection is closed only
 //! when its framing can no longer be trusted.
 
+use crate::access_log::Record;
 use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
 use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
@@ -34,6 +35,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         buf: ReadBuf::new(),
         peer,
         send_timeout: worker.gateway().config.main.limits.send_timeout,
+        record: Record::default(),
     };
     let mut first = true;
     loop {
@@ -76,11 +78,21 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
             Err(e) => {
                 log::warn!("{peer}: {} {}", e.status, e.reason);
                 let r = reply::bad_request(e.status, e.reason);
-                let _ = client.send(&reply::encode(&r, false, true)).await;
+                client.record = Record {
+                    remote: Some(peer),
+                    method: "-".into(),
+                    version: "-",
+                    ..Record::default()
+                };
+                answer_raw(&mut client, &r).await;
+                worker.log_access(&gateway, &client.record);
                 return;
             }
         };
-        if !handle(worker, &gateway, &mut client, req, &limits).await {
+        client.record = new_record(&client, &req);
+        let keep = handle(worker, &gateway, &mut client, req, &limits).await;
+        worker.log_access(&gateway, &client.record);
+        if !keep {
             return;
         }
     }
@@ -122,6 +134,8 @@ struct Client {
     buf: ReadBuf,
     peer: SocketAddr,
     send_timeout: Duration,
+    /// The access log record of the request being served.
+    record: Record,
 }
 
 impl Client {
@@ -148,6 +162,7 @@ async fn handle(
         return answer(client, &req, &reply::not_found(), keep_alive).await;
     };
     let route = &routes[index];
+    client.record.route_id.clone_from(&route.id);
 
     let mut ex = Exchange {
         request_headers: request_map(&req),
@@ -216,6 +231,9 @@ async fn proxy(
                 return answer(client, req, &failure.reply, keep).await;
             }
         };
+    client.record.upstream_addr = Some(node.addr);
+    client.record.upstream_status = Some(response.status);
+    client.record.upstream_time = client.record.started.map(|t| t.elapsed());
     let framing = match http::parse::response_framing(&response, &req.method) {
         Ok(f) => f,
         Err(e) => {
@@ -532,7 +550,7 @@ fn pick_untried(upstream: &Upstream, tried: &[usize]) -> Option<usize> {
 /// after the already-encoded head in `out`.
 async fn stream_body(
     conn: &mut Conn,
-    client: &Client,
+    client: &mut Client,
     framing: Framing,
     mut out: Vec<u8>,
     client_is_11: bool,
@@ -553,6 +571,7 @@ async fn stream_body(
         }
         out.extend_from_slice(&conn.buf.data()[..n]);
         conn.buf.consume(n);
+        client.record.body_bytes_sent += n as u64;
         if rechunk {
             out.extend_from_slice(b"\r\n");
         }
@@ -572,16 +591,30 @@ async fn stream_body(
 
 /// Sends a reply tinygate made itself. An unread request body means the
 /// connection cannot be reused.
-async fn answer(client: &Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
+async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
     let keep = keep_alive && req.framing == Framing::Empty;
-    let bytes = reply::encode(reply, req.method == "HEAD", !keep);
+    let head_only = req.method == "HEAD";
+    let bytes = reply::encode(reply, head_only, !keep);
+    client.record.status = reply.status;
+    client.record.body_bytes_sent = if head_only {
+        0
+    } else {
+        reply.body.len() as u64
+    };
     client.send(&bytes).await.is_ok() && keep
+}
+
+/// Sends a reply to a request that could not be parsed, then closes.
+async fn answer_raw(client: &mut Client, reply: &Reply) {
+    client.record.status = reply.status;
+    client.record.body_bytes_sent = reply.body.len() as u64;
+    let _ = client.send(&reply::encode(reply, false, true)).await;
 }
 
 /// Sends a plugin's local response, with any header edits the response
 /// hooks made to it.
 async fn answer_local(
-    client: &Client,
+    client: &mut Client,
     req: &RequestHead,
     local: &LocalResponse,
     ex: &Exchange,
@@ -602,6 +635,31 @@ async fn answer_local(
         body: local.body.clone(),
     };
     answer(client, req, &reply, keep_alive).await
+}
+
+/// The access log record for a request, before it is served.
+fn new_record(client: &Client, req: &RequestHead) -> Record {
+    let header = |name: &[u8]| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    Record {
+        remote: Some(client.peer),
+        host: req.host.clone().unwrap_or_default(),
+        method: req.method.clone(),
+        target: req.target.clone(),
+        version: match req.version {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        },
+        started: Some(std::time::Instant::now()),
+        referer: header(b"referer"),
+        user_agent: header(b"user-agent"),
+        ..Record::default()
+    }
 }
 
 /// The request as plugins see it: pseudo-headers first, then the fields

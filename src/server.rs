@@ -121,7 +121,12 @@ fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel:
                 Err(e) => log::error!("cannot register a listener: {e}"),
             }
         }
-        std::future::pending::<()>().await;
+        // Buffered access log lines go out at least every 200 ms.
+        let mut tick = Timer::interval(Duration::from_millis(200));
+        loop {
+            smol::stream::StreamExt::next(&mut tick).await;
+            worker.flush_access_log();
+        }
     };
     smol::block_on(executor.run(main));
 }

@@ -4,7 +4,8 @@
 //! polled every second (APISIX's standalone behaviour). `SIGTERM` and
 //! `SIGINT` drain: workers stop accepting and close idle connections,
 //! requests in flight finish within the grace period, then the process
-//! exits 0; a second such signal exits at once.
+//! exits 0; a second such signal exits at once. `SIGUSR1` reopens the
+//! access log file.
 
 use crate::live::Live;
 use crate::server::OPEN_CONNECTIONS;
@@ -41,6 +42,7 @@ pub fn run(live: &Live, stop: &smol::channel::Sender<()>, grace: Duration) -> io
                     drain(&mut signals, stop, grace).await;
                     return Ok(());
                 }
+                Some(Some(Ok(Signal::Usr1))) => crate::access_log::reopen(),
                 Some(Some(Ok(_))) => {}
                 Some(Some(Err(e))) => log::warn!("signal handling: {e}"),
                 Some(None) => live.poll_routes_file(),

@@ -19,6 +19,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Access log bytes a worker gathers before writing them out.
+const ACCESS_LOG_BUFFER: usize = 32 * 1024;
+
 /// One worker thread's state.
 pub struct Worker {
     live: Arc<Live>,
@@ -35,6 +38,8 @@ pub struct Worker {
     stop: smol::channel::Receiver<()>,
     /// Counter of instance generations.
     next_generation: Cell<u64>,
+    /// Access log lines not yet written out.
+    access_buf: RefCell<Vec<u8>>,
 }
 
 struct VmSlot {
@@ -66,7 +71,26 @@ impl Worker {
             pool: RefCell::new(Pool::default()),
             stop,
             next_generation: Cell::new(1),
+            access_buf: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Records one finished request in the access log, if it is on.
+    pub fn log_access(&self, gateway: &Gateway, record: &crate::access_log::Record) {
+        let main = &gateway.config.main;
+        if main.access_log == crate::access_log::Target::Off {
+            return;
+        }
+        let mut buf = self.access_buf.borrow_mut();
+        crate::access_log::format_into(&mut buf, record, main.access_log_format);
+        if buf.len() >= ACCESS_LOG_BUFFER {
+            crate::access_log::flush(&mut buf);
+        }
+    }
+
+    /// Writes out buffered access log lines.
+    pub fn flush_access_log(&self) {
+        crate::access_log::flush(&mut self.access_buf.borrow_mut());
     }
 
     /// The configuration to serve the next request with.

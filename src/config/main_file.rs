@@ -5,6 +5,7 @@
 
 use super::tree::{index, join, kind, Obj, Problems};
 use super::{parse_yaml, read, ClientLimits, ConfigError, MainConfig};
+use crate::access_log::{Format, Target};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -111,6 +112,9 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut demo_upstream = None;
     let mut shutdown_grace = Duration::from_secs(10);
     let mut limits = ClientLimits::default();
+    let mut access_log = Target::Off;
+    let mut access_log_format = Format::Combined;
+    let mut deny_exec_memory = true;
     if let Some(t) = top.obj("tinygate", p) {
         t.only(
             &[
@@ -125,10 +129,29 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
                 "client_max_body_size",
                 "max_header_size",
                 "max_connections",
+                "access_log",
+                "access_log_format",
+                "deny_exec_memory",
             ],
             p,
         );
+        if let Some(b) = t.bool("deny_exec_memory", p) {
+            deny_exec_memory = b;
+        }
         client_limits(&t, &mut limits, p);
+        match t.str("access_log", p) {
+            None | Some("off") => {}
+            Some("stdout") => access_log = Target::Stdout,
+            Some(path) => access_log = Target::File(resolve(dir, path)),
+        }
+        match t.str("access_log_format", p) {
+            None | Some("combined") => {}
+            Some("json") => access_log_format = Format::Json,
+            Some(other) => p.at(
+                &t.path_of("access_log_format"),
+                format!("expected combined or json, got {other:?}"),
+            ),
+        }
         if let Some(s) = t.seconds("shutdown_grace", p) {
             shutdown_grace = Duration::from_secs_f64(s);
         }
@@ -164,8 +187,11 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         workers,
         demo_upstream,
         shutdown_grace,
+        deny_exec_memory,
         plugins,
         limits,
+        access_log,
+        access_log_format,
     })
 }
 

@@ -48,10 +48,18 @@ pub struct MainConfig {
     /// `tinygate.shutdown_grace`: how long `SIGTERM` waits for requests in
     /// flight before exiting (default 10 s).
     pub shutdown_grace: Duration,
+    /// `tinygate.deny_exec_memory` (default true): at start-up, lock the
+    /// process with `PR_SET_MDWE` so no mapping can ever become executable
+    /// (Linux 6.3 or later; elsewhere a warning, see `hardening.rs`).
+    pub deny_exec_memory: bool,
     /// `wasm.plugins`, in file order.
     pub plugins: Vec<PluginSpec>,
     /// Per-connection limits and timeouts for clients.
     pub limits: ClientLimits,
+    /// `tinygate.access_log`: `off` (default), `stdout`, or a file path.
+    pub access_log: crate::access_log::Target,
+    /// `tinygate.access_log_format`: `combined` (default) or `json`.
+    pub access_log_format: crate::access_log::Format,
 }
 
 /// How much a client may send and how long it may take (nginx-like

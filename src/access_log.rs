@@ -1,0 +1,249 @@
+//! The access log: one line per request, in APISIX's (nginx combined plus
+//! upstream fields) format or as JSON, to stdout or a file.
+//!
+//! Each worker formats lines into its own buffer; buffers are written to
+//! the shared sink when they fill up or every 200 ms, so the request path
+//! takes no lock. `SIGUSR1` reopens the file (for logrotate). This module
+//! knows what a finished request looked like, not how it was served.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where access log lines go (`tinygate.access_log`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Target {
+    #[default]
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// The line format (`tinygate.access_log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// APISIX's default: nginx combined plus host and upstream fields.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What a finished request looked like.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub remote: Option<SocketAddr>,
+    pub host: String,
+    pub method: String,
+    pub target: String,
+    pub version: &'static str,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub started: Option<std::time::Instant>,
+    pub referer: String,
+    pub user_agent: String,
+    pub route_id: String,
+    pub upstream_addr: Option<SocketAddr>,
+    pub upstream_status: Option<u16>,
+    pub upstream_time: Option<Duration>,
+}
+
+struct Sink {
+    target: Target,
+    file: Option<File>,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    target: Target::Off,
+    file: None,
+});
+
+/// Sets where lines go (at start and on reload).
+///
+/// # Errors
+/// When the file cannot be opened for appending.
+pub fn configure(target: &Target) -> io::Result<()> {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if sink.target != *target {
+        sink.file = match target {
+            Target::File(path) => Some(open(path)?),
+            _ => None,
+        };
+        sink.target = target.clone();
+    }
+    Ok(())
+}
+
+/// Reopens the log file (`SIGUSR1`), e.g. after logrotate moved it.
+pub fn reopen() {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Target::File(path) = sink.target.clone() {
+        match open(&path) {
+            Ok(f) => {
+                sink.file = Some(f);
+                log::info!("access log {} reopened", path.display());
+            }
+            Err(e) => log::error!("access log {}: cannot reopen: {e}", path.display()),
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+/// Appends `record` as one line to a worker's `buf`.
+pub fn format_into(buf: &mut Vec<u8>, record: &Record, format: Format) {
+    let mut line = String::with_capacity(256);
+    let request_time = record.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let remote = record
+        .remote
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let upstream_addr = record.upstream_addr.map(|a| a.to_string());
+    let upstream_status = record.upstream_status.map(|s| s.to_string());
+    let upstream_time = record
+        .upstream_time
+        .map(|t| format!("{:.3}", t.as_secs_f64()));
+    let request = format!("{} {} {}", record.method, record.target, record.version);
+    match format {
+        Format::Combined => {
+            let _ = write!(
+                line,
+                "{remote} - - [{}] {} \"{}\" {} {} {:.3} \"{}\" \"{}\" {} {} {} \"{}\"",
+                http_log_time(SystemTime::now()),
+                dash(&escape(&record.host)),
+                escape(&request),
+                record.status,
+                record.body_bytes_sent,
+                request_time,
+                escape(&record.referer),
+                escape(&record.user_agent),
+                upstream_addr.as_deref().unwrap_or("-"),
+                upstream_status.as_deref().unwrap_or("-"),
+                upstream_time.as_deref().unwrap_or("-"),
+                escape(&record.route_id),
+            );
+        }
+        Format::Json => {
+            let value = serde_json::json!({
+                "time": http_log_time(SystemTime::now()),
+                "remote_addr": remote,
+                "host": record.host,
+                "request": request,
+                "method": record.method,
+                "uri": record.target,
+                "status": record.status,
+                "body_bytes_sent": record.body_bytes_sent,
+                "request_time": request_time,
+                "http_referer": record.referer,
+                "http_user_agent": record.user_agent,
+                "upstream_addr": upstream_addr,
+                "upstream_status": record.upstream_status,
+                "upstream_response_time": record.upstream_time.map(|t| t.as_secs_f64()),
+                "route_id": record.route_id,
+            });
+            line.push_str(&value.to_string());
+        }
+    }
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+}
+
+/// Writes a worker's buffered lines to the sink and empties the buffer.
+pub fn flush(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let to_stdout = sink.target == Target::Stdout;
+    let result = match sink.file.as_mut() {
+        Some(f) => f.write_all(buf),
+        None if to_stdout => io::stdout().lock().write_all(buf),
+        None => Ok(()),
+    };
+    if let Err(e) = result {
+        log::warn!("access log: write failed: {e}");
+    }
+    buf.clear();
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// nginx's escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// `25/Nov/2026:12:59:44 +0000` (nginx's `$time_local`, in UTC).
+pub fn http_log_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_611_584); // 2026-11-25 12:59:44
+        assert_eq!(http_log_time(t), "25/Nov/2026:12:59:44 +0000");
+        assert_eq!(http_log_time(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(http_log_time(leap), "29/Feb/2000:00:00:00 +0000");
+    }
+
+    #[test]
+    fn escaping_follows_nginx() {
+        assert_eq!(escape("a\"b\\c\u{1}"), "a\\x22b\\x5Cc\\x01");
+    }
+}
