@@ -5,11 +5,13 @@
 //! check the configuration, bind the listeners, start the workers. See the
 //! README's architecture section for the map of modules.
 
+mod access_log;
 mod balancer;
 mod bench;
 mod config;
 mod demo;
 mod gateway;
+mod hardening;
 mod headers;
 mod http;
 mod live;
@@ -146,6 +148,17 @@ fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
 fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let engine = wasm::Engine::new();
     let config = config::load(path).map_err(|e| e.problems)?;
+    // Before any plugin is compiled or worker started, so that nothing
+    // tinygate runs ever had the chance to make memory executable.
+    if config.main.deny_exec_memory {
+        match hardening::deny_exec_memory() {
+            Ok(()) => log::info!("memory lock: no mapping can become executable (PR_SET_MDWE)"),
+            Err(e) => log::warn!(
+                "memory lock not taken: {e}; tinygate still never maps executable memory itself \
+                 (set tinygate.deny_exec_memory: false to silence this)"
+            ),
+        }
+    }
     let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
     let main = gateway.config.main.clone();
     log::info!(
@@ -158,6 +171,7 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         let bound = demo::start(addr).map_err(|e| vec![e.to_string()])?;
         log::info!("demo upstream serving on {bound}");
     }
+    access_log::configure(&main.access_log).map_err(|e| vec![e.to_string()])?;
     let (sockets, bound) =
         server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);
