@@ -1,110 +1,125 @@
-//! TEMPORARY stub of the plugin host API (replaced by the real host).
-#![allow(dead_code, unused_variables)]
+//! The proxy-wasm host: runs Envoy/APISIX/Kong-style plugins in the wasmi
+//! interpreter. This file is the whole API the proxy sees.
+//!
+//! Lifecycle: build one [`Engine`] per process; [`Plugin::load`] each
+//! configured `.wasm` once (compiled, checked, shared via `Arc` by all
+//! threads); on each worker thread [`PluginVm::start`] one VM per plugin and
+//! keep it. Per (route, plugin conf) pair call [`PluginVm::configure`] (it is
+//! cached); per request [`PluginVm::create_http_context`], then the header
+//! hooks with the request's [`Exchange`], then [`PluginVm::finish`]. On any
+//! [`Fault`] with [`PluginVm::is_broken`], drop the VM and start a new one.
+//!
+//! What the proxy must do in return:
+//! - honour [`Exchange::local_response`]: once a plugin has set it, send that
+//!   reply and ignore a `Continue` the plugin returns afterwards (spec: a
+//!   local response stops the filter chain);
+//! - decide what [`Action::Pause`] without a local response means: nothing
+//!   can resume a stream yet (no `proxy_http_call`), and APISIX simply goes
+//!   on;
+//! - call [`PluginVm::finish`] for every context it created, or the plugin
+//!   keeps that context's state;
+//! - use new VMs after a configuration reload: root contexts are kept per
+//!   `configure` key for the VM's lifetime;
+//! - build with wasmi's `auto-dispatch` feature: without it a debug build
+//!   overflows the native stack on any long-running plugin call.
+//!
+//! Layout: `plugin.rs` (engine, load, linking), `vm.rs` (instance and
+//! lifecycle), `exports.rs` (callbacks the module exports), `host.rs` (the
+//! store data host functions see), `abi/` (one file per spec area of `env`
+//! host functions), `wasi.rs`, `memory.rs` (guest memory), `pairs.rs` (the
+//! header-map wire format), `shared.rs` (process-wide shared data, queues,
+//! metrics), `types.rs` (the spec's enums). Only this directory imports
+//! wasmi; it knows nothing about sockets, HTTP framing, routing or config
+//! files.
+
+mod abi;
+mod exports;
+mod host;
+mod memory;
+mod pairs;
+mod plugin;
+mod shared;
+mod types;
+mod vm;
+mod wasi;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
 use crate::headers::HeaderMap;
-use std::sync::Arc;
-#[derive(Clone)]
-pub struct Engine;
-impl Engine {
-    pub fn new() -> Engine {
-        Engine
-    }
-}
-#[derive(Clone, Debug)]
-pub struct PluginSpec {
-    pub name: String,
-    pub file: std::path::PathBuf,
-    pub priority: i64,
-    pub root_id: String,
-    pub vm_config: Vec<u8>,
-    pub env: Vec<(String, String)>,
-    pub fuel_per_callback: u64,
-    pub memory_limit: usize,
-}
-pub const DEFAULT_FUEL_PER_CALLBACK: u64 = 1;
-pub const DEFAULT_MEMORY_LIMIT: usize = 1;
-pub struct Plugin {
-    spec: PluginSpec,
-}
-#[derive(Debug)]
-pub struct LoadError;
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "stub")
-    }
-}
-impl Plugin {
-    pub fn load(e: &Engine, spec: PluginSpec) -> Result<Plugin, LoadError> {
-        Err(LoadError)
-    }
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-    pub fn priority(&self) -> i64 {
-        0
-    }
-    pub fn spec(&self) -> &PluginSpec {
-        &self.spec
-    }
-}
-pub struct PluginVm;
-#[derive(Default)]
+
+// The whole API is exported even where the proxy does not use it yet
+// (`LoadError` by name, the metrics export).
+#[allow(unused_imports)]
+pub use plugin::{
+    Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT,
+};
+#[allow(unused_imports)]
+pub use shared::metrics_snapshot;
+#[allow(unused_imports)]
+pub use types::MetricKind;
+pub use vm::PluginVm;
+
+/// The per-request data plugins can see and edit. The proxy owns it and
+/// lends it to the VM for the duration of each hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Exchange {
+    /// Request headers, with `:method`, `:path`, `:authority` and `:scheme`
+    /// at the front.
     pub request_headers: HeaderMap,
+    /// Response headers, with `:status` at the front.
     pub response_headers: HeaderMap,
+    /// Set by `proxy_send_local_response`: the reply to send instead of
+    /// forwarding (or instead of the upstream's response).
     pub local_response: Option<LocalResponse>,
 }
-#[derive(Clone, Debug)]
+
+/// A reply a plugin asked the proxy to send (`proxy_send_local_response`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalResponse {
+    /// Always 200..=599 (anything else was turned into 500).
     pub status: u16,
+    /// `status_code_details`, for logs (at most 1 KiB).
     pub details: Vec<u8>,
+    /// Lower-case names; every pair passed the response-splitting checks;
+    /// no pseudo-headers.
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// At most 1 MiB.
     pub body: Vec<u8>,
 }
+
+/// What a headers hook returned (`proxy_action_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// 0: go on with the next plugin / upstream.
     Continue,
+    /// Any other value: stop iteration (pausing is not supported yet).
     Pause,
 }
-#[derive(Debug)]
+
+/// A plugin failed in a hook: it trapped, ran out of fuel, exited, returned
+/// `false` from `proxy_on_vm_start`/`proxy_on_configure`, or the hook was
+/// called with an unknown context id.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
+    /// The plugin's name.
     pub plugin: String,
+    /// The export that failed, e.g. `proxy_on_request_headers`.
     pub hook: &'static str,
+    /// What happened.
     pub reason: String,
 }
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "stub")
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plugin {:?} failed in {}: {}",
+            self.plugin, self.hook, self.reason
+        )
     }
 }
-impl PluginVm {
-    pub fn start(p: Arc<Plugin>) -> Result<PluginVm, Fault> {
-        todo!()
-    }
-    pub fn configure(&mut self, key: u64, conf: &[u8]) -> Result<u32, Fault> {
-        todo!()
-    }
-    pub fn create_http_context(&mut self, root: u32) -> Result<u32, Fault> {
-        todo!()
-    }
-    pub fn on_request_headers(
-        &mut self,
-        ctx: u32,
-        ex: &mut Exchange,
-        eos: bool,
-    ) -> Result<Action, Fault> {
-        todo!()
-    }
-    pub fn on_response_headers(
-        &mut self,
-        ctx: u32,
-        ex: &mut Exchange,
-        eos: bool,
-    ) -> Result<Action, Fault> {
-        todo!()
-    }
-    pub fn finish(&mut self, ctx: u32, ex: &mut Exchange) -> Result<(), Fault> {
-        todo!()
-    }
-    pub fn is_broken(&self) -> bool {
-        false
-    }
-}
+
+impl std::error::Error for Fault {}

@@ -1,0 +1,280 @@
+//! HTTP fields: `proxy_get_header_map_size`, `_pairs`, `proxy_set_header_map_pairs`,
+//! and `proxy_{get,add,replace,remove}_header_map_value`.
+//!
+//! `HTTP_REQUEST_HEADERS` and `HTTP_RESPONSE_HEADERS` are the lent
+//! [`crate::wasm::Exchange`]'s maps, pseudo-headers included; every other map
+//! type reads as empty (`NOT_FOUND` for a single value) and ignores writes
+//! with `OK`, the statuses the Rust SDK accepts.
+//!
+//! Names and values written by plugins are checked here, because they go
+//! back on the wire: a name must be an RFC 9110 token (optionally after one
+//! leading `:`), a value must hold no control character but HTAB (so no CR,
+//! LF or NUL: response splitting), and a pseudo-header value no whitespace
+//! either. The spec's answer to bad input would be BAD_ARGUMENT, but the Rust
+//! SDK panics (traps) on any status but OK from these calls, and a header
+//! copied from a hostile request would then crash the VM on demand. So an
+//! invalid write is dropped, logged at warn, and answered with OK. The same
+//! goes for writes that would push a map past `MAX_PAIRS` entries or
+//! `MAX_PAIRS_BYTES`. A malformed serialized map, which no SDK produces, is
+//! BAD_ARGUMENT.
+
+use wasmi::Caller;
+
+use crate::headers::HeaderMap;
+use crate::wasm::host::{HostResult, HostState};
+use crate::wasm::memory;
+use crate::wasm::pairs::{self, MAX_PAIRS, MAX_PAIRS_BYTES};
+use crate::wasm::types::{AbiVersion, MapType, Status};
+
+pub(super) fn proxy_get_header_map_size(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    ret_size_ptr: u32,
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    // The spec's `return_serialized_pairs_size`: the byte size of what
+    // `proxy_get_header_map_pairs` would return.
+    let size = map(caller.data(), map_type).map_or(0, |m| pairs::serialized_size(m.iter()));
+    Ok(memory::write_u32(
+        caller,
+        ret_size_ptr,
+        u32::try_from(size).unwrap_or(u32::MAX),
+    )?)
+}
+
+pub(super) fn proxy_get_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    ret_ptr_ptr: u32,
+    ret_size_ptr: u32,
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    let bytes = map(caller.data(), map_type).map_or_else(Vec::new, |m| pairs::serialize(m.iter()));
+    memory::copy_out(caller, &bytes, ret_ptr_ptr, ret_size_ptr)
+}
+
+pub(super) fn proxy_set_header_map_pairs(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    pairs_ptr: u32,
+    pairs_size: u32,
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    memory::check(caller, &[(pairs_ptr, pairs_size)])?;
+    if pairs_size as usize > MAX_PAIRS_BYTES {
+        return Err(Status::BadArgument.into());
+    }
+    let new_pairs = pairs::parse(&memory::read(caller, pairs_ptr, pairs_size)?)?;
+    if let Some((name, value)) = new_pairs.iter().find(|(n, v)| !valid_field(n, v)) {
+        warn_invalid(caller.data(), "set_header_map_pairs", name, value);
+        return Ok(());
+    }
+    if let Some(m) = map_mut(caller.data_mut(), map_type) {
+        m.set_all(new_pairs);
+    }
+    Ok(())
+}
+
+pub(super) fn proxy_get_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    key_ptr: u32,
+    key_size: u32,
+    ret_ptr_ptr: u32,
+    ret_size_ptr: u32,
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    memory::check(caller, &[(ret_ptr_ptr, 4), (ret_size_ptr, 4)])?;
+    let key = read_bounded(caller, key_ptr, key_size)?;
+    let state = caller.data();
+    let value = match map(state, map_type).and_then(|m| m.get(&key)) {
+        Some(value) => value.to_vec(),
+        // ABI 0.1.0 answered OK with an empty value for a missing key.
+        None if state.plugin.abi == AbiVersion::V0_1_0 => Vec::new(),
+        None => return Err(Status::NotFound.into()),
+    };
+    memory::copy_out(caller, &value, ret_ptr_ptr, ret_size_ptr)
+}
+
+pub(super) fn proxy_add_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    key_ptr: u32,
+    key_size: u32,
+    value_ptr: u32,
+    value_size: u32,
+) -> HostResult {
+    edit(
+        caller,
+        map_type,
+        key_ptr,
+        key_size,
+        value_ptr,
+        value_size,
+        "add_header_map_value",
+        HeaderMap::add,
+    )
+}
+
+pub(super) fn proxy_replace_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    key_ptr: u32,
+    key_size: u32,
+    value_ptr: u32,
+    value_size: u32,
+) -> HostResult {
+    edit(
+        caller,
+        map_type,
+        key_ptr,
+        key_size,
+        value_ptr,
+        value_size,
+        "replace_header_map_value",
+        HeaderMap::replace,
+    )
+}
+
+pub(super) fn proxy_remove_header_map_value(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    key_ptr: u32,
+    key_size: u32,
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    let key = read_bounded(caller, key_ptr, key_size)?;
+    if let Some(m) = map_mut(caller.data_mut(), map_type) {
+        m.remove(&key);
+    }
+    Ok(())
+}
+
+/// True if `(name, value)` may be written to a header map (see the module
+/// doc): protects the HTTP serializer from response splitting.
+pub(super) fn valid_field(name: &[u8], value: &[u8]) -> bool {
+    let (pseudo, token) = match name.strip_prefix(b":") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let token_ok = !token.is_empty() && token.iter().all(|&b| is_tchar(b));
+    let value_ok = value.iter().all(|&b| {
+        let ctl = (b < 0x20 && b != b'\t') || b == 0x7f;
+        !ctl && !(pseudo && (b == b' ' || b == b'\t'))
+    });
+    token_ok && value_ok
+}
+
+/// Logs one dropped write at warn, with the offending field escaped.
+pub(super) fn warn_invalid(state: &HostState, call: &str, name: &[u8], value: &[u8]) {
+    log::warn!(
+        target: state.log_target(),
+        "[{}] proxy_{call}: ignored invalid header {:?}: {:?}",
+        state.active_context,
+        String::from_utf8_lossy(name),
+        String::from_utf8_lossy(value),
+    );
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Shared body of `add` and `replace`.
+#[allow(clippy::too_many_arguments)] // the ABI's arguments plus the operation
+fn edit(
+    caller: &mut Caller<'_, HostState>,
+    map_type: u32,
+    key_ptr: u32,
+    key_size: u32,
+    value_ptr: u32,
+    value_size: u32,
+    call: &str,
+    op: fn(&mut HeaderMap, &[u8], &[u8]),
+) -> HostResult {
+    let map_type = MapType::try_from(map_type)?;
+    let key = read_bounded(caller, key_ptr, key_size)?;
+    let value = read_bounded(caller, value_ptr, value_size)?;
+    if !valid_field(&key, &value) {
+        warn_invalid(caller.data(), call, &key, &value);
+        return Ok(());
+    }
+    let state = caller.data_mut();
+    let Some(m) = map_mut(state, map_type) else {
+        return Ok(());
+    };
+    let grown = pairs::serialized_size(m.iter()) + 8 + key.len() + value.len() + 2;
+    if m.len() >= MAX_PAIRS || grown > MAX_PAIRS_BYTES {
+        let ctx = state.active_context;
+        log::warn!(target: state.log_target(), "[{ctx}] proxy_{call}: ignored, header map is full");
+        return Ok(());
+    }
+    op(m, &key, &value);
+    Ok(())
+}
+
+/// Reads a name or value after checking its whole range; anything longer
+/// than a serialized map may be is BAD_ARGUMENT.
+fn read_bounded(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> HostResult<Vec<u8>> {
+    memory::check(caller, &[(ptr, len)])?;
+    if len as usize > MAX_PAIRS_BYTES {
+        return Err(Status::BadArgument.into());
+    }
+    memory::read(caller, ptr, len)
+}
+
+fn map(state: &HostState, map_type: MapType) -> Option<&HeaderMap> {
+    match map_type {
+        MapType::HttpRequestHeaders => Some(&state.exchange.request_headers),
+        MapType::HttpResponseHeaders => Some(&state.exchange.response_headers),
+        _ => None,
+    }
+}
+
+fn map_mut(state: &mut HostState, map_type: MapType) -> Option<&mut HeaderMap> {
+    match map_type {
+        MapType::HttpRequestHeaders => Some(&mut state.exchange.request_headers),
+        MapType::HttpResponseHeaders => Some(&mut state.exchange.response_headers),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_field;
+
+    #[test]
+    fn field_validation_blocks_response_splitting() {
+        let ok: &[(&[u8], &[u8])] = &[
+            (b"x-go-wasm", b"APISIX"),
+            (b"X-Mixed_Case.1", b"a\tb c"),
+            (b"x", b""),
+            (b"x", "caf\u{e9}".as_bytes()), // obs-text is allowed
+            (b":path", b"/a?b=c"),
+            (b":status", b"200"),
+        ];
+        for (n, v) in ok {
+            assert!(valid_field(n, v), "{n:?}: {v:?}");
+        }
+        let bad: &[(&[u8], &[u8])] = &[
+            (b"x", b"a\r\nset-cookie: evil"),
+            (b"x", b"a\nb"),
+            (b"x", b"a\rb"),
+            (b"x", b"a\0b"),
+            (b"x", b"a\x7fb"),
+            (b"x", b"a\x01b"),
+            (b"", b"v"),
+            (b":", b"v"),
+            (b"bad name", b"v"),
+            (b"bad:name", b"v"),
+            (b"x\r\ny", b"v"),
+            (b"na\xffme", b"v"),
+            (b":path", b"/a b"),
+            (b":path", b"/a\tb"),
+        ];
+        for (n, v) in bad {
+            assert!(!valid_field(n, v), "{n:?}: {v:?}");
+        }
+    }
+}

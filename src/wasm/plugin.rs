@@ -1,0 +1,312 @@
+//! Loading plugins: the shared [`Engine`] (wasmi engine plus the host
+//! function table), [`PluginSpec`] and [`Plugin`], a module compiled once
+//! and shared by every worker thread, and [`LoadError`].
+//!
+//! Owns the wasmi configuration (fuel metering, parsing limits), the ABI
+//! marker check, the memory-size check, and the per-plugin `Linker`: the
+//! shared host functions plus a warn-once stub for every function import the
+//! host does not define with that exact signature. Knows nothing about
+//! sockets, HTTP framing, routing or config files: the proxy hands it a
+//! `PluginSpec` it has already parsed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmi::{CompilationMode, Config, EnforcedLimits, ExternType, Linker, Module, Store};
+
+use super::abi::{self, stubs, HostFuncs, HostTypes};
+use super::exports;
+use super::host::HostState;
+use super::types::AbiVersion;
+use super::wasi;
+
+/// CPU budget of one call into a plugin, in wasmi fuel (about one unit per
+/// executed instruction, plus what host calls charge: see
+/// `memory::HOST_CALL_FUEL`). Measured on the reference machine (2 cores,
+/// release build), 20 M fuel lasts 22 ms of `loop br 0`, 31 ms of a loop of
+/// wasm calls, 12-20 ms of loops of host calls and 11-23 ms of
+/// `memory.fill`/`memory.copy` loops: an infinite loop is stopped within
+/// ~30 ms. Real plugins use a tiny fraction: the Rust-SDK fixtures need
+/// about 1 k fuel per request hook and 70 k to parse a JSON configuration;
+/// a hook making 40 host calls used 100 k. Debug builds run ~150x slower.
+pub const DEFAULT_FUEL_PER_CALLBACK: u64 = 20_000_000;
+
+/// Start functions (`_initialize` + `main`, or `_start`, and the wasm start
+/// section) run once per VM and initialize a whole language runtime, so they
+/// get this many times the per-callback budget.
+pub(crate) const START_FUEL_FACTOR: u64 = 10;
+
+/// Default cap on a plugin's linear memory: `memory.grow` past it returns -1.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+
+/// Bytes in a wasm page (custom page sizes are disabled).
+const PAGE_SIZE: u64 = 64 * 1024;
+
+/// The wasmi engine all plugins compile and run with, plus the host
+/// functions every plugin is linked against. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmi: wasmi::Engine,
+    linker: Linker<HostState>,
+    host_types: HostTypes,
+}
+
+impl Engine {
+    /// An engine with fuel metering on, wasmi's strict parsing limits, eager
+    /// compilation (so no hook pays for compiling), and every host function.
+    pub fn new() -> Engine {
+        let wasmi = wasmi::Engine::new(&wasmi_config());
+        let mut linker = Linker::new(&wasmi);
+        let mut probe = Store::new(
+            &wasmi,
+            HostState::new(Arc::new(PluginInfo::new(
+                PluginSpec::default(),
+                AbiVersion::V0_2_1,
+            ))),
+        );
+        let mut host_types = HashMap::new();
+        let mut funcs = HostFuncs {
+            linker: &mut linker,
+            probe: &mut probe,
+            types: &mut host_types,
+        };
+        abi::add_to_linker(&mut funcs);
+        wasi::add_to_linker(&mut funcs);
+        Engine {
+            inner: Arc::new(EngineInner {
+                wasmi,
+                linker,
+                host_types,
+            }),
+        }
+    }
+
+    pub(crate) fn wasmi(&self) -> &wasmi::Engine {
+        &self.inner.wasmi
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+fn wasmi_config() -> Config {
+    let mut config = Config::default();
+    config
+        .consume_fuel(true)
+        .enforced_limits(EnforcedLimits::strict())
+        .compilation_mode(CompilationMode::Eager);
+    config
+}
+
+/// What the configuration says about one plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// The plugin's name, used in logs (`wasm::<name>`) and errors.
+    pub name: String,
+    /// The `.wasm` file.
+    pub file: PathBuf,
+    /// Order among the plugins of a route; the proxy sorts by it.
+    pub priority: i64,
+    /// Root id (exposed later as the `plugin_root_id` property).
+    pub root_id: String,
+    /// The `VM_CONFIGURATION` buffer read in `proxy_on_vm_start`.
+    pub vm_config: Vec<u8>,
+    /// The only environment the plugin sees through WASI `environ_*`.
+    pub env: Vec<(String, String)>,
+    /// CPU budget for every single call into the plugin, in fuel.
+    pub fuel_per_callback: u64,
+    /// Linear memory may not grow past this many bytes.
+    pub memory_limit: usize,
+}
+
+impl Default for PluginSpec {
+    fn default() -> Self {
+        PluginSpec {
+            name: String::new(),
+            file: PathBuf::new(),
+            priority: 0,
+            root_id: String::new(),
+            vm_config: Vec::new(),
+            env: Vec::new(),
+            fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }
+    }
+}
+
+/// The facts about a plugin that host functions need.
+pub(crate) struct PluginInfo {
+    pub(crate) spec: PluginSpec,
+    pub(crate) abi: AbiVersion,
+    /// `wasm::<name>`.
+    pub(crate) log_target: String,
+}
+
+impl PluginInfo {
+    fn new(spec: PluginSpec, abi: AbiVersion) -> PluginInfo {
+        let log_target = format!("wasm::{}", spec.name);
+        PluginInfo {
+            spec,
+            abi,
+            log_target,
+        }
+    }
+}
+
+/// A compiled plugin: shared (via `Arc`) by the [`super::PluginVm`]s of all
+/// worker threads.
+pub struct Plugin {
+    pub(crate) info: Arc<PluginInfo>,
+    pub(crate) engine: Engine,
+    pub(crate) module: Module,
+    pub(crate) linker: Linker<HostState>,
+    /// `module.name` of every import linked to a stub.
+    pub(crate) stubbed: Vec<String>,
+}
+
+impl Plugin {
+    /// Reads and compiles `spec.file`, checks that it is a proxy-wasm module
+    /// (an ABI marker export, callbacks with the spec's signatures, an
+    /// exported memory whose initial size fits `spec.memory_limit`), and
+    /// prepares its `Linker`.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming the file and the reason.
+    pub fn load(engine: &Engine, spec: PluginSpec) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            plugin: spec.name.clone(),
+            file: spec.file.clone(),
+            reason,
+        };
+        let bytes =
+            std::fs::read(&spec.file).map_err(|e| fail(format!("cannot read file: {e}")))?;
+        let module = Module::new(engine.wasmi(), &bytes)
+            .map_err(|e| fail(format!("invalid wasm module: {e}")))?;
+        let abi = exports::abi_version(&module).ok_or_else(|| {
+            let names: Vec<&str> = AbiVersion::MARKERS.iter().map(|(name, _)| *name).collect();
+            fail(format!(
+                "not a proxy-wasm module: it exports none of {}",
+                names.join(", ")
+            ))
+        })?;
+        exports::check(&module).map_err(fail)?;
+        check_memory(&module, spec.memory_limit).map_err(fail)?;
+        let (linker, stubbed) = link(engine, &module, &spec.name).map_err(fail)?;
+        if exports::allocator_name(&module).is_none() {
+            log::warn!(target: &format!("wasm::{}", spec.name), "exports neither proxy_on_memory_allocate nor malloc: host calls that return data will fail");
+        }
+        log::debug!(
+            "plugin {:?} loaded from {}: ABI {abi:?}",
+            spec.name,
+            spec.file.display()
+        );
+        Ok(Plugin {
+            info: Arc::new(PluginInfo::new(spec, abi)),
+            engine: engine.clone(),
+            module,
+            linker,
+            stubbed,
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.info.spec.name
+    }
+
+    /// The plugin's priority.
+    #[allow(dead_code)] // API: the proxy may sort plugins by it
+    pub fn priority(&self) -> i64 {
+        self.info.spec.priority
+    }
+
+    /// The spec it was loaded from.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.info.spec
+    }
+}
+
+/// The module must export its memory (every host call passes pointers into
+/// it), import none, and start no bigger than the limit.
+fn check_memory(module: &Module, limit: usize) -> Result<(), String> {
+    let Some(ExternType::Memory(memory)) = module.get_export("memory") else {
+        return Err("does not export its linear memory as \"memory\"".to_owned());
+    };
+    let initial = memory.minimum().saturating_mul(PAGE_SIZE);
+    if initial > limit as u64 {
+        return Err(format!(
+            "initial memory of {initial} bytes exceeds the plugin's memory limit of {limit} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// The engine's linker plus a stub for every function import it does not
+/// define with exactly the imported signature, and the stubbed names.
+fn link(
+    engine: &Engine,
+    module: &Module,
+    plugin: &str,
+) -> Result<(Linker<HostState>, Vec<String>), String> {
+    let mut linker = engine.inner.linker.clone();
+    let mut stubbed = Vec::new();
+    linker.allow_shadowing(true);
+    for import in module.imports() {
+        let (module_name, name) = (import.module(), import.name());
+        let ExternType::Func(ty) = import.ty() else {
+            return Err(format!("imports {module_name}.{name}, which is not a function; tinygate provides only functions"));
+        };
+        match engine
+            .inner
+            .host_types
+            .get(&(module_name.to_owned(), name.to_owned()))
+        {
+            Some(host_ty) if host_ty == ty => continue,
+            Some(host_ty) => log::warn!(
+                target: &format!("wasm::{plugin}"),
+                "imports {module_name}.{name} as {ty:?} but the host defines {host_ty:?}; linking a stub",
+            ),
+            None => {
+                log::debug!(target: &format!("wasm::{plugin}"), "stubbing unknown import {module_name}.{name}")
+            }
+        }
+        let stub = stubs::unknown_import(plugin, module_name, name, ty);
+        linker
+            .func_new(module_name, name, ty.clone(), stub)
+            .map_err(|e| format!("cannot link {module_name}.{name}: {e}"))?;
+        stubbed.push(format!("{module_name}.{name}"));
+    }
+    Ok((linker, stubbed))
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug)]
+pub struct LoadError {
+    plugin: String,
+    file: PathBuf,
+    reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plugin {:?}: {}: {}",
+            self.plugin,
+            self.file.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for LoadError {}
