@@ -134,6 +134,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v cargo >/dev/null || die "cargo not found: install Rust to build tinygate"
 
 # ---------------------------------------------------------------- build
+LOAD_BEFORE_BUILD=$(cut -d' ' -f1-3 /proc/loadavg)
 say ".. cargo build --release"
 (cd "$ROOT" && cargo build --release) >"$TMP/build.log" 2>&1 ||
     { tail -n 40 "$TMP/build.log" >&2; die "cargo build --release failed"; }
@@ -297,6 +298,35 @@ median() {
 # Compares with awk: cmp "a <= b".
 cmp() { awk "BEGIN { exit !($1) }"; }
 
+# CPU accounting, to tell whether other processes shared the machine during a
+# measurement: busy seconds of all CPUs, minus what our servers (every pid we
+# started, with children) and our reaped children (wrk, the RSS sampler) used.
+CLK_TCK=$(getconf CLK_TCK)
+machine_ticks() { # "busy total" over all CPUs
+    local _cpu u n s i w irq sirq st _rest
+    read -r _cpu u n s i w irq sirq st _rest </proc/stat
+    # irq and softirq time is charged to no process, so it is left out of busy.
+    echo "$((u + n + s + st)) $((u + n + s + i + w + irq + sirq + st))"
+}
+our_ticks() { # utime+stime of our live servers and their children
+    local sum=0 p f kids stat
+    local -a a
+    for p in "${PIDS[@]}"; do
+        kids=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
+        for f in $p $kids; do
+            stat=$(cat "/proc/$f/stat" 2>/dev/null) || continue
+            # Fields after "(comm) ": state ppid ... utime (11) stime (12).
+            read -r -a a <<<"${stat##*) }"
+            [[ ${#a[@]} -gt 12 ]] && sum=$((sum + a[11] + a[12]))
+        done
+    done
+    echo "$sum"
+}
+children_seconds() { # user+sys of reaped children of this shell
+    times >"$TMP/times" # (in a pipe, `times` would report a subshell's)
+    awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } } END { printf "%.3f\n", s }' "$TMP/times"
+}
+
 WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" "-d${DURATION}s" --latency)
 
 # ---------------------------------------------------------------- machine
@@ -309,6 +339,11 @@ say "nginx:      $("$NGINX" -v 2>&1)"
 say "wrk:        $(wrk -v 2>&1 | head -n 1 | sed 's/ *Usage:.*//')"
 say "tinygate:   $("$BIN" --version)"
 say "wrk command: ${WRK[*]} URL   (rounds: $ROUNDS, rows: $ROWS)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "load avg:   $LOAD_START (before the build: $LOAD_BEFORE_BUILD)"
+if cmp "${LOAD_BEFORE_BUILD%% *} > 0.5"; then
+    say "warning:    the machine was busy before the run (load ${LOAD_BEFORE_BUILD%% *}); other processes skew results on 2 cores"
+fi
 
 # ---------------------------------------------------------------- upstream
 UP_PORT=$(free_port)
@@ -476,6 +511,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         out="$TMP/res/$r.$round.wrk"
         flag="$TMP/res/sampling"
         : >"$flag"
+        read -r busy0 total0 <<<"$(machine_ticks)"
+        ours0=$(our_ticks)
+        kids0=$(children_seconds)
         (
             max=0
             while [[ -e $flag ]]; do
@@ -491,11 +529,18 @@ for ((round = 1; round <= ROUNDS; round++)); do
         rm -f "$flag"
         wait "$sampler" || true
         forget "$sampler"
+        read -r busy1 total1 <<<"$(machine_ticks)"
+        ours1=$(our_ticks)
+        kids1=$(children_seconds)
+        # CPU of other processes, in % of the whole machine (all cores).
+        other=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v o="$((ours1 - ours0))" \
+            -v k0="$kids0" -v k1="$kids1" -v hz="$CLK_TCK" \
+            'BEGIN { x = (b - o) / hz - (k1 - k0); if (x < 0) x = 0; printf "%.1f", (t > 0 ? 100 * x * hz / t : 0) }')
         read -r rps p50 p99 err <<<"$(parse_wrk "$out")"
         rss=$(cat "$TMP/res/$r.$round.rss")
-        echo "$rps $p50 $p99 $err $rss" >"$TMP/res/$r.$round.res"
-        printf '   %-30s %10s req/s  p50 %7s ms  p99 %7s ms  RSS %6.1f MiB  errors %s\n' \
-            "${LABEL[$r]}" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$err"
+        echo "$rps $p50 $p99 $err $rss $other" >"$TMP/res/$r.$round.res"
+        printf '   %-30s %10s req/s  p50 %7s ms  p99 %7s ms  RSS %6.1f MiB  errors %s  other CPU %s%%\n' \
+            "${LABEL[$r]}" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$err" "$other"
         grep -E 'Non-2xx|Socket errors' "$out" | sed 's/^/      /' || true
     done
 done
@@ -538,6 +583,12 @@ done
 say ""
 say "RSS: max of samples every ${SAMPLE_INTERVAL}s under load, over all rounds (nginx: master + workers;"
 say "row (a) shows the upstream nginx's own RSS). errors: wrk 'Non-2xx or 3xx responses' + 'Socket errors', summed over rounds."
+OTHER_MAX=$(cat "$TMP"/res/*.res | awk '$6 > m {m = $6} END {print m + 0}')
+OTHER_MED=$(cat "$TMP"/res/*.res | awk '{print $6}' | median)
+say "CPU used by processes other than the benchmark's during the measured runs: median $OTHER_MED%, max $OTHER_MAX% of the machine."
+if cmp "$OTHER_MAX > 5"; then
+    say "warning: other processes used the CPU during measurements (max $OTHER_MAX%); the figures are skewed. Re-run on a quiet machine."
+fi
 
 say ""
 say "== footprint"
@@ -593,6 +644,9 @@ if [[ $START_MED != nan ]]; then
 else
     verdict "start to 'listening on' <= 50 ms" n/a "no 'listening on' line"
 fi
+
+say ""
+say "load avg at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- logs
 say ""

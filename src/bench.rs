@@ -58,7 +58,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         vm.on_response_headers(ctx, ex, false)
             .map_err(|e| e.to_string())?;
-        vm.finish(ctx, ex).map_err(|e| e.to_string())
+        vm.finish(ctx, ex).map(|_| ()).map_err(|e| e.to_string())
     };
     for _ in 0..iterations / 10 {
         lifecycle(&mut vm, &mut ex)?;

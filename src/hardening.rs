@@ -26,9 +26,11 @@
 pub fn deny_exec_memory() -> Result<(), String> {
     let refuse = libc::c_ulong::from(libc::PR_MDWE_REFUSE_EXEC_GAIN);
     if let Err(e) = prctl(libc::PR_SET_MDWE, refuse) {
-        // Kernels before 6.3 do not know the option and answer EINVAL.
+        // Kernels before 6.3 do not know the option and answer EINVAL, and
+        // so does qemu-user, which does not pass it on to the host kernel.
         return Err(if e.raw_os_error() == Some(libc::EINVAL) {
-            "the kernel lacks PR_SET_MDWE (Linux 6.3 or later has it)".to_string()
+            "the kernel lacks PR_SET_MDWE (Linux 6.3 or later has it; qemu-user does not pass it on)"
+                .to_string()
         } else {
             format!("prctl(PR_SET_MDWE) failed: {e}")
         });

@@ -9,9 +9,12 @@
 //! keep the `Arc` of the gateway they started with.
 //!
 //! The routes file is polled every second, as APISIX does, comparing size,
-//! mtime and a hash of the content; `SIGHUP` re-reads both files.
+//! mtime and a hash of the content; `SIGHUP` re-reads both files. With the
+//! etcd provider the routes file is not used: the etcd watcher hands in
+//! each new state through [`Live::apply_routes`], and `SIGHUP` re-reads
+//! `config.yaml` and re-validates the last etcd state against it.
 
-use crate::config::{self, parse_routes_skipping_invalid, Config, ConfigError};
+use crate::config::{self, parse_routes_skipping_invalid, Config, ConfigError, MainConfig, Routes};
 use crate::gateway::Gateway;
 use crate::wasm::Engine;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -26,7 +29,15 @@ pub struct Live {
     engine: Engine,
     /// Fingerprint of the routes file last applied or rejected.
     routes_seen: Mutex<Option<u64>>,
+    /// Where routes come from when not from the routes file (etcd): kept so
+    /// `SIGHUP` can re-validate them against a new `config.yaml`. Its lock
+    /// also makes those applies one at a time.
+    routes_source: Mutex<Option<RoutesSource>>,
 }
+
+/// Routes that do not come from the routes file: validates them against a
+/// `config.yaml` (its plugin list), logging and skipping invalid items.
+pub type RoutesSource = Arc<dyn Fn(&MainConfig) -> Routes + Send + Sync>;
 
 impl Live {
     pub fn new(gateway: Gateway, engine: Engine) -> Arc<Live> {
@@ -36,7 +47,28 @@ impl Live {
             generation: AtomicU64::new(1),
             engine,
             routes_seen: Mutex::new(seen),
+            routes_source: Mutex::new(None),
         })
+    }
+
+    /// Remembers where the routes being served came from (for `SIGHUP`).
+    pub fn set_routes_source(&self, source: RoutesSource) {
+        *self.routes_source.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Applies routes from `source` with the current `config.yaml`,
+    /// validated as a reload is (plugins compiled, started and configured);
+    /// on failure the current configuration keeps serving. Returns true
+    /// when the new configuration is being served.
+    pub fn apply_routes(&self, source: RoutesSource, why: &str) -> bool {
+        let mut kept = self.routes_source.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current();
+        let main = current.config.main.clone();
+        let routes = source(&main);
+        *kept = Some(source);
+        let before = self.generation();
+        self.apply(Config { main, routes }, &current, why);
+        self.generation() != before
     }
 
     /// Changes every time the gateway is replaced.
@@ -53,6 +85,9 @@ impl Live {
     /// if it is valid (skipping invalid routes and upstreams, as APISIX).
     pub fn poll_routes_file(&self) {
         let current = self.current();
+        if current.config.main.etcd.is_some() {
+            return; // routes come from etcd
+        }
         let path = &current.config.main.routes_file;
         let now = fingerprint(path);
         {
@@ -99,6 +134,9 @@ impl Live {
                 path.display()
             );
         }
+        if main.etcd.is_some() || current.config.main.etcd.is_some() {
+            return self.reload_with_etcd(main);
+        }
         let label = main.routes_file.display().to_string();
         let text = match std::fs::read_to_string(&main.routes_file) {
             Ok(t) => t,
@@ -118,8 +156,31 @@ impl Live {
         }
     }
 
+    /// `SIGHUP` with the etcd provider: the last etcd state, re-validated
+    /// against the new `config.yaml`.
+    fn reload_with_etcd(&self, main: MainConfig) {
+        let kept = self.routes_source.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current();
+        if main.etcd != current.config.main.etcd {
+            log::error!(
+                "{}: the config provider and deployment.etcd change only on restart; \
+                 reload rejected",
+                main.config_file.display()
+            );
+            return;
+        }
+        let routes = kept
+            .as_ref()
+            .map(|source| source(&main))
+            .unwrap_or_default();
+        self.apply(Config { main, routes }, &current, "SIGHUP");
+    }
+
     fn apply(&self, config: Config, previous: &Gateway, why: &str) {
-        let label = config.main.routes_file.display().to_string();
+        let label = match &config.main.etcd {
+            Some(etcd) => format!("etcd {}", etcd.prefix),
+            None => config.main.routes_file.display().to_string(),
+        };
         let gateway = match Gateway::build_reusing(config, &self.engine, Some(previous)) {
             Ok(g) => g,
             Err(e) => return log_rejected(&e),

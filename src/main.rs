@@ -8,8 +8,11 @@
 mod access_log;
 mod balancer;
 mod bench;
+mod calls;
+mod chain;
 mod config;
 mod demo;
+mod etcd;
 mod gateway;
 mod hardening;
 mod headers;
@@ -33,10 +36,12 @@ pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
 
 const USAGE: &str = "\
 usage: tinygate [-c CONFIG] [-t]
+       tinygate etcd put [-c CONFIG] FILE
 
 Serves HTTP as configured by CONFIG (default conf/config.yaml) and the
 routes file next to it (apisix.yaml unless tinygate.routes_file says
-otherwise).
+otherwise), or the routes in etcd with config_provider: etcd. `etcd put`
+loads an apisix.yaml into that etcd.
 
 options:
   -c, --config PATH   the config.yaml to use
@@ -59,6 +64,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("etcd") {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        return etcd::command(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("bench-plugin") {
         return match bench::run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -140,14 +149,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
 /// `-t`: load both files, compile and start every plugin, configure every
 /// route's plugin conf.
 fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
-    let config = config::load(path).map_err(|e| e.problems)?;
+    let mut config = config::load(path).map_err(|e| e.problems)?;
+    etcd::load_for_check(&mut config).map_err(|e| e.problems)?;
     let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(|e| e.problems)?;
     gateway.check_plugins().map_err(|e| e.problems)
 }
 
 fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let engine = wasm::Engine::new();
-    let config = config::load(path).map_err(|e| e.problems)?;
+    let mut config = config::load(path).map_err(|e| e.problems)?;
+    let etcd = etcd::load_for_serving(&mut config).map_err(|e| e.problems)?;
     // Before any plugin is compiled or worker started, so that nothing
     // tinygate runs ever had the chance to make memory executable.
     if config.main.deny_exec_memory {
@@ -161,9 +172,12 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     }
     let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
     let main = gateway.config.main.clone();
+    let source = match &main.etcd {
+        Some(etcd) => format!("etcd {}", etcd.prefix),
+        None => main.routes_file.display().to_string(),
+    };
     log::info!(
-        "loaded {} with {} routes and {} plugins",
-        main.routes_file.display(),
+        "loaded {source} with {} routes and {} plugins",
         gateway.config.routes.routes.len(),
         gateway.plugins.len()
     );
@@ -175,8 +189,12 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let (sockets, bound) =
         server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);
+    if let Some(watcher) = etcd {
+        etcd::spawn(&live, watcher).map_err(|e| vec![e.to_string()])?;
+    }
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     server::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
+    let signals = signals::install().map_err(|e| vec![e.to_string()])?;
     let mut stdout = std::io::stdout().lock();
     for addr in &bound {
         let _ = writeln!(stdout, "listening on {addr}");
@@ -184,5 +202,5 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let _ = stdout.flush();
     drop(stdout);
     log::info!("serving with {} workers", main.workers);
-    signals::run(&live, &stop_tx, main.shutdown_grace).map_err(|e| vec![e.to_string()])
+    signals::run(signals, &live, &stop_tx, main.shutdown_grace).map_err(|e| vec![e.to_string()])
 }

@@ -8,6 +8,7 @@
 //! when its framing can no longer be trusted.
 
 use crate::access_log::Record;
+use crate::chain::{local_response_headers, Chain, Verdict};
 use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
 use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
@@ -18,7 +19,7 @@ use crate::http::{
 use crate::reply::{self, Reply};
 use crate::upstream::{self, with_timeout, Conn};
 use crate::wasm::{Exchange, LocalResponse};
-use crate::worker::{local_response_headers, Chain, Verdict, Worker};
+use crate::worker::Worker;
 use smol::io::AsyncWriteExt;
 use smol::Async;
 use std::io;
@@ -52,18 +53,28 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
             Ok(Head::Complete(n)) => n,
             Ok(Head::Closed) => return,
             Ok(Head::TooLarge) => {
+                // A request line that alone passes the limit is a 414, as
+                // in nginx; otherwise the header section is too large.
+                let data = client.buf.data();
+                let line = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+                let line_limit = http::parse::MAX_REQUEST_LINE.min(limits.max_header_size);
+                let (status, why) = if line > line_limit {
+                    (414, "request line too long")
+                } else {
+                    (431, "request header fields too large")
+                };
                 log::warn!(
-                    "{peer}: 431: request head larger than {} bytes",
+                    "{peer}: {status}: request head larger than {} bytes",
                     limits.max_header_size
                 );
-                let r = reply::bad_request(431, "request header fields too large");
-                let _ = client.send(&reply::encode(&r, false, true)).await;
+                let r = reply::bad_request(status, why);
+                refuse(worker, &gateway, &mut client, &r).await;
                 return;
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 log::warn!("{peer}: 408: request head not received in time");
                 let r = reply::bad_request(408, "request head not received in time");
-                let _ = client.send(&reply::encode(&r, false, true)).await;
+                refuse(worker, &gateway, &mut client, &r).await;
                 return;
             }
             Err(e) => {
@@ -78,14 +89,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
             Err(e) => {
                 log::warn!("{peer}: {} {}", e.status, e.reason);
                 let r = reply::bad_request(e.status, e.reason);
-                client.record = Record {
-                    remote: Some(peer),
-                    method: "-".into(),
-                    version: "-",
-                    ..Record::default()
-                };
-                answer_raw(&mut client, &r).await;
-                worker.log_access(&gateway, &client.record);
+                refuse(worker, &gateway, &mut client, &r).await;
                 return;
             }
         };
@@ -203,7 +207,7 @@ async fn proxy(
     limits: &ClientLimits,
 ) -> bool {
     let eos = req.framing == Framing::Empty;
-    match chain.on_request_headers(ex, eos) {
+    match chain.on_request_headers(ex, eos).await {
         Verdict::Continue => {}
         Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
         Verdict::Fail(fault) => {
@@ -244,7 +248,7 @@ async fn proxy(
 
     ex.response_headers = response_map(&response);
     let eos = framing == Framing::Empty;
-    match chain.on_response_headers(ex, eos) {
+    match chain.on_response_headers(ex, eos).await {
         Verdict::Continue => {}
         Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
         Verdict::Fail(fault) => {
@@ -267,6 +271,7 @@ async fn proxy(
             return answer(client, req, &reply::unavailable(), keep_alive).await;
         }
     };
+    client.record.status = status;
     let mut out = Vec::with_capacity(1024);
     write_response_head(
         &mut out,
@@ -456,7 +461,7 @@ async fn exchange(
         let chunked = req.framing == Framing::Chunked;
         let mut total: u64 = 0;
         loop {
-            if !client.buf.has_data() && !out.is_empty() {
+            if !out.is_empty() && !body.has_buffered(&client.buf) {
                 with_timeout(timeout.send, (&conn.stream).write_all(&out))
                     .await
                     .map_err(Stage::RequestBody)?;
@@ -558,7 +563,7 @@ async fn stream_body(
     let rechunk = matches!(framing, Framing::Chunked | Framing::Close) && client_is_11;
     let mut body = BodyReader::new(framing);
     loop {
-        if !conn.buf.has_data() && !out.is_empty() {
+        if !out.is_empty() && !body.has_buffered(&conn.buf) {
             client.send(&out).await?;
             out.clear();
         }
@@ -594,7 +599,17 @@ async fn stream_body(
 async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
     let keep = keep_alive && req.framing == Framing::Empty;
     let head_only = req.method == "HEAD";
-    let bytes = reply::encode(reply, head_only, !keep);
+    let mut bytes = reply::encode(reply, head_only, !keep);
+    if keep && req.version == Version::Http10 {
+        // An HTTP/1.0 connection persists only if the response says so
+        // (RFC 9112 §9.3): add the field at the end of the head.
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            bytes.splice(
+                end + 2..end + 2,
+                b"connection: keep-alive\r\n".iter().copied(),
+            );
+        }
+    }
     client.record.status = reply.status;
     client.record.body_bytes_sent = if head_only {
         0
@@ -602,6 +617,19 @@ async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_aliv
         reply.body.len() as u64
     };
     client.send(&bytes).await.is_ok() && keep
+}
+
+/// Answers a request whose head could not be read or parsed, and logs it
+/// (method `-`); the caller then closes the connection.
+async fn refuse(worker: &Worker, gateway: &Gateway, client: &mut Client, reply: &Reply) {
+    client.record = Record {
+        remote: Some(client.peer),
+        method: "-".into(),
+        version: "-",
+        ..Record::default()
+    };
+    answer_raw(client, reply).await;
+    worker.log_access(gateway, &client.record);
 }
 
 /// Sends a reply to a request that could not be parsed, then closes.

@@ -113,7 +113,7 @@ pub fn spawn_workers(
 
 fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel::Receiver<()>) {
     let executor = Rc::new(LocalExecutor::new());
-    let worker = Rc::new(Worker::new(live, stop));
+    let worker = Worker::new(live, stop, Rc::clone(&executor));
     let main = async {
         for listener in listeners {
             match Async::new(listener) {

@@ -19,12 +19,27 @@ use std::time::{Duration, Instant};
 /// How often the routes file is checked for changes.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs until a stop signal has drained the process.
+/// Installs the handlers for the signals tinygate acts on. Call it before
+/// announcing readiness: until then all four still have their default
+/// action, which is to kill the process (a `SIGHUP` or `SIGUSR1` sent
+/// right after the `listening on` line must not do that).
 ///
 /// # Errors
 /// When signal handlers cannot be installed.
-pub fn run(live: &Live, stop: &smol::channel::Sender<()>, grace: Duration) -> io::Result<()> {
-    let mut signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int, Signal::Usr1])?;
+pub fn install() -> io::Result<Signals> {
+    Signals::new([Signal::Hup, Signal::Term, Signal::Int, Signal::Usr1])
+}
+
+/// Runs until a stop signal has drained the process.
+///
+/// # Errors
+/// None today; kept for errors of the signal stream.
+pub fn run(
+    mut signals: Signals,
+    live: &Live,
+    stop: &smol::channel::Sender<()>,
+    grace: Duration,
+) -> io::Result<()> {
     smol::block_on(async {
         let mut poll = Timer::interval(POLL_INTERVAL);
         loop {

@@ -1,70 +1,91 @@
 //! What one worker thread owns: the gateway it serves, its plugin
-//! instances, and its upstream connection pool. Shared-nothing: nothing
-//! here is touched by another thread, so the request path takes no lock.
+//! instances, its upstream connection pool, and the plugin work that is not
+//! tied to one request (ticks, queue notifications, calls made from root
+//! contexts). Shared-nothing: nothing here is touched by another thread,
+//! so the request path takes no lock.
 //!
-//! Also the per-request plugin chain: the route's plugins, in priority
-//! order, each with its HTTP context inside this worker's instance of the
-//! plugin. A plugin instance that traps or runs out of fuel is dropped and
-//! started afresh on next use; requests that still held a context in it
-//! fail closed. When the configuration is reloaded, instances of unchanged
+//! A plugin instance that traps or runs out of fuel is dropped and started
+//! afresh on next use; requests that still held a context in it fail
+//! closed. When the configuration is reloaded, instances of unchanged
 //! plugins are kept; instances of plugins no gateway in use still has are
 //! dropped once the last request using them is done.
 
-use crate::config::Route;
+use crate::calls;
+use crate::chain::Event;
 use crate::gateway::Gateway;
 use crate::live::Live;
 use crate::upstream::Pool;
-use crate::wasm::{Action, Exchange, Fault, LocalResponse, Plugin, PluginVm};
+use crate::wasm::{Effect, Exchange, Fault, HttpCall, Plugin, PluginVm};
+use smol::channel::{Receiver, Sender};
+use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Access log bytes a worker gathers before writing them out.
 const ACCESS_LOG_BUFFER: usize = 32 * 1024;
 
+/// Shortest tick period honoured (`proxy_set_tick_period_milliseconds`).
+const MIN_TICK: Duration = Duration::from_millis(10);
+
+/// Identifies a plugin while any gateway holds it: its address.
+pub type PluginKey = usize;
+
+/// The key of `plugin`.
+pub fn key(plugin: &Arc<Plugin>) -> PluginKey {
+    Arc::as_ptr(plugin) as usize
+}
+
 /// One worker thread's state.
 pub struct Worker {
+    me: Weak<Worker>,
     live: Arc<Live>,
+    executor: Rc<LocalExecutor<'static>>,
     /// The gateway this worker last fetched, and its generation.
     gateway: RefCell<(u64, Arc<Gateway>)>,
     /// Gateways replaced while requests may still be using them.
     retired: RefCell<Vec<Arc<Gateway>>>,
-    /// This worker's instance of each plugin, keyed by the plugin's
-    /// address (stable while any gateway holds it), started on first use,
-    /// with a generation that changes whenever the instance is replaced.
-    vms: RefCell<HashMap<usize, VmSlot>>,
+    /// This worker's instance of each plugin, started on first use.
+    vms: RefCell<HashMap<PluginKey, VmSlot>>,
     pub pool: RefCell<Pool>,
     /// Closed when the process starts draining.
-    stop: smol::channel::Receiver<()>,
+    stop: Receiver<()>,
     /// Counter of instance generations.
     next_generation: Cell<u64>,
     /// Access log lines not yet written out.
     access_buf: RefCell<Vec<u8>>,
+    /// Requests paused by a plugin, by (plugin, HTTP context): where to
+    /// send what resumes or ends them.
+    paused: RefCell<HashMap<(PluginKey, u32), Sender<Event>>>,
+    /// Contexts whose `proxy_on_done` said "not yet": completed on
+    /// `proxy_done`.
+    pending_done: RefCell<HashSet<(PluginKey, u32)>>,
+    /// Plugins with a running tick task.
+    tickers: RefCell<HashSet<PluginKey>>,
+    /// `proxy_on_queue_ready` notifications, from any thread.
+    queue_ready: Sender<(PluginKey, u32, u32)>,
 }
 
 struct VmSlot {
+    plugin: Arc<Plugin>,
     vm: Option<PluginVm>,
     generation: u64,
 }
 
-/// What the plugins decided about a request or response.
-pub enum Verdict {
-    Continue,
-    /// A plugin answered itself (`proxy_send_local_response`).
-    Respond(LocalResponse),
-    /// A plugin failed: fail closed.
-    Fail(Fault),
-}
-
-fn key(plugin: &Arc<Plugin>) -> usize {
-    Arc::as_ptr(plugin) as usize
-}
-
 impl Worker {
-    pub fn new(live: Arc<Live>, stop: smol::channel::Receiver<()>) -> Worker {
+    pub fn new(
+        live: Arc<Live>,
+        stop: Receiver<()>,
+        executor: Rc<LocalExecutor<'static>>,
+    ) -> Rc<Worker> {
         let gateway = (live.generation(), live.current());
-        Worker {
+        let (queue_ready, queue_rx) = smol::channel::unbounded();
+        let worker = Rc::new_cyclic(|me| Worker {
+            me: me.clone(),
             live,
+            executor,
             gateway: RefCell::new(gateway),
             retired: RefCell::new(Vec::new()),
             vms: RefCell::new(HashMap::new()),
@@ -72,25 +93,17 @@ impl Worker {
             stop,
             next_generation: Cell::new(1),
             access_buf: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Records one finished request in the access log, if it is on.
-    pub fn log_access(&self, gateway: &Gateway, record: &crate::access_log::Record) {
-        let main = &gateway.config.main;
-        if main.access_log == crate::access_log::Target::Off {
-            return;
-        }
-        let mut buf = self.access_buf.borrow_mut();
-        crate::access_log::format_into(&mut buf, record, main.access_log_format);
-        if buf.len() >= ACCESS_LOG_BUFFER {
-            crate::access_log::flush(&mut buf);
-        }
-    }
-
-    /// Writes out buffered access log lines.
-    pub fn flush_access_log(&self) {
-        crate::access_log::flush(&mut self.access_buf.borrow_mut());
+            paused: RefCell::new(HashMap::new()),
+            pending_done: RefCell::new(HashSet::new()),
+            tickers: RefCell::new(HashSet::new()),
+            queue_ready,
+        });
+        let w = Rc::clone(&worker);
+        worker
+            .executor
+            .spawn(async move { w.deliver_queue_notifications(queue_rx).await })
+            .detach();
+        worker
     }
 
     /// The configuration to serve the next request with.
@@ -115,12 +128,30 @@ impl Worker {
         let _ = self.stop.recv().await;
     }
 
+    /// Records one finished request in the access log, if it is on.
+    pub fn log_access(&self, gateway: &Gateway, record: &crate::access_log::Record) {
+        let main = &gateway.config.main;
+        if main.access_log == crate::access_log::Target::Off {
+            return;
+        }
+        let mut buf = self.access_buf.borrow_mut();
+        crate::access_log::format_into(&mut buf, record, main.access_log_format);
+        if buf.len() >= ACCESS_LOG_BUFFER {
+            crate::access_log::flush(&mut buf);
+        }
+    }
+
+    /// Writes out buffered access log lines.
+    pub fn flush_access_log(&self) {
+        crate::access_log::flush(&mut self.access_buf.borrow_mut());
+    }
+
     /// Drops instances of plugins that no gateway in use still has.
     fn collect_unused_vms(&self) {
         let mut retired = self.retired.borrow_mut();
         retired.retain(|g| Arc::strong_count(g) > 1);
         let current = self.gateway.borrow();
-        let in_use: Vec<usize> = std::iter::once(&current.1)
+        let in_use: Vec<PluginKey> = std::iter::once(&current.1)
             .chain(retired.iter())
             .flat_map(|g| g.plugins.iter().map(key))
             .collect();
@@ -129,15 +160,18 @@ impl Worker {
 
     /// Runs `f` on this worker's instance of `plugin` (starting it if
     /// needed) if its generation is `expected` (any when `None`); replaces
-    /// the instance if `f` broke it. Returns the generation used.
-    fn with_vm<T>(
+    /// the instance if `f` broke it. Returns `f`'s value, the generation
+    /// used, and what the plugin asked for during the call.
+    pub fn with_vm<T>(
         &self,
         plugin: &Arc<Plugin>,
         expected: Option<u64>,
         f: impl FnOnce(&mut PluginVm) -> Result<T, Fault>,
-    ) -> Result<(T, u64), Fault> {
+    ) -> Result<(T, u64, Vec<Effect>), Fault> {
+        let k = key(plugin);
         let mut vms = self.vms.borrow_mut();
-        let slot = vms.entry(key(plugin)).or_insert(VmSlot {
+        let slot = vms.entry(k).or_insert_with(|| VmSlot {
+            plugin: Arc::clone(plugin),
             vm: None,
             generation: 0,
         });
@@ -149,12 +183,29 @@ impl Worker {
             });
         }
         if slot.vm.is_none() {
-            slot.vm = Some(PluginVm::start(Arc::clone(plugin))?);
+            let mut vm = PluginVm::start(Arc::clone(plugin))?;
+            let live = Arc::clone(&self.live);
+            vm.set_call_targets(Arc::new(move |name: &str| {
+                live.current()
+                    .config
+                    .routes
+                    .upstreams
+                    .iter()
+                    .any(|u| u.id == name)
+            }));
+            let tx = self.queue_ready.clone();
+            vm.set_queue_notifier(Arc::new(move |root, queue| {
+                let _ = tx.try_send((k, root, queue));
+            }));
+            slot.vm = Some(vm);
             slot.generation = self.next_generation.get();
             self.next_generation.set(slot.generation + 1);
+            self.pending_done.borrow_mut().retain(|(p, _)| *p != k);
         }
         let vm = slot.vm.as_mut().expect("plugin instance was just started");
         let result = f(vm);
+        let effects = vm.take_effects();
+        let ticks = !vm.tick_periods().is_empty();
         if vm.is_broken() {
             log::warn!(
                 "plugin {:?}: instance discarded after a failure; a fresh one starts on next use",
@@ -162,144 +213,185 @@ impl Worker {
             );
             slot.vm = None;
         }
-        result.map(|t| (t, slot.generation))
+        let generation = slot.generation;
+        drop(vms);
+        if ticks {
+            self.ensure_ticker(plugin);
+        }
+        result.map(|t| (t, generation, effects))
     }
-}
 
-/// The route's plugins for one request, with their HTTP contexts.
-pub struct Chain<'w> {
-    worker: &'w Worker,
-    /// (plugin, instance generation, context id), in run order.
-    contexts: Vec<(Arc<Plugin>, u64, u32)>,
-    /// Set once a plugin answered locally: later `Continue`s are ignored.
-    answered: bool,
-}
+    /// Registers a paused request's event channel.
+    pub fn pause(&self, plugin: &Arc<Plugin>, ctx: u32, events: Sender<Event>) {
+        self.paused.borrow_mut().insert((key(plugin), ctx), events);
+    }
 
-impl<'w> Chain<'w> {
-    /// Creates an HTTP context in every plugin of `route` (configuring the
-    /// route's root context on first use).
-    ///
-    /// # Errors
-    /// The first plugin that fails to start or configure.
-    pub fn start(
-        worker: &'w Worker,
-        gateway: &Gateway,
-        route: &Route,
-    ) -> Result<Chain<'w>, (Chain<'w>, Fault)> {
-        let mut chain = Chain {
-            worker,
-            contexts: Vec::with_capacity(route.plugins.len()),
-            answered: false,
+    /// Forgets a paused request's event channel.
+    pub fn unpause(&self, plugin: &Arc<Plugin>, ctx: u32) {
+        self.paused.borrow_mut().remove(&(key(plugin), ctx));
+    }
+
+    /// Remembers that `ctx` finishes when the plugin calls `proxy_done`.
+    pub fn await_done(&self, plugin: &Arc<Plugin>, ctx: u32) {
+        self.pending_done.borrow_mut().insert((key(plugin), ctx));
+    }
+
+    /// Carries out what a plugin asked for that no paused request of the
+    /// caller's handles: calls from root contexts, and resumes, resets,
+    /// local responses and `proxy_done` aimed at other contexts.
+    pub fn dispatch(&self, plugin: &Arc<Plugin>, effects: Vec<Effect>) {
+        let k = key(plugin);
+        for effect in effects {
+            let context = match &effect {
+                Effect::HttpCall(call) => call.context,
+                Effect::Continue { context, .. }
+                | Effect::Close { context, .. }
+                | Effect::LocalResponse { context, .. }
+                | Effect::Done { context } => *context,
+            };
+            let waiting = self.paused.borrow().get(&(k, context)).cloned();
+            match (effect, waiting) {
+                (Effect::HttpCall(call), Some(tx)) => self.spawn_call(call, tx),
+                (Effect::HttpCall(call), None) => self.spawn_root_call(Arc::clone(plugin), call),
+                (Effect::Done { context }, _) => self.complete(plugin, context),
+                (effect, Some(tx)) => {
+                    let _ = tx.try_send(Event::from_effect(effect));
+                }
+                (effect, None) => log::debug!(
+                    "plugin {:?}: {effect:?} for a context that is not paused; ignored",
+                    plugin.name()
+                ),
+            }
+        }
+    }
+
+    /// Performs `call` and sends its outcome to a paused request.
+    pub fn spawn_call(&self, call: HttpCall, to: Sender<Event>) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.executor
+            .spawn(async move {
+                let response = calls::perform(&me, &call).await;
+                let _ = to.send(Event::CallDone(call, response)).await;
+            })
+            .detach();
+    }
+
+    /// Performs a call made outside any request (e.g. from `on_tick`) and
+    /// delivers the response to its root context.
+    fn spawn_root_call(&self, plugin: Arc<Plugin>, call: HttpCall) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.executor
+            .spawn(async move {
+                let response = calls::perform(&me, &call).await;
+                let mut ex = Exchange {
+                    call_response: response,
+                    ..Exchange::default()
+                };
+                match me.with_vm(&plugin, None, |vm| vm.on_http_call_response(&call, &mut ex)) {
+                    Ok(((), _, effects)) => me.dispatch(&plugin, effects),
+                    Err(fault) => log::warn!("{fault}"),
+                }
+            })
+            .detach();
+    }
+
+    /// `proxy_done` arrived for a context whose `on_done` said "not yet".
+    fn complete(&self, plugin: &Arc<Plugin>, ctx: u32) {
+        if !self.pending_done.borrow_mut().remove(&(key(plugin), ctx)) {
+            return;
+        }
+        let mut ex = Exchange::default();
+        match self.with_vm(plugin, None, |vm| vm.complete(ctx, &mut ex)) {
+            Ok(((), _, effects)) => self.dispatch(plugin, effects),
+            Err(fault) => log::warn!("{fault}"),
+        }
+    }
+
+    /// Starts the tick task of `plugin` on this worker if it has none.
+    fn ensure_ticker(&self, plugin: &Arc<Plugin>) {
+        if !self.tickers.borrow_mut().insert(key(plugin)) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let plugin = Arc::clone(plugin);
+        self.executor
+            .spawn(async move {
+                me.run_ticks(&plugin).await;
+                me.tickers.borrow_mut().remove(&key(&plugin));
+            })
+            .detach();
+    }
+
+    /// Calls `proxy_on_tick` for every root context of `plugin` whose
+    /// period has passed, until no root context of a live instance has a
+    /// tick period (a restarted instance re-arms ticks when its roots are
+    /// configured again).
+    async fn run_ticks(&self, plugin: &Arc<Plugin>) {
+        let mut last: HashMap<u32, Instant> = HashMap::new();
+        loop {
+            let periods = {
+                let vms = self.vms.borrow();
+                match vms.get(&key(plugin)).and_then(|s| s.vm.as_ref()) {
+                    Some(vm) => vm.tick_periods(),
+                    None => return,
+                }
+            };
+            if periods.is_empty() || self.stopping() {
+                return;
+            }
+            let step = periods
+                .iter()
+                .map(|(_, p)| (*p).max(MIN_TICK))
+                .min()
+                .unwrap_or(MIN_TICK);
+            Timer::after(step).await;
+            let now = Instant::now();
+            for (root, period) in periods {
+                let due = last
+                    .get(&root)
+                    .is_none_or(|t| now.duration_since(*t) + MIN_TICK / 2 >= period);
+                if !due {
+                    continue;
+                }
+                last.insert(root, now);
+                match self.with_vm_if_running(plugin, |vm| vm.on_tick(root)) {
+                    Some(Ok(effects)) => self.dispatch(plugin, effects),
+                    Some(Err(fault)) => log::warn!("{fault}"),
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// Like [`Worker::with_vm`] but never starts an instance: `None` when
+    /// the plugin has no running instance on this worker.
+    fn with_vm_if_running(
+        &self,
+        plugin: &Arc<Plugin>,
+        f: impl FnOnce(&mut PluginVm) -> Result<(), Fault>,
+    ) -> Option<Result<Vec<Effect>, Fault>> {
+        let generation = {
+            let vms = self.vms.borrow();
+            let slot = vms.get(&key(plugin))?;
+            slot.vm.as_ref()?;
+            slot.generation
         };
-        for rp in &route.plugins {
-            let plugin = &gateway.plugins[rp.plugin];
-            let created = worker.with_vm(plugin, None, |vm| {
-                let root = vm.configure(rp.key, &rp.conf)?;
-                vm.create_http_context(root)
-            });
-            match created {
-                Ok((ctx, generation)) => {
-                    chain.contexts.push((Arc::clone(plugin), generation, ctx));
-                }
-                Err(fault) => return Err((chain, fault)),
-            }
-        }
-        Ok(chain)
+        Some(
+            self.with_vm(plugin, Some(generation), f)
+                .map(|((), _, effects)| effects),
+        )
     }
 
-    /// Runs `proxy_on_request_headers` in every plugin, in order, until one
-    /// answers or fails.
-    pub fn on_request_headers(&mut self, ex: &mut Exchange, end_of_stream: bool) -> Verdict {
-        for i in 0..self.contexts.len() {
-            let (plugin, generation, ctx) = &self.contexts[i];
-            let (generation, ctx) = (*generation, *ctx);
-            let result = self.worker.with_vm(plugin, Some(generation), |vm| {
-                vm.on_request_headers(ctx, ex, end_of_stream)
-            });
-            match self.judge(result, ex) {
-                Verdict::Continue => {}
-                Verdict::Respond(local) => {
-                    // Plugins that already saw the request see the local
-                    // response's headers too, as Envoy's encoder path does.
-                    return self.respond_from(i, local, ex);
-                }
-                fail => return fail,
-            }
-        }
-        Verdict::Continue
-    }
-
-    /// Runs `proxy_on_response_headers` in every plugin, in order.
-    pub fn on_response_headers(&mut self, ex: &mut Exchange, end_of_stream: bool) -> Verdict {
-        self.response_headers_upto(self.contexts.len(), ex, end_of_stream)
-    }
-
-    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` in every plugin.
-    pub fn finish(self, ex: &mut Exchange) {
-        for (plugin, generation, ctx) in &self.contexts {
-            let ctx = *ctx;
-            if let Err(fault) = self
-                .worker
-                .with_vm(plugin, Some(*generation), |vm| vm.finish(ctx, ex))
-            {
-                log::warn!("{fault}");
+    /// Delivers `proxy_on_queue_ready` for enqueues made on any thread.
+    async fn deliver_queue_notifications(&self, rx: Receiver<(PluginKey, u32, u32)>) {
+        while let Ok((k, root, queue)) = rx.recv().await {
+            let plugin = self.vms.borrow().get(&k).map(|s| Arc::clone(&s.plugin));
+            let Some(plugin) = plugin else { continue };
+            match self.with_vm_if_running(&plugin, |vm| vm.on_queue_ready(root, queue)) {
+                Some(Ok(effects)) => self.dispatch(&plugin, effects),
+                Some(Err(fault)) => log::warn!("{fault}"),
+                None => {}
             }
         }
     }
-
-    fn response_headers_upto(
-        &mut self,
-        upto: usize,
-        ex: &mut Exchange,
-        end_of_stream: bool,
-    ) -> Verdict {
-        for i in 0..upto {
-            let (plugin, generation, ctx) = &self.contexts[i];
-            let (generation, ctx) = (*generation, *ctx);
-            let result = self.worker.with_vm(plugin, Some(generation), |vm| {
-                vm.on_response_headers(ctx, ex, end_of_stream)
-            });
-            match self.judge(result, ex) {
-                Verdict::Continue => {}
-                other => return other,
-            }
-        }
-        Verdict::Continue
-    }
-
-    /// Plugin `i` answered locally during the request phase.
-    fn respond_from(&mut self, i: usize, local: LocalResponse, ex: &mut Exchange) -> Verdict {
-        ex.response_headers = local_response_headers(&local);
-        match self.response_headers_upto(i, ex, local.body.is_empty()) {
-            Verdict::Continue => Verdict::Respond(local),
-            other => other,
-        }
-    }
-
-    fn judge(&mut self, result: Result<(Action, u64), Fault>, ex: &mut Exchange) -> Verdict {
-        match result {
-            Err(fault) => Verdict::Fail(fault),
-            Ok(_) if !self.answered && ex.local_response.is_some() => {
-                self.answered = true;
-                Verdict::Respond(ex.local_response.take().expect("checked is_some"))
-            }
-            Ok((Action::Continue, _)) => Verdict::Continue,
-            Ok((Action::Pause, _)) => {
-                // Pausing without a local response needs proxy_continue_stream,
-                // which is not wired into the request path yet.
-                log::debug!("a plugin paused a stream; continuing");
-                Verdict::Continue
-            }
-        }
-    }
-}
-
-/// The response map plugins see for a local response.
-pub fn local_response_headers(local: &LocalResponse) -> crate::headers::HeaderMap {
-    let mut map = crate::headers::HeaderMap::with_capacity(local.headers.len() + 1);
-    map.add(b":status", local.status.to_string().as_bytes());
-    for (k, v) in &local.headers {
-        map.add(k, v);
-    }
-    map
 }

@@ -9,6 +9,12 @@ mod article;
 mod bodies;
 /// `tinygate -t`, `--version`, `--help` and bad command lines.
 mod cli;
+/// Strict request parsing, limits and timeouts, upstream framing, retries.
+mod edge;
+/// No executable memory: the MDWE lock and /proc/<pid>/maps.
+mod hardening;
+/// Reload, graceful drain, signals and the access log.
+mod ops;
 /// Plugins editing requests and responses, answering locally, failing.
 mod plugins;
 /// Route matching: exact, prefix, hosts, methods, priority, 404.

@@ -103,9 +103,9 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         )]
     });
 
-    if let Some(deployment) = top.obj("deployment", p) {
-        check_deployment(&deployment, p);
-    }
+    let etcd = top
+        .obj("deployment", p)
+        .and_then(|d| super::deployment::parse(&d, dir, p));
 
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut routes_file = dir.join("apisix.yaml");
@@ -192,6 +192,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         limits,
         access_log,
         access_log_format,
+        etcd,
     })
 }
 
@@ -281,30 +282,6 @@ fn node_listen(apisix: &Obj, p: &mut Problems) -> Option<Vec<SocketAddr>> {
         }
     }
     Some(out)
-}
-
-/// `deployment`: only the standalone YAML data plane is supported.
-fn check_deployment(d: &Obj, p: &mut Problems) {
-    d.only(&["role", "role_data_plane", "admin"], p);
-    if let Some(role) = d.str("role", p) {
-        if role != "data_plane" && role != "traditional" {
-            p.at(
-                &d.path_of("role"),
-                format!("tinygate runs as data_plane, not {role:?}"),
-            );
-        }
-    }
-    if let Some(dp) = d.obj("role_data_plane", p) {
-        dp.only(&["config_provider"], p);
-        if let Some(cp) = dp.str("config_provider", p) {
-            if cp != "yaml" {
-                p.at(
-                    &dp.path_of("config_provider"),
-                    format!("only \"yaml\" is supported, not {cp:?}"),
-                );
-            }
-        }
-    }
 }
 
 fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {

@@ -8,11 +8,12 @@
 //! does not open sockets or compile plugins. Every problem is reported with
 //! its file and key path, and all of them are listed, not only the first.
 
+mod deployment;
 mod main_file;
 mod routes_file;
 mod tree;
 
-pub use routes_file::{parse_routes, parse_routes_skipping_invalid, Routes};
+pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
 
 use crate::balancer::Balancer;
 use crate::wasm::PluginSpec;
@@ -60,6 +61,39 @@ pub struct MainConfig {
     pub access_log: crate::access_log::Target,
     /// `tinygate.access_log_format`: `combined` (default) or `json`.
     pub access_log_format: crate::access_log::Format,
+    /// `deployment.etcd`, present exactly when
+    /// `deployment.role_data_plane.config_provider` is `etcd`: routes and
+    /// upstreams then come from etcd, not from the routes file.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `deployment.etcd`: where a data plane reads its routes and upstreams
+/// (APISIX's keys, plus tinygate's `snapshot`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// `host`: the cluster's client URLs, tried in order, failing over to
+    /// the next one.
+    pub hosts: Vec<EtcdHost>,
+    /// `prefix` (default `/apisix`), without a trailing `/`.
+    pub prefix: String,
+    /// `timeout` (default 30 s): for connecting and for each request.
+    pub timeout: Duration,
+    /// `startup_retry` (default 2): rounds over all hosts at start before
+    /// giving up (or falling back to the snapshot).
+    pub startup_retry: u32,
+    /// `snapshot` (tinygate): a file rewritten after every change applied
+    /// from etcd, and served from at start when no host answers.
+    pub snapshot: Option<PathBuf>,
+}
+
+/// One etcd client URL, `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdHost {
+    /// The URL as written, for messages.
+    pub url: String,
+    /// `host:port` (port 2379 when the URL has none): what to connect to
+    /// and the `Host` header.
+    pub authority: String,
 }
 
 /// How much a client may send and how long it may take (nginx-like
@@ -223,13 +257,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Loads `config.yaml` at `path` and the routes file it names.
+/// Loads `config.yaml` at `path` and the routes file it names. With the
+/// etcd provider the routes are left empty: reading them is network I/O,
+/// which `etcd::load` does.
 ///
 /// # Errors
 /// Every problem in either file, each with file and key path.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let main = load_main(path)?;
-    let routes = load_routes(&main)?;
+    let routes = match main.etcd {
+        Some(_) => Routes::default(),
+        None => load_routes(&main)?,
+    };
     Ok(Config { main, routes })
 }
 

@@ -110,6 +110,20 @@ pub fn parse_routes_skipping_invalid(
     Ok((routes, p.into_vec()))
 }
 
+/// Validates a routes document that is already a tree (built from the JSON
+/// values etcd holds) as APISIX does: invalid routes and upstreams are
+/// skipped and their problems returned. No `#END` check: each etcd write is
+/// atomic, so there is no half-written file to guard against.
+pub fn parse_routes_document(
+    label: &str,
+    doc: &Value,
+    plugins: &[PluginSpec],
+) -> (Routes, Vec<String>) {
+    let mut p = Problems::new(label);
+    let routes = parse(doc, plugins, &mut p);
+    (routes, p.into_vec())
+}
+
 /// APISIX requires `#END` at the very end (trailing white space allowed) so
 /// that a half-written file is never loaded.
 fn ends_with_end_marker(text: &str) -> bool {

@@ -99,6 +99,11 @@ impl ReadBuf {
                 scanned = 0;
             }
             if let Some(end) = find_head_end(self.data(), scanned) {
+                // One read can bring in more than `max`: the limit is on
+                // the head, not on how it happened to arrive.
+                if end > max {
+                    return Ok(Head::TooLarge);
+                }
                 return Ok(Head::Complete(end));
             }
             if self.data().len() > max {
@@ -173,6 +178,27 @@ impl BodyReader {
     /// True once the whole body has been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// True when the next [`BodyReader::next`] can return from the bytes
+    /// already in `buf`, without waiting on the peer. A relay flushes what
+    /// it holds whenever this is false, so that a chunk (whose CRLF is
+    /// still buffered) is never held back until the next chunk arrives.
+    /// May answer false when unsure; that only costs an earlier write.
+    pub fn has_buffered(&self, buf: &ReadBuf) -> bool {
+        match self.state {
+            State::Done => true,
+            State::Length(_) | State::ChunkData(_) | State::Close => buf.has_data(),
+            State::ChunkEnd | State::ChunkSize => {
+                // The CRLF after the data (ChunkEnd), a whole size line, and
+                // at least one byte of what follows it.
+                let skip = if self.state == State::ChunkEnd { 2 } else { 0 };
+                let data = buf.data();
+                data.get(skip..)
+                    .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+                    .is_some_and(|lf| data.len() > skip + lf + 1)
+            }
+        }
     }
 
     /// Makes the next piece of body data available as the first `n` bytes
@@ -415,6 +441,40 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
+        });
+    }
+
+    #[test]
+    fn has_buffered_says_when_next_would_wait() {
+        smol::block_on(async {
+            let wire = b"5\r\nhello\r\n";
+            let mut buf = ReadBuf::new();
+            buf.fill(&mut Trickle {
+                data: wire,
+                step: 100,
+            })
+            .await
+            .unwrap();
+            let mut reader = BodyReader::new(Framing::Chunked);
+            assert!(reader.has_buffered(&buf));
+            let n = reader.next(&mut buf, &mut &b""[..]).await.unwrap();
+            buf.consume(n);
+            // Only the chunk's CRLF is left: the next chunk is not here yet.
+            assert!(!reader.has_buffered(&buf));
+        });
+    }
+
+    #[test]
+    fn head_past_the_limit_in_one_read_is_too_large() {
+        smol::block_on(async {
+            let wire = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+            let mut io = Trickle {
+                data: wire.as_bytes(),
+                step: 100_000,
+            };
+            let mut buf = ReadBuf::new();
+            let head = buf.read_head(&mut io, 1024).await.unwrap();
+            assert!(matches!(head, Head::TooLarge), "{head:?}");
         });
     }
 

@@ -192,6 +192,12 @@ fn request_framing(headers: &[(Vec<u8>, Vec<u8>)], version: Version) -> Result<F
             Err(bad("Transfer-Encoding in an HTTP/1.0 request"))
         }
         (Some(true), None) => Ok(Framing::Chunked),
+        // No final `chunked`: the body length cannot be known, and the
+        // server MUST answer 400 and close (RFC 9112 §6.3 item 4).
+        (Some(false), None) if !ends_with_chunked(headers) => {
+            Err(bad("Transfer-Encoding does not end with chunked"))
+        }
+        // A final `chunked` behind a coding we do not implement (§6.1).
         (Some(false), None) => Err(HeadError {
             status: 501,
             reason: "unsupported Transfer-Encoding",
@@ -199,6 +205,16 @@ fn request_framing(headers: &[(Vec<u8>, Vec<u8>)], version: Version) -> Result<F
         (None, Some(0)) | (None, None) => Ok(Framing::Empty),
         (None, Some(n)) => Ok(Framing::Length(n)),
     }
+}
+
+/// True when the (single, already checked) `Transfer-Encoding` field's
+/// last coding is `chunked`.
+fn ends_with_chunked(headers: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    headers
+        .iter()
+        .find(|(k, _)| k == b"transfer-encoding")
+        .and_then(|(_, v)| v.rsplit(|&b| b == b',').next())
+        .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"))
 }
 
 /// `Some(true)` for exactly `chunked`, `Some(false)` for any other coding
@@ -444,7 +460,8 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", 400),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),

@@ -37,6 +37,7 @@ mod exports;
 mod host;
 mod memory;
 mod pairs;
+mod pending;
 mod plugin;
 mod shared;
 mod types;
@@ -74,7 +75,114 @@ pub struct Exchange {
     /// Set by `proxy_send_local_response`: the reply to send instead of
     /// forwarding (or instead of the upstream's response).
     pub local_response: Option<LocalResponse>,
+    /// `HTTP_REQUEST_BODY`: the body bytes the proxy has not forwarded yet
+    /// (the current chunk while streaming, everything once buffered).
+    pub request_body: Vec<u8>,
+    /// `HTTP_RESPONSE_BODY`, like `request_body`.
+    pub response_body: Vec<u8>,
+    /// `HTTP_REQUEST_TRAILERS` (chunked requests only).
+    pub request_trailers: HeaderMap,
+    /// `HTTP_RESPONSE_TRAILERS` (chunked responses only).
+    pub response_trailers: HeaderMap,
+    /// Facts about the stream, read through `proxy_get_property`.
+    pub info: StreamInfo,
+    /// Values set with `proxy_set_property` during this request, by
+    /// serialized path (segments joined by NUL).
+    pub properties: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The response being delivered by `proxy_on_http_call_response`
+    /// (`None` when the call failed or timed out).
+    pub call_response: Option<CallResponse>,
 }
+
+/// Facts about one stream for `proxy_get_property` (Envoy attributes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The client (`source.address`, `source.port`, `remote_addr`).
+    pub source: Option<std::net::SocketAddr>,
+    /// The listener the client reached (`destination.*`).
+    pub destination: Option<std::net::SocketAddr>,
+    /// `request.id`: unique per request.
+    pub request_id: String,
+    /// `route_name`: the route's id.
+    pub route_name: String,
+    /// `request.protocol`: `HTTP/1.1` or `HTTP/1.0`.
+    pub protocol: &'static str,
+    /// `request.time`: when the request arrived, ns since the Unix epoch.
+    pub start_time_ns: i64,
+    /// `response.code`, once the response headers are known.
+    pub response_code: Option<u16>,
+}
+
+/// An `proxy_http_call` response as the plugin reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallResponse {
+    /// `HTTP_CALL_RESPONSE_HEADERS`, with `:status` first.
+    pub headers: HeaderMap,
+    /// `HTTP_CALL_RESPONSE_BODY`.
+    pub body: Vec<u8>,
+    /// `HTTP_CALL_RESPONSE_TRAILERS`.
+    pub trailers: HeaderMap,
+}
+
+/// A request a plugin dispatched with `proxy_http_call`, for the proxy to
+/// perform; its answer goes back through
+/// [`PluginVm::on_http_call_response`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    /// The id returned to the plugin.
+    pub call_id: u32,
+    /// The root context the response callback is delivered to.
+    pub root: u32,
+    /// The effective context when the call was made: an HTTP context id
+    /// (the request that waits for it) or the root context id.
+    pub context: u32,
+    /// An upstream id from the routes file, or `host:port`.
+    pub target: String,
+    /// Request headers, with `:method`, `:path` and `:authority`.
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: HeaderMap,
+    pub timeout: std::time::Duration,
+}
+
+/// Something a plugin asked for during a call that the proxy carries out
+/// afterwards; drained with [`PluginVm::take_effects`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// `proxy_http_call` succeeded: perform the call.
+    HttpCall(HttpCall),
+    /// `proxy_continue_stream` (or 0.1.0 `continue_request`/`_response`).
+    Continue { context: u32, response: bool },
+    /// `proxy_close_stream`: reset the stream.
+    Close { context: u32, response: bool },
+    /// `proxy_send_local_response` for a context whose exchange was not
+    /// lent to this call (e.g. from a tick).
+    LocalResponse {
+        context: u32,
+        response: LocalResponse,
+    },
+    /// `proxy_done`: the context finished after `proxy_on_done` said false.
+    Done { context: u32 },
+}
+
+/// Which optional stream hooks a plugin exports (the proxy calls body and
+/// trailer hooks only when some plugin on the route has them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamHooks {
+    pub request_body: bool,
+    pub response_body: bool,
+    pub request_trailers: bool,
+    pub response_trailers: bool,
+}
+
+/// Delivers `proxy_on_queue_ready` across threads: called (from any
+/// thread) with (root context id, queue id) when an item is enqueued on a
+/// queue a root context of this VM registered.
+pub type QueueNotifier = std::sync::Arc<dyn Fn(u32, u32) + Send + Sync>;
+
+/// Says whether `proxy_http_call` may target a name: an upstream id known
+/// to the current configuration (`host:port` targets are always allowed).
+pub type CallTargets = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A reply a plugin asked the proxy to send (`proxy_send_local_response`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -201,7 +201,7 @@ impl PluginVm {
     /// # Errors
     ///
     /// An unknown `ctx` (the VM stays usable), or a trap.
-    pub fn finish(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<(), Fault> {
+    pub fn finish(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<bool, Fault> {
         const HOOK: &str = "proxy_on_done";
         self.check_usable(HOOK)?;
         if !matches!(
@@ -212,7 +212,7 @@ impl PluginVm {
         }
         let result = self.delete_context(ctx, exchange);
         self.store.data_mut().contexts.remove(&ctx);
-        result
+        result.map(|()| true)
     }
 
     /// True after any trap, fuel exhaustion or host-invariant failure: the

@@ -70,7 +70,7 @@ impl Gate {
 
     /// Starts tinygate on `dir/config.yaml`.
     pub fn start_in(dir: PathBuf) -> Gate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tinygate"))
+        let mut child = tinygate()
             .arg("-c")
             .arg(dir.join("config.yaml"))
             .env(
@@ -166,12 +166,32 @@ impl Drop for Gate {
     }
 }
 
+/// The `tinygate` command the tests run: `TINYGATE_BIN` if set (another
+/// build, e.g. a static aarch64 one), else the binary cargo built; started
+/// through `TINYGATE_RUNNER` (e.g. `qemu-aarch64`) if that is set.
+pub fn tinygate() -> Command {
+    let bin = std::env::var("TINYGATE_BIN").unwrap_or(env!("CARGO_BIN_EXE_tinygate").into());
+    let runner = std::env::var("TINYGATE_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// True when the tests run tinygate through `TINYGATE_RUNNER` (an
+/// emulator), so [`Gate::pid`] is the emulator's process.
+pub fn under_runner() -> bool {
+    std::env::var("TINYGATE_RUNNER").is_ok_and(|r| !r.trim().is_empty())
+}
+
 /// Runs `tinygate` with `args` to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tinygate"))
-        .args(args)
-        .output()
-        .expect("run tinygate");
+    let out = tinygate().args(args).output().expect("run tinygate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -580,4 +600,224 @@ pub fn dead_port() -> SocketAddr {
 /// The file's content with `path` replaced in `conf/` style tests.
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
+}
+
+// ---- Helpers for the edge and ops tests (signals, exits, raw upstreams) ----
+
+impl Gate {
+    /// Sends `signal` to the tinygate process.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a positive pid");
+        rustix::process::kill_process(pid, signal).expect("send a signal to tinygate");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Like [`Gate::start_in`], but keeps what tinygate writes to stdout
+    /// after its `listening on` line (e.g. an access log on stdout).
+    pub fn start_in_capturing_stdout(dir: PathBuf) -> (Gate, Arc<Mutex<String>>) {
+        let mut child = tinygate()
+            .arg("-c")
+            .arg(dir.join("config.yaml"))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tinygate");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let kept = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                match line.strip_prefix("listening on ") {
+                    Some(addr) => {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                    None => {
+                        let mut s = kept.lock().unwrap();
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tinygate did not start listening;\nstderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        let gate = Gate {
+            child,
+            addr: addr.parse().expect("listening address"),
+            dir,
+            stderr,
+        };
+        (gate, stdout)
+    }
+}
+
+impl Client {
+    /// Reads the next response, interim 1xx responses included.
+    pub fn read_interim(&mut self) -> Response {
+        self.read_one(false)
+    }
+
+    /// True when the server closes the connection (FIN or reset) within
+    /// `within`, after any bytes still unread; false if it stays open or
+    /// sends more.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 64];
+        let r = self.stream.read(&mut b);
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        match r {
+            Ok(0) => self.buf.is_empty(),
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        }
+    }
+
+    /// Everything the server sends until it closes the connection (or
+    /// `within` passes: then `None`), after what is already buffered.
+    pub fn read_to_close(&mut self, within: Duration) -> Option<Vec<u8>> {
+        let deadline = std::time::Instant::now() + within;
+        let mut out = std::mem::take(&mut self.buf);
+        let mut b = [0u8; 16384];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut b) {
+                Ok(0) => return Some(out),
+                Ok(n) => out.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(out),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The underlying socket (e.g. to shut down the write side).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// A raw-TCP upstream on 127.0.0.1:0: every accepted connection goes to
+/// `script` on its own thread, which reads and writes exactly the bytes a
+/// test is about (a response cut short, a reset, a close with no answer).
+pub struct Scripted {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// One connection of a [`Scripted`] upstream.
+pub struct ScriptConn {
+    pub stream: TcpStream,
+    /// 0 for the first connection the upstream accepted, then 1, ...
+    pub index: usize,
+    buf: Vec<u8>,
+    log: Arc<Mutex<Vec<Received>>>,
+}
+
+impl ScriptConn {
+    /// Reads one whole request (head and body) and records it; `None` when
+    /// the proxy closed first.
+    pub fn read_request(&mut self) -> Option<Received> {
+        let r = read_request(&mut self.stream, &mut self.buf)?;
+        self.log.lock().unwrap().push(r.clone());
+        Some(r)
+    }
+
+    /// Writes `bytes`; false if the proxy has gone.
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok() && self.stream.flush().is_ok()
+    }
+
+    /// Closes with a TCP reset instead of a FIN (SO_LINGER 0).
+    pub fn reset(self) {
+        let _ = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO));
+        drop(self.stream);
+    }
+}
+
+impl Scripted {
+    pub fn start(script: impl Fn(ScriptConn) + Send + Sync + 'static) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(script);
+        let (log, count) = (Arc::clone(&received), Arc::clone(&connections));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let conn = ScriptConn {
+                    stream,
+                    index: count.fetch_add(1, Ordering::SeqCst),
+                    buf: Vec::new(),
+                    log: Arc::clone(&log),
+                };
+                let script = Arc::clone(&script);
+                std::thread::spawn(move || script(conn));
+            }
+        });
+        Scripted {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    /// Requests the scripts have read.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Connections accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// `apisix.yaml` text with one route `/*` (id `r`) to the node `addr`.
+pub fn route_to(addr: SocketAddr) -> String {
+    format!("routes:\n  - {{id: r, uri: /*, upstream: {{nodes: {{\"{addr}\": 1}}}}}}\n#END\n")
 }

@@ -300,7 +300,7 @@ fn missing_callbacks_are_skipped() {
         vm.on_response_headers(ctx, &mut ex, true),
         Ok(Action::Continue)
     );
-    assert_eq!(vm.finish(ctx, &mut ex), Ok(()));
+    assert_eq!(vm.finish(ctx, &mut ex), Ok(true));
     assert_eq!(ex, exchange(), "untouched");
 }
 

@@ -1,0 +1,523 @@
+//! The route's plugins for one request: one HTTP context per plugin in this
+//! worker's instances, and every hook of the stream run through them in
+//! priority order (APISIX order, in every phase).
+//!
+//! A plugin may pause the stream (return `Pause`); the request then waits,
+//! without blocking the worker, for what resumes it: `proxy_continue_stream`,
+//! a local response, or the answer to a `proxy_http_call` it made (whose
+//! response callback runs with this request's exchange lent). A paused
+//! stream has a time limit. A plugin that fails makes the request fail
+//! closed. This module knows plugins and the exchange, not sockets.
+
+use crate::config::Route;
+use crate::gateway::Gateway;
+use crate::wasm::{
+    Action, CallResponse, Effect, Exchange, Fault, HttpCall, LocalResponse, Plugin, StreamHooks,
+};
+use crate::worker::Worker;
+use smol::channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a plugin may keep a stream paused.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the plugins decided about a request or response.
+pub enum Verdict {
+    Continue,
+    /// A plugin answered itself (`proxy_send_local_response`).
+    Respond(LocalResponse),
+    /// A plugin failed, reset the stream, or stayed paused too long.
+    Fail(Fault),
+}
+
+/// What the plugins decided about a piece of body.
+pub enum BodyVerdict {
+    /// Every plugin let it through: forward the (possibly edited) body.
+    Continue,
+    /// Plugin `i` wants more: keep buffering and call again from `i`.
+    Buffer(usize),
+    Respond(LocalResponse),
+    Fail(Fault),
+}
+
+/// What can wake a paused request.
+#[derive(Debug)]
+pub enum Event {
+    /// A `proxy_http_call` it made finished (`None`: failed or timed out).
+    CallDone(HttpCall, Option<CallResponse>),
+    /// `proxy_continue_stream` for its context.
+    Continue,
+    /// `proxy_close_stream` for its context.
+    Close,
+    /// A local response sent for its context from another callback.
+    Respond(LocalResponse),
+}
+
+impl Event {
+    pub fn from_effect(effect: Effect) -> Event {
+        match effect {
+            Effect::Continue { .. } => Event::Continue,
+            Effect::LocalResponse { response, .. } => Event::Respond(response),
+            Effect::Close { .. } | Effect::Done { .. } | Effect::HttpCall(_) => Event::Close,
+        }
+    }
+}
+
+/// Which phase a hook belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    Response,
+}
+
+/// One plugin's context in this request.
+struct Context {
+    plugin: Arc<Plugin>,
+    generation: u64,
+    id: u32,
+}
+
+/// The route's plugins for one request.
+pub struct Chain<'w> {
+    worker: &'w Worker,
+    contexts: Vec<Context>,
+    /// Set once a plugin answered locally: later `Continue`s are ignored.
+    answered: bool,
+    /// The optional hooks some plugin of the route exports.
+    pub hooks: StreamHooks,
+}
+
+impl<'w> Chain<'w> {
+    /// Creates an HTTP context in every plugin of `route` (configuring the
+    /// route's root context on first use).
+    ///
+    /// # Errors
+    /// The first plugin that fails to start or configure.
+    pub fn start(
+        worker: &'w Worker,
+        gateway: &Gateway,
+        route: &Route,
+    ) -> Result<Chain<'w>, (Chain<'w>, Fault)> {
+        let mut chain = Chain {
+            worker,
+            contexts: Vec::with_capacity(route.plugins.len()),
+            answered: false,
+            hooks: StreamHooks::default(),
+        };
+        for rp in &route.plugins {
+            let plugin = &gateway.plugins[rp.plugin];
+            let created = worker.with_vm(plugin, None, |vm| {
+                let root = vm.configure(rp.key, &rp.conf)?;
+                let hooks = vm.stream_hooks();
+                vm.create_http_context(root).map(|ctx| (ctx, hooks))
+            });
+            match created {
+                Ok(((id, hooks), generation, effects)) => {
+                    worker.dispatch(plugin, effects);
+                    chain.hooks.request_body |= hooks.request_body;
+                    chain.hooks.response_body |= hooks.response_body;
+                    chain.hooks.request_trailers |= hooks.request_trailers;
+                    chain.hooks.response_trailers |= hooks.response_trailers;
+                    chain.contexts.push(Context {
+                        plugin: Arc::clone(plugin),
+                        generation,
+                        id,
+                    });
+                }
+                Err(fault) => return Err((chain, fault)),
+            }
+        }
+        Ok(chain)
+    }
+
+    /// `proxy_on_request_headers` in every plugin, in order.
+    pub async fn on_request_headers(&mut self, ex: &mut Exchange, end_of_stream: bool) -> Verdict {
+        for i in 0..self.contexts.len() {
+            let verdict = self
+                .run(
+                    i,
+                    Phase::Request,
+                    ex,
+                    "proxy_on_request_headers",
+                    |vm, ctx, ex| vm.on_request_headers(ctx, ex, end_of_stream),
+                )
+                .await;
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Respond(local) => return self.respond_from(i, local, ex).await,
+                fail => return fail,
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// `proxy_on_response_headers` in every plugin, in order.
+    pub async fn on_response_headers(&mut self, ex: &mut Exchange, end_of_stream: bool) -> Verdict {
+        self.response_headers_upto(self.contexts.len(), ex, end_of_stream)
+            .await
+    }
+
+    /// `proxy_on_request_body` from plugin `from` on, with the body in
+    /// `ex.request_body` (cumulative while a plugin buffers).
+    pub async fn on_request_body(
+        &mut self,
+        ex: &mut Exchange,
+        end_of_stream: bool,
+        from: usize,
+    ) -> BodyVerdict {
+        self.body(Phase::Request, ex, end_of_stream, from).await
+    }
+
+    /// `proxy_on_response_body`, like [`Chain::on_request_body`].
+    pub async fn on_response_body(
+        &mut self,
+        ex: &mut Exchange,
+        end_of_stream: bool,
+        from: usize,
+    ) -> BodyVerdict {
+        self.body(Phase::Response, ex, end_of_stream, from).await
+    }
+
+    /// `proxy_on_request_trailers` in every plugin.
+    pub async fn on_request_trailers(&mut self, ex: &mut Exchange) -> Verdict {
+        for i in 0..self.contexts.len() {
+            let verdict = self
+                .run(
+                    i,
+                    Phase::Request,
+                    ex,
+                    "proxy_on_request_trailers",
+                    |vm, ctx, ex| vm.on_request_trailers(ctx, ex),
+                )
+                .await;
+            if !matches!(verdict, Verdict::Continue) {
+                return verdict;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// `proxy_on_response_trailers` in every plugin.
+    pub async fn on_response_trailers(&mut self, ex: &mut Exchange) -> Verdict {
+        for i in 0..self.contexts.len() {
+            let verdict = self
+                .run(
+                    i,
+                    Phase::Response,
+                    ex,
+                    "proxy_on_response_trailers",
+                    |vm, ctx, ex| vm.on_response_trailers(ctx, ex),
+                )
+                .await;
+            if !matches!(verdict, Verdict::Continue) {
+                return verdict;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` in every plugin
+    /// (a plugin whose `on_done` says "not yet" is completed when it calls
+    /// `proxy_done`).
+    pub fn finish(self, ex: &mut Exchange) {
+        for c in &self.contexts {
+            match self
+                .worker
+                .with_vm(&c.plugin, Some(c.generation), |vm| vm.finish(c.id, ex))
+            {
+                Ok((done, _, effects)) => {
+                    if !done {
+                        self.worker.await_done(&c.plugin, c.id);
+                    }
+                    self.worker.dispatch(&c.plugin, effects);
+                }
+                Err(fault) => log::warn!("{fault}"),
+            }
+        }
+    }
+
+    async fn response_headers_upto(
+        &mut self,
+        upto: usize,
+        ex: &mut Exchange,
+        end_of_stream: bool,
+    ) -> Verdict {
+        for i in 0..upto {
+            let verdict = self
+                .run(
+                    i,
+                    Phase::Response,
+                    ex,
+                    "proxy_on_response_headers",
+                    |vm, ctx, ex| vm.on_response_headers(ctx, ex, end_of_stream),
+                )
+                .await;
+            if !matches!(verdict, Verdict::Continue) {
+                return verdict;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Plugin `i` answered locally during the request phase: plugins that
+    /// already saw the request see the local response's headers too, as
+    /// Envoy's encoder path does.
+    async fn respond_from(&mut self, i: usize, local: LocalResponse, ex: &mut Exchange) -> Verdict {
+        ex.response_headers = local_response_headers(&local);
+        match Box::pin(self.response_headers_upto(i, ex, local.body.is_empty())).await {
+            Verdict::Continue => Verdict::Respond(local),
+            other => other,
+        }
+    }
+
+    async fn body(
+        &mut self,
+        phase: Phase,
+        ex: &mut Exchange,
+        end_of_stream: bool,
+        from: usize,
+    ) -> BodyVerdict {
+        let hook = match phase {
+            Phase::Request => "proxy_on_request_body",
+            Phase::Response => "proxy_on_response_body",
+        };
+        for i in from..self.contexts.len() {
+            let c = &self.contexts[i];
+            let result = self
+                .worker
+                .with_vm(&c.plugin, Some(c.generation), |vm| match phase {
+                    Phase::Request => vm.on_request_body(c.id, ex, end_of_stream),
+                    Phase::Response => vm.on_response_body(c.id, ex, end_of_stream),
+                });
+            let (action, effects) = match result {
+                Ok((action, _, effects)) => (action, effects),
+                Err(fault) => return BodyVerdict::Fail(fault),
+            };
+            if let Some(local) = self.take_local(ex) {
+                return BodyVerdict::Respond(local);
+            }
+            let calls = effects.iter().any(
+                |e| matches!(e, Effect::HttpCall(call) if call.context == self.contexts[i].id),
+            );
+            if action == Action::Pause && !end_of_stream && !calls {
+                // Envoy semantics: buffer, and call again with the
+                // cumulative body once more of it has arrived.
+                self.worker.dispatch(&self.contexts[i].plugin, effects);
+                return BodyVerdict::Buffer(i);
+            }
+            let verdict = self.settle(i, phase, ex, action, effects, hook).await;
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Respond(local) => return BodyVerdict::Respond(local),
+                Verdict::Fail(fault) => return BodyVerdict::Fail(fault),
+            }
+        }
+        BodyVerdict::Continue
+    }
+
+    /// Runs one hook of plugin `i`, then waits out a pause.
+    async fn run(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        ex: &mut Exchange,
+        hook: &'static str,
+        f: impl FnOnce(&mut crate::wasm::PluginVm, u32, &mut Exchange) -> Result<Action, Fault>,
+    ) -> Verdict {
+        let c = &self.contexts[i];
+        let id = c.id;
+        let result = self
+            .worker
+            .with_vm(&c.plugin, Some(c.generation), |vm| f(vm, id, ex));
+        match result {
+            Ok((action, _, effects)) => self.settle(i, phase, ex, action, effects, hook).await,
+            Err(fault) => Verdict::Fail(fault),
+        }
+    }
+
+    /// Decides what a hook's result means; on `Pause`, waits for what
+    /// resumes the stream.
+    async fn settle(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        ex: &mut Exchange,
+        action: Action,
+        effects: Vec<Effect>,
+        hook: &'static str,
+    ) -> Verdict {
+        if let Some(local) = self.take_local(ex) {
+            self.worker.dispatch(&self.contexts[i].plugin, effects);
+            return Verdict::Respond(local);
+        }
+        if action == Action::Continue
+            && !effects
+                .iter()
+                .any(|e| matches!(e, Effect::HttpCall(c) if c.context == self.contexts[i].id))
+        {
+            return match self.apply(i, effects, None) {
+                Some(Verdict::Continue) | None => Verdict::Continue,
+                Some(other) => other,
+            };
+        }
+        if action == Action::Continue {
+            // A call was made but the stream was not paused: the response
+            // callback still runs, on the root context, after this request
+            // has moved on.
+            self.worker.dispatch(&self.contexts[i].plugin, effects);
+            return Verdict::Continue;
+        }
+        self.wait(i, phase, ex, effects, hook).await
+    }
+
+    /// Waits while plugin `i` keeps the stream paused.
+    async fn wait(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        ex: &mut Exchange,
+        effects: Vec<Effect>,
+        hook: &'static str,
+    ) -> Verdict {
+        let (tx, rx) = smol::channel::unbounded();
+        let plugin = Arc::clone(&self.contexts[i].plugin);
+        let id = self.contexts[i].id;
+        self.worker.pause(&plugin, id, tx.clone());
+        let verdict = self
+            .wait_events(i, phase, ex, effects, hook, &tx, &rx)
+            .await;
+        self.worker.unpause(&plugin, id);
+        verdict
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_events(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        ex: &mut Exchange,
+        effects: Vec<Effect>,
+        hook: &'static str,
+        tx: &Sender<Event>,
+        rx: &Receiver<Event>,
+    ) -> Verdict {
+        if let Some(v) = self.apply(i, effects, Some(tx)) {
+            return v;
+        }
+        let plugin = Arc::clone(&self.contexts[i].plugin);
+        let generation = self.contexts[i].generation;
+        loop {
+            let next = smol::future::or(async { rx.recv().await.ok() }, async {
+                smol::Timer::after(PAUSE_TIMEOUT).await;
+                None
+            });
+            let Some(event) = next.await else {
+                return Verdict::Fail(Fault {
+                    plugin: plugin.name().to_string(),
+                    hook,
+                    reason: format!(
+                        "kept the {} paused for more than {PAUSE_TIMEOUT:?}",
+                        if phase == Phase::Request {
+                            "request"
+                        } else {
+                            "response"
+                        }
+                    ),
+                });
+            };
+            match event {
+                Event::Continue => return Verdict::Continue,
+                Event::Respond(local) => {
+                    self.answered = true;
+                    return Verdict::Respond(local);
+                }
+                Event::Close => {
+                    return Verdict::Fail(Fault {
+                        plugin: plugin.name().to_string(),
+                        hook: "proxy_close_stream",
+                        reason: "the plugin reset the stream".to_string(),
+                    })
+                }
+                Event::CallDone(call, response) => {
+                    ex.call_response = response;
+                    let result = self.worker.with_vm(&plugin, Some(generation), |vm| {
+                        vm.on_http_call_response(&call, ex)
+                    });
+                    ex.call_response = None;
+                    let effects = match result {
+                        Ok(((), _, effects)) => effects,
+                        Err(fault) => return Verdict::Fail(fault),
+                    };
+                    if let Some(local) = self.take_local(ex) {
+                        self.worker.dispatch(&plugin, effects);
+                        return Verdict::Respond(local);
+                    }
+                    if let Some(v) = self.apply(i, effects, Some(tx)) {
+                        return v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out effects of plugin `i`'s last call: those about this
+    /// request's context decide the verdict (calls it made are performed
+    /// and reported to `waiting`); the rest go to the worker.
+    fn apply(
+        &mut self,
+        i: usize,
+        effects: Vec<Effect>,
+        waiting: Option<&Sender<Event>>,
+    ) -> Option<Verdict> {
+        let id = self.contexts[i].id;
+        let plugin = Arc::clone(&self.contexts[i].plugin);
+        let mut verdict = None;
+        let mut others = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::HttpCall(call) if call.context == id && waiting.is_some() => {
+                    let tx = waiting.expect("checked is_some").clone();
+                    self.worker.spawn_call(call, tx);
+                }
+                Effect::Continue { context, .. } if context == id => {
+                    verdict.get_or_insert(Verdict::Continue);
+                }
+                Effect::Close { context, .. } if context == id => {
+                    verdict = Some(Verdict::Fail(Fault {
+                        plugin: plugin.name().to_string(),
+                        hook: "proxy_close_stream",
+                        reason: "the plugin reset the stream".to_string(),
+                    }));
+                }
+                Effect::LocalResponse { context, response } if context == id => {
+                    self.answered = true;
+                    verdict = Some(Verdict::Respond(response));
+                }
+                other => others.push(other),
+            }
+        }
+        self.worker.dispatch(&plugin, others);
+        verdict
+    }
+
+    /// The local response a plugin just set, unless one was already sent.
+    fn take_local(&mut self, ex: &mut Exchange) -> Option<LocalResponse> {
+        let local = ex.local_response.take()?;
+        if self.answered {
+            return None;
+        }
+        self.answered = true;
+        Some(local)
+    }
+}
+
+/// The response map plugins see for a local response.
+pub fn local_response_headers(local: &LocalResponse) -> crate::headers::HeaderMap {
+    let mut map = crate::headers::HeaderMap::with_capacity(local.headers.len() + 1);
+    map.add(b":status", local.status.to_string().as_bytes());
+    for (k, v) in &local.headers {
+        map.add(k, v);
+    }
+    map
+}

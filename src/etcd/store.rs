@@ -1,0 +1,363 @@
+//! The keys under the prefix as last read or watched ([`Store`]), and the
+//! routes document built from them ([`Document`]): the same shape as
+//! `apisix.yaml`, so the YAML provider's validation applies unchanged.
+//!
+//! APISIX's layout is one JSON value per item: `<prefix>/routes/<id>`,
+//! `<prefix>/upstreams/<id>`. Keys of kinds tinygate does not implement
+//! (`services`, `consumers`, ...) are reported and skipped; APISIX's own
+//! bookkeeping keys (`<prefix>/routes/` placeholders holding `init_dir`,
+//! `<prefix>/plugins`, `<prefix>/data_plane/...`) are ignored.
+
+use super::base64;
+use super::client::int;
+use crate::config::{parse_routes_document, MainConfig, Routes};
+use crate::live::RoutesSource;
+use crate::wasm::PluginSpec;
+use serde_json::Value as Json;
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Kinds of APISIX resources that tinygate does not implement: present in
+/// etcd, they are reported (as the YAML provider refuses them) and skipped.
+const UNSUPPORTED_KINDS: &[&str] = &[
+    "services",
+    "plugin_configs",
+    "global_rules",
+    "consumers",
+    "consumer_groups",
+    "ssls",
+    "plugin_metadata",
+    "stream_routes",
+    "protos",
+    "secrets",
+];
+
+/// Fields APISIX's Admin API adds to every stored value: bookkeeping, not
+/// configuration, so they are dropped before validation.
+const ADMIN_FIELDS: &[&str] = &["create_time", "update_time"];
+
+/// The keys under the prefix at one etcd revision.
+#[derive(Debug, Default, Clone)]
+pub struct Store {
+    /// The revision this state is at: the range's, then the last event's.
+    pub revision: i64,
+    kvs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Store {
+    /// The state in a `/v3/kv/range` answer.
+    ///
+    /// # Errors
+    /// When the answer is not shaped like etcd's.
+    pub fn from_range(json: &Json) -> Result<Store, String> {
+        let revision = int(json.pointer("/header/revision")).ok_or("range: no header.revision")?;
+        let mut kvs = BTreeMap::new();
+        for kv in json
+            .get("kvs")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (key, value) = key_value(kv)?;
+            kvs.insert(key, value);
+        }
+        Ok(Store { revision, kvs })
+    }
+
+    /// Applies the events of one watch response (puts and deletes).
+    ///
+    /// # Errors
+    /// When an event is not shaped like etcd's.
+    pub fn apply_events(&mut self, events: &[Json]) -> Result<(), String> {
+        for event in events {
+            let kv = event.get("kv").ok_or("watch: event without kv")?;
+            let (key, value) = key_value(kv)?;
+            if event.get("type").and_then(Json::as_str) == Some("DELETE") {
+                self.kvs.remove(&key);
+            } else {
+                self.kvs.insert(key, value);
+            }
+            if let Some(rev) = int(kv.get("mod_revision")) {
+                self.revision = self.revision.max(rev);
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.kvs.len()
+    }
+
+    /// True when both hold the same keys and values, whatever the revision.
+    pub fn same_content(&self, other: &Store) -> bool {
+        self.kvs == other.kvs
+    }
+
+    /// The keys and values (for `etcd put`'s diff).
+    pub fn entries(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.kvs
+    }
+
+    /// The routes document of the keys under `prefix`.
+    pub fn document(&self, prefix: &str) -> Document {
+        let dir = format!("{prefix}/");
+        let mut doc = Document {
+            label: "etcd".into(),
+            ..Document::default()
+        };
+        let mut sections: [(&str, Vec<Value>, Vec<String>); 2] = [
+            ("routes", Vec::new(), Vec::new()),
+            ("upstreams", Vec::new(), Vec::new()),
+        ];
+        for (key, value) in &self.kvs {
+            let Some((kind, id)) = key.strip_prefix(&dir).and_then(|k| k.split_once('/')) else {
+                continue;
+            };
+            if id.is_empty() {
+                continue; // APISIX's directory placeholder
+            }
+            if UNSUPPORTED_KINDS.contains(&kind) {
+                doc.problems.push(format!(
+                    "etcd {key}: {kind} are not supported by tinygate yet"
+                ));
+                continue;
+            }
+            let Some((_, items, keys)) = sections.iter_mut().find(|(s, ..)| *s == kind) else {
+                continue;
+            };
+            match item(id, value) {
+                Ok(v) => {
+                    items.push(v);
+                    keys.push(key.clone());
+                }
+                Err(e) => doc.problems.push(format!("etcd {key}: {e}")),
+            }
+        }
+        let mut map = serde_yaml::Mapping::new();
+        for (section, items, keys) in sections {
+            map.insert(section.into(), Value::Sequence(items));
+            doc.keys.push((section, keys));
+        }
+        doc.value = Value::Mapping(map);
+        doc
+    }
+}
+
+/// A routes document (`{routes: [...], upstreams: [...]}`) and where its
+/// items came from, to name them in messages.
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    value: Value,
+    /// Per section, the etcd key of each item, by index.
+    keys: Vec<(&'static str, Vec<String>)>,
+    /// Problems found while building it: values that are not JSON, kinds
+    /// tinygate does not implement.
+    problems: Vec<String>,
+    /// `etcd`, or the snapshot's path.
+    label: String,
+}
+
+impl Document {
+    /// The snapshot file written by [`Document::snapshot_text`].
+    ///
+    /// # Errors
+    /// When it cannot be read, lacks `#END`, or is not YAML.
+    pub fn from_snapshot(path: &Path) -> Result<Document, String> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{label}: {e}"))?;
+        if !text.trim_end().ends_with("#END") {
+            return Err(format!("{label}: incomplete (no #END line)"));
+        }
+        let value = serde_yaml::from_str(&text).map_err(|e| format!("{label}: {e}"))?;
+        Ok(Document {
+            value,
+            label,
+            ..Document::default()
+        })
+    }
+
+    /// Validates the document against `plugins` as the YAML provider does
+    /// on reload: the valid routes, and the problems of skipped items, each
+    /// naming its etcd key.
+    pub fn validate(&self, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
+        let (routes, problems) = parse_routes_document(&self.label, &self.value, plugins);
+        let mut all = self.problems.clone();
+        all.extend(problems.into_iter().map(|p| self.name_item(p)));
+        (routes, all)
+    }
+
+    /// The document as what `Live` re-validates on `SIGHUP`; problems are
+    /// logged each time it is validated.
+    pub fn into_source(self) -> RoutesSource {
+        Arc::new(move |main: &MainConfig| {
+            let (routes, problems) = self.validate(&main.plugins);
+            for problem in problems {
+                log::error!("{problem} (item skipped)");
+            }
+            routes
+        })
+    }
+
+    /// The snapshot file's text: the document as `apisix.yaml`, `#END`
+    /// included, so it also serves as a routes file for the YAML provider.
+    pub fn snapshot_text(&self, prefix: &str, revision: i64) -> String {
+        let yaml = serde_yaml::to_string(&self.value).unwrap_or_default();
+        format!(
+            "# tinygate: routes and upstreams from etcd {prefix} at revision {revision}.\n\
+             # Rewritten after every change applied; served from at start when etcd is down.\n\
+             {yaml}#END\n"
+        )
+    }
+
+    /// `etcd: routes[3].uri: ...` becomes `etcd /apisix/routes/r1: uri: ...`.
+    fn name_item(&self, problem: String) -> String {
+        let Some(rest) = problem.strip_prefix(&format!("{}: ", self.label)) else {
+            return problem;
+        };
+        for (section, keys) in &self.keys {
+            let Some(after) = rest.strip_prefix(section).and_then(|r| r.strip_prefix('[')) else {
+                continue;
+            };
+            let Some((i, tail)) = after.split_once(']') else {
+                continue;
+            };
+            if let Some(key) = i.parse::<usize>().ok().and_then(|i| keys.get(i)) {
+                return match tail.strip_prefix('.') {
+                    Some(field) => format!("{} {key}: {field}", self.label),
+                    None => format!("{} {key}{tail}", self.label),
+                };
+            }
+        }
+        problem
+    }
+}
+
+/// A stored value as a routes-file item: JSON, the Admin API's timestamps
+/// dropped, the id taken from the key when the value has none.
+fn item(id: &str, value: &[u8]) -> Result<Value, String> {
+    let mut json: Json =
+        serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
+    if let Some(obj) = json.as_object_mut() {
+        for field in ADMIN_FIELDS {
+            obj.remove(*field);
+        }
+        obj.entry("id").or_insert_with(|| id.into());
+    }
+    serde_yaml::to_value(&json).map_err(|e| e.to_string())
+}
+
+/// The decoded key and value of one `kv`.
+fn key_value(kv: &Json) -> Result<(String, Vec<u8>), String> {
+    let field = |name: &str| -> Result<Vec<u8>, String> {
+        match kv.get(name).and_then(Json::as_str) {
+            Some(text) => base64::decode(text).ok_or_else(|| format!("{name} is not base64")),
+            None => Ok(Vec::new()),
+        }
+    };
+    let key = String::from_utf8(field("key")?).map_err(|_| "key is not UTF-8")?;
+    Ok((key, field("value")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kv(key: &str, value: &str) -> Json {
+        json!({
+            "key": base64::encode(key.as_bytes()),
+            "value": base64::encode(value.as_bytes()),
+            "mod_revision": "7"
+        })
+    }
+
+    fn store(kvs: &[(&str, &str)]) -> Store {
+        let kvs: Vec<Json> = kvs.iter().map(|(k, v)| kv(k, v)).collect();
+        Store::from_range(&json!({"header": {"revision": "9"}, "kvs": kvs})).unwrap()
+    }
+
+    #[test]
+    fn apisix_layout_becomes_a_routes_document() {
+        let s = store(&[
+            ("/apisix/routes/", "init_dir"),
+            ("/apisix/plugins", "[]"),
+            (
+                "/apisix/routes/r1",
+                r#"{"uri":"/a","upstream_id":"u1","create_time":1,"update_time":2}"#,
+            ),
+            ("/apisix/upstreams/u1", r#"{"nodes":{"127.0.0.1:80":1}}"#),
+            ("/other/routes/x", r#"{"uri":"/x"}"#),
+        ]);
+        assert_eq!(s.revision, 9);
+        let doc = s.document("/apisix");
+        let (routes, problems) = doc.validate(&[]);
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(routes.routes.len(), 1);
+        assert_eq!(routes.routes[0].id, "r1");
+        assert_eq!(routes.upstreams[0].id, "u1");
+    }
+
+    #[test]
+    fn invalid_items_are_named_by_key_and_skipped() {
+        let s = store(&[
+            ("/apisix/routes/bad", r#"{"uri":"nope","upstream_id":"u1"}"#),
+            ("/apisix/routes/good", r#"{"uri":"/g","upstream_id":"u1"}"#),
+            ("/apisix/routes/junk", "{not json"),
+            ("/apisix/routes/list", "[1]"),
+            ("/apisix/services/s1", "{}"),
+            (
+                "/apisix/upstreams/u1",
+                r#"{"nodes":{"127.0.0.1:80":1},"scheme":"https"}"#,
+            ),
+            ("/apisix/upstreams/u2", r#"{"nodes":{"127.0.0.1:80":1}}"#),
+        ]);
+        let (routes, problems) = s.document("/apisix").validate(&[]);
+        assert_eq!(routes.routes.len(), 0);
+        assert_eq!(routes.upstreams.len(), 1);
+        assert_eq!(
+            problems,
+            [
+                "etcd /apisix/routes/junk: value is not JSON: key must be a string at line 1 column 2",
+                "etcd /apisix/services/s1: services are not supported by tinygate yet",
+                "etcd /apisix/upstreams/u1: scheme: only http is supported, not \"https\"",
+                "etcd /apisix/routes/bad: uri \"nope\" must start with / and be at most 4096 bytes",
+                "etcd /apisix/routes/bad: upstream_id: no upstream \"u1\"",
+                "etcd /apisix/routes/good: upstream_id: no upstream \"u1\"",
+                "etcd /apisix/routes/list: expected a mapping, got a list",
+            ]
+        );
+    }
+
+    #[test]
+    fn events_put_and_delete() {
+        let mut s = store(&[("/apisix/routes/a", "1")]);
+        s.apply_events(&[
+            json!({"kv": kv("/apisix/routes/b", "2")}),
+            json!({"type": "DELETE", "kv": {"key": base64::encode(b"/apisix/routes/a"), "mod_revision": "12"}}),
+        ])
+        .unwrap();
+        let keys: Vec<&String> = s.entries().keys().collect();
+        assert_eq!(keys, ["/apisix/routes/b"]);
+        assert_eq!(s.revision, 12);
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let s = store(&[("/apisix/routes/r1", r#"{"uri":"/a","plugins":{}}"#)]);
+        let doc = s.document("/apisix");
+        let path = std::env::temp_dir().join(format!("tinygate-snap-{}.yaml", std::process::id()));
+        std::fs::write(&path, doc.snapshot_text("/apisix", 9)).unwrap();
+        let back = Document::from_snapshot(&path).unwrap();
+        let (routes, problems) = back.validate(&[]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(routes.routes[0].id, "r1");
+        std::fs::write(&path, "routes: []\n").unwrap();
+        assert!(Document::from_snapshot(&path)
+            .unwrap_err()
+            .contains("no #END"));
+        let _ = std::fs::remove_file(&path);
+    }
+}
