@@ -23,6 +23,7 @@ mod reply;
 mod router;
 mod server;
 mod signals;
+mod status;
 mod upstream;
 mod wasm;
 mod worker;
@@ -186,6 +187,10 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         log::info!("demo upstream serving on {bound}");
     }
     access_log::configure(&main.access_log).map_err(|e| vec![e.to_string()])?;
+    if let Some(addr) = main.status_listen {
+        let bound = status::start(addr).map_err(|e| vec![e.to_string()])?;
+        log::info!("status and metrics on http://{bound}/apisix/prometheus/metrics");
+    }
     let (sockets, bound) =
         server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);

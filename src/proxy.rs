@@ -8,7 +8,7 @@
 //! when its framing can no longer be trusted.
 
 use crate::access_log::Record;
-use crate::chain::{local_response_headers, Chain, Verdict};
+use crate::chain::{local_response_headers, BodyVerdict, Chain, Verdict};
 use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
 use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
@@ -18,7 +18,7 @@ use crate::http::{
 };
 use crate::reply::{self, Reply};
 use crate::upstream::{self, with_timeout, Conn};
-use crate::wasm::{Exchange, LocalResponse};
+use crate::wasm::{Exchange, LocalResponse, StreamInfo};
 use crate::worker::Worker;
 use smol::io::AsyncWriteExt;
 use smol::Async;
@@ -36,6 +36,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         buf: ReadBuf::new(),
         peer,
         send_timeout: worker.gateway().config.main.limits.send_timeout,
+        max_buffered_body: worker.gateway().config.main.limits.max_buffered_body,
         record: Record::default(),
     };
     let mut first = true;
@@ -43,6 +44,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         let gateway = worker.gateway();
         let limits = gateway.config.main.limits.clone();
         client.send_timeout = limits.send_timeout;
+        client.max_buffered_body = limits.max_buffered_body;
         if !client.buf.has_data() && !wait_for_request(worker, &client, &limits, first).await {
             return;
         }
@@ -95,7 +97,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         };
         client.record = new_record(&client, &req);
         let keep = handle(worker, &gateway, &mut client, req, &limits).await;
-        worker.log_access(&gateway, &client.record);
+        worker.record_request(&gateway, &client.record);
         if !keep {
             return;
         }
@@ -138,6 +140,8 @@ struct Client {
     buf: ReadBuf,
     peer: SocketAddr,
     send_timeout: Duration,
+    /// `max_buffered_body` of the configuration serving this request.
+    max_buffered_body: usize,
     /// The access log record of the request being served.
     record: Record,
 }
@@ -170,6 +174,7 @@ async fn handle(
 
     let mut ex = Exchange {
         request_headers: request_map(&req),
+        info: stream_info(client, &req, route),
         ..Exchange::default()
     };
     if let Framing::Length(n) = req.framing {
@@ -215,26 +220,50 @@ async fn proxy(
             return answer(client, req, &reply::unavailable(), keep_alive).await;
         }
     }
+    let buffered = if chain.hooks.request_body && req.framing != Framing::Empty {
+        match request_body_through_plugins(client, req, chain, ex, limits).await {
+            Ok(body) => Some(body),
+            Err(BodyEnd::Respond(local)) => {
+                return answer_local(client, req, &local, ex, false).await;
+            }
+            Err(BodyEnd::Refuse(r, why)) => {
+                log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
+                return answer(client, req, &r, false).await;
+            }
+        }
+    } else {
+        None
+    };
     let Some(upstream) = &route.upstream else {
         log::warn!("route {:?}: no upstream and no plugin answered", route.id);
-        return answer(client, req, &reply::unavailable(), keep_alive).await;
+        let keep = keep_alive && (buffered.is_some() || req.framing == Framing::Empty);
+        return answer(client, req, &reply::unavailable(), keep).await;
     };
 
-    let (mut conn, node, response) =
-        match send_request(worker, client, req, route, upstream, ex, limits).await {
-            Ok(sent) => sent,
-            Err(failure) => {
-                log::warn!(
-                    "route {:?}: {} {}: {}",
-                    route.id,
-                    req.method,
-                    req.target,
-                    failure.why
-                );
-                let keep = keep_alive && failure.request_body_consumed;
-                return answer(client, req, &failure.reply, keep).await;
-            }
-        };
+    let sent = send_request(
+        worker,
+        client,
+        req,
+        route,
+        upstream,
+        ex,
+        limits,
+        buffered.as_deref(),
+    );
+    let (mut conn, node, response) = match sent.await {
+        Ok(sent) => sent,
+        Err(failure) => {
+            log::warn!(
+                "route {:?}: {} {}: {}",
+                route.id,
+                req.method,
+                req.target,
+                failure.why
+            );
+            let keep = keep_alive && (failure.request_body_consumed || buffered.is_some());
+            return answer(client, req, &failure.reply, keep).await;
+        }
+    };
     client.record.upstream_addr = Some(node.addr);
     client.record.upstream_status = Some(response.status);
     client.record.upstream_time = client.record.started.map(|t| t.elapsed());
@@ -272,6 +301,32 @@ async fn proxy(
         }
     };
     client.record.status = status;
+    ex.info.response_code = Some(status);
+    if chain.hooks.response_body && framing != Framing::Empty {
+        let relay = Relay {
+            status,
+            req,
+            keep_alive,
+        };
+        return match response_body_through_plugins(&mut conn, client, framing, chain, ex, relay)
+            .await
+        {
+            Ok(keep) => {
+                if upstream_reusable {
+                    worker.pool.borrow_mut().put(node.addr, conn);
+                }
+                keep
+            }
+            Err(e) => {
+                log::warn!(
+                    "route {:?}: upstream {}: response body: {e}",
+                    route.id,
+                    node.addr
+                );
+                false
+            }
+        };
+    }
     let mut out = Vec::with_capacity(1024);
     write_response_head(
         &mut out,
@@ -336,6 +391,7 @@ async fn send_request<'u>(
     upstream: &'u Upstream,
     ex: &Exchange,
     limits: &ClientLimits,
+    buffered: Option<&[u8]>,
 ) -> Result<(Conn, &'u Node, ResponseHead), Failure> {
     let timeout = route.timeout;
     let attempts = 1 + upstream
@@ -344,10 +400,15 @@ async fn send_request<'u>(
     let mut tried: Vec<usize> = Vec::with_capacity(attempts);
     let mut last_error = String::from("no upstream node has a positive weight");
     let mut timed_out = false;
-    let body_empty = req.framing == Framing::Empty;
-    // Replaying a request on a fresh connection is only safe when no body
-    // went out and the method is idempotent (RFC 9110 §9.2.2).
+    // A buffered body was read already; it can be sent again.
+    let body_empty = req.framing == Framing::Empty || buffered.is_some();
+    // Replaying a request on a fresh connection is only safe when the body
+    // can be sent again and the method is idempotent (RFC 9110 §9.2.2).
     let replayable = body_empty && is_idempotent(&req.method);
+    let framing = match buffered {
+        Some(body) => Framing::Length(body.len() as u64),
+        None => req.framing,
+    };
     for _ in 0..attempts {
         let Some(index) = pick_untried(upstream, &tried) else {
             break;
@@ -367,15 +428,16 @@ async fn send_request<'u>(
                 }
             },
         };
-        let head = request_head(req, ex, upstream, node, client.peer);
-        let mut result = exchange(&mut conn, client, req, &head, timeout, limits).await;
+        let head = request_head(req, ex, upstream, node, client.peer, framing);
+        let mut result = exchange(&mut conn, client, req, &head, timeout, limits, buffered).await;
         if conn.reused && replayable && matches!(result, Err(Stage::Stale(_))) {
             // The pooled connection was closed by the node while idle: one
             // more try on a fresh connection, which is safe with no body.
             match upstream::connect(node.addr, timeout.connect).await {
                 Ok(fresh) => {
                     conn = fresh;
-                    result = exchange(&mut conn, client, req, &head, timeout, limits).await;
+                    result =
+                        exchange(&mut conn, client, req, &head, timeout, limits, buffered).await;
                 }
                 Err(e) => {
                     last_error = format!("connect to {} failed: {e}", node.addr);
@@ -450,10 +512,13 @@ async fn exchange(
     head: &[u8],
     timeout: crate::config::Timeouts,
     limits: &ClientLimits,
+    buffered: Option<&[u8]>,
 ) -> Result<ResponseHead, Stage> {
     let mut out = Vec::with_capacity(head.len());
     out.extend_from_slice(head);
-    if req.framing != Framing::Empty {
+    if let Some(body) = buffered {
+        out.extend_from_slice(body);
+    } else if req.framing != Framing::Empty {
         if expects_continue(req) {
             let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
@@ -594,6 +659,185 @@ async fn stream_body(
     Ok(())
 }
 
+/// How a request body run through plugins ended early.
+enum BodyEnd {
+    /// A plugin answered locally.
+    Respond(LocalResponse),
+    /// The body could not be read or a plugin failed: answer this.
+    Refuse(Reply, String),
+}
+
+/// Reads the whole request body, running `proxy_on_request_body` on each
+/// piece as it arrives (a plugin that returns `Pause` gets the cumulative
+/// body on the next call, Envoy-style); returns the body to forward, which
+/// the plugins may have rewritten. Bounded by `max_buffered_body`.
+async fn request_body_through_plugins(
+    client: &mut Client,
+    req: &RequestHead,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+    limits: &ClientLimits,
+) -> Result<Vec<u8>, BodyEnd> {
+    if expects_continue(req) {
+        let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    }
+    let mut reader = BodyReader::new(req.framing);
+    let mut forward = Vec::new();
+    let mut from = 0;
+    let too_large = || {
+        BodyEnd::Refuse(
+            reply::bad_request(413, "request body too large"),
+            "request body larger than the buffering limit".to_string(),
+        )
+    };
+    loop {
+        let mut stream = &client.stream;
+        let next = reader.next(&mut client.buf, &mut stream);
+        let n = match with_timeout(limits.client_body_timeout, next).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                let r = reply::bad_request(408, "request body not received in time");
+                return Err(BodyEnd::Refuse(r, "client request body timed out".into()));
+            }
+            Err(e) => {
+                let r = reply::bad_request(400, "invalid request body");
+                return Err(BodyEnd::Refuse(r, format!("client request body: {e}")));
+            }
+        };
+        ex.request_body.extend_from_slice(&client.buf.data()[..n]);
+        client.buf.consume(n);
+        let total = (forward.len() + ex.request_body.len()) as u64;
+        if total > limits.max_buffered_body as u64
+            || (limits.client_max_body_size > 0 && total > limits.client_max_body_size)
+        {
+            return Err(too_large());
+        }
+        let end_of_stream = n == 0;
+        match chain.on_request_body(ex, end_of_stream, from).await {
+            BodyVerdict::Continue => {
+                forward.append(&mut ex.request_body);
+                from = 0;
+            }
+            BodyVerdict::Buffer(i) => from = i,
+            BodyVerdict::Respond(local) => return Err(BodyEnd::Respond(local)),
+            BodyVerdict::Fail(fault) => {
+                return Err(BodyEnd::Refuse(reply::unavailable(), fault.to_string()))
+            }
+        }
+        if end_of_stream {
+            return Ok(forward);
+        }
+    }
+}
+
+/// What the response head needs once body plugins let it go.
+struct Relay<'a> {
+    status: u16,
+    req: &'a RequestHead,
+    keep_alive: bool,
+}
+
+/// Streams the upstream body to the client through
+/// `proxy_on_response_body`. The head is held until the first piece of
+/// body passes every plugin: if the whole body was buffered by then it
+/// gets an exact `Content-Length`, otherwise it is chunked (or
+/// close-delimited for HTTP/1.0). Until the head is out a plugin can still
+/// answer locally and the buffering limit gives a 502; after, a failure
+/// closes the connection so the client sees a truncated body. Returns
+/// whether the client connection may be reused.
+async fn response_body_through_plugins(
+    conn: &mut Conn,
+    client: &mut Client,
+    framing: Framing,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+    relay: Relay<'_>,
+) -> io::Result<bool> {
+    let Relay {
+        status,
+        req,
+        keep_alive,
+    } = relay;
+    let limit = client.max_buffered_body;
+    let client_is_11 = req.version == Version::Http11;
+    let mut reader = BodyReader::new(framing);
+    let mut head_sent = false;
+    let mut chunked = false;
+    let mut keep = keep_alive;
+    let mut from = 0;
+    let aborted = |why: &str| io::Error::new(io::ErrorKind::Other, why.to_string());
+    loop {
+        let mut stream = &conn.stream;
+        let n = reader.next(&mut conn.buf, &mut stream).await?;
+        ex.response_body.extend_from_slice(&conn.buf.data()[..n]);
+        conn.buf.consume(n);
+        if ex.response_body.len() > limit {
+            if head_sent {
+                return Err(aborted("buffered response body over the limit"));
+            }
+            let _ = answer(client, req, &reply::bad_gateway(), false).await;
+            return Err(aborted("buffered response body over the limit (502 sent)"));
+        }
+        let end_of_stream = n == 0;
+        match chain.on_response_body(ex, end_of_stream, from).await {
+            BodyVerdict::Continue => from = 0,
+            BodyVerdict::Buffer(i) => {
+                from = i;
+                continue;
+            }
+            BodyVerdict::Respond(local) if !head_sent => {
+                let _ = answer_local(client, req, &local, ex, false).await;
+                return Err(aborted(
+                    "a plugin answered locally in the response body phase",
+                ));
+            }
+            BodyVerdict::Respond(_) => {
+                return Err(aborted(
+                    "a plugin answered locally after the response started",
+                ))
+            }
+            BodyVerdict::Fail(fault) => {
+                if !head_sent {
+                    let _ = answer(client, req, &reply::unavailable(), false).await;
+                }
+                return Err(aborted(&fault.to_string()));
+            }
+        }
+        let mut out = Vec::with_capacity(ex.response_body.len() + 512);
+        if !head_sent {
+            let framing = if end_of_stream {
+                Framing::Length(ex.response_body.len() as u64)
+            } else {
+                chunked = client_is_11;
+                keep = keep && client_is_11;
+                Framing::Chunked
+            };
+            write_response_head(&mut out, status, &ex.response_headers, framing, req, keep);
+            head_sent = true;
+        }
+        if !ex.response_body.is_empty() {
+            if chunked {
+                chunk_header(&mut out, ex.response_body.len());
+            }
+            out.extend_from_slice(&ex.response_body);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            client.record.body_bytes_sent += ex.response_body.len() as u64;
+            ex.response_body.clear();
+        }
+        if end_of_stream && chunked {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        if !out.is_empty() {
+            client.send(&out).await?;
+        }
+        if end_of_stream {
+            return Ok(keep);
+        }
+    }
+}
+
 /// Sends a reply tinygate made itself. An unread request body means the
 /// connection cannot be reused.
 async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
@@ -629,7 +873,7 @@ async fn refuse(worker: &Worker, gateway: &Gateway, client: &mut Client, reply: 
         ..Record::default()
     };
     answer_raw(client, reply).await;
-    worker.log_access(gateway, &client.record);
+    worker.record_request(gateway, &client.record);
 }
 
 /// Sends a reply to a request that could not be parsed, then closes.
@@ -690,6 +934,27 @@ fn new_record(client: &Client, req: &RequestHead) -> Record {
     }
 }
 
+/// What plugins can read about this stream through properties.
+fn stream_info(client: &Client, req: &RequestHead, route: &Route) -> StreamInfo {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let start_time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    StreamInfo {
+        source: Some(client.peer),
+        destination: client.stream.get_ref().local_addr().ok(),
+        request_id: format!("{:x}-{n:x}", std::process::id()),
+        route_name: route.id.clone(),
+        protocol: match req.version {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        },
+        start_time_ns,
+        response_code: None,
+    }
+}
+
 /// The request as plugins see it: pseudo-headers first, then the fields
 /// without `Host` and without hop-by-hop fields.
 fn request_map(req: &RequestHead) -> HeaderMap {
@@ -733,6 +998,7 @@ fn request_head(
     upstream: &Upstream,
     node: &Node,
     peer: SocketAddr,
+    framing: Framing,
 ) -> Vec<u8> {
     let map = &ex.request_headers;
     let method = map.get(b":method").unwrap_or(req.method.as_bytes());
@@ -778,7 +1044,7 @@ fn request_head(
     if let Some(host) = &req.host {
         http::write_header(&mut out, b"x-forwarded-host", host.as_bytes());
     }
-    match req.framing {
+    match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             push_decimal(&mut out, n);

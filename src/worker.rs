@@ -14,6 +14,7 @@ use crate::calls;
 use crate::chain::Event;
 use crate::gateway::Gateway;
 use crate::live::Live;
+use crate::status::Stats;
 use crate::upstream::Pool;
 use crate::wasm::{Effect, Exchange, Fault, HttpCall, Plugin, PluginVm};
 use smol::channel::{Receiver, Sender};
@@ -21,7 +22,7 @@ use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Access log bytes a worker gathers before writing them out.
@@ -66,6 +67,8 @@ pub struct Worker {
     tickers: RefCell<HashSet<PluginKey>>,
     /// `proxy_on_queue_ready` notifications, from any thread.
     queue_ready: Sender<(PluginKey, u32, u32)>,
+    /// This worker's counters for the status listener.
+    stats: Arc<Mutex<Stats>>,
 }
 
 struct VmSlot {
@@ -97,6 +100,7 @@ impl Worker {
             pending_done: RefCell::new(HashSet::new()),
             tickers: RefCell::new(HashSet::new()),
             queue_ready,
+            stats: crate::status::register(),
         });
         let w = Rc::clone(&worker);
         worker
@@ -128,8 +132,13 @@ impl Worker {
         let _ = self.stop.recv().await;
     }
 
-    /// Records one finished request in the access log, if it is on.
-    pub fn log_access(&self, gateway: &Gateway, record: &crate::access_log::Record) {
+    /// Counts one finished request in the metrics and writes it to the
+    /// access log, if that is on.
+    pub fn record_request(&self, gateway: &Gateway, record: &crate::access_log::Record) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(record);
         let main = &gateway.config.main;
         if main.access_log == crate::access_log::Target::Off {
             return;
@@ -207,6 +216,10 @@ impl Worker {
         let effects = vm.take_effects();
         let ticks = !vm.tick_periods().is_empty();
         if vm.is_broken() {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .plugin_failed(plugin.name());
             log::warn!(
                 "plugin {:?}: instance discarded after a failure; a fresh one starts on next use",
                 plugin.name()

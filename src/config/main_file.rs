@@ -114,6 +114,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut limits = ClientLimits::default();
     let mut access_log = Target::Off;
     let mut access_log_format = Format::Combined;
+    let mut status_listen = None;
     let mut deny_exec_memory = true;
     if let Some(t) = top.obj("tinygate", p) {
         t.only(
@@ -129,8 +130,10 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
                 "client_max_body_size",
                 "max_header_size",
                 "max_connections",
+                "max_buffered_body",
                 "access_log",
                 "access_log_format",
+                "status_listen",
                 "deny_exec_memory",
             ],
             p,
@@ -143,6 +146,23 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
             None | Some("off") => {}
             Some("stdout") => access_log = Target::Stdout,
             Some(path) => access_log = Target::File(resolve(dir, path)),
+        }
+        match t.value("status_listen") {
+            Some(Value::Bool(true)) => {
+                status_listen = Some(SocketAddr::from(([127, 0, 0, 1], 9091)))
+            }
+            Some(Value::Bool(false)) | None => {}
+            Some(Value::String(a)) => match a.parse::<SocketAddr>() {
+                Ok(addr) => status_listen = Some(addr),
+                Err(_) => p.at(
+                    &t.path_of("status_listen"),
+                    format!("expected ip:port, got {a:?}"),
+                ),
+            },
+            Some(other) => p.at(
+                &t.path_of("status_listen"),
+                format!("expected ip:port or true, got {}", kind(other)),
+            ),
         }
         match t.str("access_log_format", p) {
             None | Some("combined") => {}
@@ -192,6 +212,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         limits,
         access_log,
         access_log_format,
+        status_listen,
         etcd,
     })
 }
@@ -222,6 +243,11 @@ fn client_limits(t: &Obj, limits: &mut ClientLimits, p: &mut Problems) {
             Some(n) if n >= 1024 => limits.max_header_size = n,
             Some(_) => p.at(&t.path_of("max_header_size"), "must be at least 1KiB"),
             None => {}
+        }
+    }
+    if let Some(v) = t.value("max_buffered_body") {
+        if let Some(n) = byte_size(v, &t.path_of("max_buffered_body"), p) {
+            limits.max_buffered_body = n;
         }
     }
     if let Some(n) = t.int("max_connections", 1, 1_000_000, p) {

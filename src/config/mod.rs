@@ -61,6 +61,9 @@ pub struct MainConfig {
     pub access_log: crate::access_log::Target,
     /// `tinygate.access_log_format`: `combined` (default) or `json`.
     pub access_log_format: crate::access_log::Format,
+    /// `tinygate.status_listen`: where to serve Prometheus metrics and
+    /// status (off by default; `true` means 127.0.0.1:9091).
+    pub status_listen: Option<SocketAddr>,
     /// `deployment.etcd`, present exactly when
     /// `deployment.role_data_plane.config_provider` is `etcd`: routes and
     /// upstreams then come from etcd, not from the routes file.
@@ -114,6 +117,9 @@ pub struct ClientLimits {
     pub max_header_size: usize,
     /// Client connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Largest body held in memory for plugins that read whole bodies
+    /// (413 for a request, 502 for a response past it).
+    pub max_buffered_body: usize,
 }
 
 impl Default for ClientLimits {
@@ -126,6 +132,7 @@ impl Default for ClientLimits {
             client_max_body_size: 1 << 20,
             max_header_size: 32 * 1024,
             max_connections: 10_000,
+            max_buffered_body: 16 << 20,
         }
     }
 }

@@ -1,0 +1,275 @@
+//! The status listener: Prometheus metrics in APISIX's names (so existing
+//! dashboards work), plus liveness and readiness, on an address of its
+//! own (`tinygate.status_listen`, off by default).
+//!
+//! Each worker counts into its own `Stats` (a mutex only the worker and a
+//! scrape ever take, so it is never contended on the request path); a
+//! scrape sums every worker's stats and adds the plugins' own metrics.
+
+use crate::access_log::Record;
+use crate::http::{self, Head, ReadBuf};
+use crate::wasm::{metrics_snapshot, MetricKind};
+use smol::io::AsyncWriteExt;
+use smol::{Async, LocalExecutor};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// APISIX's latency buckets, in milliseconds.
+const BUCKETS_MS: [f64; 15] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0,
+    60000.0,
+];
+
+/// One worker's counters.
+#[derive(Default)]
+pub struct Stats {
+    requests: u64,
+    /// (status, route id) → count.
+    status: HashMap<(u16, String), u64>,
+    /// (kind, route id) → histogram, kind being `request` or `upstream`.
+    latency: HashMap<(&'static str, String), Histogram>,
+    /// Plugin name → instances discarded after a trap or fuel exhaustion.
+    plugin_failures: HashMap<String, u64>,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS_MS.len()],
+    count: u64,
+    sum_ms: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, ms: f64) {
+        for (i, le) in BUCKETS_MS.iter().enumerate() {
+            if ms <= *le {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_ms += ms;
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ms += other.sum_ms;
+    }
+}
+
+impl Stats {
+    /// Counts one finished request.
+    pub fn observe(&mut self, record: &Record) {
+        self.requests += 1;
+        let route = record.route_id.clone();
+        *self
+            .status
+            .entry((record.status, route.clone()))
+            .or_default() += 1;
+        if let Some(started) = record.started {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.latency
+                .entry(("request", route.clone()))
+                .or_default()
+                .observe(ms);
+        }
+        if let Some(t) = record.upstream_time {
+            self.latency
+                .entry(("upstream", route))
+                .or_default()
+                .observe(t.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Counts a plugin instance discarded after a failure.
+    pub fn plugin_failed(&mut self, plugin: &str) {
+        *self.plugin_failures.entry(plugin.to_string()).or_default() += 1;
+    }
+}
+
+/// Every worker's stats, for scrapes.
+static ALL: Mutex<Vec<Arc<Mutex<Stats>>>> = Mutex::new(Vec::new());
+
+/// A new worker's stats, registered for scrapes.
+pub fn register() -> Arc<Mutex<Stats>> {
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    ALL.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::clone(&stats));
+    stats
+}
+
+/// Binds `addr` and serves the status endpoints on their own thread.
+///
+/// # Errors
+/// When `addr` cannot be bound.
+pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("status listener on {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            let executor = Rc::new(LocalExecutor::new());
+            smol::block_on(executor.run(async {
+                let Ok(listener) = Async::new(listener) else {
+                    return;
+                };
+                while let Ok((stream, _)) = listener.accept().await {
+                    executor.spawn(serve(stream)).detach();
+                }
+            }));
+        })?;
+    Ok(bound)
+}
+
+async fn serve(stream: Async<TcpStream>) {
+    let mut buf = ReadBuf::new();
+    while let Ok(Head::Complete(n)) = buf.read_head(&mut &stream, 16 * 1024).await {
+        let parsed = http::parse::parse_request_head(&buf.data()[..n]);
+        buf.consume(n);
+        let Ok(req) = parsed else { return };
+        let path = req.target.split('?').next().unwrap_or("");
+        let (status, content_type, body) = match (req.method.as_str(), path) {
+            ("GET", "/apisix/prometheus/metrics" | "/metrics") => {
+                (200, "text/plain; version=0.0.4", prometheus_text())
+            }
+            ("GET", "/status" | "/status/ready") => {
+                (200, "application/json", "{\"status\":\"ok\"}\n".into())
+            }
+            _ => (404, "text/plain", "not found\n".into()),
+        };
+        let mut out = Vec::with_capacity(body.len() + 128);
+        http::write_status_line(&mut out, status);
+        http::write_header(&mut out, b"content-type", content_type.as_bytes());
+        out.extend_from_slice(b"content-length: ");
+        http::push_decimal(&mut out, body.len() as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+        if req.method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        if (&stream).write_all(&out).await.is_err() || req.framing != http::Framing::Empty {
+            return;
+        }
+    }
+}
+
+/// Everything, in Prometheus text exposition format.
+pub fn prometheus_text() -> String {
+    let mut total = Stats::default();
+    for stats in ALL.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        total.requests += s.requests;
+        for (k, v) in &s.status {
+            *total.status.entry(k.clone()).or_default() += v;
+        }
+        for (k, h) in &s.latency {
+            total.latency.entry(k.clone()).or_default().add(h);
+        }
+        for (k, v) in &s.plugin_failures {
+            *total.plugin_failures.entry(k.clone()).or_default() += v;
+        }
+    }
+    let mut out = String::with_capacity(4096);
+    out.push_str("# TYPE apisix_http_requests_total counter\n");
+    let _ = writeln!(out, "apisix_http_requests_total {}", total.requests);
+    out.push_str("# TYPE apisix_http_status counter\n");
+    let mut status: Vec<_> = total.status.iter().collect();
+    status.sort();
+    for ((code, route), n) in status {
+        let _ = writeln!(
+            out,
+            "apisix_http_status{{code=\"{code}\",route=\"{}\"}} {n}",
+            label(route)
+        );
+    }
+    out.push_str("# TYPE apisix_http_latency histogram\n");
+    let mut latency: Vec<_> = total.latency.iter().collect();
+    latency.sort_by(|a, b| a.0.cmp(b.0));
+    for ((kind, route), h) in latency {
+        let labels = format!("type=\"{kind}\",route=\"{}\"", label(route));
+        for (le, n) in BUCKETS_MS.iter().zip(h.buckets) {
+            let _ = writeln!(
+                out,
+                "apisix_http_latency_bucket{{{labels},le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "apisix_http_latency_bucket{{{labels},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "apisix_http_latency_sum{{{labels}}} {}", h.sum_ms);
+        let _ = writeln!(out, "apisix_http_latency_count{{{labels}}} {}", h.count);
+    }
+    out.push_str("# TYPE apisix_wasm_plugin_failures_total counter\n");
+    let mut failures: Vec<_> = total.plugin_failures.iter().collect();
+    failures.sort();
+    for (plugin, n) in failures {
+        let _ = writeln!(
+            out,
+            "apisix_wasm_plugin_failures_total{{plugin=\"{}\"}} {n}",
+            label(plugin)
+        );
+    }
+    for (name, kind, value) in metrics_snapshot() {
+        let name = format!("apisix_wasm_{}", metric_name(&name));
+        let kind = match kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            // The host keeps a histogram's running sum; exported as
+            // untyped so Prometheus does not expect buckets.
+            MetricKind::Histogram => "untyped",
+        };
+        let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A metric name restricted to `[a-zA-Z0-9_:]`.
+fn metric_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_sanitised() {
+        assert_eq!(metric_name("a.b-c:d"), "a_b_c:d");
+        assert_eq!(label("x\"y\\z"), "x\\\"y\\\\z");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(3.0);
+        h.observe(700.0);
+        assert_eq!(h.buckets[0], 0); // le=1
+        assert_eq!(h.buckets[2], 1); // le=5
+        assert_eq!(h.buckets[9], 2); // le=1000
+        assert_eq!(h.count, 2);
+    }
+}
