@@ -11,6 +11,8 @@ mod bodies;
 mod cli;
 /// Strict request parsing, limits and timeouts, upstream framing, retries.
 mod edge;
+/// Configuration from etcd.
+mod etcd;
 /// No executable memory: the MDWE lock and /proc/<pid>/maps.
 mod hardening;
 /// Reload, graceful drain, signals and the access log.
