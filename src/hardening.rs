@@ -7,8 +7,8 @@
 //! later `prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)` makes that permanent
 //! for the process: from then on no mapping can be created writable and
 //! executable, and no existing mapping can gain execute permission
-//! (`mprotect` fails with `EACCES`). The lock cannot be undone and is
-//! inherited by threads, so `main` takes it once, after the configuration
+//! (`mprotect` fails with `EACCES`). The lock cannot be undone and covers
+//! every thread of the process, so `main` takes it once, after the configuration
 //! is read and before any plugin is compiled or worker started. This module
 //! knows nothing about configuration, plugins or sockets; `main` decides
 //! whether to call it (`tinygate.deny_exec_memory`) and what to log.

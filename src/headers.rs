@@ -52,14 +52,6 @@ impl HeaderMap {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// Every value for `name` (case-insensitive), in order.
-    pub fn get_all<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.entries
-            .iter()
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
     /// True when some entry is named `name` (case-insensitive).
     pub fn contains(&self, name: &[u8]) -> bool {
         self.get(name).is_some()
@@ -103,17 +95,6 @@ impl HeaderMap {
         self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
 
-    /// Removes and returns the first value for `name`, dropping any others.
-    pub fn take(&mut self, name: &[u8]) -> Option<Vec<u8>> {
-        let first = self
-            .entries
-            .iter()
-            .position(|(k, _)| k.eq_ignore_ascii_case(name))?;
-        let (_, value) = self.entries.remove(first);
-        self.remove(name);
-        Some(value)
-    }
-
     /// Replaces the whole content (proxy-wasm `set_header_map_pairs`).
     pub fn set_all(&mut self, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
         self.entries.clear();
@@ -121,16 +102,6 @@ impl HeaderMap {
             k.make_ascii_lowercase();
             self.entries.push((k, v));
         }
-    }
-
-    /// Keeps only the entries for which `keep(name, value)` is true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
-        self.entries.retain(|(k, v)| keep(k, v));
-    }
-
-    /// Removes every entry.
-    pub fn clear(&mut self) {
-        self.entries.clear();
     }
 }
 
@@ -161,17 +132,8 @@ mod tests {
     }
 
     #[test]
-    fn take_returns_first_and_removes_all() {
-        let mut m = map(&[("host", "a"), ("x", "1"), ("Host", "b")]);
-        assert_eq!(m.take(b"host").as_deref(), Some(&b"a"[..]));
-        assert_eq!(m, map(&[("x", "1")]));
-        assert_eq!(m.take(b"host"), None);
-    }
-
-    #[test]
     fn get_is_case_insensitive() {
         let m = map(&[("Content-Type", "text/plain")]);
         assert_eq!(m.get(b"content-type"), Some(&b"text/plain"[..]));
-        assert_eq!(m.get_all(b"CONTENT-TYPE").count(), 1);
     }
 }

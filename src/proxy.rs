@@ -13,7 +13,7 @@ use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
 use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
 use crate::http::{
-    self, io::chunk_header, io::LAST_CHUNK, push_decimal, BodyReader, Framing, Head, ReadBuf,
+    self, io::chunk_header, io::last_chunk_with, push_decimal, BodyReader, Framing, Head, ReadBuf,
     RequestHead, ResponseHead, Version,
 };
 use crate::reply::{self, Reply};
@@ -201,6 +201,7 @@ async fn handle(
 }
 
 /// Runs the plugins and the upstream exchange for a routed request.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used throughout
 async fn proxy(
     worker: &Worker,
     client: &mut Client,
@@ -220,7 +221,9 @@ async fn proxy(
             return answer(client, req, &reply::unavailable(), keep_alive).await;
         }
     }
-    let buffered = if chain.hooks.request_body && req.framing != Framing::Empty {
+    let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
+        && req.framing != Framing::Empty
+    {
         match request_body_through_plugins(client, req, chain, ex, limits).await {
             Ok(body) => Some(body),
             Err(BodyEnd::Respond(local)) => {
@@ -302,7 +305,7 @@ async fn proxy(
     };
     client.record.status = status;
     ex.info.response_code = Some(status);
-    if chain.hooks.response_body && framing != Framing::Empty {
+    if (chain.hooks.response_body || chain.hooks.response_trailers) && framing != Framing::Empty {
         let relay = Relay {
             status,
             req,
@@ -383,6 +386,7 @@ impl Failure {
 
 /// Picks a node, sends the request (head and body) and reads the response
 /// head. Connect failures move on to the next node, up to `retries`.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used throughout
 async fn send_request<'u>(
     worker: &Worker,
     client: &mut Client,
@@ -405,9 +409,32 @@ async fn send_request<'u>(
     // Replaying a request on a fresh connection is only safe when the body
     // can be sent again and the method is idempotent (RFC 9110 §9.2.2).
     let replayable = body_empty && is_idempotent(&req.method);
+    let trailers: Vec<(Vec<u8>, Vec<u8>)> = ex
+        .request_trailers
+        .iter()
+        .filter(|(k, v)| http::is_valid_field(k, v))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
     let framing = match buffered {
+        // Trailers need chunked framing; otherwise the exact length.
+        Some(_) if !trailers.is_empty() => Framing::Chunked,
         Some(body) => Framing::Length(body.len() as u64),
         None => req.framing,
+    };
+    let encoded;
+    let buffered = match buffered {
+        Some(body) if !trailers.is_empty() => {
+            let mut out = Vec::with_capacity(body.len() + 64);
+            if !body.is_empty() {
+                chunk_header(&mut out, body.len());
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            last_chunk_with(&mut out, &trailers);
+            encoded = out;
+            Some(encoded.as_slice())
+        }
+        other => other,
     };
     for _ in 0..attempts {
         let Some(index) = pick_untried(upstream, &tried) else {
@@ -560,7 +587,7 @@ async fn exchange(
             }
         }
         if chunked {
-            out.extend_from_slice(LAST_CHUNK);
+            last_chunk_with(&mut out, &body.take_trailers());
         }
     }
     if !out.is_empty() {
@@ -651,7 +678,7 @@ async fn stream_body(
         }
     }
     if rechunk {
-        out.extend_from_slice(LAST_CHUNK);
+        last_chunk_with(&mut out, &body.take_trailers());
     }
     if !out.is_empty() {
         client.send(&out).await?;
@@ -725,6 +752,16 @@ async fn request_body_through_plugins(
             }
         }
         if end_of_stream {
+            ex.request_trailers.set_all(reader.take_trailers());
+            if chain.hooks.request_trailers && !ex.request_trailers.is_empty() {
+                match chain.on_request_trailers(ex).await {
+                    Verdict::Continue => {}
+                    Verdict::Respond(local) => return Err(BodyEnd::Respond(local)),
+                    Verdict::Fail(fault) => {
+                        return Err(BodyEnd::Refuse(reply::unavailable(), fault.to_string()))
+                    }
+                }
+            }
             return Ok(forward);
         }
     }
@@ -765,7 +802,7 @@ async fn response_body_through_plugins(
     let mut chunked = false;
     let mut keep = keep_alive;
     let mut from = 0;
-    let aborted = |why: &str| io::Error::new(io::ErrorKind::Other, why.to_string());
+    let aborted = |why: &str| io::Error::other(why.to_string());
     loop {
         let mut stream = &conn.stream;
         let n = reader.next(&mut conn.buf, &mut stream).await?;
@@ -803,9 +840,21 @@ async fn response_body_through_plugins(
                 return Err(aborted(&fault.to_string()));
             }
         }
+        if end_of_stream {
+            ex.response_trailers.set_all(reader.take_trailers());
+            if chain.hooks.response_trailers && !ex.response_trailers.is_empty() {
+                if let Verdict::Fail(fault) = chain.on_response_trailers(ex).await {
+                    if !head_sent {
+                        let _ = answer(client, req, &reply::unavailable(), false).await;
+                    }
+                    return Err(aborted(&fault.to_string()));
+                }
+            }
+        }
         let mut out = Vec::with_capacity(ex.response_body.len() + 512);
         if !head_sent {
-            let framing = if end_of_stream {
+            let trailers = !ex.response_trailers.is_empty() && client_is_11;
+            let framing = if end_of_stream && !trailers {
                 Framing::Length(ex.response_body.len() as u64)
             } else {
                 chunked = client_is_11;
@@ -827,7 +876,13 @@ async fn response_body_through_plugins(
             ex.response_body.clear();
         }
         if end_of_stream && chunked {
-            out.extend_from_slice(LAST_CHUNK);
+            let trailers: Vec<_> = ex
+                .response_trailers
+                .iter()
+                .filter(|(k, v)| http::is_valid_field(k, v))
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            last_chunk_with(&mut out, &trailers);
         }
         if !out.is_empty() {
             client.send(&out).await?;

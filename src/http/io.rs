@@ -142,6 +142,7 @@ fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
 #[derive(Debug)]
 pub struct BodyReader {
     state: State,
+    trailers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,12 +173,16 @@ impl BodyReader {
             Framing::Chunked => State::ChunkSize,
             Framing::Close => State::Close,
         };
-        BodyReader { state }
+        BodyReader {
+            state,
+            trailers: Vec::new(),
+        }
     }
 
-    /// True once the whole body has been read.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
+    /// The trailer fields of a chunked body, once it has been read to
+    /// the end (names lower-cased); empty otherwise.
+    pub fn take_trailers(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        std::mem::take(&mut self.trailers)
     }
 
     /// True when the next [`BodyReader::next`] can return from the bytes
@@ -253,7 +258,7 @@ impl BodyReader {
                     let size = parse_chunk_size(&buf.data()[..len])?;
                     buf.consume(len + 2);
                     if size == 0 {
-                        skip_trailers(buf, io).await?;
+                        self.trailers = read_trailers(buf, io).await?;
                         self.state = State::Done;
                         return Ok(0);
                     }
@@ -315,20 +320,45 @@ fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
     Ok(n)
 }
 
-/// Reads and drops the trailer section after the last chunk.
-async fn skip_trailers<R: AsyncRead + Unpin>(buf: &mut ReadBuf, io: &mut R) -> io::Result<()> {
+/// Reads the trailer section after the last chunk. Fields that are not
+/// `name: value` with a token name and a clean value are dropped (a
+/// recipient may discard trailers it does not understand, RFC 9110 §6.5).
+async fn read_trailers<R: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    io: &mut R,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut total = 0;
+    let mut fields = Vec::new();
     loop {
         let len = read_line(buf, io).await?;
-        buf.consume(len + 2);
         if len == 0 {
-            return Ok(());
+            buf.consume(2);
+            return Ok(fields);
         }
         total += len;
         if total > MAX_CHUNK_LINE * 4 {
             return Err(invalid("trailer section too large"));
         }
+        let line = &buf.data()[..len];
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = &line[..colon];
+            let value = line[colon + 1..].trim_ascii();
+            if super::is_valid_field(name, value) {
+                fields.push((name.to_ascii_lowercase(), value.to_vec()));
+            }
+        }
+        buf.consume(len + 2);
     }
+}
+
+/// Appends the end of a chunked body: the last chunk, `trailers`, and the
+/// final empty line.
+pub fn last_chunk_with(out: &mut Vec<u8>, trailers: &[(Vec<u8>, Vec<u8>)]) {
+    out.extend_from_slice(b"0\r\n");
+    for (k, v) in trailers {
+        super::write_header(out, k, v);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends a chunk-size line for `n` data bytes to `out`.
@@ -336,9 +366,6 @@ pub fn chunk_header(out: &mut Vec<u8>, n: usize) {
     use std::io::Write;
     let _ = write!(out, "{n:x}\r\n");
 }
-
-/// The end of a chunked body with no trailers.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {

@@ -277,8 +277,11 @@ fn parse_version(v: &[u8]) -> Result<Version, HeadError> {
     }
 }
 
+/// Header fields as parsed: lower-case name, value.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Header fields up to the empty line; names lower-cased.
-fn parse_fields(lines: &mut Lines) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HeadError> {
+fn parse_fields(lines: &mut Lines) -> Result<Fields, HeadError> {
     let mut headers = Vec::with_capacity(16);
     for line in lines {
         let line = line?;

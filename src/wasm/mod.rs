@@ -148,6 +148,7 @@ pub struct HttpCall {
 /// Something a plugin asked for during a call that the proxy carries out
 /// afterwards; drained with [`PluginVm::take_effects`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // constructed by the host functions once they record effects
 pub enum Effect {
     /// `proxy_http_call` succeeded: perform the call.
     HttpCall(HttpCall),
