@@ -184,7 +184,9 @@ impl Worker {
             vm: None,
             generation: 0,
         });
-        if expected.is_some_and(|g| g != slot.generation) {
+        // A context lives in one instance: if that instance was replaced
+        // (or discarded and not yet replaced), the context is gone.
+        if expected.is_some_and(|g| g != slot.generation || slot.vm.is_none()) {
             return Err(Fault {
                 plugin: plugin.name().to_string(),
                 hook: "proxy_on_context_create",

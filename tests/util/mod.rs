@@ -249,6 +249,11 @@ impl Client {
         }
     }
 
+    /// The client's own port (the proxy sees it as `source.port`).
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
     pub fn write(&mut self, raw: &[u8]) {
         self.stream.write_all(raw).expect("write request");
     }
