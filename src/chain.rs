@@ -6,10 +6,21 @@
 //! without blocking the worker, for what resumes it: `proxy_continue_stream`,
 //! a local response, or the answer to a `proxy_http_call` it made (whose
 //! response callback runs with this request's exchange lent). A paused
-//! stream has a time limit. A plugin that fails makes the request fail
-//! closed. This module knows plugins and the exchange, not sockets.
+//! stream has a time limit.
+//!
+//! A plugin that fails (its instance trapped, ran out of fuel, could not
+//! start or configure, or is backing off after repeated failures) fails the
+//! request under `fail_closed`, the default (`503`, as APISIX answers in
+//! the request and header phases). Under `fail_open` it is skipped for the
+//! rest of that request, which goes on as if the plugin had returned
+//! `Continue`; each such failure is logged once, with plugin, hook, route
+//! and reason. Once the response head has gone out, a failure fails the
+//! request whatever the policy, and the proxy closes the connection rather
+//! than send a body edited only in part. A plugin that resets the stream or
+//! keeps it paused too long is not failing: that ends the request under
+//! either policy. This module knows plugins and the exchange, not sockets.
 
-use crate::config::Route;
+use crate::config::{FailurePolicy, Route};
 use crate::gateway::Gateway;
 use crate::wasm::{
     Action, CallResponse, Effect, Exchange, Fault, HttpCall, LocalResponse, Plugin, StreamHooks,
@@ -76,12 +87,20 @@ struct Context {
     plugin: Arc<Plugin>,
     generation: u64,
     id: u32,
+    policy: FailurePolicy,
+    /// The plugin failed open: skipped for the rest of the request.
+    skipped: bool,
 }
 
 /// The route's plugins for one request.
 pub struct Chain<'w> {
     worker: &'w Worker,
     contexts: Vec<Context>,
+    /// The route's id, for logs.
+    route: String,
+    /// Set once the response head went out: failures can no longer be
+    /// skipped.
+    response_started: bool,
     /// Set once a plugin answered locally: later `Continue`s are ignored.
     answered: bool,
     /// The optional hooks some plugin of the route exports.
@@ -90,10 +109,11 @@ pub struct Chain<'w> {
 
 impl<'w> Chain<'w> {
     /// Creates an HTTP context in every plugin of `route` (configuring the
-    /// route's root context on first use).
+    /// route's root context on first use); a `fail_open` plugin that fails
+    /// to is left out of the chain.
     ///
     /// # Errors
-    /// The first plugin that fails to start or configure.
+    /// The first `fail_closed` plugin that fails to start or configure.
     pub fn start(
         worker: &'w Worker,
         gateway: &Gateway,
@@ -102,6 +122,8 @@ impl<'w> Chain<'w> {
         let mut chain = Chain {
             worker,
             contexts: Vec::with_capacity(route.plugins.len()),
+            route: route.id.clone(),
+            response_started: false,
             answered: false,
             hooks: StreamHooks::default(),
         };
@@ -123,12 +145,24 @@ impl<'w> Chain<'w> {
                         plugin: Arc::clone(plugin),
                         generation,
                         id,
+                        policy: policy_of(gateway, rp.plugin),
+                        skipped: false,
                     });
+                }
+                Err(fault) if policy_of(gateway, rp.plugin) == FailurePolicy::FailOpen => {
+                    log_fail_open(&fault, &chain.route);
+                    worker.failed_open(plugin);
                 }
                 Err(fault) => return Err((chain, fault)),
             }
         }
         Ok(chain)
+    }
+
+    /// The response head went out: from now on a failing plugin fails the
+    /// request whatever its policy (the proxy then closes the connection).
+    pub fn response_started(&mut self) {
+        self.response_started = true;
     }
 
     /// `proxy_on_request_headers` in every plugin, in order.
@@ -219,9 +253,18 @@ impl<'w> Chain<'w> {
 
     /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` in every plugin
     /// (a plugin whose `on_done` says "not yet" is completed when it calls
-    /// `proxy_done`).
+    /// `proxy_done`). A context whose instance was discarded is gone, and
+    /// the failure that discarded it was already logged.
     pub fn finish(self, ex: &mut Exchange) {
         for c in &self.contexts {
+            if !self.worker.is_live(&c.plugin, c.generation) {
+                log::debug!(
+                    "plugin {:?}: context {} went with its discarded instance",
+                    c.plugin.name(),
+                    c.id
+                );
+                continue;
+            }
             match self
                 .worker
                 .with_vm(&c.plugin, Some(c.generation), |vm| vm.finish(c.id, ex))
@@ -231,8 +274,11 @@ impl<'w> Chain<'w> {
                         self.worker.await_done(&c.plugin, c.id);
                     }
                     self.worker.dispatch(&c.plugin, effects);
+                    if !c.skipped {
+                        self.worker.completed(&c.plugin, c.generation);
+                    }
                 }
-                Err(fault) => log::warn!("{fault}"),
+                Err(fault) => log::warn!("route {:?}: {fault}", self.route),
             }
         }
     }
@@ -244,6 +290,9 @@ impl<'w> Chain<'w> {
         end_of_stream: bool,
     ) -> Verdict {
         for i in 0..upto {
+            if self.contexts[i].skipped {
+                continue;
+            }
             let verdict = self
                 .run(
                     i,
@@ -284,6 +333,9 @@ impl<'w> Chain<'w> {
         };
         for i in from..self.contexts.len() {
             let c = &self.contexts[i];
+            if c.skipped {
+                continue;
+            }
             let result = self
                 .worker
                 .with_vm(&c.plugin, Some(c.generation), |vm| match phase {
@@ -292,7 +344,10 @@ impl<'w> Chain<'w> {
                 });
             let (action, effects) = match result {
                 Ok((action, _, effects)) => (action, effects),
-                Err(fault) => return BodyVerdict::Fail(fault),
+                Err(fault) => match self.fail_open(i, fault) {
+                    None => continue,
+                    Some(fault) => return BodyVerdict::Fail(fault),
+                },
             };
             if let Some(local) = self.take_local(ex) {
                 return BodyVerdict::Respond(local);
@@ -326,14 +381,40 @@ impl<'w> Chain<'w> {
         f: impl FnOnce(&mut crate::wasm::PluginVm, u32, &mut Exchange) -> Result<Action, Fault>,
     ) -> Verdict {
         let c = &self.contexts[i];
+        if c.skipped {
+            return Verdict::Continue;
+        }
         let id = c.id;
         let result = self
             .worker
             .with_vm(&c.plugin, Some(c.generation), |vm| f(vm, id, ex));
         match result {
             Ok((action, _, effects)) => self.settle(i, phase, ex, action, effects, hook).await,
-            Err(fault) => Verdict::Fail(fault),
+            Err(fault) => self.fail_verdict(i, fault),
         }
+    }
+
+    /// Plugin `i` failed: `Continue` if it fails open (see
+    /// [`Chain::fail_open`]), else the failure.
+    fn fail_verdict(&mut self, i: usize, fault: Fault) -> Verdict {
+        match self.fail_open(i, fault) {
+            None => Verdict::Continue,
+            Some(fault) => Verdict::Fail(fault),
+        }
+    }
+
+    /// Plugin `i` failed. Under `fail_open`, before the response started:
+    /// logs it, skips the plugin for the rest of the request and returns
+    /// `None`. Otherwise returns the fault, for the request to fail with.
+    fn fail_open(&mut self, i: usize, fault: Fault) -> Option<Fault> {
+        let c = &mut self.contexts[i];
+        if c.policy != FailurePolicy::FailOpen || self.response_started {
+            return Some(fault);
+        }
+        log_fail_open(&fault, &self.route);
+        c.skipped = true;
+        self.worker.failed_open(&c.plugin);
+        None
     }
 
     /// Decides what a hook's result means; on `Pause`, waits for what
@@ -447,7 +528,7 @@ impl<'w> Chain<'w> {
                     ex.call_response = None;
                     let effects = match result {
                         Ok(((), _, effects)) => effects,
-                        Err(fault) => return Verdict::Fail(fault),
+                        Err(fault) => return self.fail_verdict(i, fault),
                     };
                     if let Some(local) = self.take_local(ex) {
                         self.worker.dispatch(&plugin, effects);
@@ -510,6 +591,27 @@ impl<'w> Chain<'w> {
         self.answered = true;
         Some(local)
     }
+}
+
+/// The failure policy of plugin `index` of `gateway`.
+fn policy_of(gateway: &Gateway, index: usize) -> FailurePolicy {
+    gateway
+        .config
+        .main
+        .failure_policies
+        .get(index)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The one log line of a plugin failure that a request skips.
+fn log_fail_open(fault: &Fault, route: &str) {
+    log::warn!(
+        "plugin {:?} failed in {} on route {route:?}: {}; failing open",
+        fault.plugin,
+        fault.hook,
+        fault.reason
+    );
 }
 
 /// The response map plugins see for a local response.

@@ -172,6 +172,9 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         }
     }
     let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
+    // What `-t` and a reload check too: every plugin starts, and
+    // configures for every route that uses it, or tinygate does not start.
+    gateway.check_plugins().map_err(|e| e.problems)?;
     let main = gateway.config.main.clone();
     let source = match &main.etcd {
         Some(etcd) => format!("etcd {}", etcd.prefix),

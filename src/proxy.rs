@@ -802,12 +802,43 @@ async fn response_body_through_plugins(
     let mut chunked = false;
     let mut keep = keep_alive;
     let mut from = 0;
+    // Envoy's contract: a plugin that changes the body's length removes
+    // `content-length` in its headers hook. If it is still there, the head
+    // goes out at once with the upstream's length, the body streams, and a
+    // plugin that changes the length anyway gets the connection closed
+    // rather than a mis-framed response.
+    let promised = match framing {
+        Framing::Length(n) if ex.response_headers.contains(b"content-length") => Some(n),
+        _ => None,
+    };
+    let mut written: u64 = 0;
+    // Bytes for the client, sent before waiting for more from upstream.
+    let mut out = Vec::with_capacity(1024);
+    if let Some(n) = promised {
+        write_response_head(
+            &mut out,
+            status,
+            &ex.response_headers,
+            Framing::Length(n),
+            req,
+            keep,
+        );
+        head_sent = true;
+        chain.response_started();
+    }
     let aborted = |why: &str| io::Error::other(why.to_string());
     loop {
+        if !out.is_empty() && !reader.has_buffered(&conn.buf) {
+            client.send(&out).await?;
+            out.clear();
+        }
         let mut stream = &conn.stream;
         let n = reader.next(&mut conn.buf, &mut stream).await?;
         ex.response_body.extend_from_slice(&conn.buf.data()[..n]);
         conn.buf.consume(n);
+        // A Content-Length body ends with its last piece: say so in the
+        // same call instead of one more call with nothing.
+        let end_of_stream = n == 0 || reader.is_done();
         if ex.response_body.len() > limit {
             if head_sent {
                 return Err(aborted("buffered response body over the limit"));
@@ -815,7 +846,6 @@ async fn response_body_through_plugins(
             let _ = answer(client, req, &reply::bad_gateway(), false).await;
             return Err(aborted("buffered response body over the limit (502 sent)"));
         }
-        let end_of_stream = n == 0;
         match chain.on_response_body(ex, end_of_stream, from).await {
             BodyVerdict::Continue => from = 0,
             BodyVerdict::Buffer(i) => {
@@ -851,7 +881,6 @@ async fn response_body_through_plugins(
                 }
             }
         }
-        let mut out = Vec::with_capacity(ex.response_body.len() + 512);
         if !head_sent {
             let trailers = !ex.response_trailers.is_empty() && client_is_11;
             let framing = if end_of_stream && !trailers {
@@ -863,8 +892,15 @@ async fn response_body_through_plugins(
             };
             write_response_head(&mut out, status, &ex.response_headers, framing, req, keep);
             head_sent = true;
+            chain.response_started();
         }
         if !ex.response_body.is_empty() {
+            written += ex.response_body.len() as u64;
+            if promised.is_some_and(|n| written > n) {
+                return Err(aborted(
+                    "a plugin changed the body length but kept content-length",
+                ));
+            }
             if chunked {
                 chunk_header(&mut out, ex.response_body.len());
             }
@@ -884,10 +920,15 @@ async fn response_body_through_plugins(
                 .collect();
             last_chunk_with(&mut out, &trailers);
         }
-        if !out.is_empty() {
-            client.send(&out).await?;
-        }
         if end_of_stream {
+            if !out.is_empty() {
+                client.send(&out).await?;
+            }
+            if promised.is_some_and(|n| written != n) {
+                return Err(aborted(
+                    "a plugin changed the body length but kept content-length",
+                ));
+            }
             return Ok(keep);
         }
     }

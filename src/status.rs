@@ -8,7 +8,7 @@
 
 use crate::access_log::Record;
 use crate::http::{self, Head, ReadBuf};
-use crate::wasm::{metrics_snapshot, MetricKind};
+use crate::wasm::metrics_text;
 use smol::io::AsyncWriteExt;
 use smol::{Async, LocalExecutor};
 use std::collections::HashMap;
@@ -34,6 +34,12 @@ pub struct Stats {
     latency: HashMap<(&'static str, String), Histogram>,
     /// Plugin name → instances discarded after a trap or fuel exhaustion.
     plugin_failures: HashMap<String, u64>,
+    /// Plugin name → instances started to replace a failed one.
+    vm_restarts: HashMap<String, u64>,
+    /// Plugin name → uses refused while its instance backs off.
+    vm_backoff_refusals: HashMap<String, u64>,
+    /// Plugin name → requests that skipped it after a failure (`fail_open`).
+    fail_open: HashMap<String, u64>,
 }
 
 #[derive(Default, Clone)]
@@ -90,6 +96,24 @@ impl Stats {
     /// Counts a plugin instance discarded after a failure.
     pub fn plugin_failed(&mut self, plugin: &str) {
         *self.plugin_failures.entry(plugin.to_string()).or_default() += 1;
+    }
+
+    /// Counts an instance started to replace a failed one.
+    pub fn vm_restarted(&mut self, plugin: &str) {
+        *self.vm_restarts.entry(plugin.to_string()).or_default() += 1;
+    }
+
+    /// Counts a use of a plugin refused while its instance backs off.
+    pub fn vm_backoff_refused(&mut self, plugin: &str) {
+        *self
+            .vm_backoff_refusals
+            .entry(plugin.to_string())
+            .or_default() += 1;
+    }
+
+    /// Counts a request that skipped a failed `fail_open` plugin.
+    pub fn failed_open(&mut self, plugin: &str) {
+        *self.fail_open.entry(plugin.to_string()).or_default() += 1;
     }
 }
 
@@ -175,6 +199,15 @@ pub fn prometheus_text() -> String {
         for (k, v) in &s.plugin_failures {
             *total.plugin_failures.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &s.vm_restarts {
+            *total.vm_restarts.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.vm_backoff_refusals {
+            *total.vm_backoff_refusals.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.fail_open {
+            *total.fail_open.entry(k.clone()).or_default() += v;
+        }
     }
     let mut out = String::with_capacity(4096);
     out.push_str("# TYPE apisix_http_requests_total counter\n");
@@ -208,27 +241,23 @@ pub fn prometheus_text() -> String {
         let _ = writeln!(out, "apisix_http_latency_sum{{{labels}}} {}", h.sum_ms);
         let _ = writeln!(out, "apisix_http_latency_count{{{labels}}} {}", h.count);
     }
-    out.push_str("# TYPE apisix_wasm_plugin_failures_total counter\n");
-    let mut failures: Vec<_> = total.plugin_failures.iter().collect();
-    failures.sort();
-    for (plugin, n) in failures {
-        let _ = writeln!(
-            out,
-            "apisix_wasm_plugin_failures_total{{plugin=\"{}\"}} {n}",
-            label(plugin)
-        );
+    for (name, counts) in [
+        ("apisix_wasm_plugin_failures_total", &total.plugin_failures),
+        ("apisix_wasm_vm_restarts_total", &total.vm_restarts),
+        (
+            "apisix_wasm_vm_backoff_refusals_total",
+            &total.vm_backoff_refusals,
+        ),
+        ("apisix_wasm_plugin_fail_open_total", &total.fail_open),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let mut counts: Vec<_> = counts.iter().collect();
+        counts.sort();
+        for (plugin, n) in counts {
+            let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {n}", label(plugin));
+        }
     }
-    for (name, kind, value) in metrics_snapshot() {
-        let name = format!("apisix_wasm_{}", metric_name(&name));
-        let kind = match kind {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            // The host keeps a histogram's running sum; exported as
-            // untyped so Prometheus does not expect buckets.
-            MetricKind::Histogram => "untyped",
-        };
-        let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
-    }
+    out.push_str(&metrics_text("apisix_wasm_"));
     out
 }
 
@@ -239,26 +268,12 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A metric name restricted to `[a-zA-Z0-9_:]`.
-fn metric_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_and_labels_are_sanitised() {
-        assert_eq!(metric_name("a.b-c:d"), "a_b_c:d");
+    fn labels_are_escaped() {
         assert_eq!(label("x\"y\\z"), "x\\\"y\\\\z");
     }
 

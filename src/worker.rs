@@ -5,10 +5,18 @@
 //! so the request path takes no lock.
 //!
 //! A plugin instance that traps or runs out of fuel is dropped and started
-//! afresh on next use; requests that still held a context in it fail
-//! closed. When the configuration is reloaded, instances of unchanged
-//! plugins are kept; instances of plugins no gateway in use still has are
-//! dropped once the last request using them is done.
+//! afresh on next use; requests that still held a context in it fail (as
+//! their plugin's failure policy says, see `chain.rs`). A plugin that keeps
+//! failing is restarted with backoff, per worker: the first failure is
+//! restarted at once, the second waits [`RESTART_BACKOFF_BASE`], each next
+//! one twice as long up to [`RESTART_BACKOFF_MAX`] (Envoy's `FAIL_RELOAD`
+//! schedule); while it waits, every use is refused at once with a
+//! [`Fault`], so a crash loop costs no CPU. The run of failures is forgotten
+//! as soon as an instance completes a request or stays up for
+//! [`HEALTHY_PERIOD`], so a plugin that fails now and then is always
+//! restarted at once. When the configuration is reloaded, instances of
+//! unchanged plugins are kept; instances of plugins no gateway in use still
+//! has are dropped once the last request using them is done.
 
 use crate::calls;
 use crate::chain::Event;
@@ -30,6 +38,17 @@ const ACCESS_LOG_BUFFER: usize = 32 * 1024;
 
 /// Shortest tick period honoured (`proxy_set_tick_period_milliseconds`).
 const MIN_TICK: Duration = Duration::from_millis(10);
+
+/// Wait before the instance that follows a second failure in a row; each
+/// further failure doubles it (Envoy's `FAIL_RELOAD` base).
+pub const RESTART_BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// Longest wait between two instances of a plugin that keeps failing.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// An instance that ran this long before failing was healthy: its failure
+/// starts a new run instead of extending the backoff.
+pub const HEALTHY_PERIOD: Duration = Duration::from_secs(10);
 
 /// Identifies a plugin while any gateway holds it: its address.
 pub type PluginKey = usize;
@@ -75,6 +94,41 @@ struct VmSlot {
     plugin: Arc<Plugin>,
     vm: Option<PluginVm>,
     generation: u64,
+    /// When the current instance started.
+    started: Option<Instant>,
+    /// Failures in a row: instances that failed (or failed to start)
+    /// without completing a request or living [`HEALTHY_PERIOD`].
+    failures: u32,
+    /// While backing off: no instance starts before this.
+    retry_at: Option<Instant>,
+}
+
+impl VmSlot {
+    /// Drops the instance after a failure (or records a failed start) and
+    /// sets when the next one may start; returns that delay.
+    fn record_failure(&mut self) -> Duration {
+        if self.started.is_some_and(|t| t.elapsed() >= HEALTHY_PERIOD) {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.vm = None;
+        self.started = None;
+        let delay = restart_delay(self.failures);
+        self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
+        delay
+    }
+}
+
+/// The wait before starting the instance that follows `failures` failures
+/// in a row: none after one, then [`RESTART_BACKOFF_BASE`] doubling up to
+/// [`RESTART_BACKOFF_MAX`].
+fn restart_delay(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => RESTART_BACKOFF_BASE
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(RESTART_BACKOFF_MAX),
+    }
 }
 
 impl Worker {
@@ -171,6 +225,11 @@ impl Worker {
     /// needed) if its generation is `expected` (any when `None`); replaces
     /// the instance if `f` broke it. Returns `f`'s value, the generation
     /// used, and what the plugin asked for during the call.
+    ///
+    /// # Errors
+    /// `f`'s fault; a failed start; the instance holding the `expected`
+    /// generation is gone; or the plugin is backing off after repeated
+    /// failures (no instance is started then).
     pub fn with_vm<T>(
         &self,
         plugin: &Arc<Plugin>,
@@ -183,6 +242,9 @@ impl Worker {
             plugin: Arc::clone(plugin),
             vm: None,
             generation: 0,
+            started: None,
+            failures: 0,
+            retry_at: None,
         });
         // A context lives in one instance: if that instance was replaced
         // (or discarded and not yet replaced), the context is gone.
@@ -194,7 +256,43 @@ impl Worker {
             });
         }
         if slot.vm.is_none() {
-            let mut vm = PluginVm::start(Arc::clone(plugin))?;
+            let now = Instant::now();
+            if let Some(wait) = slot.retry_at.and_then(|at| at.checked_duration_since(now)) {
+                self.count(|s| s.vm_backoff_refused(plugin.name()));
+                return Err(Fault {
+                    plugin: plugin.name().to_string(),
+                    hook: "instantiate",
+                    reason: format!(
+                        "restarting after {} failures in a row; next attempt in {} ms",
+                        slot.failures,
+                        wait.as_millis().max(1)
+                    ),
+                });
+            }
+            let mut vm = match PluginVm::start(Arc::clone(plugin)) {
+                Ok(vm) => vm,
+                Err(fault) => {
+                    self.count(|s| s.plugin_failed(plugin.name()));
+                    let delay = slot.record_failure();
+                    log::warn!(
+                        "plugin {:?}: instance failed to start ({} in a row); {}",
+                        plugin.name(),
+                        slot.failures,
+                        next_start(delay)
+                    );
+                    return Err(fault);
+                }
+            };
+            if slot.failures > 0 {
+                self.count(|s| s.vm_restarted(plugin.name()));
+                log::info!(
+                    "plugin {:?}: fresh instance started after {} failure(s) in a row",
+                    plugin.name(),
+                    slot.failures
+                );
+            }
+            slot.started = Some(now);
+            slot.retry_at = None;
             let live = Arc::clone(&self.live);
             vm.set_call_targets(Arc::new(move |name: &str| {
                 live.current()
@@ -218,15 +316,14 @@ impl Worker {
         let effects = vm.take_effects();
         let ticks = !vm.tick_periods().is_empty();
         if vm.is_broken() {
-            self.stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .plugin_failed(plugin.name());
+            self.count(|s| s.plugin_failed(plugin.name()));
+            let delay = slot.record_failure();
             log::warn!(
-                "plugin {:?}: instance discarded after a failure; a fresh one starts on next use",
-                plugin.name()
+                "plugin {:?}: instance discarded after a failure ({} in a row); {}",
+                plugin.name(),
+                slot.failures,
+                next_start(delay)
             );
-            slot.vm = None;
         }
         let generation = slot.generation;
         drop(vms);
@@ -234,6 +331,36 @@ impl Worker {
             self.ensure_ticker(plugin);
         }
         result.map(|t| (t, generation, effects))
+    }
+
+    /// A request finished every hook of `plugin`'s instance `generation`
+    /// without a fault: that instance is healthy, so a later failure of it
+    /// is not "in a row" with earlier ones.
+    pub fn completed(&self, plugin: &Arc<Plugin>, generation: u64) {
+        if let Some(slot) = self.vms.borrow_mut().get_mut(&key(plugin)) {
+            if slot.generation == generation && slot.vm.is_some() {
+                slot.failures = 0;
+            }
+        }
+    }
+
+    /// True while instance `generation` of `plugin` is this worker's live
+    /// one (contexts in any other are gone).
+    pub fn is_live(&self, plugin: &Arc<Plugin>, generation: u64) -> bool {
+        self.vms
+            .borrow()
+            .get(&key(plugin))
+            .is_some_and(|slot| slot.generation == generation && slot.vm.is_some())
+    }
+
+    /// Counts a request that skipped `plugin` after it failed (`fail_open`).
+    pub fn failed_open(&self, plugin: &Arc<Plugin>) {
+        self.count(|s| s.failed_open(plugin.name()));
+    }
+
+    /// Updates this worker's counters.
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Registers a paused request's event channel.
@@ -408,5 +535,14 @@ impl Worker {
                 None => {}
             }
         }
+    }
+}
+
+/// Says when the next instance starts, for the log.
+fn next_start(delay: Duration) -> String {
+    if delay.is_zero() {
+        "a fresh one starts on next use".to_string()
+    } else {
+        format!("backing off: next start in {} ms", delay.as_millis())
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 /// Every fixture that can serve traffic, with a conf it accepts and any
 /// extra `wasm.plugins[]` keys, and how many requests to send through it.
-/// Left out: `no_abi_marker` and `exit_in_start`, which are refused at
-/// load, so a configuration naming them never starts.
+/// Left out: `no_abi_marker`, `exit_in_start`, `configure_false` and
+/// `trap_on_configure`, which are refused at start-up, so a configuration
+/// naming them never starts (tests/faults.rs covers those).
 const FIXTURES: &[(&str, &str, &str, usize)] = &[
     (
         "custom_response_header",
@@ -26,8 +27,6 @@ const FIXTURES: &[(&str, &str, &str, usize)] = &[
     ("trap_on_response", "{}", "", 3),
     // Traps on its 10th call: 12 requests cross a trap and a fresh instance.
     ("trap_every_10th", "{}", "", 12),
-    ("configure_false", "{}", "", 2),
-    ("trap_on_configure", "{}", "", 2),
     ("bad_pointers", "{}", "", 3),
     ("missing_import", "{}", "", 2),
     // Grows memory until refused: keep the cap small.

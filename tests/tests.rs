@@ -3,6 +3,9 @@
 
 mod util;
 
+/// The whole proxy-wasm HTTP ABI: bodies, pause, calls, ticks, queues,
+/// metrics, properties.
+mod abi;
 /// The article's scenario and the shipped `conf/`.
 mod article;
 /// Request and response bodies streamed through intact.

@@ -4,7 +4,7 @@
 //! an error.
 
 use super::tree::{index, join, kind, Obj, Problems};
-use super::{parse_yaml, read, ClientLimits, ConfigError, MainConfig};
+use super::{parse_yaml, read, ClientLimits, ConfigError, FailurePolicy, MainConfig};
 use crate::access_log::{Format, Target};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
@@ -192,12 +192,12 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         }
     }
 
-    let plugins = match top.obj("wasm", p) {
+    let (plugins, failure_policies) = match top.obj("wasm", p) {
         Some(wasm) => {
             wasm.only(&["plugins"], p);
             wasm_plugins(&wasm, dir, p)
         }
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
 
     Some(MainConfig {
@@ -209,6 +209,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         shutdown_grace,
         deny_exec_memory,
         plugins,
+        failure_policies,
         limits,
         access_log,
         access_log_format,
@@ -310,12 +311,15 @@ fn node_listen(apisix: &Obj, p: &mut Problems) -> Option<Vec<SocketAddr>> {
     Some(out)
 }
 
-fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
+/// `wasm.plugins`: each plugin's spec, and its failure policy at the same
+/// index.
+fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, Vec<FailurePolicy>) {
     let Some(items) = wasm.seq("plugins", p) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let list_path = wasm.path_of("plugins");
     let mut out: Vec<PluginSpec> = Vec::new();
+    let mut policies = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Some(o) = Obj::new(item, index(&list_path, i), p) else {
             continue;
@@ -331,6 +335,7 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
                 "env",
                 "fuel",
                 "memory_limit",
+                "failure_policy",
             ],
             p,
         );
@@ -375,6 +380,17 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
             .value("memory_limit")
             .and_then(|v| byte_size(v, &o.path_of("memory_limit"), p))
             .unwrap_or(DEFAULT_MEMORY_LIMIT);
+        let failure_policy = match o.str("failure_policy", p) {
+            None | Some("fail_closed") => FailurePolicy::FailClosed,
+            Some("fail_open") => FailurePolicy::FailOpen,
+            Some(other) => {
+                p.at(
+                    &o.path_of("failure_policy"),
+                    format!("expected \"fail_closed\" or \"fail_open\", got {other:?}"),
+                );
+                FailurePolicy::FailClosed
+            }
+        };
         let (Some(name), Some(file), Some(priority)) = (name, file, priority) else {
             continue;
         };
@@ -395,8 +411,9 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<PluginSpec> {
             fuel_per_callback: fuel,
             memory_limit,
         });
+        policies.push(failure_policy);
     }
-    out
+    (out, policies)
 }
 
 fn resolve(dir: &Path, file: &str) -> PathBuf {

@@ -55,6 +55,9 @@ pub struct MainConfig {
     pub deny_exec_memory: bool,
     /// `wasm.plugins`, in file order.
     pub plugins: Vec<PluginSpec>,
+    /// `wasm.plugins[].failure_policy`, indexed like `plugins` (kept out of
+    /// [`PluginSpec`]: it is the proxy's decision, not the wasm host's).
+    pub failure_policies: Vec<FailurePolicy>,
     /// Per-connection limits and timeouts for clients.
     pub limits: ClientLimits,
     /// `tinygate.access_log`: `off` (default), `stdout`, or a file path.
@@ -68,6 +71,21 @@ pub struct MainConfig {
     /// `deployment.role_data_plane.config_provider` is `etcd`: routes and
     /// upstreams then come from etcd, not from the routes file.
     pub etcd: Option<EtcdConfig>,
+}
+
+/// `wasm.plugins[].failure_policy`: what a request does when one of its
+/// plugins fails (traps, runs out of fuel, exits, fails to start or to
+/// configure, or is refused while its instance backs off after repeated
+/// failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// `fail_closed` (default): `503` in the request and header phases, as
+    /// APISIX answers.
+    #[default]
+    FailClosed,
+    /// `fail_open`: the plugin is skipped for the rest of that request, which
+    /// goes on as if it had returned `Continue`.
+    FailOpen,
 }
 
 /// `deployment.etcd`: where a data plane reads its routes and upstreams

@@ -179,6 +179,12 @@ impl BodyReader {
         }
     }
 
+    /// True once the whole body has been read (a Content-Length body can
+    /// end together with its last piece of data).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// The trailer fields of a chunked body, once it has been read to
     /// the end (names lower-cased); empty otherwise.
     pub fn take_trailers(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {

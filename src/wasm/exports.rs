@@ -24,6 +24,13 @@ const CALLBACKS: &[(&str, &[usize], usize)] = &[
     ("proxy_on_configure", &[2], 1),
     ("proxy_on_request_headers", &[2, 3], 1),
     ("proxy_on_response_headers", &[2, 3], 1),
+    ("proxy_on_request_body", &[3], 1),
+    ("proxy_on_response_body", &[3], 1),
+    ("proxy_on_request_trailers", &[2], 1),
+    ("proxy_on_response_trailers", &[2], 1),
+    ("proxy_on_http_call_response", &[5], 0),
+    ("proxy_on_tick", &[1], 0),
+    ("proxy_on_queue_ready", &[2], 0),
     ("proxy_on_done", &[1], 1),
     ("proxy_on_log", &[1], 0),
     ("proxy_on_delete", &[1], 0),
@@ -100,6 +107,17 @@ pub(crate) enum HeadersHook {
     V2(TypedFunc<(u32, u32, u32), u32>),
 }
 
+/// `proxy_on_{request,response}_body(context_id, body_size, end_of_stream)
+/// -> action`.
+pub(crate) type BodyHook = TypedFunc<(u32, u32, u32), u32>;
+
+/// `proxy_on_{request,response}_trailers(context_id, num_trailers) -> action`.
+pub(crate) type TrailersHook = TypedFunc<(u32, u32), u32>;
+
+/// `proxy_on_http_call_response(root_context_id, call_id, num_headers,
+/// body_size, num_trailers)`.
+pub(crate) type CallResponseHook = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 /// Typed handles to the callbacks one instance exports.
 #[derive(Clone, Copy)]
 pub(crate) struct Exports {
@@ -113,6 +131,13 @@ pub(crate) struct Exports {
     pub(crate) on_configure: Option<TypedFunc<(u32, u32), u32>>,
     pub(crate) on_request_headers: Option<HeadersHook>,
     pub(crate) on_response_headers: Option<HeadersHook>,
+    pub(crate) on_request_body: Option<BodyHook>,
+    pub(crate) on_response_body: Option<BodyHook>,
+    pub(crate) on_request_trailers: Option<TrailersHook>,
+    pub(crate) on_response_trailers: Option<TrailersHook>,
+    pub(crate) on_http_call_response: Option<CallResponseHook>,
+    pub(crate) on_tick: Option<TypedFunc<u32, ()>>,
+    pub(crate) on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
     pub(crate) on_done: Option<TypedFunc<u32, u32>>,
     pub(crate) on_log: Option<TypedFunc<u32, ()>>,
     pub(crate) on_delete: Option<TypedFunc<u32, ()>>,
@@ -144,6 +169,14 @@ impl Exports {
             on_configure: typed2("proxy_on_configure"),
             on_request_headers: headers("proxy_on_request_headers"),
             on_response_headers: headers("proxy_on_response_headers"),
+            on_request_body: typed3("proxy_on_request_body"),
+            on_response_body: typed3("proxy_on_response_body"),
+            on_request_trailers: typed2("proxy_on_request_trailers"),
+            on_response_trailers: typed2("proxy_on_response_trailers"),
+            on_http_call_response: get("proxy_on_http_call_response")
+                .and_then(|f| f.typed(store).ok()),
+            on_tick: get("proxy_on_tick").and_then(|f| f.typed(store).ok()),
+            on_queue_ready: get("proxy_on_queue_ready").and_then(|f| f.typed(store).ok()),
             on_done: get("proxy_on_done").and_then(|f| f.typed(store).ok()),
             on_log: get("proxy_on_log").and_then(|f| f.typed(store).ok()),
             on_delete: get("proxy_on_delete").and_then(|f| f.typed(store).ok()),

@@ -2,19 +2,24 @@
 //! (the wasmi `Store`'s `T`), and `HostError`, what host functions return.
 //!
 //! Owns the per-VM state that host functions read and edit: the lent
-//! [`Exchange`], the context table, which hook is running (it decides which
-//! buffers are readable), and the handles to the guest's memory and
-//! allocator. It must not know how the proxy serves HTTP or how plugins are
-//! configured; `vm.rs` fills it in around each call into the guest.
+//! [`Exchange`] and whose it is, the effective context, the context table,
+//! which hook is running (it decides which buffers are readable), the
+//! [`Effect`]s plugins leave for the proxy, the HTTP calls in flight, tick
+//! periods, contexts waiting for `proxy_done`, and the handles to the
+//! guest's memory and allocator. It must not know how the proxy serves HTTP
+//! or how plugins are configured; `vm.rs` fills it in around each call into
+//! the guest.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmi::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use super::plugin::PluginInfo;
 use super::types::Status;
-use super::Exchange;
+use super::{CallTargets, Effect, Exchange};
 
 /// Why a host function did not return `OK`: a status for the guest, or a
 /// trap that ends the call (an allocator trap, fuel running out, or
@@ -37,11 +42,18 @@ pub(crate) type HostResult<T = ()> = Result<T, HostError>;
 /// The callback currently running, which decides what the plugin may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hook {
-    /// No call is in progress, or a start function runs.
+    /// No call is in progress, a start function runs, or a context is
+    /// being created.
     Idle,
     VmStart,
     Configure,
-    Http,
+    /// A callback of an HTTP stream (headers, body, trailers, done, log,
+    /// delete).
+    Stream,
+    /// `proxy_on_http_call_response`: the call's response is readable.
+    CallResponse,
+    /// `proxy_on_tick` or `proxy_on_queue_ready`: no exchange is lent.
+    Root,
 }
 
 /// What a live context id names.
@@ -51,27 +63,52 @@ pub(crate) enum ContextKind {
     Http { root: u32 },
 }
 
+/// An HTTP call dispatched and not yet answered: `(root, context)`.
+pub(crate) type PendingCall = (u32, u32);
+
 /// The wasmi `Store` data of one [`super::PluginVm`].
 pub(crate) struct HostState {
     /// The plugin's name, spec and ABI version.
     pub(crate) plugin: Arc<PluginInfo>,
+    /// Process-unique id of the VM, naming it in the shared-queue registry.
+    pub(crate) vm_uid: u64,
     /// Memory and table caps, installed with `Store::limiter`.
     pub(crate) limits: StoreLimits,
     /// The guest's exported `memory`, once instantiated.
     pub(crate) memory: Option<Memory>,
     /// `proxy_on_memory_allocate`, else `malloc`, if exported.
     pub(crate) allocator: Option<TypedFunc<u32, u32>>,
-    /// The request being processed, lent by the proxy for one call.
+    /// The exchange lent by the proxy for one call (an empty one when none
+    /// is lent).
     pub(crate) exchange: Exchange,
+    /// The context whose exchange `exchange` is, if any.
+    pub(crate) lent_to: Option<u32>,
     pub(crate) hook: Hook,
     /// The context the running callback was called for, or the one set by
-    /// `proxy_set_effective_context`; prefixes `proxy_log` lines.
-    pub(crate) active_context: u32,
+    /// `proxy_set_effective_context`: host calls act on its behalf, and it
+    /// prefixes `proxy_log` lines.
+    pub(crate) effective_context: u32,
     /// Every live context id.
     pub(crate) contexts: HashMap<u32, ContextKind>,
     /// `PLUGIN_CONFIGURATION`, readable during `proxy_on_configure` only.
     pub(crate) plugin_configuration: Vec<u8>,
-    /// Unsupported calls already reported at warn for this VM.
+    /// What plugins asked the proxy to do, in order, until `take_effects`.
+    pub(crate) effects: Vec<Effect>,
+    /// Tick period per root context (only non-zero ones).
+    pub(crate) tick_periods: BTreeMap<u32, Duration>,
+    /// Upstream ids `proxy_http_call` may target, besides `host:port`.
+    pub(crate) call_targets: Option<CallTargets>,
+    /// HTTP calls dispatched and not yet delivered, by call id.
+    pub(crate) pending_calls: HashMap<u32, PendingCall>,
+    pub(crate) last_call_id: u32,
+    /// HTTP contexts whose `proxy_on_done` returned false, and whether the
+    /// plugin has called `proxy_done` for them since.
+    pub(crate) awaiting_done: HashMap<u32, bool>,
+    /// The context whose `proxy_on_done` is running, and whether it called
+    /// `proxy_done` itself.
+    pub(crate) in_on_done: Option<(u32, bool)>,
+    /// Warnings already given at warn level for this VM (later ones go to
+    /// debug, so a plugin cannot flood the log).
     pub(crate) warned: HashSet<&'static str>,
 }
 
@@ -79,7 +116,7 @@ pub(crate) struct HostState {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<PluginInfo>) -> HostState {
+    pub(crate) fn new(plugin: Arc<PluginInfo>, vm_uid: u64) -> HostState {
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.spec.memory_limit)
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -88,14 +125,23 @@ impl HostState {
             .build();
         HostState {
             plugin,
+            vm_uid,
             limits,
             memory: None,
             allocator: None,
             exchange: Exchange::default(),
+            lent_to: None,
             hook: Hook::Idle,
-            active_context: 0,
+            effective_context: 0,
             contexts: HashMap::new(),
             plugin_configuration: Vec::new(),
+            effects: Vec::new(),
+            tick_periods: BTreeMap::new(),
+            call_targets: None,
+            pending_calls: HashMap::new(),
+            last_call_id: 0,
+            awaiting_done: HashMap::new(),
+            in_on_done: None,
             warned: HashSet::new(),
         }
     }
@@ -103,5 +149,43 @@ impl HostState {
     /// The `log` target for this plugin's own messages.
     pub(crate) fn log_target(&self) -> &str {
         &self.plugin.log_target
+    }
+
+    /// The root context of `ctx` (itself for a root), if `ctx` is live.
+    pub(crate) fn root_of(&self, ctx: u32) -> Option<u32> {
+        match self.contexts.get(&ctx)? {
+            ContextKind::Root => Some(ctx),
+            ContextKind::Http { root } => Some(*root),
+        }
+    }
+
+    /// True if `ctx` is a live HTTP context.
+    pub(crate) fn is_http(&self, ctx: u32) -> bool {
+        matches!(self.contexts.get(&ctx), Some(ContextKind::Http { .. }))
+    }
+
+    /// The lent exchange if it belongs to the effective context and that is
+    /// an HTTP stream: the only case in which stream headers, bodies,
+    /// trailers and request properties exist for the plugin.
+    pub(crate) fn stream_exchange(&self) -> Option<&Exchange> {
+        let ctx = self.effective_context;
+        (self.lent_to == Some(ctx) && self.is_http(ctx)).then_some(&self.exchange)
+    }
+
+    /// [`HostState::stream_exchange`], writable.
+    pub(crate) fn stream_exchange_mut(&mut self) -> Option<&mut Exchange> {
+        let ctx = self.effective_context;
+        (self.lent_to == Some(ctx) && self.is_http(ctx)).then_some(&mut self.exchange)
+    }
+
+    /// Logs `msg` at warn the first time `key` is seen on this VM, at debug
+    /// afterwards: plugin mistakes repeat on every request.
+    pub(crate) fn warn_once(&mut self, key: &'static str, msg: impl fmt::Display) {
+        let level = if self.warned.insert(key) {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(target: self.log_target(), level, "[{}] {msg}", self.effective_context);
     }
 }

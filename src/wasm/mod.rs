@@ -3,42 +3,72 @@
 //!
 //! Lifecycle: build one [`Engine`] per process; [`Plugin::load`] each
 //! configured `.wasm` once (compiled, checked, shared via `Arc` by all
-//! threads); on each worker thread [`PluginVm::start`] one VM per plugin and
-//! keep it. Per (route, plugin conf) pair call [`PluginVm::configure`] (it is
-//! cached); per request [`PluginVm::create_http_context`], then the header
-//! hooks with the request's [`Exchange`], then [`PluginVm::finish`]. On any
-//! [`Fault`] with [`PluginVm::is_broken`], drop the VM and start a new one.
+//! threads); on each worker thread [`PluginVm::start`] one VM per plugin,
+//! give it [`PluginVm::set_call_targets`] and [`PluginVm::set_queue_notifier`],
+//! and keep it. Per (route, plugin conf) pair call [`PluginVm::configure`]
+//! (it is cached); per request [`PluginVm::create_http_context`], then the
+//! headers, body and trailer hooks with the request's [`Exchange`], then
+//! [`PluginVm::finish`]. On any [`Fault`] with [`PluginVm::is_broken`], drop
+//! the VM and start a new one.
 //!
 //! What the proxy must do in return:
-//! - honour [`Exchange::local_response`]: once a plugin has set it, send that
-//!   reply and ignore a `Continue` the plugin returns afterwards (spec: a
-//!   local response stops the filter chain);
-//! - decide what [`Action::Pause`] without a local response means: nothing
-//!   can resume a stream yet (no `proxy_http_call`), and APISIX simply goes
-//!   on;
+//! - after **every** call into a VM, drain [`PluginVm::take_effects`] and
+//!   carry them out in order, and re-read [`PluginVm::tick_periods`];
+//! - honour [`Exchange::local_response`] after any call that lent the
+//!   exchange (hooks, [`PluginVm::on_http_call_response`], `finish`): once a
+//!   plugin has set it, send that reply and ignore a `Continue` the plugin
+//!   returns afterwards (spec: a local response stops the filter chain);
+//!   [`Effect::LocalResponse`] is the same for a stream whose exchange was
+//!   not lent (e.g. from a tick);
+//! - on [`Action::Pause`], hold the stream: keep buffering the body and call
+//!   the body hook again with the cumulative body (Envoy's
+//!   StopIterationAndBuffer, up to a limit of the proxy's choosing), until
+//!   an [`Effect::Continue`] for that context and direction resumes it; an
+//!   [`Effect::Continue`] for a stream that is not paused is a no-op, and
+//!   [`Effect::Close`] resets the stream;
+//! - call the body and trailer hooks only for plugins whose
+//!   [`PluginVm::stream_hooks`] say they have them;
+//! - perform each [`Effect::HttpCall`] (an upstream id, else `host:port`;
+//!   a zero `timeout` means the plugin gave none: use a default), then call
+//!   [`PluginVm::on_http_call_response`] once per call with the exchange of
+//!   `call.context` (an empty one for a root context or a finished stream)
+//!   with `call_response` set, or `None` on failure or timeout. Answer
+//!   every call exactly once, also when its stream is gone: the VM keeps a
+//!   call pending until then and refuses new ones past 1024 pending. Drop
+//!   the answers of calls made by a VM that has since been replaced;
+//! - call [`PluginVm::on_tick`] every period of each root in
+//!   [`PluginVm::tick_periods`], and [`PluginVm::on_queue_ready`] when the
+//!   [`QueueNotifier`] fires (it runs on other threads: send the event to
+//!   the VM's thread);
 //! - call [`PluginVm::finish`] for every context it created, or the plugin
-//!   keeps that context's state;
+//!   keeps that context's state; when it returns `Ok(false)`, keep the
+//!   exchange, and call [`PluginVm::complete`] after [`Effect::Done`] for
+//!   that context, or after a timeout of its own;
 //! - use new VMs after a configuration reload: root contexts are kept per
 //!   `configure` key for the VM's lifetime;
 //! - build with wasmi's `auto-dispatch` feature: without it a debug build
 //!   overflows the native stack on any long-running plugin call.
 //!
-//! Layout: `plugin.rs` (engine, load, linking), `vm.rs` (instance and
-//! lifecycle), `exports.rs` (callbacks the module exports), `host.rs` (the
-//! store data host functions see), `abi/` (one file per spec area of `env`
-//! host functions), `wasi.rs`, `memory.rs` (guest memory), `pairs.rs` (the
-//! header-map wire format), `shared.rs` (process-wide shared data, queues,
-//! metrics), `types.rs` (the spec's enums). Only this directory imports
-//! wasmi; it knows nothing about sockets, HTTP framing, routing or config
-//! files.
+//! Layout: `plugin.rs` (engine, load, linking), `vm.rs` (instance, start-up,
+//! contexts, lending), `callbacks.rs` (body, trailer, call-response, tick
+//! and queue callbacks, effects), `exports.rs` (callbacks the module
+//! exports), `host.rs` (the store data host functions see), `abi/` (one
+//! file per spec area of `env` host functions), `wasi.rs`, `memory.rs`
+//! (guest memory), `pairs.rs` (the header-map wire format), `properties.rs`
+//! (the property table), `shared.rs` (process-wide shared data and queues),
+//! `metrics.rs` (plugin metrics and their Prometheus text), `types.rs` (the
+//! spec's enums). Only this directory imports wasmi; it knows nothing about
+//! sockets, HTTP framing, routing or config files.
 
 mod abi;
+mod callbacks;
 mod exports;
 mod host;
 mod memory;
+mod metrics;
 mod pairs;
-mod pending;
 mod plugin;
+mod properties;
 mod shared;
 mod types;
 mod vm;
@@ -54,11 +84,11 @@ use crate::headers::HeaderMap;
 // The whole API is exported even where the proxy does not use it yet
 // (`LoadError` by name, the metrics export).
 #[allow(unused_imports)]
+pub use metrics::{metrics_snapshot, metrics_text};
+#[allow(unused_imports)]
 pub use plugin::{
     Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT,
 };
-#[allow(unused_imports)]
-pub use shared::metrics_snapshot;
 #[allow(unused_imports)]
 pub use types::MetricKind;
 pub use vm::PluginVm;
@@ -87,7 +117,8 @@ pub struct Exchange {
     /// Facts about the stream, read through `proxy_get_property`.
     pub info: StreamInfo,
     /// Values set with `proxy_set_property` during this request, by
-    /// serialized path (segments joined by NUL).
+    /// serialized path (segments joined by NUL), at most one per path; they
+    /// shadow the computed properties (see `properties.rs` for the table).
     pub properties: Vec<(Vec<u8>, Vec<u8>)>,
     /// The response being delivered by `proxy_on_http_call_response`
     /// (`None` when the call failed or timed out).
@@ -138,21 +169,28 @@ pub struct HttpCall {
     pub context: u32,
     /// An upstream id from the routes file, or `host:port`.
     pub target: String,
-    /// Request headers, with `:method`, `:path` and `:authority`.
+    /// Request headers, with non-empty `:method`, `:path` and
+    /// `:authority`; every field passed the response-splitting checks.
     pub headers: HeaderMap,
+    /// Request body (at most 16 MiB).
     pub body: Vec<u8>,
+    /// Request trailers (usually empty).
     pub trailers: HeaderMap,
+    /// The plugin's timeout; zero when it gave none (use a default).
     pub timeout: std::time::Duration,
 }
 
 /// Something a plugin asked for during a call that the proxy carries out
-/// afterwards; drained with [`PluginVm::take_effects`].
+/// afterwards; drained with [`PluginVm::take_effects`]. `context` is always
+/// an HTTP context of the VM (the effective one when the plugin asked),
+/// except for [`Effect::HttpCall`], whose `context` may be a root. Effects
+/// recorded by a call that faulted are dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // constructed by the host functions once they record effects
 pub enum Effect {
     /// `proxy_http_call` succeeded: perform the call.
     HttpCall(HttpCall),
-    /// `proxy_continue_stream` (or 0.1.0 `continue_request`/`_response`).
+    /// `proxy_continue_stream` (or 0.1.0 `continue_request`/`_response`):
+    /// resume the request (`response: false`) or response side if paused.
     Continue { context: u32, response: bool },
     /// `proxy_close_stream`: reset the stream.
     Close { context: u32, response: bool },
@@ -162,7 +200,8 @@ pub enum Effect {
         context: u32,
         response: LocalResponse,
     },
-    /// `proxy_done`: the context finished after `proxy_on_done` said false.
+    /// `proxy_done`: the context whose `proxy_on_done` returned false is
+    /// done; call [`PluginVm::complete`]. Recorded at most once per context.
     Done { context: u32 },
 }
 
@@ -170,15 +209,20 @@ pub enum Effect {
 /// trailer hooks only when some plugin on the route has them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamHooks {
+    /// `proxy_on_request_body`.
     pub request_body: bool,
+    /// `proxy_on_response_body`.
     pub response_body: bool,
+    /// `proxy_on_request_trailers`.
     pub request_trailers: bool,
+    /// `proxy_on_response_trailers`.
     pub response_trailers: bool,
 }
 
 /// Delivers `proxy_on_queue_ready` across threads: called (from any
-/// thread) with (root context id, queue id) when an item is enqueued on a
-/// queue a root context of this VM registered.
+/// thread, inside another VM's host call, never under a registry lock) with
+/// (root context id, queue id) when an item is enqueued on a queue a root
+/// context of this VM registered last. It must only pass the event on.
 pub type QueueNotifier = std::sync::Arc<dyn Fn(u32, u32) + Send + Sync>;
 
 /// Says whether `proxy_http_call` may target a name: an upstream id known
@@ -199,12 +243,13 @@ pub struct LocalResponse {
     pub body: Vec<u8>,
 }
 
-/// What a headers hook returned (`proxy_action_t`).
+/// What a stream hook returned (`proxy_action_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// 0: go on with the next plugin / upstream.
     Continue,
-    /// Any other value: stop iteration (pausing is not supported yet).
+    /// Any other value: stop iteration until an [`Effect::Continue`] (or
+    /// keep buffering the body and call the body hook again).
     Pause,
 }
 

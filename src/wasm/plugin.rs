@@ -65,10 +65,10 @@ impl Engine {
         let mut linker = Linker::new(&wasmi);
         let mut probe = Store::new(
             &wasmi,
-            HostState::new(Arc::new(PluginInfo::new(
-                PluginSpec::default(),
-                AbiVersion::V0_2_1,
-            ))),
+            HostState::new(
+                Arc::new(PluginInfo::new(PluginSpec::default(), AbiVersion::V0_2_1)),
+                0,
+            ),
         );
         let mut host_types = HashMap::new();
         let mut funcs = HostFuncs {

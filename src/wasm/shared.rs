@@ -1,19 +1,26 @@
 //! Process-wide state shared by every plugin VM on every worker thread:
-//! the shared key-value store, shared queues and plugin metrics.
+//! the shared key-value store and shared queues (plugin metrics are in
+//! `metrics.rs`).
 //!
-//! Owns the three registries and their limits (total shared-data bytes,
-//! number of queues, items and bytes per queue, number of metrics, name
-//! lengths); each is a `static Mutex`
-//! held only for a map lookup or a copy, never across a call into a guest.
-//! A poisoned lock is recovered (nothing here panics while holding one).
-//! Values are opaque bytes; this module knows nothing about wasm or HTTP.
-//! Shared data and queues are one namespace for the whole process (Envoy
-//! scopes them per `vm_id`; tinygate has no VM ids, so `vm_id` is ignored).
+//! Owns both registries and their limits (total shared-data bytes, number
+//! of queues, items and bytes per queue, name lengths), and who is told
+//! about enqueues: each queue remembers the (VM, root context) pairs that
+//! registered it, and each VM its [`QueueNotifier`]. Each registry is a
+//! `static Mutex` held only for a map lookup or a copy, never across a call
+//! into a guest or a notifier. A poisoned lock is recovered (nothing here
+//! panics while holding one). Values are opaque bytes; this module knows
+//! nothing about wasm or HTTP.
+//!
+//! Shared data and queues are one namespace for the whole process. Envoy
+//! scopes them per `vm_id`; tinygate has no configurable VM ids, so
+//! `proxy_resolve_shared_queue` ignores its `vm_id` argument and resolves
+//! by name across all plugins (the TinyGo SDK passes an empty `vm_id`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
-use super::types::{MetricKind, Status};
+use super::types::Status;
+use super::QueueNotifier;
 
 /// Most bytes (keys plus values) the shared key-value store may hold.
 pub(crate) const MAX_SHARED_DATA_BYTES: usize = 64 << 20;
@@ -26,14 +33,6 @@ pub(crate) const MAX_QUEUES: usize = 1024;
 pub(crate) const MAX_QUEUE_ITEMS: usize = 10_000;
 /// Most bytes one shared queue may hold.
 pub(crate) const MAX_QUEUE_BYTES: usize = 16 << 20;
-/// Most metrics the process may define.
-pub(crate) const MAX_METRICS: usize = 10_000;
-/// Longest metric name accepted.
-pub(crate) const MAX_METRIC_NAME: usize = 256;
-
-/// Returned by `define_metric` when a metric cannot be defined: no metric
-/// has this id, so later calls with it are NOT_FOUND.
-pub(crate) const INVALID_METRIC_ID: u32 = 0;
 
 // ---- shared data -------------------------------------------------------
 
@@ -95,12 +94,19 @@ pub(crate) fn set_shared_data(key: &[u8], value: &[u8], cas: u32) -> Result<(), 
 struct Queues {
     ids: HashMap<Vec<u8>, u32>,
     queues: HashMap<u32, Queue>,
+    /// How to reach each VM that set a notifier, by VM uid.
+    notifiers: HashMap<u64, QueueNotifier>,
 }
 
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Vec<u8>>,
     bytes: usize,
+    /// `(vm uid, root context)` of every registration, oldest first. The
+    /// newest one with a notifier is told about each enqueue: the last
+    /// registrant wins, as in Envoy, and an earlier one takes over when its
+    /// VM goes away.
+    owners: Vec<(u64, u32)>,
 }
 
 static QUEUES: LazyLock<Mutex<Queues>> = LazyLock::new(Mutex::default);
@@ -130,17 +136,61 @@ pub(crate) fn resolve_queue(name: &[u8]) -> Result<u32, Status> {
     lock(&QUEUES).ids.get(name).copied().ok_or(Status::NotFound)
 }
 
-/// Appends `value` to queue `id`. A full queue (`MAX_QUEUE_ITEMS` or
+/// Records that root context `root` of VM `vm` registered queue `id`, so
+/// that enqueues notify it (a repeated registration moves to the end).
+pub(crate) fn set_queue_owner(id: u32, vm: u64, root: u32) {
+    if let Some(queue) = lock(&QUEUES).queues.get_mut(&id) {
+        queue.owners.retain(|&owner| owner != (vm, root));
+        queue.owners.push((vm, root));
+    }
+}
+
+/// Sets how VM `vm` is told about enqueues on the queues it registered.
+pub(crate) fn set_notifier(vm: u64, notify: QueueNotifier) {
+    lock(&QUEUES).notifiers.insert(vm, notify);
+}
+
+/// Forgets root context `root` of VM `vm` as a queue owner.
+pub(crate) fn forget_root(vm: u64, root: u32) {
+    for queue in lock(&QUEUES).queues.values_mut() {
+        queue.owners.retain(|&owner| owner != (vm, root));
+    }
+}
+
+/// Forgets VM `vm`: its notifier and every registration it made.
+pub(crate) fn forget_vm(vm: u64) {
+    let mut queues = lock(&QUEUES);
+    queues.notifiers.remove(&vm);
+    for queue in queues.queues.values_mut() {
+        queue.owners.retain(|&(owner, _)| owner != vm);
+    }
+}
+
+/// Appends `value` to queue `id`, then tells the queue's owner (see
+/// [`Queue::owners`]) outside the lock. A full queue (`MAX_QUEUE_ITEMS` or
 /// `MAX_QUEUE_BYTES`) drops the new item and returns `Ok(false)`: NOT_FOUND
 /// would tell the plugin the queue is gone.
 pub(crate) fn enqueue(id: u32, value: &[u8]) -> Result<bool, Status> {
-    let mut queues = lock(&QUEUES);
-    let queue = queues.queues.get_mut(&id).ok_or(Status::NotFound)?;
-    if queue.items.len() >= MAX_QUEUE_ITEMS || queue.bytes + value.len() > MAX_QUEUE_BYTES {
-        return Ok(false);
+    let notify = {
+        let mut queues = lock(&QUEUES);
+        let Queues {
+            queues, notifiers, ..
+        } = &mut *queues;
+        let queue = queues.get_mut(&id).ok_or(Status::NotFound)?;
+        if queue.items.len() >= MAX_QUEUE_ITEMS || queue.bytes + value.len() > MAX_QUEUE_BYTES {
+            return Ok(false);
+        }
+        queue.bytes += value.len();
+        queue.items.push_back(value.to_vec());
+        queue
+            .owners
+            .iter()
+            .rev()
+            .find_map(|(vm, root)| notifiers.get(vm).map(|n| (n.clone(), *root)))
+    };
+    if let Some((notify, root)) = notify {
+        notify(root, id);
     }
-    queue.bytes += value.len();
-    queue.items.push_back(value.to_vec());
     Ok(true)
 }
 
@@ -152,98 +202,6 @@ pub(crate) fn dequeue(id: u32) -> Result<Vec<u8>, Status> {
     let item = queue.items.pop_front().ok_or(Status::Empty)?;
     queue.bytes -= item.len();
     Ok(item)
-}
-
-// ---- metrics -----------------------------------------------------------
-
-#[allow(dead_code)] // `name` is read by `metrics_snapshot`, not wired to an exporter yet
-struct Metric {
-    name: String,
-    kind: MetricKind,
-    value: i64,
-}
-
-#[derive(Default)]
-struct Metrics {
-    ids: HashMap<(MetricKind, String), u32>,
-    list: Vec<Metric>,
-}
-
-static METRICS: LazyLock<Mutex<Metrics>> = LazyLock::new(Mutex::default);
-
-/// The stable id of metric `(kind, name)`, defined on first use; ids start
-/// at 1. A name too long, or a full registry, gives [`INVALID_METRIC_ID`].
-pub(crate) fn define_metric(kind: MetricKind, name: &str) -> u32 {
-    let mut metrics = lock(&METRICS);
-    if let Some(&id) = metrics.ids.get(&(kind, name.to_owned())) {
-        return id;
-    }
-    if name.len() > MAX_METRIC_NAME || metrics.list.len() >= MAX_METRICS {
-        return INVALID_METRIC_ID;
-    }
-    metrics.list.push(Metric {
-        name: name.to_owned(),
-        kind,
-        value: 0,
-    });
-    let id = u32::try_from(metrics.list.len()).unwrap_or(INVALID_METRIC_ID);
-    metrics.ids.insert((kind, name.to_owned()), id);
-    id
-}
-
-/// Counter/gauge: set to `value`. Histogram: record one sample (added to
-/// the sum the snapshot reports).
-pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), Status> {
-    let mut metrics = lock(&METRICS);
-    let metric = metric_mut(&mut metrics, id)?;
-    let value = i64::try_from(value).unwrap_or(i64::MAX);
-    metric.value = match metric.kind {
-        MetricKind::Counter | MetricKind::Gauge => value,
-        MetricKind::Histogram => metric.value.saturating_add(value),
-    };
-    Ok(())
-}
-
-/// Adds `delta`. A counter may not go down and a histogram cannot be
-/// incremented: both `BAD_ARGUMENT` (spec).
-pub(crate) fn increment_metric(id: u32, delta: i64) -> Result<(), Status> {
-    let mut metrics = lock(&METRICS);
-    let metric = metric_mut(&mut metrics, id)?;
-    match metric.kind {
-        MetricKind::Counter if delta < 0 => Err(Status::BadArgument),
-        MetricKind::Histogram => Err(Status::BadArgument),
-        MetricKind::Counter | MetricKind::Gauge => {
-            metric.value = metric.value.saturating_add(delta);
-            Ok(())
-        }
-    }
-}
-
-/// The value of a counter or gauge (a gauge's negative value as its
-/// two's-complement `u64`); a histogram is `BAD_ARGUMENT`.
-pub(crate) fn get_metric(id: u32) -> Result<u64, Status> {
-    let mut metrics = lock(&METRICS);
-    let metric = metric_mut(&mut metrics, id)?;
-    match metric.kind {
-        MetricKind::Histogram => Err(Status::BadArgument),
-        MetricKind::Counter | MetricKind::Gauge => Ok(metric.value as u64),
-    }
-}
-
-/// Every plugin metric: `(name, kind, value)`, in definition order, for
-/// export. A histogram's value is the sum of its recorded samples.
-#[allow(dead_code)] // for the metrics exporter, not wired yet
-pub fn metrics_snapshot() -> Vec<(String, MetricKind, i64)> {
-    lock(&METRICS)
-        .list
-        .iter()
-        .map(|m| (m.name.clone(), m.kind, m.value))
-        .collect()
-}
-
-fn metric_mut(metrics: &mut Metrics, id: u32) -> Result<&mut Metric, Status> {
-    let index = (id as usize).checked_sub(1).ok_or(Status::NotFound)?;
-    metrics.list.get_mut(index).ok_or(Status::NotFound)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -324,48 +282,5 @@ mod tests {
         assert_eq!(enqueue(u32::MAX, b"x"), Err(Status::NotFound));
         assert_eq!(enqueue(INVALID_QUEUE_ID, b"x"), Err(Status::NotFound));
         assert_eq!(dequeue(u32::MAX), Err(Status::NotFound));
-    }
-
-    #[test]
-    fn metrics_define_increment_record_get() {
-        let c = define_metric(MetricKind::Counter, "metrics_test_counter");
-        assert_ne!(c, INVALID_METRIC_ID);
-        assert_eq!(
-            define_metric(MetricKind::Counter, "metrics_test_counter"),
-            c,
-            "stable id"
-        );
-        let g = define_metric(MetricKind::Gauge, "metrics_test_counter");
-        assert_ne!(g, c, "same name, other type: another metric");
-        assert_eq!(increment_metric(c, 2), Ok(()));
-        assert_eq!(increment_metric(c, 3), Ok(()));
-        assert_eq!(increment_metric(c, -1), Err(Status::BadArgument));
-        assert_eq!(get_metric(c), Ok(5));
-        assert_eq!(increment_metric(g, -7), Ok(()));
-        assert_eq!(get_metric(g), Ok(-7i64 as u64));
-        assert_eq!(record_metric(g, 42), Ok(()));
-        assert_eq!(get_metric(g), Ok(42));
-        let h = define_metric(MetricKind::Histogram, "metrics_test_histogram");
-        assert_eq!(record_metric(h, 10), Ok(()));
-        assert_eq!(record_metric(h, 5), Ok(()));
-        assert_eq!(get_metric(h), Err(Status::BadArgument));
-        assert_eq!(get_metric(INVALID_METRIC_ID), Err(Status::NotFound));
-        assert_eq!(get_metric(u32::MAX), Err(Status::NotFound));
-        assert_eq!(increment_metric(u32::MAX, 1), Err(Status::NotFound));
-        let snapshot = metrics_snapshot();
-        let find = |name: &str, kind| {
-            snapshot
-                .iter()
-                .find(|m| m.0 == name && m.1 == kind)
-                .map(|m| m.2)
-        };
-        assert_eq!(find("metrics_test_counter", MetricKind::Counter), Some(5));
-        assert_eq!(find("metrics_test_counter", MetricKind::Gauge), Some(42));
-        assert_eq!(
-            find("metrics_test_histogram", MetricKind::Histogram),
-            Some(15)
-        );
-        let long = "x".repeat(MAX_METRIC_NAME + 1);
-        assert_eq!(define_metric(MetricKind::Counter, &long), INVALID_METRIC_ID);
     }
 }

@@ -1,16 +1,19 @@
-//! [`PluginVm`]: one live instance of a plugin, and every call the host makes
-//! into it, in the order of the spec's lifecycle (cpp-host's order):
-//! start functions, root contexts (`on_context_create`, `on_vm_start`,
-//! `on_configure`), HTTP contexts (`on_context_create`, the headers hooks,
-//! then `on_done`, `on_log`, `on_delete`).
+//! [`PluginVm`]: one live instance of a plugin, and the calls the host makes
+//! into it for start-up, root contexts and the life of an HTTP context, in
+//! the order of the spec's lifecycle (cpp-host's order): start functions,
+//! root contexts (`on_context_create`, `on_vm_start`, `on_configure`), HTTP
+//! contexts (`on_context_create`, the headers hooks, then `on_done`,
+//! `on_log`, `on_delete`). The stream callbacks that come after the headers
+//! (bodies, trailers, call responses, ticks, queues) are in `callbacks.rs`.
 //!
 //! Owns the wasmi `Store`, context ids, the per-key root contexts, refuelling
 //! before each call, lending the proxy's [`Exchange`] to host functions for
-//! the duration of a call, and turning traps into [`Fault`]s (after which
-//! the VM is broken for good). It must not know how the proxy routes
-//! requests or talks HTTP.
+//! the duration of a call (and recording whose it is), and turning traps
+//! into [`Fault`]s (after which the VM is broken for good). It must not know
+//! how the proxy routes requests or talks HTTP.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use wasmi::{Store, TrapCode, TypedFunc, WasmParams, WasmResults};
@@ -18,21 +21,51 @@ use wasmi::{Store, TrapCode, TypedFunc, WasmParams, WasmResults};
 use super::exports::{Exports, HeadersHook};
 use super::host::{ContextKind, Hook, HostState};
 use super::plugin::{Plugin, START_FUEL_FACTOR};
-use super::{Action, Exchange, Fault};
+use super::{shared, Action, Exchange, Fault};
 
 /// One instance of a plugin. Create one per plugin per worker thread and
 /// reuse it for every request; drop it and start a new one once
 /// [`PluginVm::is_broken`].
 pub struct PluginVm {
-    plugin: Arc<Plugin>,
-    store: Store<HostState>,
-    exports: Exports,
+    pub(super) plugin: Arc<Plugin>,
+    pub(super) store: Store<HostState>,
+    pub(super) exports: Exports,
     /// Root context id per `configure` key.
     roots: HashMap<u64, u32>,
     last_context_id: u32,
     broken: bool,
     /// Fuel the last call into the guest consumed (for tests and traces).
     last_fuel_used: u64,
+}
+
+/// What a call into the guest sees: the running hook, the context it starts
+/// as effective, and the context whose exchange is lent (`None`: the
+/// exchange passed along is a scratch one).
+#[derive(Clone, Copy)]
+pub(super) struct Lend {
+    pub(super) hook: Hook,
+    pub(super) context: u32,
+    pub(super) owner: Option<u32>,
+}
+
+impl Lend {
+    /// A callback of HTTP context `ctx` with that stream's exchange.
+    pub(super) fn stream(ctx: u32) -> Lend {
+        Lend {
+            hook: Hook::Stream,
+            context: ctx,
+            owner: Some(ctx),
+        }
+    }
+
+    /// A callback for `ctx` with no exchange of its own.
+    pub(super) fn bare(hook: Hook, ctx: u32) -> Lend {
+        Lend {
+            hook,
+            context: ctx,
+            owner: None,
+        }
+    }
 }
 
 impl PluginVm {
@@ -45,7 +78,13 @@ impl PluginVm {
     ///
     /// A [`Fault`] naming the start function that failed.
     pub fn start(plugin: Arc<Plugin>) -> Result<PluginVm, Fault> {
-        let mut store = Store::new(plugin.engine.wasmi(), HostState::new(plugin.info.clone()));
+        /// Names VMs in the process-wide shared-queue registry.
+        static NEXT_VM_UID: AtomicU64 = AtomicU64::new(1);
+        let uid = NEXT_VM_UID.fetch_add(1, Ordering::Relaxed);
+        let mut store = Store::new(
+            plugin.engine.wasmi(),
+            HostState::new(plugin.info.clone(), uid),
+        );
         store.limiter(|state| &mut state.limits);
         let start_fuel = plugin
             .info
@@ -91,8 +130,9 @@ impl PluginVm {
     /// # Errors
     ///
     /// A `false` from `proxy_on_vm_start` or `proxy_on_configure`, or a
-    /// trap. Failures are not cached: the root context is deleted and the
-    /// next call tries again with a new one.
+    /// trap. Failures are not cached: the root context is deleted (with its
+    /// tick period and queue registrations) and the next call tries again
+    /// with a new one.
     pub fn configure(&mut self, key: u64, conf: &[u8]) -> Result<u32, Fault> {
         self.check_usable("proxy_on_configure")?;
         if let Some(&root) = self.roots.get(&key) {
@@ -108,9 +148,12 @@ impl PluginVm {
                 if !self.broken {
                     // Let the plugin forget the root; a fault here breaks the
                     // VM, which the first fault already explains.
-                    let _ = self.delete_context(root, &mut Exchange::default());
+                    let _ = self.delete_root(root);
                 }
-                self.store.data_mut().contexts.remove(&root);
+                let state = self.store.data_mut();
+                state.contexts.remove(&root);
+                state.tick_periods.remove(&root);
+                shared::forget_root(state.vm_uid, root);
                 Err(fault)
             }
         }
@@ -126,19 +169,11 @@ impl PluginVm {
     pub fn create_http_context(&mut self, root: u32) -> Result<u32, Fault> {
         const HOOK: &str = "proxy_on_context_create";
         self.check_usable(HOOK)?;
-        if self.store.data().contexts.get(&root) != Some(&ContextKind::Root) {
-            return Err(self.fault_msg(HOOK, format!("unknown root context id {root}")));
-        }
+        self.check_root(HOOK, root)?;
         let ctx = self.new_context(ContextKind::Http { root });
         if let Some(f) = self.exports.on_context_create {
-            if let Err(fault) = self.call(
-                HOOK,
-                f,
-                (ctx, root),
-                Hook::Idle,
-                ctx,
-                &mut Exchange::default(),
-            ) {
+            let lend = Lend::bare(Hook::Idle, ctx);
+            if let Err(fault) = self.call(HOOK, f, (ctx, root), lend, &mut Exchange::default()) {
                 self.store.data_mut().contexts.remove(&ctx);
                 return Err(fault);
             }
@@ -159,7 +194,7 @@ impl PluginVm {
         exchange: &mut Exchange,
         end_of_stream: bool,
     ) -> Result<Action, Fault> {
-        let num_headers = exchange.request_headers.len();
+        let num_headers = len32(exchange.request_headers.len());
         let hook = self.exports.on_request_headers;
         self.headers_hook(
             "proxy_on_request_headers",
@@ -182,7 +217,7 @@ impl PluginVm {
         exchange: &mut Exchange,
         end_of_stream: bool,
     ) -> Result<Action, Fault> {
-        let num_headers = exchange.response_headers.len();
+        let num_headers = len32(exchange.response_headers.len());
         let hook = self.exports.on_response_headers;
         self.headers_hook(
             "proxy_on_response_headers",
@@ -194,25 +229,70 @@ impl PluginVm {
         )
     }
 
-    /// Ends an HTTP context: `proxy_on_done` (its result is ignored for
-    /// now), `proxy_on_log`, `proxy_on_delete`, each only if exported. The
-    /// context id is released even if one of them traps.
+    /// Ends an HTTP context: `proxy_on_done`, then, if it returned true (or
+    /// is not exported, or the plugin called `proxy_done` during it),
+    /// `proxy_on_log` and `proxy_on_delete`, and `Ok(true)`: the context is
+    /// gone.
+    ///
+    /// `Ok(false)` means the plugin is not done yet (it waits for something,
+    /// typically an HTTP call). The context stays alive, readable and
+    /// switchable-to, until the proxy calls [`PluginVm::complete`], which it
+    /// does after an [`super::Effect::Done`] for this context (the plugin's
+    /// `proxy_done`) or after a timeout of its own.
     ///
     /// # Errors
     ///
-    /// An unknown `ctx` (the VM stays usable), or a trap.
+    /// An unknown `ctx` or one already waiting (the VM stays usable), or a
+    /// trap (the context is released).
     pub fn finish(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<bool, Fault> {
         const HOOK: &str = "proxy_on_done";
         self.check_usable(HOOK)?;
-        if !matches!(
-            self.store.data().contexts.get(&ctx),
-            Some(ContextKind::Http { .. })
-        ) {
-            return Err(self.fault_msg(HOOK, format!("unknown HTTP context id {ctx}")));
+        self.check_stream(HOOK, ctx)?;
+        let done = match self.exports.on_done {
+            None => true,
+            Some(f) => {
+                self.store.data_mut().in_on_done = Some((ctx, false));
+                let result = self.call(HOOK, f, ctx, Lend::stream(ctx), exchange);
+                let called_done = self
+                    .store
+                    .data_mut()
+                    .in_on_done
+                    .take()
+                    .is_some_and(|(_, called)| called);
+                match result {
+                    Ok(done) => done != 0 || called_done,
+                    Err(fault) => {
+                        self.store.data_mut().contexts.remove(&ctx);
+                        return Err(fault);
+                    }
+                }
+            }
+        };
+        if !done {
+            self.store.data_mut().awaiting_done.insert(ctx, false);
+            return Ok(false);
         }
-        let result = self.delete_context(ctx, exchange);
-        self.store.data_mut().contexts.remove(&ctx);
-        result.map(|()| true)
+        self.delete_stream(ctx, exchange)?;
+        Ok(true)
+    }
+
+    /// Ends a context [`PluginVm::finish`] left waiting: `proxy_on_log`,
+    /// then `proxy_on_delete`. The context id is released even if one of
+    /// them traps.
+    ///
+    /// # Errors
+    ///
+    /// A `ctx` that is not waiting (the VM stays usable), or a trap.
+    pub fn complete(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<(), Fault> {
+        const HOOK: &str = "proxy_on_log";
+        self.check_usable(HOOK)?;
+        if self.store.data_mut().awaiting_done.remove(&ctx).is_none() {
+            return Err(self.fault_msg(
+                HOOK,
+                format!("HTTP context {ctx} is not waiting for proxy_done"),
+            ));
+        }
+        self.delete_stream(ctx, exchange)
     }
 
     /// True after any trap, fuel exhaustion or host-invariant failure: the
@@ -233,6 +313,103 @@ impl PluginVm {
         let start = (ptr as usize).min(bytes.len());
         let end = (ptr as usize + len as usize).min(bytes.len());
         bytes[start..end].to_vec()
+    }
+
+    /// Fuel consumed by the last call into the guest.
+    #[cfg(test)]
+    pub(crate) fn last_fuel_used(&self) -> u64 {
+        self.last_fuel_used
+    }
+
+    /// Calls `f` with a full fuel tank, `exchange` lent to host functions
+    /// as `lend` says; any error breaks the VM, and the effects the failed
+    /// call recorded are dropped (the proxy discards this VM and its
+    /// streams anyway).
+    pub(super) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: TypedFunc<P, R>,
+        params: P,
+        lend: Lend,
+        exchange: &mut Exchange,
+    ) -> Result<R, Fault> {
+        self.check_usable(name)?;
+        let fuel = self.plugin.info.spec.fuel_per_callback;
+        refuel(&mut self.store, fuel);
+        let state = self.store.data_mut();
+        let effects_before = state.effects.len();
+        state.hook = lend.hook;
+        state.effective_context = lend.context;
+        state.lent_to = lend.owner;
+        std::mem::swap(&mut state.exchange, exchange);
+        let result = f.call(&mut self.store, params);
+        self.note_fuel(name, fuel);
+        let state = self.store.data_mut();
+        std::mem::swap(&mut state.exchange, exchange);
+        state.hook = Hook::Idle;
+        state.effective_context = 0;
+        state.lent_to = None;
+        state.plugin_configuration = Vec::new();
+        result.map_err(|e| {
+            state.effects.truncate(effects_before);
+            self.broken = true;
+            fault(&self.plugin, name, &e)
+        })
+    }
+
+    pub(super) fn check_usable(&self, hook: &'static str) -> Result<(), Fault> {
+        if self.broken {
+            return Err(self.fault_msg(hook, "the VM is broken by an earlier fault".into()));
+        }
+        Ok(())
+    }
+
+    /// `root` must be a live root context.
+    pub(super) fn check_root(&self, hook: &'static str, root: u32) -> Result<(), Fault> {
+        if self.store.data().contexts.get(&root) != Some(&ContextKind::Root) {
+            return Err(self.fault_msg(hook, format!("unknown root context id {root}")));
+        }
+        Ok(())
+    }
+
+    /// `ctx` must be a live HTTP context that has not been finished.
+    pub(super) fn check_stream(&self, hook: &'static str, ctx: u32) -> Result<(), Fault> {
+        let state = self.store.data();
+        if !state.is_http(ctx) || state.awaiting_done.contains_key(&ctx) {
+            return Err(self.fault_msg(hook, format!("unknown HTTP context id {ctx}")));
+        }
+        Ok(())
+    }
+
+    /// Calls a stream callback returning `proxy_action_t`, if exported.
+    pub(super) fn action_hook<P: WasmParams>(
+        &mut self,
+        name: &'static str,
+        f: Option<TypedFunc<P, u32>>,
+        ctx: u32,
+        params: P,
+        exchange: &mut Exchange,
+    ) -> Result<Action, Fault> {
+        self.check_usable(name)?;
+        self.check_stream(name, ctx)?;
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        let action = self.call(name, f, params, Lend::stream(ctx), exchange)?;
+        // cpp-host treats any value but CONTINUE as stopping iteration.
+        Ok(if action == 0 {
+            Action::Continue
+        } else {
+            Action::Pause
+        })
+    }
+
+    pub(super) fn fault_msg(&self, hook: &'static str, reason: String) -> Fault {
+        Fault {
+            plugin: self.plugin.name().to_owned(),
+            hook,
+            reason,
+        }
     }
 
     fn run_start(&mut self, fuel: u64) -> Result<(), Fault> {
@@ -275,26 +452,13 @@ impl PluginVm {
         let exports = self.exports;
         let mut scratch = Exchange::default();
         if let Some(f) = exports.on_context_create {
-            self.call(
-                "proxy_on_context_create",
-                f,
-                (root, 0),
-                Hook::Idle,
-                root,
-                &mut scratch,
-            )?;
+            let lend = Lend::bare(Hook::Idle, root);
+            self.call("proxy_on_context_create", f, (root, 0), lend, &mut scratch)?;
         }
         if let Some(f) = exports.on_vm_start {
             let size = len32(self.plugin.info.spec.vm_config.len());
-            if self.call(
-                "proxy_on_vm_start",
-                f,
-                (root, size),
-                Hook::VmStart,
-                root,
-                &mut scratch,
-            )? == 0
-            {
+            let lend = Lend::bare(Hook::VmStart, root);
+            if self.call("proxy_on_vm_start", f, (root, size), lend, &mut scratch)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_vm_start",
                     "returned false: the plugin rejected its VM configuration".into(),
@@ -303,15 +467,9 @@ impl PluginVm {
         }
         if let Some(f) = exports.on_configure {
             self.store.data_mut().plugin_configuration = conf.to_vec();
-            if self.call(
-                "proxy_on_configure",
-                f,
-                (root, len32(conf.len())),
-                Hook::Configure,
-                root,
-                &mut scratch,
-            )? == 0
-            {
+            let lend = Lend::bare(Hook::Configure, root);
+            let size = len32(conf.len());
+            if self.call("proxy_on_configure", f, (root, size), lend, &mut scratch)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_configure",
                     "returned false: the plugin rejected its configuration".into(),
@@ -326,101 +484,70 @@ impl PluginVm {
         name: &'static str,
         hook: Option<HeadersHook>,
         ctx: u32,
-        num_headers: usize,
+        num_headers: u32,
         exchange: &mut Exchange,
         end_of_stream: bool,
     ) -> Result<Action, Fault> {
-        self.check_usable(name)?;
-        if !matches!(
-            self.store.data().contexts.get(&ctx),
-            Some(ContextKind::Http { .. })
-        ) {
-            return Err(self.fault_msg(name, format!("unknown HTTP context id {ctx}")));
-        }
-        let num_headers = len32(num_headers);
-        let action = match hook {
-            None => return Ok(Action::Continue),
+        match hook {
             Some(HeadersHook::V1(f)) => {
-                self.call(name, f, (ctx, num_headers), Hook::Http, ctx, exchange)?
+                self.action_hook(name, Some(f), ctx, (ctx, num_headers), exchange)
             }
-            Some(HeadersHook::V2(f)) => self.call(
-                name,
-                f,
-                (ctx, num_headers, u32::from(end_of_stream)),
-                Hook::Http,
-                ctx,
-                exchange,
-            )?,
-        };
-        Ok(if action == 0 {
-            Action::Continue
-        } else {
-            Action::Pause
-        })
+            Some(HeadersHook::V2(f)) => {
+                let params = (ctx, num_headers, u32::from(end_of_stream));
+                self.action_hook(name, Some(f), ctx, params, exchange)
+            }
+            None => self.action_hook::<()>(name, None, ctx, (), exchange),
+        }
     }
 
-    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` for `ctx`.
-    fn delete_context(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<(), Fault> {
+    /// `proxy_on_log`, `proxy_on_delete` for HTTP context `ctx`, which is
+    /// released whatever happens.
+    fn delete_stream(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<(), Fault> {
         let exports = self.exports;
+        let mut result = Ok(());
+        if let Some(f) = exports.on_log {
+            result = self.call("proxy_on_log", f, ctx, Lend::stream(ctx), exchange);
+        }
+        if let (Ok(()), Some(f)) = (&result, exports.on_delete) {
+            result = self.call("proxy_on_delete", f, ctx, Lend::stream(ctx), exchange);
+        }
+        self.store.data_mut().contexts.remove(&ctx);
+        result
+    }
+
+    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` for a root context
+    /// whose configuration failed (cpp-host deletes roots the same way).
+    fn delete_root(&mut self, root: u32) -> Result<(), Fault> {
+        let exports = self.exports;
+        let mut scratch = Exchange::default();
         if let Some(f) = exports.on_done {
-            self.call("proxy_on_done", f, ctx, Hook::Http, ctx, exchange)?;
+            self.call(
+                "proxy_on_done",
+                f,
+                root,
+                Lend::bare(Hook::Root, root),
+                &mut scratch,
+            )?;
         }
         if let Some(f) = exports.on_log {
-            self.call("proxy_on_log", f, ctx, Hook::Http, ctx, exchange)?;
+            self.call(
+                "proxy_on_log",
+                f,
+                root,
+                Lend::bare(Hook::Root, root),
+                &mut scratch,
+            )?;
         }
         if let Some(f) = exports.on_delete {
-            self.call("proxy_on_delete", f, ctx, Hook::Http, ctx, exchange)?;
+            let lend = Lend::bare(Hook::Root, root);
+            self.call("proxy_on_delete", f, root, lend, &mut scratch)?;
         }
         Ok(())
-    }
-
-    /// Calls `f` with a full fuel tank, `exchange` lent to host functions
-    /// and `hook`/`ctx` recorded for them; any error breaks the VM.
-    fn call<P: WasmParams, R: WasmResults>(
-        &mut self,
-        name: &'static str,
-        f: TypedFunc<P, R>,
-        params: P,
-        hook: Hook,
-        ctx: u32,
-        exchange: &mut Exchange,
-    ) -> Result<R, Fault> {
-        self.check_usable(name)?;
-        let fuel = self.plugin.info.spec.fuel_per_callback;
-        refuel(&mut self.store, fuel);
-        let state = self.store.data_mut();
-        state.hook = hook;
-        state.active_context = ctx;
-        std::mem::swap(&mut state.exchange, exchange);
-        let result = f.call(&mut self.store, params);
-        self.note_fuel(name, fuel);
-        let state = self.store.data_mut();
-        std::mem::swap(&mut state.exchange, exchange);
-        state.hook = Hook::Idle;
-        state.active_context = 0;
-        state.plugin_configuration = Vec::new();
-        result.map_err(|e| {
-            self.broken = true;
-            fault(&self.plugin, name, &e)
-        })
     }
 
     fn note_fuel(&mut self, hook: &str, budget: u64) {
         self.last_fuel_used = budget.saturating_sub(self.store.get_fuel().unwrap_or(0));
         log::trace!(target: self.store.data().log_target(), "{hook} used {} fuel", self.last_fuel_used);
-    }
-
-    /// Fuel consumed by the last call into the guest.
-    #[cfg(test)]
-    pub(crate) fn last_fuel_used(&self) -> u64 {
-        self.last_fuel_used
-    }
-
-    fn check_usable(&self, hook: &'static str) -> Result<(), Fault> {
-        if self.broken {
-            return Err(self.fault_msg(hook, "the VM is broken by an earlier fault".into()));
-        }
-        Ok(())
     }
 
     /// A fresh context id (never 0, never one in use) registered as `kind`.
@@ -435,13 +562,14 @@ impl PluginVm {
             }
         }
     }
+}
 
-    fn fault_msg(&self, hook: &'static str, reason: String) -> Fault {
-        Fault {
-            plugin: self.plugin.name().to_owned(),
-            hook,
-            reason,
-        }
+impl Drop for PluginVm {
+    /// Takes this VM's queue registrations and notifier out of the
+    /// process-wide registry, so enqueues stop notifying a dead VM (an
+    /// earlier registrant of the queue, if any, is notified instead).
+    fn drop(&mut self) {
+        shared::forget_vm(self.store.data().vm_uid);
     }
 }
 
@@ -470,6 +598,6 @@ fn fault(plugin: &Plugin, hook: &'static str, e: &wasmi::Error) -> Fault {
 
 /// A length as the `u32` the ABI passes (saturating: nothing the proxy
 /// hands a plugin comes near 4 GiB).
-fn len32(len: usize) -> u32 {
+pub(super) fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }

@@ -351,7 +351,7 @@ fn fd_write(
         } else {
             ""
         };
-        log::log!(target: state.log_target(), level, "[{}] {}{cut}", state.active_context, String::from_utf8_lossy(text));
+        log::log!(target: state.log_target(), level, "[{}] {}{cut}", state.effective_context, String::from_utf8_lossy(text));
     }
     Ok(memory::write_u32(caller, ret_nwritten_ptr, nwritten)?)
 }

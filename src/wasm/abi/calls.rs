@@ -1,17 +1,42 @@
 //! Outgoing calls: `proxy_http_call`, `proxy_grpc_*`,
 //! `proxy_call_foreign_function`.
 //!
-//! None is supported yet. Each checks its pointers (INVALID_MEMORY_ACCESS,
-//! as the spec asks) and then fails with a status the Rust SDK accepts
-//! without panicking: INTERNAL_FAILURE for starting a call, NOT_FOUND for an
-//! id that cannot exist or an unknown foreign function. The first attempt
-//! per VM is logged at warn so operators learn why a plugin misbehaves.
+//! `proxy_http_call` validates the request as Envoy does and hands it to
+//! the proxy as an [`Effect::HttpCall`]: the target must be an upstream id
+//! the proxy knows (its `CallTargets`) or a `host:port` with a numeric
+//! port, and the headers must carry `:method`, `:path` and `:authority`
+//! (proxy-wasm-rust-sdk#172); anything else, including a malformed or
+//! unsafe header map, is BAD_ARGUMENT, which the SDKs report to the plugin.
+//! The call id is unique per VM; the call belongs to the effective context
+//! and is answered on its root (cpp-host). Each rejection is explained at
+//! warn once per VM.
+//!
+//! gRPC is not supported: it needs HTTP/2, which tinygate does not speak
+//! upstream. Those calls check their pointers (INVALID_MEMORY_ACCESS) and
+//! fail with statuses the Rust SDK accepts: INTERNAL_FAILURE to start one,
+//! NOT_FOUND for an id. `proxy_call_foreign_function` knows no function, so
+//! every name is NOT_FOUND (Envoy's answer for an unknown name).
+
+use std::time::Duration;
 
 use wasmi::Caller;
 
+use super::headers::valid_field;
+use crate::headers::HeaderMap;
 use crate::wasm::host::{HostResult, HostState};
 use crate::wasm::memory;
+use crate::wasm::pairs::{self, MAX_PAIRS_BYTES};
 use crate::wasm::types::Status;
+use crate::wasm::{Effect, HttpCall};
+
+/// Longest `proxy_http_call` target (an upstream id or `host:port`).
+const MAX_TARGET: u32 = 1024;
+
+/// Largest `proxy_http_call` request body.
+pub(crate) const MAX_CALL_BODY: u32 = 16 << 20;
+
+/// Most HTTP calls one VM may have in flight.
+pub(crate) const MAX_PENDING_CALLS: usize = 1024;
 
 #[allow(clippy::too_many_arguments)] // the ABI's signature
 pub(super) fn proxy_http_call(
@@ -24,7 +49,7 @@ pub(super) fn proxy_http_call(
     body_size: u32,
     trailers_ptr: u32,
     trailers_size: u32,
-    _timeout_ms: u32,
+    timeout_ms: u32,
     ret_call_id_ptr: u32,
 ) -> HostResult {
     memory::check(
@@ -37,7 +62,96 @@ pub(super) fn proxy_http_call(
             (ret_call_id_ptr, 4),
         ],
     )?;
-    unsupported(caller, "proxy_http_call", Status::InternalFailure)
+    let context = caller.data().effective_context;
+    let Some(root) = caller.data().root_of(context) else {
+        return reject(
+            caller,
+            "http_call: no context",
+            "proxy_http_call outside any context",
+        );
+    };
+    if upstream_size > MAX_TARGET
+        || headers_size as usize > MAX_PAIRS_BYTES
+        || trailers_size as usize > MAX_PAIRS_BYTES
+        || body_size > MAX_CALL_BODY
+    {
+        return reject(
+            caller,
+            "http_call: size",
+            "proxy_http_call: target, headers, body or trailers too large",
+        );
+    }
+    let target = memory::read(caller, upstream_ptr, upstream_size)?;
+    let headers = memory::read(caller, headers_ptr, headers_size)?;
+    let body = memory::read(caller, body_ptr, body_size)?;
+    let trailers = memory::read(caller, trailers_ptr, trailers_size)?;
+    let Ok(target) = String::from_utf8(target) else {
+        return reject(
+            caller,
+            "http_call: target",
+            "proxy_http_call: the target is not UTF-8",
+        );
+    };
+    let (Ok(headers), Ok(trailers)) = (pairs::parse(&headers), pairs::parse(&trailers)) else {
+        return reject(
+            caller,
+            "http_call: pairs",
+            "proxy_http_call: malformed header or trailer map",
+        );
+    };
+    if let Some((name, _)) = headers
+        .iter()
+        .chain(&trailers)
+        .find(|(n, v)| !valid_field(n, v))
+    {
+        let msg = format!(
+            "proxy_http_call: invalid header {:?}",
+            String::from_utf8_lossy(name)
+        );
+        return reject(caller, "http_call: field", msg);
+    }
+    let mut header_map = HeaderMap::with_capacity(headers.len());
+    header_map.set_all(headers);
+    let mut trailer_map = HeaderMap::new();
+    trailer_map.set_all(trailers);
+    if let Some(missing) = [":method", ":path", ":authority"]
+        .into_iter()
+        .find(|name| header_map.get(name.as_bytes()).is_none_or(<[u8]>::is_empty))
+    {
+        let msg = format!("proxy_http_call: the request has no {missing} header");
+        return reject(caller, "http_call: pseudo", msg);
+    }
+    let known = caller
+        .data()
+        .call_targets
+        .as_ref()
+        .is_some_and(|known| known(&target));
+    if !known && !is_host_port(&target) {
+        let msg = format!("proxy_http_call: {target:?} is neither a known upstream nor host:port");
+        return reject(caller, "http_call: target", msg);
+    }
+    if caller.data().pending_calls.len() >= MAX_PENDING_CALLS {
+        caller.data_mut().warn_once(
+            "http_call: pending",
+            format_args!("proxy_http_call: {MAX_PENDING_CALLS} calls already in flight"),
+        );
+        return Err(Status::InternalFailure.into());
+    }
+    let call_id = next_call_id(caller.data_mut());
+    memory::write_u32(caller, ret_call_id_ptr, call_id)?;
+    let state = caller.data_mut();
+    state.pending_calls.insert(call_id, (root, context));
+    state.effects.push(Effect::HttpCall(HttpCall {
+        call_id,
+        root,
+        context,
+        target,
+        headers: header_map,
+        body,
+        trailers: trailer_map,
+        timeout: Duration::from_millis(u64::from(timeout_ms)),
+    }));
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)] // the ABI's signature
@@ -142,6 +256,44 @@ pub(super) fn proxy_call_foreign_function(
     Err(Status::NotFound.into())
 }
 
+/// True for `host:port` with a non-empty host (an IPv6 literal in
+/// brackets) and a numeric port in 1..=65535.
+fn is_host_port(target: &str) -> bool {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = !host.is_empty()
+        && !host
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b"/?#@".contains(&b))
+        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+    port_ok && host_ok
+}
+
+/// A call id not in flight, never 0.
+fn next_call_id(state: &mut HostState) -> u32 {
+    loop {
+        state.last_call_id = state.last_call_id.wrapping_add(1);
+        let id = state.last_call_id;
+        if id != 0 && !state.pending_calls.contains_key(&id) {
+            return id;
+        }
+    }
+}
+
+/// Refuses a call with BAD_ARGUMENT, explaining why once per VM and `key`.
+fn reject(
+    caller: &mut Caller<'_, HostState>,
+    key: &'static str,
+    why: impl std::fmt::Display,
+) -> HostResult {
+    caller.data_mut().warn_once(key, why);
+    Err(Status::BadArgument.into())
+}
+
 fn unsupported(
     caller: &mut Caller<'_, HostState>,
     call: &'static str,
@@ -149,7 +301,34 @@ fn unsupported(
 ) -> HostResult {
     let state = caller.data_mut();
     if state.warned.insert(call) {
-        log::warn!(target: state.log_target(), "[{}] {call} is not supported yet; answering {status:?}", state.active_context);
+        log::warn!(target: state.log_target(), "[{}] {call} is not supported yet; answering {status:?}", state.effective_context);
     }
     Err(status.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_host_port;
+
+    #[test]
+    fn host_port_targets() {
+        for ok in ["127.0.0.1:8080", "auth.internal:80", "[::1]:443", "a:65535"] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "auth",
+            "auth:",
+            ":80",
+            "a:0",
+            "a:65536",
+            "a:+80",
+            "a:8o",
+            "::1:80",
+            "a b:80",
+            "http://a:80",
+            "a/b:80",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
 }

@@ -1,10 +1,16 @@
 //! HTTP fields: `proxy_get_header_map_size`, `_pairs`, `proxy_set_header_map_pairs`,
 //! and `proxy_{get,add,replace,remove}_header_map_value`.
 //!
-//! `HTTP_REQUEST_HEADERS` and `HTTP_RESPONSE_HEADERS` are the lent
-//! [`crate::wasm::Exchange`]'s maps, pseudo-headers included; every other map
-//! type reads as empty (`NOT_FOUND` for a single value) and ignores writes
-//! with `OK`, the statuses the Rust SDK accepts.
+//! The request and response headers and trailers (map types 0-3) are the
+//! lent [`crate::wasm::Exchange`]'s maps, pseudo-headers included, while the
+//! effective context is the HTTP context whose exchange is lent (so also
+//! after `proxy_set_effective_context` back to it from a call response).
+//! `HTTP_CALL_RESPONSE_HEADERS` and `_TRAILERS` (6, 7) are the call's
+//! response during `proxy_on_http_call_response`, read-only. Any other map,
+//! or a stream map of a context whose exchange is not lent (Envoy's root
+//! context has none either), reads as empty (`NOT_FOUND` for a single
+//! value), and writes to it are dropped with a warning and answered `OK`:
+//! the statuses the Rust SDK accepts.
 //!
 //! Names and values written by plugins are checked here, because they go
 //! back on the wire: a name must be an RFC 9110 token (optionally after one
@@ -21,7 +27,7 @@
 use wasmi::Caller;
 
 use crate::headers::HeaderMap;
-use crate::wasm::host::{HostResult, HostState};
+use crate::wasm::host::{Hook, HostResult, HostState};
 use crate::wasm::memory;
 use crate::wasm::pairs::{self, MAX_PAIRS, MAX_PAIRS_BYTES};
 use crate::wasm::types::{AbiVersion, MapType, Status};
@@ -69,7 +75,7 @@ pub(super) fn proxy_set_header_map_pairs(
         warn_invalid(caller.data(), "set_header_map_pairs", name, value);
         return Ok(());
     }
-    if let Some(m) = map_mut(caller.data_mut(), map_type) {
+    if let Some(m) = writable(caller.data_mut(), map_type, "set_header_map_pairs") {
         m.set_all(new_pairs);
     }
     Ok(())
@@ -144,7 +150,7 @@ pub(super) fn proxy_remove_header_map_value(
 ) -> HostResult {
     let map_type = MapType::try_from(map_type)?;
     let key = read_bounded(caller, key_ptr, key_size)?;
-    if let Some(m) = map_mut(caller.data_mut(), map_type) {
+    if let Some(m) = writable(caller.data_mut(), map_type, "remove_header_map_value") {
         m.remove(&key);
     }
     Ok(())
@@ -170,7 +176,7 @@ pub(super) fn warn_invalid(state: &HostState, call: &str, name: &[u8], value: &[
     log::warn!(
         target: state.log_target(),
         "[{}] proxy_{call}: ignored invalid header {:?}: {:?}",
-        state.active_context,
+        state.effective_context,
         String::from_utf8_lossy(name),
         String::from_utf8_lossy(value),
     );
@@ -190,7 +196,7 @@ fn edit(
     key_size: u32,
     value_ptr: u32,
     value_size: u32,
-    call: &str,
+    call: &'static str,
     op: fn(&mut HeaderMap, &[u8], &[u8]),
 ) -> HostResult {
     let map_type = MapType::try_from(map_type)?;
@@ -201,12 +207,12 @@ fn edit(
         return Ok(());
     }
     let state = caller.data_mut();
-    let Some(m) = map_mut(state, map_type) else {
+    let Some(m) = writable(state, map_type, call) else {
         return Ok(());
     };
     let grown = pairs::serialized_size(m.iter()) + 8 + key.len() + value.len() + 2;
     if m.len() >= MAX_PAIRS || grown > MAX_PAIRS_BYTES {
-        let ctx = state.active_context;
+        let ctx = state.effective_context;
         log::warn!(target: state.log_target(), "[{ctx}] proxy_{call}: ignored, header map is full");
         return Ok(());
     }
@@ -224,20 +230,56 @@ fn read_bounded(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> HostR
     memory::read(caller, ptr, len)
 }
 
+/// The map `map_type` if the plugin may read it now (see the module doc).
 fn map(state: &HostState, map_type: MapType) -> Option<&HeaderMap> {
-    match map_type {
-        MapType::HttpRequestHeaders => Some(&state.exchange.request_headers),
-        MapType::HttpResponseHeaders => Some(&state.exchange.response_headers),
-        _ => None,
+    match (map_type, state.hook) {
+        (MapType::HttpCallResponseHeaders, Hook::CallResponse) => {
+            state.exchange.call_response.as_ref().map(|r| &r.headers)
+        }
+        (MapType::HttpCallResponseTrailers, Hook::CallResponse) => {
+            state.exchange.call_response.as_ref().map(|r| &r.trailers)
+        }
+        _ => {
+            let exchange = state.stream_exchange()?;
+            match map_type {
+                MapType::HttpRequestHeaders => Some(&exchange.request_headers),
+                MapType::HttpRequestTrailers => Some(&exchange.request_trailers),
+                MapType::HttpResponseHeaders => Some(&exchange.response_headers),
+                MapType::HttpResponseTrailers => Some(&exchange.response_trailers),
+                _ => None,
+            }
+        }
     }
 }
 
-fn map_mut(state: &mut HostState, map_type: MapType) -> Option<&mut HeaderMap> {
-    match map_type {
-        MapType::HttpRequestHeaders => Some(&mut state.exchange.request_headers),
-        MapType::HttpResponseHeaders => Some(&mut state.exchange.response_headers),
-        _ => None,
+/// The map `map_type` if the plugin may edit it now; otherwise `None`,
+/// after warning (once per VM and call) that the write of `call` is dropped.
+fn writable<'a>(
+    state: &'a mut HostState,
+    map_type: MapType,
+    call: &'static str,
+) -> Option<&'a mut HeaderMap> {
+    let stream = matches!(
+        map_type,
+        MapType::HttpRequestHeaders
+            | MapType::HttpRequestTrailers
+            | MapType::HttpResponseHeaders
+            | MapType::HttpResponseTrailers
+    );
+    if !stream || state.stream_exchange().is_none() {
+        state.warn_once(
+            call,
+            format_args!("proxy_{call}: {map_type:?} is not writable here; write ignored"),
+        );
+        return None;
     }
+    let exchange = state.stream_exchange_mut()?;
+    Some(match map_type {
+        MapType::HttpRequestHeaders => &mut exchange.request_headers,
+        MapType::HttpRequestTrailers => &mut exchange.request_trailers,
+        MapType::HttpResponseHeaders => &mut exchange.response_headers,
+        _ => &mut exchange.response_trailers,
+    })
 }
 
 #[cfg(test)]

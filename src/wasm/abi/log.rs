@@ -41,7 +41,7 @@ pub(super) fn proxy_log(
         target: state.log_target(),
         level,
         "[{}] {}{cut}",
-        state.active_context,
+        state.effective_context,
         String::from_utf8_lossy(&bytes)
     );
     Ok(())

@@ -1,17 +1,20 @@
-//! Shared data, shared queues and metrics: the `env` side of
-//! [`crate::wasm::shared`]'s process-wide registries.
+//! Shared data, shared queues and metrics: the `env` side of the
+//! process-wide registries in [`crate::wasm::shared`] and
+//! [`crate::wasm::metrics`].
 //!
 //! Each function checks and copies its guest memory, then calls the
 //! registry; statuses are the ones the Rust SDK accepts for each call (see
-//! the spec table). `proxy_on_queue_ready` is not delivered yet: plugins
-//! must poll with `proxy_dequeue_shared_queue`.
+//! the spec table). Registering a queue records the effective context's
+//! root as its owner, to be told about enqueues through the VM's
+//! `QueueNotifier` (`proxy_on_queue_ready`). `proxy_resolve_shared_queue`
+//! ignores `vm_id`: one namespace for the whole process (see `shared.rs`).
 
 use wasmi::Caller;
 
 use crate::wasm::host::{HostResult, HostState};
 use crate::wasm::memory;
-use crate::wasm::shared;
 use crate::wasm::types::{MetricKind, Status};
+use crate::wasm::{metrics, shared};
 
 /// Longest shared-data key or queue name stored. Setting a longer key is a
 /// CAS mismatch and registering a longer queue name yields
@@ -39,7 +42,7 @@ pub(super) fn proxy_set_shared_data(
         Err(shared::SetError::Full) => {
             // CAS_MISMATCH is the only failure the Rust SDK accepts here.
             let state = caller.data();
-            log::warn!(target: state.log_target(), "[{}] proxy_set_shared_data: shared data is full", state.active_context);
+            log::warn!(target: state.log_target(), "[{}] proxy_set_shared_data: shared data is full", state.effective_context);
             Err(Status::CasMismatch.into())
         }
     }
@@ -81,9 +84,11 @@ pub(super) fn proxy_register_shared_queue(
         let name = memory::read(caller, name_ptr, name_size)?;
         shared::register_queue(&name)
     };
+    let state = caller.data();
     if id == shared::INVALID_QUEUE_ID {
-        let state = caller.data();
-        log::warn!(target: state.log_target(), "[{}] proxy_register_shared_queue: name too long or too many queues", state.active_context);
+        log::warn!(target: state.log_target(), "[{}] proxy_register_shared_queue: name too long or too many queues", state.effective_context);
+    } else if let Some(root) = state.root_of(state.effective_context) {
+        shared::set_queue_owner(id, state.vm_uid, root);
     }
     Ok(memory::write_u32(caller, ret_id_ptr, id)?)
 }
@@ -119,7 +124,7 @@ pub(super) fn proxy_enqueue_shared_queue(
     let value = memory::read(caller, value_ptr, value_size)?;
     if !shared::enqueue(queue_id, &value)? {
         let state = caller.data();
-        log::warn!(target: state.log_target(), "[{}] shared queue {queue_id} is full; item dropped", state.active_context);
+        log::warn!(target: state.log_target(), "[{}] shared queue {queue_id} is full; item dropped", state.effective_context);
     }
     Ok(())
 }
@@ -148,12 +153,12 @@ pub(super) fn proxy_define_metric(
     let name = memory::read(
         caller,
         name_ptr,
-        name_size.min(shared::MAX_METRIC_NAME as u32 + 1),
+        name_size.min(metrics::MAX_METRIC_NAME as u32 + 1),
     )?;
-    let id = shared::define_metric(kind, &String::from_utf8_lossy(&name));
-    if id == shared::INVALID_METRIC_ID {
+    let id = metrics::define_metric(kind, &String::from_utf8_lossy(&name));
+    if id == metrics::INVALID_METRIC_ID {
         let state = caller.data();
-        log::warn!(target: state.log_target(), "[{}] proxy_define_metric: name too long or too many metrics", state.active_context);
+        log::warn!(target: state.log_target(), "[{}] proxy_define_metric: name too long or too many metrics", state.effective_context);
     }
     Ok(memory::write_u32(caller, ret_id_ptr, id)?)
 }
@@ -163,7 +168,7 @@ pub(super) fn proxy_record_metric(
     metric_id: u32,
     value: u64,
 ) -> HostResult {
-    Ok(shared::record_metric(metric_id, value)?)
+    Ok(metrics::record_metric(metric_id, value)?)
 }
 
 pub(super) fn proxy_increment_metric(
@@ -171,7 +176,7 @@ pub(super) fn proxy_increment_metric(
     metric_id: u32,
     delta: i64,
 ) -> HostResult {
-    Ok(shared::increment_metric(metric_id, delta)?)
+    Ok(metrics::increment_metric(metric_id, delta)?)
 }
 
 pub(super) fn proxy_get_metric(
@@ -180,6 +185,6 @@ pub(super) fn proxy_get_metric(
     ret_value_ptr: u32,
 ) -> HostResult {
     memory::check(caller, &[(ret_value_ptr, 8)])?;
-    let value = shared::get_metric(metric_id)?;
+    let value = metrics::get_metric(metric_id)?;
     Ok(memory::write_u64(caller, ret_value_ptr, value)?)
 }

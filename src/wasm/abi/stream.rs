@@ -3,22 +3,32 @@
 //! and 0.1.0's `proxy_continue_request`, `proxy_continue_response`,
 //! `proxy_clear_route_cache`.
 //!
-//! Pausing is not supported yet, so continue/close are accepted no-ops.
-//! `proxy_send_local_response` stores a [`LocalResponse`] in the lent
-//! exchange; the proxy then replies with it and ignores a later `Continue`
-//! (spec: a local response stops the filter chain). Only `OK` is accepted
-//! by the Rust SDK here, so bad input is sanitized rather than refused: an
-//! invalid status becomes 500, invalid header pairs are dropped, and an
-//! oversized body turns the reply into an empty 500.
+//! Continue and close act on the effective context and become
+//! [`Effect::Continue`] / [`Effect::Close`] for the proxy (one on a root
+//! context has no stream and is ignored; the L4 stream types are accepted
+//! no-ops). `proxy_send_local_response` stores a [`LocalResponse`] in the
+//! lent exchange when the effective context owns it, and becomes an
+//! [`Effect::LocalResponse`] for any other HTTP context (e.g. one switched
+//! to from a tick); the proxy then replies with it and ignores a later
+//! `Continue` (spec: a local response stops the filter chain). Only `OK` is
+//! accepted by the Rust SDK here, so bad input is sanitized rather than
+//! refused: an invalid status becomes 500, invalid header pairs are
+//! dropped, and an oversized body turns the reply into an empty 500.
+//!
+//! `proxy_get_status` reports how the HTTP call being delivered ended:
+//! code 0 and no message when it got a response, 14 (gRPC `UNAVAILABLE`)
+//! and "call failed" when it failed or timed out (the Rust SDK only needs
+//! OK and a UTF-8 message). Outside a call response it is 0 and empty.
 
 use wasmi::Caller;
 
 use super::headers::{valid_field, warn_invalid};
+use crate::wasm::host::Hook;
 use crate::wasm::host::{HostResult, HostState};
 use crate::wasm::memory;
 use crate::wasm::pairs::{self, MAX_PAIRS_BYTES};
 use crate::wasm::types::StreamType;
-use crate::wasm::LocalResponse;
+use crate::wasm::{Effect, LocalResponse};
 
 /// Largest local-reply body a plugin may send.
 pub(crate) const MAX_LOCAL_RESPONSE_BODY: u32 = 1 << 20;
@@ -26,35 +36,51 @@ pub(crate) const MAX_LOCAL_RESPONSE_BODY: u32 = 1 << 20;
 /// Most bytes of `status_code_details` kept.
 const MAX_DETAILS: u32 = 1024;
 
+/// gRPC `UNAVAILABLE`: what `proxy_get_status` reports for a failed call.
+const CALL_FAILED_CODE: u32 = 14;
+
 pub(super) fn proxy_continue_stream(
-    _caller: &mut Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     stream_type: u32,
 ) -> HostResult {
-    StreamType::try_from(stream_type)?;
-    Ok(())
+    match StreamType::try_from(stream_type)? {
+        StreamType::HttpRequest => stream_effect(caller, "continue_stream", continue_request),
+        StreamType::HttpResponse => stream_effect(caller, "continue_stream", continue_response),
+        StreamType::Downstream | StreamType::Upstream => Ok(()),
+    }
 }
 
 pub(super) fn proxy_close_stream(
-    _caller: &mut Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     stream_type: u32,
 ) -> HostResult {
-    StreamType::try_from(stream_type)?;
-    Ok(())
+    match StreamType::try_from(stream_type)? {
+        StreamType::HttpRequest => stream_effect(caller, "close_stream", |context| Effect::Close {
+            context,
+            response: false,
+        }),
+        StreamType::HttpResponse => {
+            stream_effect(caller, "close_stream", |context| Effect::Close {
+                context,
+                response: true,
+            })
+        }
+        StreamType::Downstream | StreamType::Upstream => Ok(()),
+    }
 }
 
-pub(super) fn proxy_continue_request(_caller: &mut Caller<'_, HostState>) -> HostResult {
-    Ok(())
+pub(super) fn proxy_continue_request(caller: &mut Caller<'_, HostState>) -> HostResult {
+    stream_effect(caller, "continue_request", continue_request)
 }
 
-pub(super) fn proxy_continue_response(_caller: &mut Caller<'_, HostState>) -> HostResult {
-    Ok(())
+pub(super) fn proxy_continue_response(caller: &mut Caller<'_, HostState>) -> HostResult {
+    stream_effect(caller, "continue_response", continue_response)
 }
 
 pub(super) fn proxy_clear_route_cache(_caller: &mut Caller<'_, HostState>) -> HostResult {
     Ok(())
 }
 
-/// No HTTP or gRPC call ever completes yet: code 0, empty message.
 pub(super) fn proxy_get_status(
     caller: &mut Caller<'_, HostState>,
     ret_code_ptr: u32,
@@ -62,8 +88,15 @@ pub(super) fn proxy_get_status(
     ret_msg_size_ptr: u32,
 ) -> HostResult {
     memory::check(caller, &[(ret_code_ptr, 4)])?;
-    memory::copy_out(caller, &[], ret_msg_ptr_ptr, ret_msg_size_ptr)?;
-    Ok(memory::write_u32(caller, ret_code_ptr, 0)?)
+    let state = caller.data();
+    let (code, message): (u32, &[u8]) =
+        if state.hook == Hook::CallResponse && state.exchange.call_response.is_none() {
+            (CALL_FAILED_CODE, b"call failed")
+        } else {
+            (0, b"")
+        };
+    memory::copy_out(caller, message, ret_msg_ptr_ptr, ret_msg_size_ptr)?;
+    Ok(memory::write_u32(caller, ret_code_ptr, code)?)
 }
 
 #[allow(clippy::too_many_arguments)] // the ABI's signature
@@ -132,15 +165,64 @@ pub(super) fn proxy_send_local_response(
             .map(|(name, value)| (name.to_ascii_lowercase(), value))
             .collect()
     };
-    caller.data_mut().exchange.local_response = Some(LocalResponse {
+    let response = LocalResponse {
         status,
         details,
         headers,
         body,
-    });
+    };
+    let state = caller.data_mut();
+    let ctx = state.effective_context;
+    if let Some(exchange) = state.stream_exchange_mut() {
+        exchange.local_response = Some(response);
+    } else if state.is_http(ctx) {
+        state.effects.push(Effect::LocalResponse {
+            context: ctx,
+            response,
+        });
+    } else {
+        state.warn_once(
+            "send_local_response",
+            "proxy_send_local_response outside an HTTP context: ignored",
+        );
+    }
+    Ok(())
+}
+
+fn continue_request(context: u32) -> Effect {
+    Effect::Continue {
+        context,
+        response: false,
+    }
+}
+
+fn continue_response(context: u32) -> Effect {
+    Effect::Continue {
+        context,
+        response: true,
+    }
+}
+
+/// Records the effect `make(context)` for the effective context if it is
+/// an HTTP context; a root context has no stream to act on.
+fn stream_effect(
+    caller: &mut Caller<'_, HostState>,
+    call: &'static str,
+    make: impl FnOnce(u32) -> Effect,
+) -> HostResult {
+    let state = caller.data_mut();
+    let ctx = state.effective_context;
+    if state.is_http(ctx) {
+        state.effects.push(make(ctx));
+    } else {
+        state.warn_once(
+            call,
+            format_args!("proxy_{call} without an HTTP context in effect: ignored"),
+        );
+    }
     Ok(())
 }
 
 fn warn(state: &HostState, what: &str) {
-    log::warn!(target: state.log_target(), "[{}] proxy_send_local_response: {what}", state.active_context);
+    log::warn!(target: state.log_target(), "[{}] proxy_send_local_response: {what}", state.effective_context);
 }

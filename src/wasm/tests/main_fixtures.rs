@@ -7,26 +7,29 @@ use std::sync::Arc;
 use super::*;
 use crate::wasm::{Action, Plugin, PluginVm};
 
-fn fixture(name: &str) -> PathBuf {
+pub(super) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(format!("{name}.wasm"))
 }
 
-fn load_fixture(name: &str, edit: impl FnOnce(&mut PluginSpec)) -> Result<Arc<Plugin>, LoadError> {
+pub(super) fn load_fixture(
+    name: &str,
+    edit: impl FnOnce(&mut PluginSpec),
+) -> Result<Arc<Plugin>, LoadError> {
     let mut spec = super::spec(fixture(name));
     spec.name = name.to_owned();
     edit(&mut spec);
     Plugin::load(&ENGINE, spec).map(Arc::new)
 }
 
-fn start_fixture(name: &str) -> PluginVm {
+pub(super) fn start_fixture(name: &str) -> PluginVm {
     let plugin = load_fixture(name, |_| {}).unwrap_or_else(|e| panic!("{e}"));
     PluginVm::start(plugin).unwrap_or_else(|f| panic!("{f}"))
 }
 
 /// Runs one full request through `vm` and returns the actions and exchange.
-fn request(
+pub(super) fn request(
     vm: &mut PluginVm,
     root: u32,
     mut ex: Exchange,
@@ -48,7 +51,7 @@ fn request(
     (req, resp, ex)
 }
 
-fn header(map: &crate::headers::HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header(map: &crate::headers::HeaderMap, name: &str) -> Option<String> {
     map.get(name.as_bytes())
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }

@@ -7,9 +7,13 @@
 //! (`$RET_PTR`, `$RET_SIZE`, `$RET_CAS`, `$RET_U64`), string constants from
 //! 1024, status slots from `SLOTS`, the allocator's heap from 40000.
 
+mod calls;
 mod host_calls;
 mod lifecycle;
 mod main_fixtures;
+mod properties;
+mod stream_fixtures;
+mod streams;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -302,4 +306,8 @@ fn public_types_are_send_and_sync_where_promised() {
     send_sync::<Arc<Plugin>>();
     send_sync::<LoadError>();
     send_sync::<super::Fault>();
+    send_sync::<super::Effect>();
+    send_sync::<super::HttpCall>();
+    fn send<T: Send>() {}
+    send::<PluginVm>();
 }
