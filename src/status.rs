@@ -7,15 +7,13 @@
 //! scrape sums every worker's stats and adds the plugins' own metrics.
 
 use crate::access_log::Record;
-use crate::http::{self, Head, ReadBuf};
+use crate::http::RequestHead;
+use crate::server::{spawn_side_server, SideReply};
 use crate::wasm::metrics_text;
-use smol::io::AsyncWriteExt;
-use smol::{Async, LocalExecutor};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::rc::Rc;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 /// APISIX's latency buckets, in milliseconds.
@@ -134,53 +132,24 @@ pub fn register() -> Arc<Mutex<Stats>> {
 /// # Errors
 /// When `addr` cannot be bound.
 pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("status listener on {addr}: {e}")))?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("status".into())
-        .spawn(move || {
-            let executor = Rc::new(LocalExecutor::new());
-            smol::block_on(executor.run(async {
-                let Ok(listener) = Async::new(listener) else {
-                    return;
-                };
-                while let Ok((stream, _)) = listener.accept().await {
-                    executor.spawn(serve(stream)).detach();
-                }
-            }));
-        })?;
-    Ok(bound)
+    spawn_side_server("status listener", addr, answer)
 }
 
-async fn serve(stream: Async<TcpStream>) {
-    let mut buf = ReadBuf::new();
-    while let Ok(Head::Complete(n)) = buf.read_head(&mut &stream, 16 * 1024).await {
-        let parsed = http::parse::parse_request_head(&buf.data()[..n]);
-        buf.consume(n);
-        let Ok(req) = parsed else { return };
-        let path = req.target.split('?').next().unwrap_or("");
-        let (status, content_type, body) = match (req.method.as_str(), path) {
-            ("GET", "/apisix/prometheus/metrics" | "/metrics") => {
-                (200, "text/plain; version=0.0.4", prometheus_text())
-            }
-            ("GET", "/status" | "/status/ready") => {
-                (200, "application/json", "{\"status\":\"ok\"}\n".into())
-            }
-            _ => (404, "text/plain", "not found\n".into()),
-        };
-        let mut out = Vec::with_capacity(body.len() + 128);
-        http::write_status_line(&mut out, status);
-        http::write_header(&mut out, b"content-type", content_type.as_bytes());
-        out.extend_from_slice(b"content-length: ");
-        http::push_decimal(&mut out, body.len() as u64);
-        out.extend_from_slice(b"\r\n\r\n");
-        if req.method != "HEAD" {
-            out.extend_from_slice(body.as_bytes());
+fn answer(req: &RequestHead) -> SideReply {
+    let path = req.target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (req.method.as_str(), path) {
+        ("GET" | "HEAD", "/apisix/prometheus/metrics" | "/metrics") => {
+            (200, "text/plain; version=0.0.4", prometheus_text())
         }
-        if (&stream).write_all(&out).await.is_err() || req.framing != http::Framing::Empty {
-            return;
+        ("GET" | "HEAD", "/status" | "/status/ready") => {
+            (200, "application/json", "{\"status\":\"ok\"}\n".into())
         }
+        _ => (404, "text/plain", "not found\n".into()),
+    };
+    SideReply {
+        status,
+        content_type,
+        body,
     }
 }
 
