@@ -299,32 +299,33 @@ median() {
 cmp() { awk "BEGIN { exit !($1) }"; }
 
 # CPU accounting, to tell whether other processes shared the machine during a
-# measurement: busy seconds of all CPUs, minus what our servers (every pid we
-# started, with children) and our reaped children (wrk, the RSS sampler) used.
-CLK_TCK=$(getconf CLK_TCK)
-machine_ticks() { # "busy total" over all CPUs
+# measurement: the CPU time that processes outside this script's process tree
+# used (kernel threads left out: loopback softirq work done by ksoftirqd is
+# caused by the benchmark itself). A process's time moves into its parent's
+# cutime/cstime when it is reaped, so short-lived compilers are counted too.
+total_ticks() { # all CPUs, all states
     local _cpu u n s i w irq sirq st _rest
     read -r _cpu u n s i w irq sirq st _rest </proc/stat
-    # irq and softirq time is charged to no process, so it is left out of busy.
-    echo "$((u + n + s + st)) $((u + n + s + i + w + irq + sirq + st))"
+    echo "$((u + n + s + i + w + irq + sirq + st))"
 }
-our_ticks() { # utime+stime of our live servers and their children
-    local sum=0 p f kids stat
-    local -a a
-    for p in "${PIDS[@]}"; do
-        kids=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
-        for f in $p $kids; do
-            stat=$(cat "/proc/$f/stat" 2>/dev/null) || continue
-            # Fields after "(comm) ": state ppid ... utime (11) stime (12).
-            read -r -a a <<<"${stat##*) }"
-            [[ ${#a[@]} -gt 12 ]] && sum=$((sum + a[11] + a[12]))
-        done
-    done
-    echo "$sum"
+proc_snapshot() { # "pid ppid utime+stime+cutime+cstime" of every user-space process
+    cat /proc/[0-9]*/stat 2>/dev/null |
+        awk '{ pid = $1; sub(/^.*\) /, ""); if (pid == 2 || $2 == 2) next; print pid, $2, $12 + $13 + $14 + $15 }'
 }
-children_seconds() { # user+sys of reaped children of this shell
-    times >"$TMP/times" # (in a pipe, `times` would report a subshell's)
-    awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } } END { printf "%.3f\n", s }' "$TMP/times"
+other_cpu_percent() { # $1 $2: snapshots, $3: ticks of the machine between them
+    awk -v root="$$" -v total="$3" '
+        FNR == NR { t0[$1] = $3; par[$1] = $2; next }
+        { t1[$1] = $3; par[$1] = $2 }
+        function ours(p, d) {
+            for (d = 0; d < 64 && p > 1; d++) { if (p == root) return 1; p = par[p] }
+            return 0
+        }
+        END {
+            for (p in t0) if (!ours(p)) x -= t0[p]
+            for (p in t1) if (!ours(p)) x += t1[p]
+            if (x < 0) x = 0
+            printf "%.1f", (total > 0 ? 100 * x / total : 0)
+        }' "$1" "$2"
 }
 
 WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" "-d${DURATION}s" --latency)
@@ -511,9 +512,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
         out="$TMP/res/$r.$round.wrk"
         flag="$TMP/res/sampling"
         : >"$flag"
-        read -r busy0 total0 <<<"$(machine_ticks)"
-        ours0=$(our_ticks)
-        kids0=$(children_seconds)
+        total0=$(total_ticks)
+        proc_snapshot >"$TMP/res/procs0"
         (
             max=0
             while [[ -e $flag ]]; do
@@ -529,13 +529,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         rm -f "$flag"
         wait "$sampler" || true
         forget "$sampler"
-        read -r busy1 total1 <<<"$(machine_ticks)"
-        ours1=$(our_ticks)
-        kids1=$(children_seconds)
+        proc_snapshot >"$TMP/res/procs1"
         # CPU of other processes, in % of the whole machine (all cores).
-        other=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v o="$((ours1 - ours0))" \
-            -v k0="$kids0" -v k1="$kids1" -v hz="$CLK_TCK" \
-            'BEGIN { x = (b - o) / hz - (k1 - k0); if (x < 0) x = 0; printf "%.1f", (t > 0 ? 100 * x * hz / t : 0) }')
+        other=$(other_cpu_percent "$TMP/res/procs0" "$TMP/res/procs1" "$(($(total_ticks) - total0))")
         read -r rps p50 p99 err <<<"$(parse_wrk "$out")"
         rss=$(cat "$TMP/res/$r.$round.rss")
         echo "$rps $p50 $p99 $err $rss $other" >"$TMP/res/$r.$round.res"

@@ -97,7 +97,7 @@ pub struct Chain<'w> {
     worker: &'w Worker,
     contexts: Vec<Context>,
     /// The route's id, for logs.
-    route: String,
+    route: Box<str>,
     /// Set once the response head went out: failures can no longer be
     /// skipped.
     response_started: bool,
@@ -122,7 +122,7 @@ impl<'w> Chain<'w> {
         let mut chain = Chain {
             worker,
             contexts: Vec::with_capacity(route.plugins.len()),
-            route: route.id.clone(),
+            route: route.id.as_str().into(),
             response_started: false,
             answered: false,
             hooks: StreamHooks::default(),
@@ -188,8 +188,18 @@ impl<'w> Chain<'w> {
 
     /// `proxy_on_response_headers` in every plugin, in order.
     pub async fn on_response_headers(&mut self, ex: &mut Exchange, end_of_stream: bool) -> Verdict {
-        self.response_headers_upto(self.contexts.len(), ex, end_of_stream)
+        match self
+            .response_headers_upto(self.contexts.len(), ex, end_of_stream)
             .await
+        {
+            // The local response replaces the upstream's: its status and
+            // headers go out, not the upstream's around its body.
+            Verdict::Respond(local) => {
+                ex.response_headers = local_response_headers(&local);
+                Verdict::Respond(local)
+            }
+            other => other,
+        }
     }
 
     /// `proxy_on_request_body` from plugin `from` on, with the body in

@@ -82,6 +82,25 @@ impl Gateway {
         })
     }
 
+    /// A gateway whose plugins (indexed like `config.main.plugins`) are
+    /// loaded already: `tinygate test` loads them itself, to report a
+    /// plugin that fails to load in its own file's terms.
+    pub fn with_plugins(config: Config, plugins: Vec<Arc<Plugin>>) -> Gateway {
+        let file_hashes = config
+            .main
+            .plugins
+            .iter()
+            .map(|s| file_hash(&s.file))
+            .collect();
+        let router = Router::new(&config.routes.routes);
+        Gateway {
+            config,
+            router,
+            plugins,
+            file_hashes,
+        }
+    }
+
     /// Starts each plugin once and runs `proxy_on_vm_start` and
     /// `proxy_on_configure` for every route's plugin conf, as `-t` does.
     ///

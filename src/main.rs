@@ -21,6 +21,7 @@ mod live;
 mod proxy;
 mod reply;
 mod router;
+mod runner;
 mod server;
 mod signals;
 mod status;
@@ -38,11 +39,13 @@ pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
 const USAGE: &str = "\
 usage: tinygate [-c CONFIG] [-t]
        tinygate etcd put [-c CONFIG] FILE
+       tinygate test [--format text|json|junit] FILE...
 
 Serves HTTP as configured by CONFIG (default conf/config.yaml) and the
 routes file next to it (apisix.yaml unless tinygate.routes_file says
 otherwise), or the routes in etcd with config_provider: etcd. `etcd put`
-loads an apisix.yaml into that etcd.
+loads an apisix.yaml into that etcd. `test` runs plugin test files
+(see tinygate test --help).
 
 options:
   -c, --config PATH   the config.yaml to use
@@ -68,6 +71,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("etcd") {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         return etcd::command(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("test") {
+        return runner::command(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("bench-plugin") {
         return match bench::run(&args[1..]) {

@@ -18,9 +18,9 @@ use crate::http::{
 };
 use crate::reply::{self, Reply};
 use crate::upstream::{self, with_timeout, Conn};
-use crate::wasm::{Exchange, LocalResponse, StreamInfo};
+use crate::wasm::{Exchange, Fault, LocalResponse, StreamInfo};
 use crate::worker::Worker;
-use smol::io::AsyncWriteExt;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::Async;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -152,6 +152,26 @@ impl Client {
     }
 }
 
+/// Where a response goes: the client's connection when serving, the
+/// runner's record of it under `tinygate test` (`runner/exec.rs`), so both
+/// answer and relay bodies through the same functions.
+pub(crate) trait Downstream {
+    /// Writes `bytes` to the client (bounded by its send timeout).
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// The access log record of the request being answered.
+    fn record(&mut self) -> &mut Record;
+}
+
+impl Downstream for Client {
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        Client::send(self, bytes).await
+    }
+
+    fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+}
+
 /// One request, from parsed head to the end of its response. Returns
 /// whether the connection may carry another request.
 async fn handle(
@@ -174,7 +194,12 @@ async fn handle(
 
     let mut ex = Exchange {
         request_headers: request_map(&req),
-        info: stream_info(client, &req, route),
+        info: stream_info(
+            client.peer,
+            client.stream.get_ref().local_addr().ok(),
+            &req,
+            route,
+        ),
         ..Exchange::default()
     };
     if let Framing::Length(n) = req.framing {
@@ -224,7 +249,19 @@ async fn proxy(
     let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
         && req.framing != Framing::Empty
     {
-        match request_body_through_plugins(client, req, chain, ex, limits).await {
+        if expects_continue(req) {
+            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let mut stream = &client.stream;
+        let read = request_body_through_plugins(
+            &mut client.buf,
+            &mut stream,
+            req.framing,
+            chain,
+            ex,
+            limits,
+        );
+        match read.await {
             Ok(body) => Some(body),
             Err(BodyEnd::Respond(local)) => {
                 return answer_local(client, req, &local, ex, false).await;
@@ -232,6 +269,15 @@ async fn proxy(
             Err(BodyEnd::Refuse(r, why)) => {
                 log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
                 return answer(client, req, &r, false).await;
+            }
+            Err(BodyEnd::Fail(fault)) => {
+                log::warn!(
+                    "route {:?}: {} {}: {fault}",
+                    route.id,
+                    req.method,
+                    req.target
+                );
+                return answer(client, req, &reply::unavailable(), false).await;
             }
         }
     } else {
@@ -310,10 +356,19 @@ async fn proxy(
             status,
             req,
             keep_alive,
+            limit: client.max_buffered_body,
         };
-        return match response_body_through_plugins(&mut conn, client, framing, chain, ex, relay)
-            .await
-        {
+        let mut stream = &conn.stream;
+        let relayed = response_body_through_plugins(
+            &mut conn.buf,
+            &mut stream,
+            client,
+            framing,
+            chain,
+            ex,
+            relay,
+        );
+        return match relayed.await {
             Ok(keep) => {
                 if upstream_reusable {
                     worker.pool.borrow_mut().put(node.addr, conn);
@@ -339,15 +394,16 @@ async fn proxy(
         req,
         keep_alive,
     );
-    match stream_body(
-        &mut conn,
+    let mut stream = &conn.stream;
+    let streamed = stream_body(
+        &mut conn.buf,
+        &mut stream,
         client,
         framing,
         out,
         req.version == Version::Http11,
-    )
-    .await
-    {
+    );
+    match streamed.await {
         Ok(()) => {
             if upstream_reusable {
                 worker.pool.borrow_mut().put(node.addr, conn);
@@ -366,12 +422,12 @@ async fn proxy(
 }
 
 /// Why forwarding failed, and what to answer.
-struct Failure {
-    reply: Reply,
-    why: String,
+pub(crate) struct Failure {
+    pub(crate) reply: Reply,
+    pub(crate) why: String,
     /// True when the client's request body was fully read (or empty), so
     /// the client connection is still in sync.
-    request_body_consumed: bool,
+    pub(crate) request_body_consumed: bool,
 }
 
 impl Failure {
@@ -409,33 +465,8 @@ async fn send_request<'u>(
     // Replaying a request on a fresh connection is only safe when the body
     // can be sent again and the method is idempotent (RFC 9110 §9.2.2).
     let replayable = body_empty && is_idempotent(&req.method);
-    let trailers: Vec<(Vec<u8>, Vec<u8>)> = ex
-        .request_trailers
-        .iter()
-        .filter(|(k, v)| http::is_valid_field(k, v))
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect();
-    let framing = match buffered {
-        // Trailers need chunked framing; otherwise the exact length.
-        Some(_) if !trailers.is_empty() => Framing::Chunked,
-        Some(body) => Framing::Length(body.len() as u64),
-        None => req.framing,
-    };
-    let encoded;
-    let buffered = match buffered {
-        Some(body) if !trailers.is_empty() => {
-            let mut out = Vec::with_capacity(body.len() + 64);
-            if !body.is_empty() {
-                chunk_header(&mut out, body.len());
-                out.extend_from_slice(body);
-                out.extend_from_slice(b"\r\n");
-            }
-            last_chunk_with(&mut out, &trailers);
-            encoded = out;
-            Some(encoded.as_slice())
-        }
-        other => other,
-    };
+    let (framing, encoded) = upstream_framing(req, ex, buffered);
+    let buffered = encoded.as_deref().or(buffered);
     for _ in 0..attempts {
         let Some(index) = pick_untried(upstream, &tried) else {
             break;
@@ -474,38 +505,7 @@ async fn send_request<'u>(
         }
         return match result {
             Ok(response) => Ok((conn, node, response)),
-            Err(Stage::Stale(e)) | Err(Stage::Upstream(e)) => Err(Failure::new(
-                if e.kind() == io::ErrorKind::TimedOut {
-                    reply::gateway_timeout()
-                } else {
-                    reply::bad_gateway()
-                },
-                format!("upstream {}: {e}", node.addr),
-                true,
-            )),
-            Err(Stage::RequestBody(e)) => Err(Failure::new(
-                reply::bad_gateway(),
-                format!(
-                    "upstream {}: while sending the request body: {e}",
-                    node.addr
-                ),
-                false,
-            )),
-            Err(Stage::Client(e)) if e.kind() == io::ErrorKind::TimedOut => Err(Failure::new(
-                reply::bad_request(408, "request body not received in time"),
-                "client request body timed out".to_string(),
-                false,
-            )),
-            Err(Stage::Client(e)) => Err(Failure::new(
-                reply::bad_request(400, "invalid request body"),
-                format!("client request body: {e}"),
-                false,
-            )),
-            Err(Stage::TooLarge) => Err(Failure::new(
-                reply::bad_request(413, "request body too large"),
-                "request body larger than client_max_body_size".to_string(),
-                false,
-            )),
+            Err(stage) => Err(failure(stage, node.addr)),
         };
     }
     let reply = if timed_out {
@@ -516,8 +516,75 @@ async fn send_request<'u>(
     Err(Failure::new(reply, last_error, body_empty))
 }
 
+/// The framing of the request body sent upstream, and the body itself
+/// when it must be re-encoded: a buffered body gets its exact length, or
+/// chunked framing if plugins left trailers; a streamed one keeps the
+/// client's framing.
+pub(crate) fn upstream_framing(
+    req: &RequestHead,
+    ex: &Exchange,
+    buffered: Option<&[u8]>,
+) -> (Framing, Option<Vec<u8>>) {
+    let trailers: Vec<(Vec<u8>, Vec<u8>)> = ex
+        .request_trailers
+        .iter()
+        .filter(|(k, v)| http::is_valid_field(k, v))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    match buffered {
+        // Trailers need chunked framing; otherwise the exact length.
+        Some(body) if !trailers.is_empty() => {
+            let mut out = Vec::with_capacity(body.len() + 64);
+            if !body.is_empty() {
+                chunk_header(&mut out, body.len());
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            last_chunk_with(&mut out, &trailers);
+            (Framing::Chunked, Some(out))
+        }
+        Some(body) => (Framing::Length(body.len() as u64), None),
+        None => (req.framing, None),
+    }
+}
+
+/// What to answer when the exchange with `node` failed at `stage`.
+pub(crate) fn failure(stage: Stage, node: SocketAddr) -> Failure {
+    match stage {
+        Stage::Stale(e) | Stage::Upstream(e) => Failure::new(
+            if e.kind() == io::ErrorKind::TimedOut {
+                reply::gateway_timeout()
+            } else {
+                reply::bad_gateway()
+            },
+            format!("upstream {node}: {e}"),
+            true,
+        ),
+        Stage::RequestBody(e) => Failure::new(
+            reply::bad_gateway(),
+            format!("upstream {node}: while sending the request body: {e}"),
+            false,
+        ),
+        Stage::Client(e) if e.kind() == io::ErrorKind::TimedOut => Failure::new(
+            reply::bad_request(408, "request body not received in time"),
+            "client request body timed out".to_string(),
+            false,
+        ),
+        Stage::Client(e) => Failure::new(
+            reply::bad_request(400, "invalid request body"),
+            format!("client request body: {e}"),
+            false,
+        ),
+        Stage::TooLarge => Failure::new(
+            reply::bad_request(413, "request body too large"),
+            "request body larger than client_max_body_size".to_string(),
+            false,
+        ),
+    }
+}
+
 /// Where an exchange with a node failed.
-enum Stage {
+pub(crate) enum Stage {
     /// Writing the head, or the node closed before answering: on a pooled
     /// connection this usually means the node closed it while idle.
     Stale(io::Error),
@@ -549,56 +616,107 @@ async fn exchange(
         if expects_continue(req) {
             let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let mut body = BodyReader::new(req.framing);
-        let chunked = req.framing == Framing::Chunked;
-        let mut total: u64 = 0;
-        loop {
-            if !out.is_empty() && !body.has_buffered(&client.buf) {
-                with_timeout(timeout.send, (&conn.stream).write_all(&out))
-                    .await
-                    .map_err(Stage::RequestBody)?;
-                out.clear();
-            }
-            let mut reader = &client.stream;
-            let next = body.next(&mut client.buf, &mut reader);
-            let n = with_timeout(limits.client_body_timeout, next)
-                .await
-                .map_err(Stage::Client)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if limits.client_max_body_size > 0 && total > limits.client_max_body_size {
-                return Err(Stage::TooLarge);
-            }
-            if chunked {
-                chunk_header(&mut out, n);
-            }
-            out.extend_from_slice(&client.buf.data()[..n]);
-            client.buf.consume(n);
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-            if out.len() >= WRITE_COALESCE {
-                with_timeout(timeout.send, (&conn.stream).write_all(&out))
-                    .await
-                    .map_err(Stage::RequestBody)?;
-                out.clear();
-            }
-        }
-        if chunked {
-            last_chunk_with(&mut out, &body.take_trailers());
-        }
+        let mut from = &client.stream;
+        let mut to = &conn.stream;
+        let body = Body {
+            framing: req.framing,
+            send_timeout: timeout.send,
+            limits,
+        };
+        out = forward_body(&mut client.buf, &mut from, &mut to, body, out).await?;
     }
     if !out.is_empty() {
         with_timeout(timeout.send, (&conn.stream).write_all(&out))
             .await
             .map_err(Stage::Stale)?;
     }
+    let mut reader = &conn.stream;
+    read_response_head(&mut conn.buf, &mut reader, timeout.read).await
+}
+
+/// How a streamed request body is framed and bounded.
+pub(crate) struct Body<'a> {
+    pub(crate) framing: Framing,
+    pub(crate) send_timeout: Duration,
+    pub(crate) limits: &'a ClientLimits,
+}
+
+/// Streams the client's request body (from `buf` and `from`) to the node
+/// (`to`), re-chunked if it came chunked, after the bytes already in `out`;
+/// returns what is left to write (the end of the body).
+pub(crate) async fn forward_body<R, W>(
+    buf: &mut ReadBuf,
+    from: &mut R,
+    to: &mut W,
+    body: Body<'_>,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, Stage>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Body {
+        framing,
+        send_timeout,
+        limits,
+    } = body;
+    let mut reader = BodyReader::new(framing);
+    let chunked = framing == Framing::Chunked;
+    let mut total: u64 = 0;
     loop {
-        let mut reader = &conn.stream;
-        let head = conn.buf.read_head(&mut reader, http::io::MAX_RESPONSE_HEAD);
-        let read = with_timeout(timeout.read, head).await;
+        if !out.is_empty() && !reader.has_buffered(buf) {
+            with_timeout(send_timeout, to.write_all(&out))
+                .await
+                .map_err(Stage::RequestBody)?;
+            out.clear();
+        }
+        let next = reader.next(buf, from);
+        let n = with_timeout(limits.client_body_timeout, next)
+            .await
+            .map_err(Stage::Client)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if limits.client_max_body_size > 0 && total > limits.client_max_body_size {
+            return Err(Stage::TooLarge);
+        }
+        encode_piece(&mut out, &buf.data()[..n], chunked);
+        buf.consume(n);
+        if out.len() >= WRITE_COALESCE {
+            with_timeout(send_timeout, to.write_all(&out))
+                .await
+                .map_err(Stage::RequestBody)?;
+            out.clear();
+        }
+    }
+    if chunked {
+        last_chunk_with(&mut out, &reader.take_trailers());
+    }
+    Ok(out)
+}
+
+/// Appends one piece of body to `out`, as a chunk when `chunked`.
+pub(crate) fn encode_piece(out: &mut Vec<u8>, piece: &[u8], chunked: bool) {
+    if chunked {
+        chunk_header(out, piece.len());
+    }
+    out.extend_from_slice(piece);
+    if chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Reads a node's response head from `buf` and `reader`, skipping interim
+/// (1xx) responses.
+pub(crate) async fn read_response_head<R: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    reader: &mut R,
+    read_timeout: Duration,
+) -> Result<ResponseHead, Stage> {
+    loop {
+        let head = buf.read_head(reader, http::io::MAX_RESPONSE_HEAD);
+        let read = with_timeout(read_timeout, head).await;
         let n = match read {
             Ok(Head::Complete(n)) => n,
             Ok(Head::Closed) => {
@@ -615,8 +733,8 @@ async fn exchange(
             }
             Err(e) => return Err(Stage::Upstream(e)),
         };
-        let parsed = http::parse::parse_response_head(&conn.buf.data()[..n]);
-        conn.buf.consume(n);
+        let parsed = http::parse::parse_response_head(&buf.data()[..n]);
+        buf.consume(n);
         let response = parsed
             .map_err(|e| Stage::Upstream(io::Error::new(io::ErrorKind::InvalidData, e.reason)))?;
         match response.status {
@@ -643,11 +761,12 @@ fn pick_untried(upstream: &Upstream, tried: &[usize]) -> Option<usize> {
     None
 }
 
-/// Streams the upstream body to the client in the client's framing,
-/// after the already-encoded head in `out`.
-async fn stream_body(
-    conn: &mut Conn,
-    client: &mut Client,
+/// Streams the upstream body (from `up_buf` and `up`) to the client in the
+/// client's framing, after the already-encoded head in `out`.
+pub(crate) async fn stream_body<R: AsyncRead + Unpin, D: Downstream>(
+    up_buf: &mut ReadBuf,
+    up: &mut R,
+    client: &mut D,
     framing: Framing,
     mut out: Vec<u8>,
     client_is_11: bool,
@@ -655,23 +774,17 @@ async fn stream_body(
     let rechunk = matches!(framing, Framing::Chunked | Framing::Close) && client_is_11;
     let mut body = BodyReader::new(framing);
     loop {
-        if !out.is_empty() && !body.has_buffered(&conn.buf) {
+        if !out.is_empty() && !body.has_buffered(up_buf) {
             client.send(&out).await?;
             out.clear();
         }
-        let n = body.next(&mut conn.buf, &mut &conn.stream).await?;
+        let n = body.next(up_buf, up).await?;
         if n == 0 {
             break;
         }
-        if rechunk {
-            chunk_header(&mut out, n);
-        }
-        out.extend_from_slice(&conn.buf.data()[..n]);
-        conn.buf.consume(n);
-        client.record.body_bytes_sent += n as u64;
-        if rechunk {
-            out.extend_from_slice(b"\r\n");
-        }
+        encode_piece(&mut out, &up_buf.data()[..n], rechunk);
+        up_buf.consume(n);
+        client.record().body_bytes_sent += n as u64;
         if out.len() >= WRITE_COALESCE {
             client.send(&out).await?;
             out.clear();
@@ -687,28 +800,29 @@ async fn stream_body(
 }
 
 /// How a request body run through plugins ended early.
-enum BodyEnd {
+pub(crate) enum BodyEnd {
     /// A plugin answered locally.
     Respond(LocalResponse),
-    /// The body could not be read or a plugin failed: answer this.
+    /// The body could not be read: answer this.
     Refuse(Reply, String),
+    /// A plugin failed: answer 503.
+    Fail(Fault),
 }
 
-/// Reads the whole request body, running `proxy_on_request_body` on each
-/// piece as it arrives (a plugin that returns `Pause` gets the cumulative
-/// body on the next call, Envoy-style); returns the body to forward, which
-/// the plugins may have rewritten. Bounded by `max_buffered_body`.
-async fn request_body_through_plugins(
-    client: &mut Client,
-    req: &RequestHead,
+/// Reads the whole request body (from `buf` and `body`, in `framing`),
+/// running `proxy_on_request_body` on each piece as it arrives (a plugin
+/// that returns `Pause` gets the cumulative body on the next call,
+/// Envoy-style); returns the body to forward, which the plugins may have
+/// rewritten. Bounded by `max_buffered_body`.
+pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    body: &mut R,
+    framing: Framing,
     chain: &mut Chain<'_>,
     ex: &mut Exchange,
     limits: &ClientLimits,
 ) -> Result<Vec<u8>, BodyEnd> {
-    if expects_continue(req) {
-        let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-    }
-    let mut reader = BodyReader::new(req.framing);
+    let mut reader = BodyReader::new(framing);
     let mut forward = Vec::new();
     let mut from = 0;
     let too_large = || {
@@ -718,8 +832,7 @@ async fn request_body_through_plugins(
         )
     };
     loop {
-        let mut stream = &client.stream;
-        let next = reader.next(&mut client.buf, &mut stream);
+        let next = reader.next(buf, body);
         let n = match with_timeout(limits.client_body_timeout, next).await {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -731,8 +844,8 @@ async fn request_body_through_plugins(
                 return Err(BodyEnd::Refuse(r, format!("client request body: {e}")));
             }
         };
-        ex.request_body.extend_from_slice(&client.buf.data()[..n]);
-        client.buf.consume(n);
+        ex.request_body.extend_from_slice(&buf.data()[..n]);
+        buf.consume(n);
         let total = (forward.len() + ex.request_body.len()) as u64;
         if total > limits.max_buffered_body as u64
             || (limits.client_max_body_size > 0 && total > limits.client_max_body_size)
@@ -747,9 +860,7 @@ async fn request_body_through_plugins(
             }
             BodyVerdict::Buffer(i) => from = i,
             BodyVerdict::Respond(local) => return Err(BodyEnd::Respond(local)),
-            BodyVerdict::Fail(fault) => {
-                return Err(BodyEnd::Refuse(reply::unavailable(), fault.to_string()))
-            }
+            BodyVerdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
         }
         if end_of_stream {
             ex.request_trailers.set_all(reader.take_trailers());
@@ -757,9 +868,7 @@ async fn request_body_through_plugins(
                 match chain.on_request_trailers(ex).await {
                     Verdict::Continue => {}
                     Verdict::Respond(local) => return Err(BodyEnd::Respond(local)),
-                    Verdict::Fail(fault) => {
-                        return Err(BodyEnd::Refuse(reply::unavailable(), fault.to_string()))
-                    }
+                    Verdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
                 }
             }
             return Ok(forward);
@@ -768,10 +877,12 @@ async fn request_body_through_plugins(
 }
 
 /// What the response head needs once body plugins let it go.
-struct Relay<'a> {
-    status: u16,
-    req: &'a RequestHead,
-    keep_alive: bool,
+pub(crate) struct Relay<'a> {
+    pub(crate) status: u16,
+    pub(crate) req: &'a RequestHead,
+    pub(crate) keep_alive: bool,
+    /// `max_buffered_body` of the configuration serving the request.
+    pub(crate) limit: usize,
 }
 
 /// Streams the upstream body to the client through
@@ -782,9 +893,10 @@ struct Relay<'a> {
 /// answer locally and the buffering limit gives a 502; after, a failure
 /// closes the connection so the client sees a truncated body. Returns
 /// whether the client connection may be reused.
-async fn response_body_through_plugins(
-    conn: &mut Conn,
-    client: &mut Client,
+pub(crate) async fn response_body_through_plugins<R: AsyncRead + Unpin, D: Downstream>(
+    up_buf: &mut ReadBuf,
+    up: &mut R,
+    client: &mut D,
     framing: Framing,
     chain: &mut Chain<'_>,
     ex: &mut Exchange,
@@ -794,8 +906,8 @@ async fn response_body_through_plugins(
         status,
         req,
         keep_alive,
+        limit,
     } = relay;
-    let limit = client.max_buffered_body;
     let client_is_11 = req.version == Version::Http11;
     let mut reader = BodyReader::new(framing);
     let mut head_sent = false;
@@ -828,14 +940,13 @@ async fn response_body_through_plugins(
     }
     let aborted = |why: &str| io::Error::other(why.to_string());
     loop {
-        if !out.is_empty() && !reader.has_buffered(&conn.buf) {
+        if !out.is_empty() && !reader.has_buffered(up_buf) {
             client.send(&out).await?;
             out.clear();
         }
-        let mut stream = &conn.stream;
-        let n = reader.next(&mut conn.buf, &mut stream).await?;
-        ex.response_body.extend_from_slice(&conn.buf.data()[..n]);
-        conn.buf.consume(n);
+        let n = reader.next(up_buf, up).await?;
+        ex.response_body.extend_from_slice(&up_buf.data()[..n]);
+        up_buf.consume(n);
         // A Content-Length body ends with its last piece: say so in the
         // same call instead of one more call with nothing.
         let end_of_stream = n == 0 || reader.is_done();
@@ -853,6 +964,8 @@ async fn response_body_through_plugins(
                 continue;
             }
             BodyVerdict::Respond(local) if !head_sent => {
+                // It replaces the upstream's response, headers included.
+                ex.response_headers = local_response_headers(&local);
                 let _ = answer_local(client, req, &local, ex, false).await;
                 return Err(aborted(
                     "a plugin answered locally in the response body phase",
@@ -901,14 +1014,8 @@ async fn response_body_through_plugins(
                     "a plugin changed the body length but kept content-length",
                 ));
             }
-            if chunked {
-                chunk_header(&mut out, ex.response_body.len());
-            }
-            out.extend_from_slice(&ex.response_body);
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-            client.record.body_bytes_sent += ex.response_body.len() as u64;
+            encode_piece(&mut out, &ex.response_body, chunked);
+            client.record().body_bytes_sent += ex.response_body.len() as u64;
             ex.response_body.clear();
         }
         if end_of_stream && chunked {
@@ -936,7 +1043,12 @@ async fn response_body_through_plugins(
 
 /// Sends a reply tinygate made itself. An unread request body means the
 /// connection cannot be reused.
-async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_alive: bool) -> bool {
+pub(crate) async fn answer<D: Downstream>(
+    client: &mut D,
+    req: &RequestHead,
+    reply: &Reply,
+    keep_alive: bool,
+) -> bool {
     let keep = keep_alive && req.framing == Framing::Empty;
     let head_only = req.method == "HEAD";
     let mut bytes = reply::encode(reply, head_only, !keep);
@@ -950,8 +1062,8 @@ async fn answer(client: &mut Client, req: &RequestHead, reply: &Reply, keep_aliv
             );
         }
     }
-    client.record.status = reply.status;
-    client.record.body_bytes_sent = if head_only {
+    client.record().status = reply.status;
+    client.record().body_bytes_sent = if head_only {
         0
     } else {
         reply.body.len() as u64
@@ -981,8 +1093,8 @@ async fn answer_raw(client: &mut Client, reply: &Reply) {
 
 /// Sends a plugin's local response, with any header edits the response
 /// hooks made to it.
-async fn answer_local(
-    client: &mut Client,
+pub(crate) async fn answer_local<D: Downstream>(
+    client: &mut D,
     req: &RequestHead,
     local: &LocalResponse,
     ex: &Exchange,
@@ -1030,16 +1142,22 @@ fn new_record(client: &Client, req: &RequestHead) -> Record {
     }
 }
 
-/// What plugins can read about this stream through properties.
-fn stream_info(client: &Client, req: &RequestHead, route: &Route) -> StreamInfo {
+/// What plugins can read about this stream through properties: `source`
+/// is the client, `destination` the listener it reached.
+pub(crate) fn stream_info(
+    source: SocketAddr,
+    destination: Option<SocketAddr>,
+    req: &RequestHead,
+    route: &Route,
+) -> StreamInfo {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let start_time_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     StreamInfo {
-        source: Some(client.peer),
-        destination: client.stream.get_ref().local_addr().ok(),
+        source: Some(source),
+        destination,
         request_id: format!("{:x}-{n:x}", std::process::id()),
         route_name: route.id.clone(),
         protocol: match req.version {
@@ -1053,7 +1171,7 @@ fn stream_info(client: &Client, req: &RequestHead, route: &Route) -> StreamInfo 
 
 /// The request as plugins see it: pseudo-headers first, then the fields
 /// without `Host` and without hop-by-hop fields.
-fn request_map(req: &RequestHead) -> HeaderMap {
+pub(crate) fn request_map(req: &RequestHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
     map.push_owned(b":method".to_vec(), req.method.as_bytes().to_vec());
     map.push_owned(b":path".to_vec(), req.target.as_bytes().to_vec());
@@ -1073,7 +1191,7 @@ fn request_map(req: &RequestHead) -> HeaderMap {
 
 /// The response as plugins see it: `:status` first, then the fields
 /// without hop-by-hop ones.
-fn response_map(res: &ResponseHead) -> HeaderMap {
+pub(crate) fn response_map(res: &ResponseHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(res.headers.len() + 1);
     let mut status = Vec::with_capacity(3);
     push_decimal(&mut status, u64::from(res.status));
@@ -1088,7 +1206,7 @@ fn response_map(res: &ResponseHead) -> HeaderMap {
 }
 
 /// The request head for `node`, built from the (plugin-edited) map.
-fn request_head(
+pub(crate) fn request_head(
     req: &RequestHead,
     ex: &Exchange,
     upstream: &Upstream,
@@ -1159,7 +1277,7 @@ fn request_head(
 
 /// The response head for the client, built from the (plugin-edited) map,
 /// framed for the client's HTTP version.
-fn write_response_head(
+pub(crate) fn write_response_head(
     out: &mut Vec<u8>,
     status: u16,
     map: &HeaderMap,
@@ -1202,13 +1320,13 @@ fn write_response_head(
 }
 
 /// `:status` as a valid code.
-fn status_of(map: &HeaderMap) -> Option<u16> {
+pub(crate) fn status_of(map: &HeaderMap) -> Option<u16> {
     let s = std::str::from_utf8(map.get(b":status")?).ok()?;
     s.parse::<u16>().ok().filter(|s| (200..=999).contains(s))
 }
 
 /// HTTP/1.1 keeps alive unless `close`; HTTP/1.0 only with `keep-alive`.
-fn wants_keep_alive(req: &RequestHead) -> bool {
+pub(crate) fn wants_keep_alive(req: &RequestHead) -> bool {
     match req.version {
         Version::Http11 => !has_token(req.headers.iter(), b"close"),
         Version::Http10 => has_token(req.headers.iter(), b"keep-alive"),
@@ -1229,7 +1347,7 @@ fn is_idempotent(method: &str) -> bool {
     )
 }
 
-fn expects_continue(req: &RequestHead) -> bool {
+pub(crate) fn expects_continue(req: &RequestHead) -> bool {
     req.version == Version::Http11
         && req
             .headers

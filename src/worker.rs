@@ -24,7 +24,7 @@ use crate::gateway::Gateway;
 use crate::live::Live;
 use crate::status::Stats;
 use crate::upstream::Pool;
-use crate::wasm::{Effect, Exchange, Fault, HttpCall, Plugin, PluginVm};
+use crate::wasm::{CallResponse, Effect, Exchange, Fault, HttpCall, Plugin, PluginVm};
 use smol::channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
@@ -58,6 +58,10 @@ pub fn key(plugin: &Arc<Plugin>) -> PluginKey {
     Arc::as_ptr(plugin) as usize
 }
 
+/// Scripted answers to `proxy_http_call`s (`None`: the call fails), for a
+/// worker that runs under `tinygate test`.
+pub type CallAnswers = Rc<dyn Fn(&HttpCall) -> Option<CallResponse>>;
+
 /// One worker thread's state.
 pub struct Worker {
     me: Weak<Worker>,
@@ -88,6 +92,9 @@ pub struct Worker {
     queue_ready: Sender<(PluginKey, u32, u32)>,
     /// This worker's counters for the status listener.
     stats: Arc<Mutex<Stats>>,
+    /// Under `tinygate test`: where calls are answered instead of the
+    /// network; timed ticks are then off (see [`Worker::script_calls`]).
+    scripted: RefCell<Option<CallAnswers>>,
 }
 
 struct VmSlot {
@@ -155,6 +162,7 @@ impl Worker {
             tickers: RefCell::new(HashSet::new()),
             queue_ready,
             stats: crate::status::register(),
+            scripted: RefCell::new(None),
         });
         let w = Rc::clone(&worker);
         worker
@@ -412,7 +420,7 @@ impl Worker {
         let Some(me) = self.me.upgrade() else { return };
         self.executor
             .spawn(async move {
-                let response = calls::perform(&me, &call).await;
+                let response = me.perform(&call).await;
                 let _ = to.send(Event::CallDone(call, response)).await;
             })
             .detach();
@@ -424,7 +432,7 @@ impl Worker {
         let Some(me) = self.me.upgrade() else { return };
         self.executor
             .spawn(async move {
-                let response = calls::perform(&me, &call).await;
+                let response = me.perform(&call).await;
                 let mut ex = Exchange {
                     call_response: response,
                     ..Exchange::default()
@@ -435,6 +443,56 @@ impl Worker {
                 }
             })
             .detach();
+    }
+
+    /// Makes this worker a test bench (`tinygate test`): `proxy_http_call`s
+    /// are answered by `answers` instead of the network, and ticks no
+    /// longer run on a timer, only through [`Worker::tick_now`].
+    pub fn script_calls(&self, answers: CallAnswers) {
+        *self.scripted.borrow_mut() = Some(answers);
+    }
+
+    /// Calls `proxy_on_tick` once, now, for every root context of `plugin`
+    /// that has a tick period (the test runner's "advance time"); returns
+    /// how many ran.
+    pub fn tick_now(&self, plugin: &Arc<Plugin>) -> usize {
+        let periods = match self
+            .vms
+            .borrow()
+            .get(&key(plugin))
+            .and_then(|s| s.vm.as_ref())
+        {
+            Some(vm) => vm.tick_periods(),
+            None => return 0,
+        };
+        let mut ran = 0;
+        for (root, _) in periods {
+            match self.with_vm_if_running(plugin, |vm| vm.on_tick(root)) {
+                Some(Ok(effects)) => self.dispatch(plugin, effects),
+                Some(Err(fault)) => log::warn!("{fault}"),
+                None => break,
+            }
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Ends every pause now, as if it had lasted `chain::PAUSE_TIMEOUT`:
+    /// the paused requests fail as they would then (the test runner does
+    /// not wait 30 s for a request nothing can resume).
+    pub fn expire_pauses(&self) {
+        for events in self.paused.borrow().values() {
+            events.close();
+        }
+    }
+
+    /// Performs `call` over the network, or answers it from the script.
+    async fn perform(&self, call: &HttpCall) -> Option<CallResponse> {
+        let scripted = self.scripted.borrow().clone();
+        match scripted {
+            Some(answer) => answer(call),
+            None => calls::perform(self, call).await,
+        }
     }
 
     /// `proxy_done` arrived for a context whose `on_done` said "not yet".
@@ -451,7 +509,7 @@ impl Worker {
 
     /// Starts the tick task of `plugin` on this worker if it has none.
     fn ensure_ticker(&self, plugin: &Arc<Plugin>) {
-        if !self.tickers.borrow_mut().insert(key(plugin)) {
+        if self.scripted.borrow().is_some() || !self.tickers.borrow_mut().insert(key(plugin)) {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
@@ -544,5 +602,18 @@ fn next_start(delay: Duration) -> String {
         "a fresh one starts on next use".to_string()
     } else {
         format!("backing off: next start in {} ms", delay.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_the_second_failure_in_a_row() {
+        let secs = |n| restart_delay(n).as_secs();
+        let table: Vec<u64> = (1..=9).map(secs).collect();
+        assert_eq!(table, [0, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(restart_delay(u32::MAX), RESTART_BACKOFF_MAX);
     }
 }

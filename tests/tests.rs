@@ -16,6 +16,9 @@ mod cli;
 mod edge;
 /// Configuration from etcd.
 mod etcd;
+/// Plugin faults in every hook, failure policies, restart backoff, memory
+/// bounds, bad pointers, host ABI fuzzing, load and reload faults (issue #4).
+mod faults;
 /// No executable memory: the MDWE lock and /proc/<pid>/maps.
 mod hardening;
 /// Reload, graceful drain, signals and the access log.
@@ -24,5 +27,7 @@ mod ops;
 mod plugins;
 /// Route matching: exact, prefix, hosts, methods, priority, 404.
 mod routing;
+/// tinygate test: the plugin test runner.
+mod runner;
 /// Balancing, retries, 502 and 504, header rules.
 mod upstreams;

@@ -425,7 +425,7 @@ fn resolve(dir: &Path, file: &str) -> PathBuf {
     }
 }
 
-fn env_pairs(e: &Obj, p: &mut Problems) -> Vec<(String, String)> {
+pub(crate) fn env_pairs(e: &Obj, p: &mut Problems) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (k, v) in e.map {
         let key = k.as_str().unwrap_or_default();
@@ -454,7 +454,7 @@ fn env_pairs(e: &Obj, p: &mut Problems) -> Vec<(String, String)> {
 }
 
 /// A byte count: an integer, or a string like `64MiB`, `512KiB`, `1GiB`.
-fn byte_size(v: &Value, path: &str, p: &mut Problems) -> Option<usize> {
+pub(crate) fn byte_size(v: &Value, path: &str, p: &mut Problems) -> Option<usize> {
     let parsed = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => {
@@ -489,7 +489,7 @@ fn byte_size(v: &Value, path: &str, p: &mut Problems) -> Option<usize> {
 }
 
 /// A YAML mapping as JSON bytes (APISIX JSON-encodes object confs).
-pub(super) fn json_bytes(v: &Value, path: &str, p: &mut Problems) -> Vec<u8> {
+pub(crate) fn json_bytes(v: &Value, path: &str, p: &mut Problems) -> Vec<u8> {
     match serde_json::to_vec(v) {
         Ok(bytes) => bytes,
         Err(e) => {

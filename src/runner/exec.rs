@@ -1,0 +1,972 @@
+//! Running test cases in-process, through the proxy's own code.
+//!
+//! Each test file gets a [`Bench`]: its plugins loaded once, a [`Gateway`]
+//! with one route per distinct plugin conf, and a real [`Worker`] on a
+//! single-threaded executor that this thread drives. A case then takes the
+//! request path of `proxy.rs` step by step, with the same [`Chain`], the
+//! same request and response maps, upstream head, body loops, answers and
+//! framing. Two things differ, and nothing else should: the client and
+//! the upstream are scripted byte streams instead of sockets, and routing
+//! is skipped (every case has its route). So "the request the upstream
+//! received" is the bytes the proxy would write to a node, and "the
+//! response the client received" the bytes it would write to the client,
+//! each parsed back with the proxy's own parser. [`exchange`] mirrors
+//! `proxy::handle` and `proxy::proxy` decision by decision; the
+//! `runner_and_proxy_agree` integration test keeps the two honest.
+//!
+//! Connection-specific values come from a fixed fake connection: the
+//! client is [`CLIENT`], the listener [`LISTENER`], the route's single node
+//! [`NODE`]. Time is the runner's: the worker's timed ticks are off; a
+//! case's `ticks` and a request that stalls (paused, nothing left to run)
+//! advance it by calling `proxy_on_tick` on every root by hand; a request
+//! still paused after [`STALL_TICKS`] of those has its pause expired, and
+//! fails as it would after `PAUSE_TIMEOUT`. `proxy_http_call`s are answered
+//! from the case's script. Nothing opens a socket.
+
+use super::capture::{self, Line};
+use super::spec::{self, Answer, Case, TestFile};
+use crate::access_log::Record;
+use crate::balancer::Balancer;
+use crate::chain::{Chain, Verdict, PAUSE_TIMEOUT};
+use crate::config::{
+    ClientLimits, Config, MainConfig, Node, PassHost, Route, RoutePlugin, Routes, Timeouts,
+    Upstream, UriMatch,
+};
+use crate::gateway::Gateway;
+use crate::headers::HeaderMap;
+use crate::http::{self, parse, BodyReader, Framing, Head, ReadBuf, Version};
+use crate::live::Live;
+use crate::proxy::{self, BodyEnd, Downstream, Relay};
+use crate::reply;
+use crate::wasm::{
+    metrics_snapshot, CallResponse, Engine, Exchange, Fault, HttpCall, LocalResponse, MetricKind,
+    Plugin,
+};
+use crate::worker::Worker;
+use smol::channel::Sender;
+use smol::io::AsyncRead;
+use smol::LocalExecutor;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Where the runner's client connects from (`x-forwarded-for`,
+/// `source.address`).
+pub const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+
+/// The listener the runner's client reached (`destination.address`).
+pub const LISTENER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9080);
+
+/// The route's only upstream node (seen only with `pass_host: node`).
+pub const NODE: &str = "127.0.0.1:1980";
+
+/// Ticks given to a stalled request before its pause is expired: enough
+/// for any plugin that resumes on a later tick, few enough to stay quick.
+pub const STALL_TICKS: u32 = 100;
+
+/// Executor steps run before the runner decides nothing is runnable: a
+/// guard against a task that wakes itself forever.
+const MAX_STEPS: usize = 1_000_000;
+
+/// Source of route plugin keys, far from the config's own (which start at
+/// 1), so a root context is never shared by mistake.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1 << 48);
+
+/// One test file, ready to run: plugins loaded, worker started.
+pub struct Bench {
+    executor: Rc<LocalExecutor<'static>>,
+    worker: Rc<Worker>,
+    gateway: Arc<Gateway>,
+    plugins: Vec<Arc<Plugin>>,
+    /// Index of each case's route in the gateway.
+    route_of_case: Vec<usize>,
+    calls: Rc<RefCell<CallBook>>,
+    /// Kept open: a closed channel would tell the worker to drain.
+    _stop: Sender<()>,
+}
+
+/// The current case's scripted call answers, and the calls made.
+#[derive(Default)]
+struct CallBook {
+    answers: Vec<(String, Answer)>,
+    made: Vec<HttpCall>,
+}
+
+/// What running one case produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The request as the upstream received it (`None`: none was sent).
+    pub upstream: Option<Message>,
+    /// The response as the client received it.
+    pub response: Option<Message>,
+    /// The local response a plugin sent, if any (request and header
+    /// phases, request body phase).
+    pub local: Option<LocalResponse>,
+    /// `proxy_http_call`s made during the case, in order.
+    pub calls: Vec<HttpCall>,
+    /// The plugin failure that ended the request, if any.
+    pub fault: Option<Fault>,
+    /// Everything logged during the case.
+    pub logs: Vec<Line>,
+    /// Every plugin metric: (name, kind, value before, value after).
+    pub metrics: Vec<(String, MetricKind, i64, i64)>,
+    /// What the runner did that the proxy would have done with time.
+    pub notes: Vec<String>,
+    /// The case could not be run to its end (a runner limit, not a plugin
+    /// failure).
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// An HTTP message as received, parsed back from its bytes.
+#[derive(Debug, Default, Clone)]
+pub struct Message {
+    /// Requests only.
+    pub method: String,
+    pub path: String,
+    /// Responses only.
+    pub status: u16,
+    /// Lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Message {
+    /// The value of `name`: several fields joined with `, `.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+}
+
+impl Bench {
+    /// Loads the plugins of `file` and starts a worker for them.
+    ///
+    /// # Errors
+    /// Each plugin that fails to load, with the test file and key path.
+    pub fn new(file: &TestFile, engine: &Engine) -> Result<Bench, Vec<String>> {
+        let mut plugins = Vec::new();
+        let mut problems = Vec::new();
+        for p in &file.plugins {
+            match Plugin::load(engine, p.spec.clone()) {
+                Ok(plugin) => plugins.push(Arc::new(plugin)),
+                Err(e) => problems.push(format!("{}: {}.file: {e}", file.label, p.path)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let node = Node {
+            authority: NODE.to_string(),
+            addr: NODE.parse().expect("NODE is an address"),
+            weight: 1,
+        };
+        let upstream = |id: &str| {
+            Arc::new(Upstream {
+                id: id.to_string(),
+                nodes: vec![node.clone()],
+                balancer: Balancer::new(&[1]),
+                timeout: Timeouts::default(),
+                retries: None,
+                pass_host: PassHost::Pass,
+            })
+        };
+        // One route per distinct conf; the cases that share a conf share
+        // its root contexts, as requests of one route do.
+        let mut routes: Vec<(Option<Vec<u8>>, Route)> = Vec::new();
+        let mut route_of_case = Vec::with_capacity(file.cases.len());
+        for case in &file.cases {
+            if let Some(i) = routes.iter().position(|(c, _)| *c == case.conf) {
+                route_of_case.push(i);
+                continue;
+            }
+            let plugins = file
+                .plugins
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RoutePlugin {
+                    plugin: i,
+                    name: p.spec.name.clone(),
+                    conf: match (&case.conf, i) {
+                        (Some(conf), 0) => conf.clone(),
+                        _ => p.conf.clone(),
+                    },
+                    key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+                })
+                .collect();
+            let route = Route {
+                id: "test".to_string(),
+                uris: vec![UriMatch::Prefix("/".to_string())],
+                hosts: Vec::new(),
+                methods: Vec::new(),
+                priority: 0,
+                upstream: Some(upstream("route test")),
+                plugins,
+                timeout: Timeouts::default(),
+            };
+            route_of_case.push(routes.len());
+            routes.push((case.conf.clone(), route));
+        }
+        // Call targets that name an upstream must exist, as in production
+        // (a plugin's call to an unknown upstream id is refused).
+        let mut targets: Vec<&str> = Vec::new();
+        for (target, _) in file.cases.iter().flat_map(|c| &c.calls) {
+            if !targets.contains(&target.as_str()) {
+                targets.push(target);
+            }
+        }
+        let label = std::path::PathBuf::from(&file.label);
+        let main = MainConfig {
+            config_file: label.clone(),
+            routes_file: label,
+            listen: vec![LISTENER],
+            workers: 1,
+            demo_upstream: None,
+            shutdown_grace: Duration::from_secs(1),
+            deny_exec_memory: false,
+            plugins: file.plugins.iter().map(|p| p.spec.clone()).collect(),
+            failure_policies: file.plugins.iter().map(|p| p.policy).collect(),
+            limits: ClientLimits::default(),
+            access_log: crate::access_log::Target::Off,
+            access_log_format: crate::access_log::Format::Combined,
+            status_listen: None,
+            etcd: None,
+        };
+        let config = Config {
+            main,
+            routes: Routes {
+                routes: routes.into_iter().map(|(_, r)| r).collect(),
+                upstreams: targets.into_iter().map(upstream).collect(),
+            },
+        };
+        let gateway = Gateway::with_plugins(config, plugins.clone());
+        let live = Live::new(gateway, engine.clone());
+        let (stop, stopped) = smol::channel::bounded(1);
+        let executor = Rc::new(LocalExecutor::new());
+        let worker = Worker::new(live, stopped, Rc::clone(&executor));
+        let calls = Rc::new(RefCell::new(CallBook::default()));
+        let book = Rc::clone(&calls);
+        worker.script_calls(Rc::new(move |call: &HttpCall| answer(&book, call)));
+        let gateway = worker.gateway();
+        Ok(Bench {
+            executor,
+            worker,
+            gateway,
+            plugins,
+            route_of_case,
+            calls,
+            _stop: stop,
+        })
+    }
+
+    /// Runs case number `index` (of the file this bench was made for).
+    pub fn run(&self, index: usize, case: &Case) -> Outcome {
+        let started = Instant::now();
+        let _ = capture::take();
+        let before = metrics_snapshot();
+        *self.calls.borrow_mut() = CallBook {
+            answers: case.calls.clone(),
+            made: Vec::new(),
+        };
+        let route = self.route_of_case[index];
+        let mut outcome = Outcome::default();
+        if case.ticks > 0 {
+            self.configure(route);
+            for _ in 0..case.ticks {
+                self.tick();
+                self.settle();
+            }
+        }
+        let task = self.executor.spawn(exchange(
+            Rc::clone(&self.worker),
+            Arc::clone(&self.gateway),
+            route,
+            case.request.clone(),
+            case.upstream.clone(),
+        ));
+        let mut ticks = 0;
+        let mut expired = false;
+        let finished = loop {
+            self.settle();
+            if task.is_finished() {
+                break true;
+            }
+            if ticks < STALL_TICKS && self.tick() > 0 {
+                ticks += 1;
+                continue;
+            }
+            if expired {
+                break false;
+            }
+            expired = true;
+            self.worker.expire_pauses();
+        };
+        if ticks > 0 {
+            outcome.notes.push(format!(
+                "the request stalled: time advanced by {ticks} tick(s) while it waited"
+            ));
+        }
+        if expired {
+            outcome.notes.push(format!(
+                "the request stayed paused with nothing left to resume it: its pause was \
+                 expired, as the proxy does after {} s",
+                PAUSE_TIMEOUT.as_secs()
+            ));
+        }
+        if finished {
+            let (wire, client) = smol::future::block_on(task);
+            outcome.local = wire.local;
+            outcome.fault = wire.fault;
+            if let Some(bytes) = wire.upstream {
+                match parse_request(&bytes) {
+                    Ok(m) => outcome.upstream = Some(m),
+                    Err(e) => outcome.error = Some(format!("the request sent upstream: {e}")),
+                }
+            }
+            match parse_response(&client, &case.request.method) {
+                Ok(m) => outcome.response = Some(m),
+                Err(e) => outcome.error = Some(format!("the response to the client: {e}")),
+            }
+        } else {
+            drop(task);
+            outcome.error = Some("the request never completed, even with its pause expired".into());
+        }
+        self.settle();
+        outcome.calls = std::mem::take(&mut self.calls.borrow_mut().made);
+        outcome.logs = capture::take();
+        outcome.metrics = metrics_snapshot()
+            .into_iter()
+            .map(|(name, kind, after)| {
+                let was = before
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .map_or(0, |m| m.2);
+                (name, kind, was, after)
+            })
+            .collect();
+        outcome.elapsed = started.elapsed();
+        outcome
+    }
+
+    /// Runs every task that can run now.
+    fn settle(&self) {
+        for _ in 0..MAX_STEPS {
+            if !self.executor.try_tick() {
+                return;
+            }
+        }
+    }
+
+    /// One `proxy_on_tick` for every root with a tick period, in every
+    /// plugin; returns how many ran.
+    fn tick(&self) -> usize {
+        self.plugins
+            .iter()
+            .map(|plugin| self.worker.tick_now(plugin))
+            .sum()
+    }
+
+    /// Creates the root contexts of `route`, as its first request would,
+    /// so ticks before that request reach them. A failure is left for the
+    /// request to meet.
+    fn configure(&self, route: usize) {
+        for rp in &self.gateway.config.routes.routes[route].plugins {
+            let plugin = &self.gateway.plugins[rp.plugin];
+            if let Ok((_, _, effects)) = self
+                .worker
+                .with_vm(plugin, None, |vm| vm.configure(rp.key, &rp.conf))
+            {
+                self.worker.dispatch(plugin, effects);
+            }
+        }
+    }
+}
+
+/// The scripted answer to `call` (recorded in `book`).
+fn answer(book: &RefCell<CallBook>, call: &HttpCall) -> Option<CallResponse> {
+    let mut book = book.borrow_mut();
+    book.made.push(call.clone());
+    let scripted = book.answers.iter().find(|(t, _)| *t == call.target);
+    match scripted.map(|(_, a)| a) {
+        Some(Answer::Responds {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut map = HeaderMap::with_capacity(headers.len() + 1);
+            map.add(b":status", status.to_string().as_bytes());
+            for (k, v) in headers {
+                map.add(k.as_bytes(), v.as_bytes());
+            }
+            Some(CallResponse {
+                headers: map,
+                body: body.clone(),
+                trailers: HeaderMap::new(),
+            })
+        }
+        Some(Answer::Fails) => {
+            log::warn!(
+                "http_call {} to {:?} failed: the test scripts a failure",
+                call.call_id,
+                call.target
+            );
+            None
+        }
+        None => {
+            log::warn!(
+                "http_call {} to {:?} failed: the test scripts no answer for it",
+                call.call_id,
+                call.target
+            );
+            None
+        }
+    }
+}
+
+/// What one exchange left besides the client's bytes.
+#[derive(Default)]
+struct Wire {
+    /// The bytes the proxy wrote to the node, if it got that far.
+    upstream: Option<Vec<u8>>,
+    local: Option<LocalResponse>,
+    fault: Option<Fault>,
+}
+
+/// The client end: what the proxy sends it.
+#[derive(Default)]
+struct Client {
+    bytes: Vec<u8>,
+    record: Record,
+}
+
+impl Downstream for Client {
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+}
+
+/// A peer's bytes as scripted: each read returns at most one segment, as
+/// if each had arrived on its own; then `end` (end of stream when `None`).
+struct Segments {
+    parts: VecDeque<Vec<u8>>,
+    end: Option<io::ErrorKind>,
+}
+
+impl Segments {
+    fn new(parts: Vec<Vec<u8>>) -> Segments {
+        Segments {
+            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+            end: None,
+        }
+    }
+}
+
+impl AsyncRead for Segments {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(front) = this.parts.front_mut() else {
+            return Poll::Ready(match this.end {
+                None => Ok(0),
+                // A timed-out read says what `upstream::with_timeout` says.
+                Some(io::ErrorKind::TimedOut) => {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+                }
+                Some(kind) => Err(io::Error::from(kind)),
+            });
+        };
+        let n = front.len().min(out.len());
+        out[..n].copy_from_slice(&front[..n]);
+        front.drain(..n);
+        if front.is_empty() {
+            this.parts.pop_front();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// One request through the route, as `proxy::handle` serves it (from the
+/// parsed head on); returns what happened and the client's bytes.
+async fn exchange(
+    worker: Rc<Worker>,
+    gateway: Arc<Gateway>,
+    route: usize,
+    request: spec::Request,
+    upstream: spec::Upstream,
+) -> (Wire, Vec<u8>) {
+    let mut wire = Wire::default();
+    let mut client = Client::default();
+    let route = &gateway.config.routes.routes[route];
+    let limits = &gateway.config.main.limits;
+    let mut buf = ReadBuf::new();
+    let mut from = Segments::new(request_bytes(&request));
+    // As `serve_connection`: read the head, refuse what does not parse.
+    let n = match buf.read_head(&mut from, limits.max_header_size).await {
+        Ok(Head::Complete(n)) => n,
+        _ => {
+            let r = reply::bad_request(431, "request header fields too large");
+            let _ = client.send(&reply::encode(&r, false, true)).await;
+            return (wire, client.bytes);
+        }
+    };
+    let req = match parse::parse_request_head(&buf.data()[..n]) {
+        Ok(req) => req,
+        Err(e) => {
+            log::warn!("{CLIENT}: {} {}", e.status, e.reason);
+            let r = reply::bad_request(e.status, e.reason);
+            let _ = client.send(&reply::encode(&r, false, true)).await;
+            return (wire, client.bytes);
+        }
+    };
+    buf.consume(n);
+    let keep_alive = proxy::wants_keep_alive(&req);
+    let mut ex = Exchange {
+        request_headers: proxy::request_map(&req),
+        info: proxy::stream_info(CLIENT, Some(LISTENER), &req, route),
+        ..Exchange::default()
+    };
+    if let Framing::Length(n) = req.framing {
+        if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
+            log::warn!("{CLIENT}: 413: body of {n} bytes");
+            let r = reply::bad_request(413, "request body too large");
+            proxy::answer(&mut client, &req, &r, false).await;
+            return (wire, client.bytes);
+        }
+    }
+    let mut chain = match Chain::start(&worker, &gateway, route) {
+        Ok(chain) => chain,
+        Err((chain, fault)) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            wire.fault = Some(fault);
+            chain.finish(&mut ex);
+            proxy::answer(&mut client, &req, &reply::unavailable(), keep_alive).await;
+            return (wire, client.bytes);
+        }
+    };
+    let parts = Parts {
+        req: &req,
+        route,
+        limits,
+        keep_alive,
+    };
+    let mut io = Io {
+        client: &mut client,
+        buf: &mut buf,
+        from: &mut from,
+    };
+    proxy_through(&mut wire, &mut io, parts, &mut chain, &mut ex, &upstream).await;
+    chain.finish(&mut ex);
+    (wire, client.bytes)
+}
+
+/// The request's fixed parts.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    req: &'a http::RequestHead,
+    route: &'a Route,
+    limits: &'a ClientLimits,
+    keep_alive: bool,
+}
+
+/// The client's ends: what it is sent, and what is left of its bytes.
+struct Io<'a> {
+    client: &'a mut Client,
+    buf: &'a mut ReadBuf,
+    from: &'a mut Segments,
+}
+
+/// The plugins and the scripted upstream for a routed request, as
+/// `proxy::proxy` runs them.
+async fn proxy_through(
+    wire: &mut Wire,
+    io: &mut Io<'_>,
+    parts: Parts<'_>,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+    script: &spec::Upstream,
+) {
+    let Parts {
+        req,
+        route,
+        limits,
+        keep_alive,
+    } = parts;
+    let client = &mut *io.client;
+    let eos = req.framing == Framing::Empty;
+    match chain.on_request_headers(ex, eos).await {
+        Verdict::Continue => {}
+        Verdict::Respond(local) => {
+            proxy::answer_local(client, req, &local, ex, keep_alive).await;
+            wire.local = Some(local);
+            return;
+        }
+        Verdict::Fail(fault) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            wire.fault = Some(fault);
+            proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
+            return;
+        }
+    }
+    let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
+        && req.framing != Framing::Empty
+    {
+        if proxy::expects_continue(req) {
+            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let read =
+            proxy::request_body_through_plugins(io.buf, io.from, req.framing, chain, ex, limits);
+        match read.await {
+            Ok(body) => Some(body),
+            Err(BodyEnd::Respond(local)) => {
+                proxy::answer_local(client, req, &local, ex, false).await;
+                wire.local = Some(local);
+                return;
+            }
+            Err(BodyEnd::Refuse(r, why)) => {
+                log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
+                proxy::answer(client, req, &r, false).await;
+                return;
+            }
+            Err(BodyEnd::Fail(fault)) => {
+                log::warn!(
+                    "route {:?}: {} {}: {fault}",
+                    route.id,
+                    req.method,
+                    req.target
+                );
+                wire.fault = Some(fault);
+                proxy::answer(client, req, &reply::unavailable(), false).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let Some(upstream) = &route.upstream else {
+        unreachable_route(client, req).await;
+        return;
+    };
+    let node = &upstream.nodes[0];
+
+    // As `send_request` and its `exchange`: the bytes the node receives.
+    let (framing, encoded) = proxy::upstream_framing(req, ex, buffered.as_deref());
+    let head = proxy::request_head(req, ex, upstream, node, CLIENT, framing);
+    let mut sent = Vec::new();
+    let forwarded = match encoded.as_deref().or(buffered.as_deref()) {
+        Some(body) => {
+            sent.extend_from_slice(&head);
+            sent.extend_from_slice(body);
+            Ok(())
+        }
+        None if req.framing != Framing::Empty => {
+            if proxy::expects_continue(req) {
+                let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            let body = proxy::Body {
+                framing: req.framing,
+                send_timeout: route.timeout.send,
+                limits,
+            };
+            match proxy::forward_body(io.buf, io.from, &mut sent, body, head).await {
+                Ok(rest) => {
+                    sent.extend_from_slice(&rest);
+                    Ok(())
+                }
+                Err(stage) => Err(stage),
+            }
+        }
+        None => {
+            sent = head;
+            Ok(())
+        }
+    };
+    wire.upstream = Some(sent);
+    let mut up_buf = ReadBuf::new();
+    let mut up = upstream_bytes(script);
+    let response = match forwarded {
+        Ok(()) => proxy::read_response_head(&mut up_buf, &mut up, route.timeout.read).await,
+        Err(stage) => Err(stage),
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(stage) => {
+            let failure = proxy::failure(stage, node.addr);
+            log::warn!(
+                "route {:?}: {} {}: {}",
+                route.id,
+                req.method,
+                req.target,
+                failure.why
+            );
+            let keep = keep_alive && (failure.request_body_consumed || buffered.is_some());
+            proxy::answer(client, req, &failure.reply, keep).await;
+            return;
+        }
+    };
+    let framing = match parse::response_framing(&response, &req.method) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("route {:?}: upstream {}: {}", route.id, node.addr, e.reason);
+            proxy::answer(client, req, &reply::bad_gateway(), keep_alive).await;
+            return;
+        }
+    };
+
+    ex.response_headers = proxy::response_map(&response);
+    let eos = framing == Framing::Empty;
+    match chain.on_response_headers(ex, eos).await {
+        Verdict::Continue => {}
+        Verdict::Respond(local) => {
+            proxy::answer_local(client, req, &local, ex, keep_alive).await;
+            wire.local = Some(local);
+            return;
+        }
+        Verdict::Fail(fault) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            wire.fault = Some(fault);
+            proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
+            return;
+        }
+    }
+    let close_delimited = framing != Framing::Empty
+        && !matches!(framing, Framing::Length(_))
+        && req.version == Version::Http10;
+    let keep_alive = keep_alive && !close_delimited;
+    let Some(status) = proxy::status_of(&ex.response_headers) else {
+        log::warn!("route {:?}: a plugin set an invalid :status", route.id);
+        proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
+        return;
+    };
+    client.record.status = status;
+    ex.info.response_code = Some(status);
+    if (chain.hooks.response_body || chain.hooks.response_trailers) && framing != Framing::Empty {
+        let relay = Relay {
+            status,
+            req,
+            keep_alive,
+            limit: limits.max_buffered_body,
+        };
+        let relayed = proxy::response_body_through_plugins(
+            &mut up_buf,
+            &mut up,
+            client,
+            framing,
+            chain,
+            ex,
+            relay,
+        );
+        if let Err(e) = relayed.await {
+            log::warn!(
+                "route {:?}: upstream {}: response body: {e}",
+                route.id,
+                node.addr
+            );
+        }
+        return;
+    }
+    let mut out = Vec::with_capacity(1024);
+    proxy::write_response_head(
+        &mut out,
+        status,
+        &ex.response_headers,
+        framing,
+        req,
+        keep_alive,
+    );
+    let client_is_11 = req.version == Version::Http11;
+    let streamed = proxy::stream_body(&mut up_buf, &mut up, client, framing, out, client_is_11);
+    if let Err(e) = streamed.await {
+        log::warn!(
+            "route {:?}: upstream {}: response body aborted: {e}",
+            route.id,
+            node.addr
+        );
+    }
+}
+
+/// The runner's routes always have an upstream; answer as the proxy
+/// would if one had none.
+async fn unreachable_route(client: &mut Client, req: &http::RequestHead) {
+    log::warn!("route \"test\": no upstream and no plugin answered");
+    proxy::answer(client, req, &reply::unavailable(), false).await;
+}
+
+/// The client's request as bytes on the wire: the head, then each piece
+/// of body as it arrives.
+fn request_bytes(r: &spec::Request) -> Vec<Vec<u8>> {
+    let mut head = format!("{} {} HTTP/1.1\r\n", r.method, r.path).into_bytes();
+    for (k, v) in &r.headers {
+        http::write_header(&mut head, k.as_bytes(), v.as_bytes());
+    }
+    // No body, no framing field, as clients send a GET.
+    let framed = !r.body.pieces.is_empty();
+    message_bytes(head, &r.body, framed)
+}
+
+/// The upstream's answer as bytes on the wire.
+fn upstream_bytes(script: &spec::Upstream) -> Segments {
+    match script {
+        spec::Upstream::Answers {
+            status,
+            headers,
+            body,
+        } => {
+            let mut head = Vec::with_capacity(256);
+            http::write_status_line(&mut head, *status);
+            for (k, v) in headers {
+                http::write_header(&mut head, k.as_bytes(), v.as_bytes());
+            }
+            // Every response is framed, except those that never have a body.
+            let framed = !(*status < 200 || *status == 204 || *status == 304);
+            Segments::new(message_bytes(head, body, framed))
+        }
+        spec::Upstream::NeverAnswers => Segments {
+            parts: VecDeque::new(),
+            end: Some(io::ErrorKind::TimedOut),
+        },
+        spec::Upstream::Resets => Segments {
+            parts: VecDeque::new(),
+            end: Some(io::ErrorKind::ConnectionReset),
+        },
+    }
+}
+
+/// `head` (without its blank line) plus the framing and pieces of `body`;
+/// an empty body gets `content-length: 0` only when `framed`.
+fn message_bytes(mut head: Vec<u8>, body: &spec::Body, framed: bool) -> Vec<Vec<u8>> {
+    let mut parts = Vec::with_capacity(body.pieces.len() + 2);
+    if body.chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        parts.push(head);
+        for piece in &body.pieces {
+            let mut chunk = Vec::with_capacity(piece.len() + 12);
+            proxy::encode_piece(&mut chunk, piece, true);
+            parts.push(chunk);
+        }
+        let trailers: Vec<(Vec<u8>, Vec<u8>)> = body
+            .trailers
+            .iter()
+            .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+            .collect();
+        let mut last = Vec::new();
+        http::io::last_chunk_with(&mut last, &trailers);
+        parts.push(last);
+        return parts;
+    }
+    let len: usize = body.pieces.iter().map(Vec::len).sum();
+    if framed || len > 0 {
+        head.extend_from_slice(b"content-length: ");
+        http::push_decimal(&mut head, len as u64);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    parts.push(head);
+    parts.extend(body.pieces.iter().cloned());
+    parts
+}
+
+/// A request as a node receives it, parsed back.
+fn parse_request(bytes: &[u8]) -> Result<Message, String> {
+    smol::future::block_on(async {
+        let mut from = Segments::new(vec![bytes.to_vec()]);
+        let mut buf = ReadBuf::new();
+        let n = match buf.read_head(&mut from, usize::MAX).await {
+            Ok(Head::Complete(n)) => n,
+            _ => return Err("no complete head".to_string()),
+        };
+        let head = parse::parse_request_head(&buf.data()[..n]).map_err(|e| e.reason.to_string())?;
+        buf.consume(n);
+        let (body, trailers) = read_body(&mut buf, &mut from, head.framing).await?;
+        Ok(Message {
+            method: head.method,
+            path: head.target,
+            headers: text_pairs(head.headers),
+            body,
+            trailers,
+            ..Message::default()
+        })
+    })
+}
+
+/// A response as the client receives it, parsed back (interim responses
+/// skipped).
+fn parse_response(bytes: &[u8], method: &str) -> Result<Message, String> {
+    smol::future::block_on(async {
+        let mut from = Segments::new(vec![bytes.to_vec()]);
+        let mut buf = ReadBuf::new();
+        loop {
+            let n = match buf.read_head(&mut from, usize::MAX).await {
+                Ok(Head::Complete(n)) => n,
+                _ => return Err("no complete response head".to_string()),
+            };
+            let head =
+                parse::parse_response_head(&buf.data()[..n]).map_err(|e| e.reason.to_string())?;
+            buf.consume(n);
+            if head.status < 200 {
+                continue;
+            }
+            let framing =
+                parse::response_framing(&head, method).map_err(|e| e.reason.to_string())?;
+            let (body, trailers) = read_body(&mut buf, &mut from, framing).await?;
+            return Ok(Message {
+                status: head.status,
+                headers: text_pairs(head.headers),
+                body,
+                trailers,
+                ..Message::default()
+            });
+        }
+    })
+}
+
+async fn read_body(
+    buf: &mut ReadBuf,
+    from: &mut Segments,
+    framing: Framing,
+) -> Result<(Vec<u8>, Vec<(String, String)>), String> {
+    let mut reader = BodyReader::new(framing);
+    let mut body = Vec::new();
+    loop {
+        let n = reader.next(buf, from).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok((body, text_pairs(reader.take_trailers())));
+        }
+        body.extend_from_slice(&buf.data()[..n]);
+        buf.consume(n);
+    }
+}
+
+fn text_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
+}
