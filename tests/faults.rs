@@ -723,7 +723,7 @@ fn an_unknown_failure_policy_is_a_config_error() {
 /// not an error: it is linked to a stub that answers an error status, with a
 /// warning naming the plugin and the import; `-t` passes.
 #[test]
-fn an_unknown_import_signature_is_stubbed_with_a_warning() {
+fn an_import_with_the_wrong_signature_is_refused_at_load() {
     let dir = temp_dir();
     let path = dir.join("odd_import.wasm");
     let module = wat::parse_str(
@@ -746,13 +746,13 @@ fn an_unknown_import_signature_is_stubbed_with_a_warning() {
     )
     .unwrap();
     std::fs::write(dir.join("apisix.yaml"), "routes: []\n#END\n").unwrap();
-    let (code, out, err) = run(&["-t", "-c", dir.join("config.yaml").to_str().unwrap()]);
-    assert_eq!((code, out.as_str()), (0, "configuration ok\n"), "{err}");
+    let (code, _, err) = run(&["-t", "-c", dir.join("config.yaml").to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("wasm::odd") && err.contains("env.proxy_log"),
+        err.contains("\"odd\"") && err.contains("env.proxy_log"),
         "{err}"
     );
-    assert!(err.contains("linking a stub"), "{err}");
+    assert!(err.contains("the proxy-wasm ABI defines it as"), "{err}");
 }
 
 /// A reload (`SIGHUP`) whose plugin cannot load, start or configure is

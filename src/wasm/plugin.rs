@@ -5,7 +5,7 @@
 //! Owns the wasmi configuration (fuel metering, parsing limits), the ABI
 //! marker check, the memory-size check, and the per-plugin `Linker`: the
 //! shared host functions plus a warn-once stub for every function import the
-//! host does not define with that exact signature. Knows nothing about
+//! host does not define (one it defines with another signature is refused). Knows nothing about
 //! sockets, HTTP framing, routing or config files: the proxy hands it a
 //! `PluginSpec` it has already parsed.
 
@@ -252,7 +252,8 @@ fn check_memory(module: &Module, limit: usize) -> Result<(), String> {
 }
 
 /// The engine's linker plus a stub for every function import it does not
-/// define with exactly the imported signature, and the stubbed names.
+/// define, and the stubbed names. A function it defines but with another
+/// signature is an error.
 fn link(
     engine: &Engine,
     module: &Module,
@@ -272,10 +273,14 @@ fn link(
             .get(&(module_name.to_owned(), name.to_owned()))
         {
             Some(host_ty) if host_ty == ty => continue,
-            Some(host_ty) => log::warn!(
-                target: &format!("wasm::{plugin}"),
-                "imports {module_name}.{name} as {ty:?} but the host defines {host_ty:?}; linking a stub",
-            ),
+            // A known function with another signature is a module built
+            // against a different ABI: calling through a stub would only
+            // hide that, so it is refused at load (issue #4).
+            Some(host_ty) => {
+                return Err(format!(
+                    "imports {module_name}.{name} as {ty:?}, but the proxy-wasm ABI defines it as {host_ty:?}"
+                ))
+            }
             None => {
                 log::debug!(target: &format!("wasm::{plugin}"), "stubbing unknown import {module_name}.{name}")
             }

@@ -423,11 +423,20 @@ fn memory_grow_past_the_limit_returns_minus_one() {
 /// Unknown imports (and imports whose signature differs from the host's)
 /// are stubbed: i32-returning ones answer an error status, others trap.
 #[test]
+fn a_known_import_with_another_signature_is_refused() {
+    let vm_wat = Wat::new().module(r#"(import "env" "proxy_log" (func (param i32) (result i32)))"#);
+    let err = load_with(&vm_wat, |_| {}).err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("env.proxy_log"), "{msg}");
+    assert!(msg.contains("the proxy-wasm ABI defines it as"), "{msg}");
+}
+
+#[test]
 fn unknown_imports_are_stubbed() {
     let vm_wat = Wat::new().module(
         r#"
         (import "env" "proxy_not_in_any_abi" (func $unknown (param i32) (result i32)))
-        (import "env" "proxy_log" (func $wrong_log (param i32) (result i32)))
+        (import "env" "proxy_also_unknown" (func $wrong_log (param i32) (result i32)))
         (import "wasi_snapshot_preview1" "fd_not_a_thing" (func $unknown_wasi (result i32)))
         (import "wasi_unstable" "fd_write" (func $old_fd_write (param i32 i32 i32 i32) (result i32)))
         (import "custom" "no_result" (func $no_result (param i64)))
@@ -447,7 +456,7 @@ fn unknown_imports_are_stubbed() {
         plugin.stubbed,
         [
             "env.proxy_not_in_any_abi",
-            "env.proxy_log",
+            "env.proxy_also_unknown",
             "wasi_snapshot_preview1.fd_not_a_thing",
             "custom.no_result"
         ]
