@@ -32,6 +32,7 @@ const WRITE_COALESCE: usize = 64 * 1024;
 /// Serves one client connection until it closes or must be closed.
 pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: SocketAddr) {
     let mut client = Client {
+        local: stream.get_ref().local_addr().ok(),
         stream,
         buf: ReadBuf::new(),
         peer,
@@ -139,6 +140,8 @@ struct Client {
     stream: Async<TcpStream>,
     buf: ReadBuf,
     peer: SocketAddr,
+    /// The listener address the client reached (looked up once).
+    local: Option<SocketAddr>,
     send_timeout: Duration,
     /// `max_buffered_body` of the configuration serving this request.
     max_buffered_body: usize,
@@ -194,12 +197,7 @@ async fn handle(
 
     let mut ex = Exchange {
         request_headers: request_map(&req),
-        info: stream_info(
-            client.peer,
-            client.stream.get_ref().local_addr().ok(),
-            &req,
-            route,
-        ),
+        info: stream_info(client.peer, client.local, &req, route),
         ..Exchange::default()
     };
     if let Framing::Length(n) = req.framing {
