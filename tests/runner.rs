@@ -69,7 +69,7 @@ fn a_passing_file_exits_0_and_lists_its_cases() {
     assert!(out.contains("  ok    adds the header"), "{out}");
     assert!(out.contains("  ok    keeps the upstream's status"), "{out}");
     assert!(
-        out.contains("2 cases in 1 files: 2 passed, 0 failed"),
+        out.contains("2 cases in 1 file: 2 passed, 0 failed"),
         "{out}"
     );
 }
@@ -102,7 +102,7 @@ cases:
         "        response.headers.x-go-wasm\n          - Envoy\n          + APISIX\n",
         "        response.headers.x-missing\n          - (present)\n          + (absent)\n",
         "        response.body\n          --- expected\n          +++ actual\n           one\n          -2\n          +two\n           three\n",
-        "2 cases in 1 files: 1 passed, 1 failed",
+        "2 cases in 1 file: 1 passed, 1 failed",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

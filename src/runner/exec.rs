@@ -690,13 +690,8 @@ async fn proxy_through(
                 send_timeout: route.timeout.send,
                 limits,
             };
-            match proxy::forward_body(io.buf, io.from, &mut sent, body, head).await {
-                Ok(rest) => {
-                    sent.extend_from_slice(&rest);
-                    Ok(())
-                }
-                Err(stage) => Err(stage),
-            }
+            let forward = proxy::forward_body(io.buf, io.from, &mut sent, body, head).await;
+            forward.map(|rest| sent.extend_from_slice(&rest))
         }
         None => {
             sent = head;

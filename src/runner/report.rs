@@ -83,11 +83,21 @@ pub fn text(files: &[FileReport]) -> String {
     let (cases, failed) = counts(files);
     let _ = writeln!(
         s,
-        "\n{cases} cases in {} files: {} passed, {failed} failed",
-        files.len(),
+        "\n{} in {}: {} passed, {failed} failed",
+        plural(cases, "case"),
+        plural(files.len(), "file"),
         cases - failed
     );
     s
+}
+
+/// `1 case`, `2 cases`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// The JSON report: results plus what each case produced.
