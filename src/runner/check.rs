@@ -125,6 +125,18 @@ pub fn check(case: &Case, outcome: &Outcome) -> Vec<Mismatch> {
             });
         }
     }
+    for (key, expected) in &e.shared_data {
+        let actual = crate::wasm::shared_value(key.as_bytes())
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if actual != *expected {
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+            out.push(Mismatch {
+                what: format!("shared_data.{key}"),
+                expected: show(expected),
+                actual: show(&actual),
+            });
+        }
+    }
     for (name, expected) in &e.metrics {
         let metric = outcome.metrics.iter().find(|(n, ..)| n == name);
         let actual = match metric {

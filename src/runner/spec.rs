@@ -123,6 +123,9 @@ pub struct Expect {
     /// Plugin metrics: how much a counter or histogram grew during the
     /// case, or a gauge's value after it.
     pub metrics: Vec<(String, i64)>,
+    /// Process-wide shared data after the case: key → value (`false`: the
+    /// key must not exist).
+    pub shared_data: Vec<(String, Option<String>)>,
     /// The plugin failure the request must meet; without it, any failure
     /// fails the case.
     pub fault: Option<FaultExpect>,
@@ -619,6 +622,7 @@ fn expect(o: &Obj, p: &mut Problems) -> Expect {
             "calls",
             "logs",
             "metrics",
+            "shared_data",
             "fault",
         ],
         p,
@@ -686,6 +690,26 @@ fn expect(o: &Obj, p: &mut Problems) -> Expect {
             })
             .collect()
     });
+    let shared_data = o.obj("shared_data", p).map_or_else(Vec::new, |m| {
+        m.map
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.as_str()?.to_string();
+                match v {
+                    Value::Bool(false) => Some((key, None)),
+                    Value::String(s) => Some((key, Some(s.clone()))),
+                    Value::Number(n) => Some((key, Some(n.to_string()))),
+                    other => {
+                        p.at(
+                            &m.path_of(&key),
+                            format!("expected a string, a number or false, got {}", kind(other)),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect()
+    });
     let fault = o
         .value("fault")
         .and_then(|v| fault(v, o.path_of("fault"), p));
@@ -696,6 +720,7 @@ fn expect(o: &Obj, p: &mut Problems) -> Expect {
         calls,
         logs,
         metrics,
+        shared_data,
         fault,
     }
 }
@@ -989,7 +1014,7 @@ cases:
         );
         check_err(
             &format!("{base}  - name: a\n    expect: {{respnse: {{}}}}\n"),
-            "t.yaml: cases[0].expect.respnse: unknown key (expected one of: response, upstream, local_response, calls, logs, metrics, fault)",
+            "t.yaml: cases[0].expect.respnse: unknown key (expected one of: response, upstream, local_response, calls, logs, metrics, shared_data, fault)",
         );
         check_err(
             &format!("{base}  - {{}}\n"),

@@ -89,6 +89,7 @@ pub use metrics::{metrics_snapshot, metrics_text};
 pub use plugin::{
     Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT,
 };
+pub use shared::shared_value;
 #[allow(unused_imports)]
 pub use types::MetricKind;
 pub use vm::PluginVm;

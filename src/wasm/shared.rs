@@ -54,6 +54,12 @@ pub(crate) fn get_shared_data(key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
         .ok_or(Status::NotFound)
 }
 
+/// The process-wide shared value of `key`, as plugins read it with
+/// `proxy_get_shared_data` (for `tinygate test` expectations).
+pub fn shared_value(key: &[u8]) -> Option<Vec<u8>> {
+    get_shared_data(key).ok().map(|(value, _)| value)
+}
+
 /// Why `set_shared_data` refused a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SetError {
