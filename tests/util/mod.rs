@@ -69,64 +69,8 @@ impl Gate {
     }
 
     /// Starts tinygate on `dir/config.yaml`.
-    // The child is killed and waited for in `Drop` (or waited for here when
-    // it exits early), which the lint cannot see.
-    #[allow(clippy::zombie_processes)]
     pub fn start_in(dir: PathBuf) -> Gate {
-        let mut child = tinygate()
-            .arg("-c")
-            .arg(dir.join("config.yaml"))
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tinygate");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if out.read_line(&mut line).unwrap_or(0) == 0 {
-                let status = child.wait();
-                // Give the stderr thread the rest of the pipe.
-                let deadline = std::time::Instant::now() + Duration::from_secs(2);
-                while std::time::Instant::now() < deadline
-                    && !stderr.lock().unwrap().contains("error")
-                {
-                    std::thread::yield_now();
-                }
-                panic!(
-                    "tinygate exited before listening ({status:?});\nconfig:\n{}\nstderr:\n{}",
-                    std::fs::read_to_string(dir.join("config.yaml")).unwrap_or_default(),
-                    stderr.lock().unwrap()
-                );
-            }
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                let addr = addr.parse().expect("listening address");
-                std::thread::spawn(move || {
-                    let mut sink = String::new();
-                    let _ = out.read_to_string(&mut sink);
-                });
-                return Gate {
-                    child,
-                    addr,
-                    dir,
-                    stderr,
-                };
-            }
-        }
+        Gate::start_in_capturing_stdout(dir).0
     }
 
     /// Everything tinygate logged so far.
@@ -634,8 +578,11 @@ impl Gate {
         }
     }
 
-    /// Like [`Gate::start_in`], but keeps what tinygate writes to stdout
-    /// after its `listening on` line (e.g. an access log on stdout).
+    /// Starts tinygate on `dir/config.yaml` and keeps what it writes to
+    /// stdout after its `listening on` line (e.g. an access log on stdout).
+    // The child is killed and waited for in `Drop` (or here when it does
+    // not start), which the lint cannot see.
+    #[allow(clippy::zombie_processes)]
     pub fn start_in_capturing_stdout(dir: PathBuf) -> (Gate, Arc<Mutex<String>>) {
         let mut child = tinygate()
             .arg("-c")
@@ -678,9 +625,16 @@ impl Gate {
         });
         let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
             let _ = child.kill();
-            let _ = child.wait();
+            let status = child.wait();
+            // Give the stderr thread the rest of the pipe.
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline && !stderr.lock().unwrap().contains("error")
+            {
+                std::thread::yield_now();
+            }
             panic!(
-                "tinygate did not start listening;\nstderr:\n{}",
+                "tinygate did not start listening ({status:?});\nconfig:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(dir.join("config.yaml")).unwrap_or_default(),
                 stderr.lock().unwrap()
             );
         };
