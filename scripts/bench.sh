@@ -582,8 +582,17 @@ say "row (a) shows the upstream nginx's own RSS). errors: wrk 'Non-2xx or 3xx re
 OTHER_MAX=$(cat "$TMP"/res/*.res | awk '$6 > m {m = $6} END {print m + 0}')
 OTHER_MED=$(cat "$TMP"/res/*.res | awk '{print $6}' | median)
 say "CPU used by processes other than the benchmark's during the measured runs: median $OTHER_MED%, max $OTHER_MAX% of the machine."
-if cmp "$OTHER_MAX > 5"; then
-    say "warning: other processes used the CPU during measurements (max $OTHER_MAX%); the figures are skewed. Re-run on a quiet machine."
+DISTURBED=""
+for f in "$TMP"/res/*.res; do
+    read -r _ _ _ _ _ o <"$f"
+    if cmp "$o > 5"; then
+        b=$(basename "$f" .res)
+        DISTURBED+=" (${b%%.*}) round ${b#*.}: $o%;"
+    fi
+done
+if [[ -n $DISTURBED ]]; then
+    say "warning: other processes used more than 5% of the CPU during:$DISTURBED"
+    say "         those runs are skewed; a row's median is sound only if most of its rounds are not listed."
 fi
 
 say ""

@@ -46,7 +46,7 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
         let limits = gateway.config.main.limits.clone();
         client.send_timeout = limits.send_timeout;
         client.max_buffered_body = limits.max_buffered_body;
-        if !client.buf.has_data() && !wait_for_request(worker, &client, &limits, first).await {
+        if !client.buf.has_data() && !wait_for_request(worker, &mut client, &limits, first).await {
             return;
         }
         first = false;
@@ -105,11 +105,14 @@ pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: S
     }
 }
 
-/// Waits until the client sends something. Gives up (false) when the
-/// connection idles past its timeout, closes, or the process drains.
+/// Waits until the client sends something, reading it into the buffer.
+/// Gives up (false) when the connection idles past its timeout, closes, or
+/// the process drains. Reading (rather than waiting for readability)
+/// costs no readiness registration when the next request is already there,
+/// which it usually is on a busy keep-alive connection.
 async fn wait_for_request(
     worker: &Worker,
-    client: &Client,
+    client: &mut Client,
     limits: &crate::config::ClientLimits,
     first: bool,
 ) -> bool {
@@ -118,13 +121,14 @@ async fn wait_for_request(
     } else {
         limits.keepalive_timeout
     };
-    let readable = with_timeout(idle_limit, client.stream.readable());
-    let ready = smol::future::or(async { Some(readable.await) }, async {
+    let mut reader = &client.stream;
+    let filled = with_timeout(idle_limit, client.buf.fill(&mut reader));
+    let ready = smol::future::or(async { Some(filled.await) }, async {
         worker.stopped().await;
         None
     });
     match ready.await {
-        Some(Ok(())) => true,
+        Some(Ok(n)) => n > 0,
         Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && first => {
             log::debug!("{}: 408: nothing received in time", client.peer);
             let r = reply::bad_request(408, "request not received in time");
@@ -1156,7 +1160,7 @@ pub(crate) fn stream_info(
     StreamInfo {
         source: Some(source),
         destination,
-        request_id: format!("{:x}-{n:x}", std::process::id()),
+        request_id: format!("{}-{n:x}", request_id_prefix()),
         route_name: route.id.clone(),
         protocol: match req.version {
             Version::Http10 => "HTTP/1.0",
@@ -1165,6 +1169,12 @@ pub(crate) fn stream_info(
         start_time_ns,
         response_code: None,
     }
+}
+
+/// The process id in hex, looked up once (it is a system call).
+fn request_id_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{:x}", std::process::id()))
 }
 
 /// The request as plugins see it: pseudo-headers first, then the fields
