@@ -75,7 +75,7 @@ impl ReadBuf {
                 self.end -= self.start;
                 self.start = 0;
             } else {
-                self.buf.resize(self.buf.len() * 2, 0);
+                self.buf.resize((self.buf.len() * 2).max(READ_CHUNK), 0);
             }
         }
         let n = io.read(&mut self.buf[self.end..]).await?;
