@@ -225,35 +225,36 @@ impl<'w> Chain<'w> {
 
     /// `proxy_on_request_trailers` in every plugin.
     pub async fn on_request_trailers(&mut self, ex: &mut Exchange) -> Verdict {
-        for i in 0..self.contexts.len() {
-            let verdict = self
-                .run(
-                    i,
-                    Phase::Request,
-                    ex,
-                    "proxy_on_request_trailers",
-                    |vm, ctx, ex| vm.on_request_trailers(ctx, ex),
-                )
-                .await;
-            if !matches!(verdict, Verdict::Continue) {
-                return verdict;
-            }
-        }
-        Verdict::Continue
+        self.every_plugin(
+            Phase::Request,
+            ex,
+            "proxy_on_request_trailers",
+            |vm, ctx, ex| vm.on_request_trailers(ctx, ex),
+        )
+        .await
     }
 
     /// `proxy_on_response_trailers` in every plugin.
     pub async fn on_response_trailers(&mut self, ex: &mut Exchange) -> Verdict {
+        self.every_plugin(
+            Phase::Response,
+            ex,
+            "proxy_on_response_trailers",
+            |vm, ctx, ex| vm.on_response_trailers(ctx, ex),
+        )
+        .await
+    }
+
+    /// Runs `hook` in every plugin, in order, until one does not continue.
+    async fn every_plugin(
+        &mut self,
+        phase: Phase,
+        ex: &mut Exchange,
+        hook: &'static str,
+        f: fn(&mut crate::wasm::PluginVm, u32, &mut Exchange) -> Result<Action, Fault>,
+    ) -> Verdict {
         for i in 0..self.contexts.len() {
-            let verdict = self
-                .run(
-                    i,
-                    Phase::Response,
-                    ex,
-                    "proxy_on_response_trailers",
-                    |vm, ctx, ex| vm.on_response_trailers(ctx, ex),
-                )
-                .await;
+            let verdict = self.run(i, phase, ex, hook, f).await;
             if !matches!(verdict, Verdict::Continue) {
                 return verdict;
             }
