@@ -9,7 +9,6 @@
 
 use crate::headers::HeaderMap;
 use crate::wasm::{Engine, Exchange, Plugin, PluginSpec, PluginVm};
-use crate::wasm::{DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,12 +24,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let spec = PluginSpec {
         name: "bench".into(),
         file: file.into(),
-        priority: 0,
-        root_id: String::new(),
-        vm_config: Vec::new(),
-        env: Vec::new(),
-        fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
-        memory_limit: DEFAULT_MEMORY_LIMIT,
+        ..PluginSpec::default()
     };
     let engine = Engine::new();
     let loads = 20;

@@ -359,7 +359,6 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, V
                 );
             }
         }
-        let root_id = o.str("root_id", p).unwrap_or("").to_string();
         let vm_config = match o.value("vm_config") {
             Some(Value::String(s)) => s.clone().into_bytes(),
             Some(v @ Value::Mapping(_)) => json_bytes(v, &o.path_of("vm_config"), p),
@@ -372,25 +371,7 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, V
             }
             None => Vec::new(),
         };
-        let env = o.obj("env", p).map_or_else(Vec::new, |e| env_pairs(&e, p));
-        let fuel = o
-            .int("fuel", 1, i64::MAX, p)
-            .map_or(DEFAULT_FUEL_PER_CALLBACK, |n| n as u64);
-        let memory_limit = o
-            .value("memory_limit")
-            .and_then(|v| byte_size(v, &o.path_of("memory_limit"), p))
-            .unwrap_or(DEFAULT_MEMORY_LIMIT);
-        let failure_policy = match o.str("failure_policy", p) {
-            None | Some("fail_closed") => FailurePolicy::FailClosed,
-            Some("fail_open") => FailurePolicy::FailOpen,
-            Some(other) => {
-                p.at(
-                    &o.path_of("failure_policy"),
-                    format!("expected \"fail_closed\" or \"fail_open\", got {other:?}"),
-                );
-                FailurePolicy::FailClosed
-            }
-        };
+        let limits = plugin_limits(&o, p);
         let (Some(name), Some(file), Some(priority)) = (name, file, priority) else {
             continue;
         };
@@ -405,15 +386,53 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, V
             name: name.to_string(),
             file: resolve(dir, file),
             priority,
-            root_id,
+            root_id: limits.root_id,
             vm_config,
-            env,
-            fuel_per_callback: fuel,
-            memory_limit,
+            env: limits.env,
+            fuel_per_callback: limits.fuel,
+            memory_limit: limits.memory_limit,
         });
-        policies.push(failure_policy);
+        policies.push(limits.failure_policy);
     }
     (out, policies)
+}
+
+/// What a plugin entry says beyond its name, file, priority and
+/// configurations; the same keys in `wasm.plugins[]` and in `tinygate
+/// test` files.
+pub(crate) struct PluginLimits {
+    pub root_id: String,
+    pub env: Vec<(String, String)>,
+    pub fuel: u64,
+    pub memory_limit: usize,
+    pub failure_policy: FailurePolicy,
+}
+
+/// Reads `root_id`, `env`, `fuel`, `memory_limit` and `failure_policy`.
+pub(crate) fn plugin_limits(o: &Obj, p: &mut Problems) -> PluginLimits {
+    let failure_policy = match o.str("failure_policy", p) {
+        None | Some("fail_closed") => FailurePolicy::FailClosed,
+        Some("fail_open") => FailurePolicy::FailOpen,
+        Some(other) => {
+            p.at(
+                &o.path_of("failure_policy"),
+                format!("expected \"fail_closed\" or \"fail_open\", got {other:?}"),
+            );
+            FailurePolicy::FailClosed
+        }
+    };
+    PluginLimits {
+        root_id: o.str("root_id", p).unwrap_or("").to_string(),
+        env: o.obj("env", p).map_or_else(Vec::new, |e| env_pairs(&e, p)),
+        fuel: o
+            .int("fuel", 1, i64::MAX, p)
+            .map_or(DEFAULT_FUEL_PER_CALLBACK, |n| n as u64),
+        memory_limit: o
+            .value("memory_limit")
+            .and_then(|v| byte_size(v, &o.path_of("memory_limit"), p))
+            .unwrap_or(DEFAULT_MEMORY_LIMIT),
+        failure_policy,
+    }
 }
 
 fn resolve(dir: &Path, file: &str) -> PathBuf {

@@ -16,7 +16,7 @@ pub(crate) mod tree;
 pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
 // For `tinygate test`, whose test files take the plugin keys of
 // `config.yaml` with the same checks.
-pub(crate) use main_file::{byte_size, env_pairs, json_bytes};
+pub(crate) use main_file::{json_bytes, plugin_limits};
 
 use crate::balancer::Balancer;
 use crate::wasm::PluginSpec;

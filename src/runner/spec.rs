@@ -12,8 +12,8 @@
 //! documents it with an example.
 
 use crate::config::tree::{index, join, kind, Obj, Problems};
-use crate::config::{byte_size, env_pairs, json_bytes, FailurePolicy};
-use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
+use crate::config::{json_bytes, plugin_limits, FailurePolicy};
+use crate::wasm::PluginSpec;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 
@@ -335,30 +335,11 @@ fn plugin(
         .value("conf")
         .map(|v| conf_bytes(v, &o.path_of("conf"), p))
         .unwrap_or_default();
-    let root_id = o.str("root_id", p).unwrap_or("").to_string();
     let vm_config = o
         .value("vm_config")
         .map(|v| conf_bytes(v, &o.path_of("vm_config"), p))
         .unwrap_or_default();
-    let env = o.obj("env", p).map_or_else(Vec::new, |e| env_pairs(&e, p));
-    let fuel = o
-        .int("fuel", 1, i64::MAX, p)
-        .map_or(DEFAULT_FUEL_PER_CALLBACK, |n| n as u64);
-    let memory_limit = o
-        .value("memory_limit")
-        .and_then(|v| byte_size(v, &o.path_of("memory_limit"), p))
-        .unwrap_or(DEFAULT_MEMORY_LIMIT);
-    let policy = match o.str("failure_policy", p) {
-        None | Some("fail_closed") => FailurePolicy::FailClosed,
-        Some("fail_open") => FailurePolicy::FailOpen,
-        Some(other) => {
-            p.at(
-                &o.path_of("failure_policy"),
-                format!("expected \"fail_closed\" or \"fail_open\", got {other:?}"),
-            );
-            FailurePolicy::FailClosed
-        }
-    };
+    let limits = plugin_limits(&o, p);
     let file = file?;
     let resolved = if Path::new(file).is_absolute() {
         PathBuf::from(file)
@@ -381,13 +362,13 @@ fn plugin(
             name,
             file: resolved,
             priority: priority as i64,
-            root_id,
+            root_id: limits.root_id,
             vm_config,
-            env,
-            fuel_per_callback: fuel,
-            memory_limit,
+            env: limits.env,
+            fuel_per_callback: limits.fuel,
+            memory_limit: limits.memory_limit,
         },
-        policy,
+        policy: limits.failure_policy,
         conf,
         path: o.path,
     })
