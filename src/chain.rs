@@ -501,7 +501,7 @@ impl<'w> Chain<'w> {
         let generation = self.contexts[i].generation;
         loop {
             let next = smol::future::or(async { rx.recv().await.ok() }, async {
-                smol::Timer::after(PAUSE_TIMEOUT).await;
+                crate::reactor::Timer::after(PAUSE_TIMEOUT).await;
                 None
             });
             let Some(event) = next.await else {

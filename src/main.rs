@@ -19,6 +19,7 @@ mod headers;
 mod http;
 mod live;
 mod proxy;
+mod reactor;
 mod reply;
 mod router;
 mod runner;

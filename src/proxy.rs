@@ -16,21 +16,21 @@ use crate::http::{
     self, io::chunk_header, io::last_chunk_with, push_decimal, BodyReader, Framing, Head, ReadBuf,
     RequestHead, ResponseHead, Version,
 };
+use crate::reactor::net::TcpStream;
 use crate::reply::{self, Reply};
 use crate::upstream::{self, with_timeout, Conn};
 use crate::wasm::{Exchange, Fault, LocalResponse, StreamInfo};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use smol::Async;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Bytes gathered into one write before flushing.
 const WRITE_COALESCE: usize = 64 * 1024;
 
 /// Serves one client connection until it closes or must be closed.
-pub async fn serve_connection(worker: &Worker, stream: Async<TcpStream>, peer: SocketAddr) {
+pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAddr) {
     let mut client = Client {
         local: stream.get_ref().local_addr().ok(),
         stream,
@@ -141,7 +141,7 @@ async fn wait_for_request(
 
 /// The downstream side of a connection.
 struct Client {
-    stream: Async<TcpStream>,
+    stream: TcpStream,
     buf: ReadBuf,
     peer: SocketAddr,
     /// The listener address the client reached (looked up once).

@@ -9,10 +9,11 @@
 
 use crate::live::Live;
 use crate::proxy;
+use crate::reactor::{self, net, Timer};
 use crate::worker::Worker;
 use rustix::net::{sockopt, AddressFamily, SocketType};
 use smol::future::FutureExt;
-use smol::{Async, LocalExecutor, Timer};
+use smol::LocalExecutor;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
@@ -116,7 +117,7 @@ fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel:
     let worker = Worker::new(live, stop, Rc::clone(&executor));
     let main = async {
         for listener in listeners {
-            match Async::new(listener) {
+            match net::TcpListener::new(listener) {
                 Ok(listener) => executor
                     .spawn(accept_loop(
                         listener,
@@ -128,17 +129,16 @@ fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel:
             }
         }
         // Buffered access log lines go out at least every 200 ms.
-        let mut tick = Timer::interval(Duration::from_millis(200));
         loop {
-            smol::stream::StreamExt::next(&mut tick).await;
+            Timer::after(Duration::from_millis(200)).await;
             worker.flush_access_log();
         }
     };
-    smol::block_on(executor.run(main));
+    reactor::block_on(executor.run(main));
 }
 
 async fn accept_loop(
-    listener: Async<TcpListener>,
+    listener: net::TcpListener,
     worker: Rc<Worker>,
     executor: Rc<LocalExecutor<'static>>,
 ) {
@@ -210,8 +210,8 @@ pub fn spawn_side_server(
         .name(name.into())
         .spawn(move || {
             let executor = Rc::new(LocalExecutor::new());
-            smol::block_on(executor.run(async {
-                let Ok(listener) = Async::new(listener) else {
+            reactor::block_on(executor.run(async {
+                let Ok(listener) = net::TcpListener::new(listener) else {
                     return;
                 };
                 while let Ok((stream, _)) = listener.accept().await {
@@ -222,10 +222,7 @@ pub fn spawn_side_server(
     Ok(bound)
 }
 
-async fn serve_side(
-    stream: Async<std::net::TcpStream>,
-    answer: fn(&crate::http::RequestHead) -> SideReply,
-) {
+async fn serve_side(stream: net::TcpStream, answer: fn(&crate::http::RequestHead) -> SideReply) {
     use crate::http::{self, BodyReader, Head, ReadBuf};
     use smol::io::AsyncWriteExt;
     let mut buf = ReadBuf::new();

@@ -7,11 +7,11 @@
 //! module knows sockets and addresses, not routes, plugins or HTTP.
 
 use crate::http::ReadBuf;
-use smol::{Async, Timer};
+use crate::reactor::{net::TcpStream, Timer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Idle connections kept per node (APISIX's keepalive_pool.size is 320
@@ -24,7 +24,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open connection to an upstream node with its read buffer.
 pub struct Conn {
-    pub stream: Async<TcpStream>,
+    pub stream: TcpStream,
     pub buf: ReadBuf,
     /// True when it came from the pool (it may have been closed by the
     /// peer in the meantime, so a failure before any response byte is
@@ -64,7 +64,7 @@ impl Pool {
 }
 
 /// True when nothing is waiting to be read: no early data and no close.
-fn is_idle_and_open(stream: &Async<TcpStream>) -> bool {
+fn is_idle_and_open(stream: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     match stream.get_ref().peek(&mut probe) {
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -77,7 +77,7 @@ fn is_idle_and_open(stream: &Async<TcpStream>) -> bool {
 /// # Errors
 /// `TimedOut` when the timeout passes, otherwise the connect error.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-    let stream = with_timeout(timeout, Async::<TcpStream>::connect(addr)).await?;
+    let stream = with_timeout(timeout, TcpStream::connect(addr)).await?;
     stream.get_ref().set_nodelay(true)?;
     Ok(Conn {
         stream,

@@ -153,7 +153,7 @@ pub async fn watch(host: &EtcdHost, request: &Value, timeout: Duration) -> Resul
     };
     if status != 200 {
         let answer = smol::future::or(async { watch.message().await.ok().flatten() }, async {
-            smol::Timer::after(timeout).await;
+            crate::reactor::Timer::after(timeout).await;
             None
         });
         let message = answer
@@ -360,7 +360,7 @@ mod tests {
             url: format!("http://{addr}"),
             authority: addr.to_string(),
         };
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let mut w = watch(&host, &serde_json::json!({}), Duration::from_secs(5))
                 .await
                 .unwrap();

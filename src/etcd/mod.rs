@@ -99,7 +99,7 @@ pub fn spawn(live: &Arc<Live>, watcher: Watcher) -> std::io::Result<()> {
     let live = Arc::clone(live);
     std::thread::Builder::new()
         .name("etcd".into())
-        .spawn(move || smol::block_on(watch::run(&live, watcher)))
+        .spawn(move || crate::reactor::block_on(watch::run(&live, watcher)))
         .map(drop)
 }
 
@@ -108,7 +108,7 @@ fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigErr
         return Ok(None);
     };
     let label = config.main.config_file.display();
-    let (store, at, resync, document) = match smol::block_on(read_at_start(&etcd)) {
+    let (store, at, resync, document) = match crate::reactor::block_on(read_at_start(&etcd)) {
         Ok((store, at)) => {
             log::info!(
                 "etcd: read {} keys under {} at revision {} from {}",
@@ -160,7 +160,7 @@ async fn read_at_start(etcd: &EtcdConfig) -> Result<(Store, usize), String> {
     let mut errors = Vec::new();
     for round in 0..etcd.startup_retry {
         if round > 0 {
-            smol::Timer::after(STARTUP_RETRY_PAUSE).await;
+            crate::reactor::Timer::after(STARTUP_RETRY_PAUSE).await;
         }
         errors.clear();
         for (i, host) in etcd.hosts.iter().enumerate() {

@@ -10,8 +10,8 @@
 use super::client::{self, int, Error};
 use super::{range, write_snapshot, Watcher};
 use crate::live::Live;
+use crate::reactor::Timer;
 use serde_json::{json, Value};
-use smol::Timer;
 use std::time::{Duration, Instant};
 
 /// First wait after a failure; doubled after each failure in a row.
