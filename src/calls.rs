@@ -95,8 +95,8 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     }
     let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
     headers.add(b":status", head.status.to_string().as_bytes());
-    for (k, v) in head.headers {
-        headers.push_owned(k, v);
+    for (k, v) in &head.headers {
+        headers.add_lowercase(k, v);
     }
     Ok(CallResponse {
         headers,

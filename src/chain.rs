@@ -56,7 +56,7 @@ pub enum BodyVerdict {
 #[derive(Debug)]
 pub enum Event {
     /// A `proxy_http_call` it made finished (`None`: failed or timed out).
-    CallDone(HttpCall, Option<CallResponse>),
+    CallDone(Box<(HttpCall, Option<CallResponse>)>),
     /// `proxy_continue_stream` for its context.
     Continue,
     /// `proxy_close_stream` for its context.
@@ -531,7 +531,8 @@ impl<'w> Chain<'w> {
                         reason: "the plugin reset the stream".to_string(),
                     })
                 }
-                Event::CallDone(call, response) => {
+                Event::CallDone(done) => {
+                    let (call, response) = *done;
                     ex.call_response = response;
                     let result = self.worker.with_vm(&plugin, Some(generation), |vm| {
                         vm.on_http_call_response(&call, ex)

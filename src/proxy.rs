@@ -96,7 +96,7 @@ pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAd
                 return;
             }
         };
-        client.record = new_record(&client, &req);
+        start_record(&mut client.record, client.peer, &req);
         let keep = handle(worker, &gateway, &mut client, req, &limits).await;
         worker.record_request(&gateway, &client.record);
         if !keep {
@@ -1119,29 +1119,48 @@ pub(crate) async fn answer_local<D: Downstream>(
     answer(client, req, &reply, keep_alive).await
 }
 
-/// The access log record for a request, before it is served.
-fn new_record(client: &Client, req: &RequestHead) -> Record {
-    let header = |name: &[u8]| {
-        req.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    Record {
-        remote: Some(client.peer),
-        host: req.host.clone().unwrap_or_default(),
-        method: req.method.clone(),
-        target: req.target.clone(),
-        version: match req.version {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        },
-        started: Some(std::time::Instant::now()),
-        referer: header(b"referer"),
-        user_agent: header(b"user-agent"),
-        ..Record::default()
+/// Starts the access log record of a request, before it is served. The
+/// previous request's record is overwritten in place, reusing its memory.
+fn start_record(record: &mut Record, peer: SocketAddr, req: &RequestHead) {
+    fn set(to: &mut String, from: &[u8]) {
+        to.clear();
+        to.push_str(&String::from_utf8_lossy(from));
     }
+    let header = |name: &[u8]| req.headers.get(name).unwrap_or(b"");
+    // Every field, so that a new one cannot be forgotten here.
+    let Record {
+        remote,
+        host,
+        method,
+        target,
+        version,
+        status,
+        body_bytes_sent,
+        started,
+        referer,
+        user_agent,
+        route_id,
+        upstream_addr,
+        upstream_status,
+        upstream_time,
+    } = record;
+    *remote = Some(peer);
+    set(host, req.host.as_deref().unwrap_or("").as_bytes());
+    set(method, req.method.as_bytes());
+    set(target, req.target.as_bytes());
+    *version = match req.version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    };
+    *status = 0;
+    *body_bytes_sent = 0;
+    *started = Some(std::time::Instant::now());
+    set(referer, header(b"referer"));
+    set(user_agent, header(b"user-agent"));
+    route_id.clear();
+    *upstream_addr = None;
+    *upstream_status = None;
+    *upstream_time = None;
 }
 
 /// What plugins can read about this stream through properties: `source`
@@ -1181,17 +1200,14 @@ fn request_id_prefix() -> &'static str {
 /// without `Host` and without hop-by-hop fields.
 pub(crate) fn request_map(req: &RequestHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
-    map.push_owned(b":method".to_vec(), req.method.as_bytes().to_vec());
-    map.push_owned(b":path".to_vec(), req.target.as_bytes().to_vec());
-    map.push_owned(
-        b":authority".to_vec(),
-        req.host.as_deref().unwrap_or("").as_bytes().to_vec(),
-    );
-    map.push_owned(b":scheme".to_vec(), b"http".to_vec());
-    let tokens = http::connection_tokens(req.headers.iter().map(|(k, v)| (&k[..], &v[..])));
+    map.add_lowercase(b":method", req.method.as_bytes());
+    map.add_lowercase(b":path", req.target.as_bytes());
+    map.add_lowercase(b":authority", req.host.as_deref().unwrap_or("").as_bytes());
+    map.add_lowercase(b":scheme", b"http");
+    let tokens = http::connection_tokens(req.headers.iter());
     for (k, v) in &req.headers {
         if k != b"host" && !http::is_hop_by_hop(k, &tokens) {
-            map.push_owned(k.clone(), v.clone());
+            map.add_lowercase(k, v);
         }
     }
     map
@@ -1203,11 +1219,11 @@ pub(crate) fn response_map(res: &ResponseHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(res.headers.len() + 1);
     let mut status = Vec::with_capacity(3);
     push_decimal(&mut status, u64::from(res.status));
-    map.push_owned(b":status".to_vec(), status);
-    let tokens = http::connection_tokens(res.headers.iter().map(|(k, v)| (&k[..], &v[..])));
+    map.add_lowercase(b":status", &status);
+    let tokens = http::connection_tokens(res.headers.iter());
     for (k, v) in &res.headers {
         if !http::is_hop_by_hop(k, &tokens) {
-            map.push_owned(k.clone(), v.clone());
+            map.add_lowercase(k, v);
         }
     }
     map
@@ -1341,10 +1357,11 @@ pub(crate) fn wants_keep_alive(req: &RequestHead) -> bool {
     }
 }
 
-fn has_token<'a>(headers: impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)>, token: &[u8]) -> bool {
-    http::connection_tokens(headers.map(|(k, v)| (&k[..], &v[..])))
-        .iter()
-        .any(|t| t == token)
+fn has_token<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>, token: &[u8]) -> bool {
+    headers
+        .filter(|(k, _)| *k == b"connection")
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Methods whose repetition has the same effect (RFC 9110 §9.2.2).

@@ -26,10 +26,8 @@ const BUCKETS_MS: [f64; 15] = [
 #[derive(Default)]
 pub struct Stats {
     requests: u64,
-    /// (status, route id) → count.
-    status: HashMap<(u16, String), u64>,
-    /// (kind, route id) → histogram, kind being `request` or `upstream`.
-    latency: HashMap<(&'static str, String), Histogram>,
+    /// Route id → its counters (looked up without allocating).
+    routes: HashMap<String, RouteStats>,
     /// Plugin name → instances discarded after a trap or fuel exhaustion.
     plugin_failures: HashMap<String, u64>,
     /// Plugin name → instances started to replace a failed one.
@@ -38,6 +36,15 @@ pub struct Stats {
     vm_backoff_refusals: HashMap<String, u64>,
     /// Plugin name → requests that skipped it after a failure (`fail_open`).
     fail_open: HashMap<String, u64>,
+}
+
+/// One route's counters in one worker.
+#[derive(Default)]
+struct RouteStats {
+    /// (status, count), in order of first appearance.
+    status: Vec<(u16, u64)>,
+    request: Histogram,
+    upstream: Histogram,
 }
 
 #[derive(Default, Clone)]
@@ -71,23 +78,24 @@ impl Stats {
     /// Counts one finished request.
     pub fn observe(&mut self, record: &Record) {
         self.requests += 1;
-        let route = record.route_id.clone();
-        *self
-            .status
-            .entry((record.status, route.clone()))
-            .or_default() += 1;
+        if !self.routes.contains_key(&record.route_id) {
+            self.routes
+                .insert(record.route_id.clone(), RouteStats::default());
+        }
+        let Some(route) = self.routes.get_mut(&record.route_id) else {
+            return;
+        };
+        match route.status.iter_mut().find(|(s, _)| *s == record.status) {
+            Some((_, n)) => *n += 1,
+            None => route.status.push((record.status, 1)),
+        }
         if let Some(started) = record.started {
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.latency
-                .entry(("request", route.clone()))
-                .or_default()
-                .observe(ms);
+            route
+                .request
+                .observe(started.elapsed().as_secs_f64() * 1000.0);
         }
         if let Some(t) = record.upstream_time {
-            self.latency
-                .entry(("upstream", route))
-                .or_default()
-                .observe(t.as_secs_f64() * 1000.0);
+            route.upstream.observe(t.as_secs_f64() * 1000.0);
         }
     }
 
@@ -156,14 +164,24 @@ fn answer(req: &RequestHead) -> SideReply {
 /// Everything, in Prometheus text exposition format.
 pub fn prometheus_text() -> String {
     let mut total = Stats::default();
+    // (status, route id) → count; (kind, route id) → histogram.
+    let mut total_status: HashMap<(u16, String), u64> = HashMap::new();
+    let mut total_latency: HashMap<(&str, String), Histogram> = HashMap::new();
     for stats in ALL.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let s = stats.lock().unwrap_or_else(|e| e.into_inner());
         total.requests += s.requests;
-        for (k, v) in &s.status {
-            *total.status.entry(k.clone()).or_default() += v;
-        }
-        for (k, h) in &s.latency {
-            total.latency.entry(k.clone()).or_default().add(h);
+        for (route, r) in &s.routes {
+            for (code, n) in &r.status {
+                *total_status.entry((*code, route.clone())).or_default() += n;
+            }
+            for (kind, h) in [("request", &r.request), ("upstream", &r.upstream)] {
+                if h.count > 0 {
+                    total_latency
+                        .entry((kind, route.clone()))
+                        .or_default()
+                        .add(h);
+                }
+            }
         }
         for (k, v) in &s.plugin_failures {
             *total.plugin_failures.entry(k.clone()).or_default() += v;
@@ -182,7 +200,7 @@ pub fn prometheus_text() -> String {
     out.push_str("# TYPE apisix_http_requests_total counter\n");
     let _ = writeln!(out, "apisix_http_requests_total {}", total.requests);
     out.push_str("# TYPE apisix_http_status counter\n");
-    let mut status: Vec<_> = total.status.iter().collect();
+    let mut status: Vec<_> = total_status.iter().collect();
     status.sort();
     for ((code, route), n) in status {
         let _ = writeln!(
@@ -192,7 +210,7 @@ pub fn prometheus_text() -> String {
         );
     }
     out.push_str("# TYPE apisix_http_latency histogram\n");
-    let mut latency: Vec<_> = total.latency.iter().collect();
+    let mut latency: Vec<_> = total_latency.iter().collect();
     latency.sort_by(|a, b| a.0.cmp(b.0));
     for ((kind, route), h) in latency {
         let labels = format!("type=\"{kind}\",route=\"{}\"", label(route));

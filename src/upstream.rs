@@ -64,7 +64,11 @@ impl Pool {
 }
 
 /// True when nothing is waiting to be read: no early data and no close.
+/// Usually the reactor knows; otherwise a peek asks the kernel.
 fn is_idle_and_open(stream: &TcpStream) -> bool {
+    if stream.is_drained() {
+        return true;
+    }
     let mut probe = [0u8; 1];
     match stream.get_ref().peek(&mut probe) {
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,

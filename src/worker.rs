@@ -422,7 +422,7 @@ impl Worker {
         self.executor
             .spawn(async move {
                 let response = me.perform(&call).await;
-                let _ = to.send(Event::CallDone(call, response)).await;
+                let _ = to.send(Event::CallDone(Box::new((call, response)))).await;
             })
             .detach();
     }

@@ -35,19 +35,23 @@ pub const HOP_BY_HOP: &[&[u8]] = &[
 
 /// True when `name` is hop-by-hop, either always or because the message's
 /// `Connection` header lists it.
-pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[Vec<u8>]) -> bool {
-    HOP_BY_HOP.contains(&name) || connection_tokens.iter().any(|t| t == name)
+pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[&[u8]]) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || connection_tokens
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// The lower-case tokens of every `Connection` header among `headers`.
-pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<Vec<u8>> {
+/// Tokens are compared case-insensitively.
+pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
     let mut out = Vec::new();
     for (k, v) in headers {
         if k == b"connection" {
             for t in v.split(|&b| b == b',') {
                 let t = t.trim_ascii();
                 if !t.is_empty() {
-                    out.push(t.to_ascii_lowercase());
+                    out.push(t);
                 }
             }
         }

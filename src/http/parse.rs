@@ -8,6 +8,7 @@
 //! module works on complete heads in memory and knows nothing of sockets.
 
 use super::Version;
+use crate::headers::HeaderMap;
 
 /// Why a request head was refused, and with which status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub struct RequestHead {
     pub version: Version,
     /// The authority: from an absolute-form target, else the `Host` header.
     pub host: Option<String>,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: HeaderMap,
     pub framing: Framing,
 }
 
@@ -54,7 +55,7 @@ pub struct RequestHead {
 pub struct ResponseHead {
     pub version: Version,
     pub status: u16,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: HeaderMap,
 }
 
 /// Longest request line accepted; longer gets 414 (nginx's 8 KiB buffer).
@@ -98,6 +99,7 @@ pub fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     if host_headers.next().is_some() {
         return Err(bad("more than one Host header"));
     }
+    drop(host_headers);
     if version == Version::Http11 && host_header.is_none() {
         return Err(bad("missing Host header"));
     }
@@ -183,7 +185,7 @@ pub fn response_framing(head: &ResponseHead, method: &str) -> Result<Framing, He
     }
 }
 
-fn request_framing(headers: &[(Vec<u8>, Vec<u8>)], version: Version) -> Result<Framing, HeadError> {
+fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
     let te = transfer_encoding(headers)?;
     let cl = content_length(headers)?;
     match (te, cl) {
@@ -209,7 +211,7 @@ fn request_framing(headers: &[(Vec<u8>, Vec<u8>)], version: Version) -> Result<F
 
 /// True when the (single, already checked) `Transfer-Encoding` field's
 /// last coding is `chunked`.
-fn ends_with_chunked(headers: &[(Vec<u8>, Vec<u8>)]) -> bool {
+fn ends_with_chunked(headers: &HeaderMap) -> bool {
     headers
         .iter()
         .find(|(k, _)| k == b"transfer-encoding")
@@ -220,7 +222,7 @@ fn ends_with_chunked(headers: &[(Vec<u8>, Vec<u8>)]) -> bool {
 /// `Some(true)` for exactly `chunked`, `Some(false)` for any other coding
 /// list, `None` when absent. Several fields or `chunked` not last is an
 /// error: a proxy must not guess.
-fn transfer_encoding(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<bool>, HeadError> {
+fn transfer_encoding(headers: &HeaderMap) -> Result<Option<bool>, HeadError> {
     let mut fields = headers.iter().filter(|(k, _)| k == b"transfer-encoding");
     let Some((_, value)) = fields.next() else {
         return Ok(None);
@@ -246,7 +248,7 @@ fn transfer_encoding(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<bool>, Hea
 
 /// The one value all `Content-Length` fields agree on (each may be a
 /// comma list of the same value); anything else is an error (§6.3 item 5).
-fn content_length(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<u64>, HeadError> {
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
     let mut found: Option<u64> = None;
     for (_, value) in headers.iter().filter(|(k, _)| k == b"content-length") {
         for part in value.split(|&b| b == b',').map(trim) {
@@ -278,11 +280,11 @@ fn parse_version(v: &[u8]) -> Result<Version, HeadError> {
 }
 
 /// Header fields as parsed: lower-case name, value.
-type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+type Fields = HeaderMap;
 
 /// Header fields up to the empty line; names lower-cased.
 fn parse_fields(lines: &mut Lines) -> Result<Fields, HeadError> {
-    let mut headers = Vec::with_capacity(16);
+    let mut headers = HeaderMap::with_capacity(16);
     for line in lines {
         let line = line?;
         if line.is_empty() {
@@ -309,7 +311,7 @@ fn parse_fields(lines: &mut Lines) -> Result<Fields, HeadError> {
         if value.iter().any(|&b| !is_field_vchar(b)) {
             return Err(bad("invalid byte in header value"));
         }
-        headers.push((name.to_ascii_lowercase(), value.to_vec()));
+        headers.add(name, value);
     }
     Err(bad("head does not end with an empty line"))
 }
@@ -415,7 +417,7 @@ mod tests {
         assert_eq!(h.method, "GET");
         assert_eq!(h.target, "/a?b=1");
         assert_eq!(h.host.as_deref(), Some("example.com:8080"));
-        assert_eq!(h.headers[1], (b"x-y".to_vec(), b"z".to_vec()));
+        assert_eq!(h.headers.iter().nth(1), Some((&b"x-y"[..], &b"z"[..])));
         assert_eq!(h.framing, Framing::Empty);
     }
 

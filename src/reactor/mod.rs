@@ -333,8 +333,17 @@ impl Reactor {
 /// A future that completes at a deadline. On a thread without a reactor
 /// (not inside [`block_on`]) it falls back to `smol::Timer`.
 pub struct Timer {
-    at: Instant,
+    when: When,
     inner: TimerImpl,
+}
+
+/// When a timer completes.
+#[derive(Clone, Copy)]
+enum When {
+    At(Instant),
+    /// This long after the first poll: a timeout that is never polled
+    /// (its operation finished at once) never reads the clock.
+    After(Duration),
 }
 
 enum TimerImpl {
@@ -349,17 +358,14 @@ enum TimerImpl {
 impl Timer {
     /// Completes `d` from now.
     pub fn after(d: Duration) -> Timer {
-        let now = Instant::now();
-        Timer::at(now.checked_add(d).unwrap_or(now + MAX_WAIT))
-    }
-
-    /// Completes at `at`.
-    pub fn at(at: Instant) -> Timer {
         let inner = match current() {
             Some(reactor) => TimerImpl::Local { reactor, key: None },
-            None => TimerImpl::Smol(smol::Timer::at(at)),
+            None => TimerImpl::Smol(smol::Timer::after(d)),
         };
-        Timer { at, inner }
+        Timer {
+            when: When::After(d),
+            inner,
+        }
     }
 }
 
@@ -367,11 +373,20 @@ impl Future for Timer {
     type Output = ();
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let at = self.at;
-        match &mut self.get_mut().inner {
+        let me = self.get_mut();
+        match &mut me.inner {
             TimerImpl::Smol(t) => std::pin::Pin::new(t).poll(cx).map(|_| ()),
             TimerImpl::Local { reactor, key } => {
-                if Instant::now() >= at {
+                let now = Instant::now();
+                let at = match me.when {
+                    When::At(at) => at,
+                    When::After(d) => {
+                        let at = now.checked_add(d).unwrap_or(now + MAX_WAIT);
+                        me.when = When::At(at);
+                        at
+                    }
+                };
+                if now >= at {
                     if let Some(k) = key.take() {
                         reactor.timers.borrow_mut().remove(&k);
                     }

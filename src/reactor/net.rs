@@ -164,6 +164,13 @@ impl TcpStream {
     pub fn get_ref(&self) -> &std::net::TcpStream {
         &self.io
     }
+
+    /// True when a read drained the socket and no readiness event came
+    /// since: nothing arrived, not even a close. Known without a system
+    /// call; false says nothing either way.
+    pub fn is_drained(&self) -> bool {
+        self.reg.source.read.is_exhausted()
+    }
 }
 
 impl Drop for TcpStream {

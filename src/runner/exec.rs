@@ -898,7 +898,7 @@ fn parse_request(bytes: &[u8]) -> Result<Message, String> {
         Ok(Message {
             method: head.method,
             path: head.target,
-            headers: text_pairs(head.headers),
+            headers: text_pairs(&head.headers),
             body,
             trailers,
             ..Message::default()
@@ -928,7 +928,7 @@ fn parse_response(bytes: &[u8], method: &str) -> Result<Message, String> {
             let (body, trailers) = read_body(&mut buf, &mut from, framing).await?;
             return Ok(Message {
                 status: head.status,
-                headers: text_pairs(head.headers),
+                headers: text_pairs(&head.headers),
                 body,
                 trailers,
                 ..Message::default()
@@ -954,13 +954,15 @@ async fn read_body(
     }
 }
 
-fn text_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
+fn text_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> Vec<(String, String)> {
     pairs
         .into_iter()
         .map(|(k, v)| {
             (
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
+                String::from_utf8_lossy(k.as_ref()).into_owned(),
+                String::from_utf8_lossy(v.as_ref()).into_owned(),
             )
         })
         .collect()
