@@ -44,6 +44,7 @@ ROWS=abcde
 STARTS=20              # start-up time loop: tinygate starts
 MICRO_ITERATIONS=100000
 SAMPLE_INTERVAL=0.2    # seconds between RSS samples under load
+CLK_TCK=$(getconf CLK_TCK)
 ARTICLE_CONF='{"headers":[{"name":"X-Go-Wasm","value":"APISIX"}]}'
 
 need_value() { [[ $# -ge 2 && -n $2 ]] || { echo "bench.sh: $1 needs a value" >&2; exit 2; }; }
@@ -147,6 +148,16 @@ free_port() {
 }
 
 # RSS in KiB of a process plus its direct children (nginx master + workers).
+# CPU time (utime + stime, in clock ticks) of PID and its children.
+cpu_ticks() {
+    local p s=0
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        [[ -r /proc/$p/stat ]] || continue
+        s=$((s + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$s"
+}
+
 rss_kb() {
     ps -o rss= -p "$1" --ppid "$1" 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
@@ -284,9 +295,10 @@ parse_wrk() {
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
         $1 == "Requests/sec:" { rps = $2 }
+        /requests in/ { reqs = $1 }
         /Non-2xx or 3xx responses:/ { err += $NF }
         /Socket errors:/ { for (i = 3; i <= NF; i++) { x = $i; sub(/,$/, "", x); if (x ~ /^[0-9]+$/) err += x } }
-        END { printf "%.2f %.3f %.3f %d\n", rps, p50, p99, err }
+        END { printf "%.2f %.3f %.3f %d %d\n", rps, p50, p99, err, reqs }
     ' "$1"
 }
 
@@ -513,6 +525,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         flag="$TMP/res/sampling"
         : >"$flag"
         total0=$(total_ticks)
+        cpu0=$(cpu_ticks "${PID[$r]}")
         proc_snapshot >"$TMP/res/procs0"
         (
             max=0
@@ -527,28 +540,32 @@ for ((round = 1; round <= ROUNDS; round++)); do
         PIDS+=("$sampler")
         "${WRK[@]}" "${URL[$r]}" >"$out" 2>&1 || { rm -f "$flag"; cat "$out" >&2; die "wrk failed for ${LABEL[$r]}"; }
         rm -f "$flag"
+        cpu1=$(cpu_ticks "${PID[$r]}")
         wait "$sampler" || true
         forget "$sampler"
         proc_snapshot >"$TMP/res/procs1"
         # CPU of other processes, in % of the whole machine (all cores).
         other=$(other_cpu_percent "$TMP/res/procs0" "$TMP/res/procs1" "$(($(total_ticks) - total0))")
-        read -r rps p50 p99 err <<<"$(parse_wrk "$out")"
+        read -r rps p50 p99 err reqs <<<"$(parse_wrk "$out")"
         rss=$(cat "$TMP/res/$r.$round.rss")
-        echo "$rps $p50 $p99 $err $rss $other" >"$TMP/res/$r.$round.res"
-        printf '   %-30s %10s req/s  p50 %7s ms  p99 %7s ms  RSS %6.1f MiB  errors %s  other CPU %s%%\n' \
-            "${LABEL[$r]}" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$err" "$other"
+        # CPU microseconds the server spent per request.
+        cpu=$(awk -v t="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "nan" }')
+        echo "$rps $p50 $p99 $err $rss $other $cpu" >"$TMP/res/$r.$round.res"
+        printf '   %-30s %10s req/s  p50 %7s ms  p99 %7s ms  RSS %6.1f MiB  CPU %5s us/req  errors %s  other CPU %s%%\n' \
+            "${LABEL[$r]}" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$cpu" "$err" "$other"
         grep -E 'Non-2xx|Socket errors' "$out" | sed 's/^/      /' || true
     done
 done
 
 # ---------------------------------------------------------------- report
-declare -A M_RPS M_P50 M_P99 M_RSS M_ERR
+declare -A M_RPS M_P50 M_P99 M_RSS M_ERR M_CPU
 for r in a b c d e; do
     has_row "$r" || continue
     M_RPS[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $1}' | median)
     M_P50[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $2}' | median)
     M_P99[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $3}' | median)
     M_ERR[$r]=$(cat "$TMP/res/$r".*.res | awk '{s += $4} END {print s + 0}')
+    M_CPU[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $7}' | median)
     M_RSS[$r]=$(cat "$TMP/res/$r".*.res | awk '$5 > m {m = $5} END {print m + 0}')
 done
 
@@ -561,9 +578,9 @@ ratio() { # $1 / $2 as "0.00x", or n/a
 say ""
 say "== results: median of $ROUNDS round(s), ${WRK[*]} URL"
 say ""
-printf '| %-30s | %9s | %7s | %7s | %8s | %6s | %9s | %9s |\n' \
-    row "req/s" "p50 ms" "p99 ms" "RSS MiB" errors "rps/nginx" "p99/nginx"
-say "|--------------------------------|----------:|--------:|--------:|---------:|-------:|----------:|----------:|"
+printf '| %-30s | %9s | %7s | %7s | %8s | %10s | %6s | %9s | %9s |\n' \
+    row "req/s" "p50 ms" "p99 ms" "RSS MiB" "CPU us/req" errors "rps/nginx" "p99/nginx"
+say "|--------------------------------|----------:|--------:|--------:|---------:|-----------:|-------:|----------:|----------:|"
 for r in a b c d e; do
     has_row "$r" || continue
     rss="$(mib "${M_RSS[$r]}")"
@@ -573,12 +590,14 @@ for r in a b c d e; do
         rr=$(ratio "${M_RPS[$r]}" "${M_RPS[b]}")
         pr=$(ratio "${M_P99[$r]}" "${M_P99[b]}")
     fi
-    printf '| %-30s | %9.0f | %7.3f | %7.3f | %8s | %6s | %9s | %9s |\n' \
-        "${LABEL[$r]}" "${M_RPS[$r]}" "${M_P50[$r]}" "${M_P99[$r]}" "$rss" "${M_ERR[$r]}" "$rr" "$pr"
+    printf '| %-30s | %9.0f | %7.3f | %7.3f | %8s | %10s | %6s | %9s | %9s |\n' \
+        "${LABEL[$r]}" "${M_RPS[$r]}" "${M_P50[$r]}" "${M_P99[$r]}" "$rss" "${M_CPU[$r]}" "${M_ERR[$r]}" "$rr" "$pr"
 done
 say ""
 say "RSS: max of samples every ${SAMPLE_INTERVAL}s under load, over all rounds (nginx: master + workers;"
-say "row (a) shows the upstream nginx's own RSS). errors: wrk 'Non-2xx or 3xx responses' + 'Socket errors', summed over rounds."
+say "row (a) shows the upstream nginx's own RSS). CPU us/req: the server's user + system CPU time (all its"
+say "processes and threads) over the requests wrk completed, median over rounds; it is less sensitive to other load"
+say "than req/s. errors: wrk 'Non-2xx or 3xx responses' + 'Socket errors', summed over rounds."
 OTHER_MAX=$(cat "$TMP"/res/*.res | awk '$6 > m {m = $6} END {print m + 0}')
 OTHER_MED=$(cat "$TMP"/res/*.res | awk '{print $6}' | median)
 say "CPU used by processes other than the benchmark's during the measured runs: median $OTHER_MED%, max $OTHER_MAX% of the machine."
