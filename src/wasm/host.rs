@@ -10,13 +10,14 @@
 //! or how plugins are configured; `vm.rs` fills it in around each call into
 //! the guest.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmi::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
+use super::ids::IdMap;
 use super::plugin::PluginInfo;
 use super::types::Status;
 use super::{CallTargets, Effect, Exchange};
@@ -89,7 +90,7 @@ pub(crate) struct HostState {
     /// prefixes `proxy_log` lines.
     pub(crate) effective_context: u32,
     /// Every live context id.
-    pub(crate) contexts: HashMap<u32, ContextKind>,
+    pub(crate) contexts: IdMap<ContextKind>,
     /// `PLUGIN_CONFIGURATION`, readable during `proxy_on_configure` only.
     pub(crate) plugin_configuration: Vec<u8>,
     /// What plugins asked the proxy to do, in order, until `take_effects`.
@@ -99,11 +100,11 @@ pub(crate) struct HostState {
     /// Upstream ids `proxy_http_call` may target, besides `host:port`.
     pub(crate) call_targets: Option<CallTargets>,
     /// HTTP calls dispatched and not yet delivered, by call id.
-    pub(crate) pending_calls: HashMap<u32, PendingCall>,
+    pub(crate) pending_calls: IdMap<PendingCall>,
     pub(crate) last_call_id: u32,
     /// HTTP contexts whose `proxy_on_done` returned false, and whether the
     /// plugin has called `proxy_done` for them since.
-    pub(crate) awaiting_done: HashMap<u32, bool>,
+    pub(crate) awaiting_done: IdMap<bool>,
     /// The context whose `proxy_on_done` is running, and whether it called
     /// `proxy_done` itself.
     pub(crate) in_on_done: Option<(u32, bool)>,
@@ -133,14 +134,14 @@ impl HostState {
             lent_to: None,
             hook: Hook::Idle,
             effective_context: 0,
-            contexts: HashMap::new(),
+            contexts: IdMap::default(),
             plugin_configuration: Vec::new(),
             effects: Vec::new(),
             tick_periods: BTreeMap::new(),
             call_targets: None,
-            pending_calls: HashMap::new(),
+            pending_calls: IdMap::default(),
             last_call_id: 0,
-            awaiting_done: HashMap::new(),
+            awaiting_done: IdMap::default(),
             in_on_done: None,
             warned: HashSet::new(),
         }

@@ -54,7 +54,8 @@
 //! and queue callbacks, effects), `exports.rs` (callbacks the module
 //! exports), `host.rs` (the store data host functions see), `abi/` (one
 //! file per spec area of `env` host functions), `wasi.rs`, `memory.rs`
-//! (guest memory), `pairs.rs` (the header-map wire format), `properties.rs`
+//! (guest memory), `ids.rs` (maps keyed by
+//! host-assigned ids), `pairs.rs` (the header-map wire format), `properties.rs`
 //! (the property table), `shared.rs` (process-wide shared data and queues),
 //! `metrics.rs` (plugin metrics and their Prometheus text), `types.rs` (the
 //! spec's enums). Only this directory imports wasmi; it knows nothing about
@@ -64,6 +65,7 @@ mod abi;
 mod callbacks;
 mod exports;
 mod host;
+mod ids;
 mod memory;
 mod metrics;
 mod pairs;
