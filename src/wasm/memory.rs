@@ -86,6 +86,26 @@ pub(crate) fn charge(caller: &mut Caller<'_, HostState>, bytes: usize) -> HostRe
     }
 }
 
+/// Bounds-checks `ptr..ptr+len` and charges for reading it, like [`read`]
+/// without the copy: the range is then borrowed with [`data_and_state`].
+pub(crate) fn charged_range(
+    caller: &mut Caller<'_, HostState>,
+    ptr: u32,
+    len: u32,
+) -> HostResult<Range<usize>> {
+    let r = range(memory(caller)?.data(&*caller).len(), ptr, len)?;
+    charge(caller, r.len())?;
+    Ok(r)
+}
+
+/// Guest memory and the host state at once, so a host call can read guest
+/// bytes in place while it edits the state.
+pub(crate) fn data_and_state<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Result<(&'a mut [u8], &'a mut HostState), Status> {
+    Ok(memory(caller)?.data_and_store_mut(caller))
+}
+
 /// Copies `len` bytes at `ptr` out of guest memory.
 pub(crate) fn read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> HostResult<Vec<u8>> {
     let mem = memory(caller)?;

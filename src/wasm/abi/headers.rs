@@ -184,7 +184,24 @@ pub(super) fn warn_invalid(state: &HostState, call: &str, name: &[u8], value: &[
 
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// Shared body of `add` and `replace`.
@@ -200,13 +217,17 @@ fn edit(
     op: fn(&mut HeaderMap, &[u8], &[u8]),
 ) -> HostResult {
     let map_type = MapType::try_from(map_type)?;
-    let key = read_bounded(caller, key_ptr, key_size)?;
-    let value = read_bounded(caller, value_ptr, value_size)?;
-    if !valid_field(&key, &value) {
-        warn_invalid(caller.data(), call, &key, &value);
+    let key = bounded_range(caller, key_ptr, key_size)?;
+    let value = bounded_range(caller, value_ptr, value_size)?;
+    // Both ranges were checked against this memory, which cannot shrink.
+    let (mem, state) = memory::data_and_state(caller)?;
+    let (Some(key), Some(value)) = (mem.get(key), mem.get(value)) else {
+        return Err(Status::InvalidMemoryAccess.into());
+    };
+    if !valid_field(key, value) {
+        warn_invalid(state, call, key, value);
         return Ok(());
     }
-    let state = caller.data_mut();
     let Some(m) = writable(state, map_type, call) else {
         return Ok(());
     };
@@ -216,8 +237,22 @@ fn edit(
         log::warn!(target: state.log_target(), "[{ctx}] proxy_{call}: ignored, header map is full");
         return Ok(());
     }
-    op(m, &key, &value);
+    op(m, key, value);
     Ok(())
+}
+
+/// Checks a name's or value's whole range and charges for reading it, as
+/// [`read_bounded`] does, without copying it out.
+fn bounded_range(
+    caller: &mut Caller<'_, HostState>,
+    ptr: u32,
+    len: u32,
+) -> HostResult<std::ops::Range<usize>> {
+    memory::check(caller, &[(ptr, len)])?;
+    if len as usize > MAX_PAIRS_BYTES {
+        return Err(Status::BadArgument.into());
+    }
+    memory::charged_range(caller, ptr, len)
 }
 
 /// Reads a name or value after checking its whole range; anything longer
