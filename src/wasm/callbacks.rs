@@ -173,7 +173,7 @@ impl PluginVm {
             return Ok(());
         };
         let lend = Lend::bare(Hook::Root, root);
-        self.call(HOOK, f, root, lend, &mut Exchange::default())
+        self.invoke(HOOK, f, root, lend)
     }
 
     /// `proxy_on_queue_ready(root, queue_id)`, after the [`QueueNotifier`]
@@ -190,7 +190,7 @@ impl PluginVm {
             return Ok(());
         };
         let lend = Lend::bare(Hook::Root, root);
-        self.call(HOOK, f, (root, queue_id), lend, &mut Exchange::default())
+        self.invoke(HOOK, f, (root, queue_id), lend)
     }
 
     /// Drains what plugins asked for during earlier calls, in order. Call

@@ -68,6 +68,9 @@ impl Lend {
     }
 }
 
+/// The export `finish` calls first.
+const ON_DONE: &str = "proxy_on_done";
+
 impl PluginVm {
     /// Instantiates the plugin (running a wasm start section), then calls
     /// `_initialize` followed by `main(0, 0)` (or `__main_void()`) if
@@ -173,7 +176,7 @@ impl PluginVm {
         let ctx = self.new_context(ContextKind::Http { root });
         if let Some(f) = self.exports.on_context_create {
             let lend = Lend::bare(Hook::Idle, ctx);
-            if let Err(fault) = self.call(HOOK, f, (ctx, root), lend, &mut Exchange::default()) {
+            if let Err(fault) = self.invoke(HOOK, f, (ctx, root), lend) {
                 self.store.data_mut().contexts.remove(&ctx);
                 return Err(fault);
             }
@@ -245,14 +248,19 @@ impl PluginVm {
     /// An unknown `ctx` or one already waiting (the VM stays usable), or a
     /// trap (the context is released).
     pub fn finish(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<bool, Fault> {
-        const HOOK: &str = "proxy_on_done";
-        self.check_usable(HOOK)?;
-        self.check_stream(HOOK, ctx)?;
+        self.check_usable(ON_DONE)?;
+        self.check_stream(ON_DONE, ctx)?;
+        self.with_lent(exchange, |vm| vm.finish_lent(ctx))
+    }
+
+    /// [`PluginVm::finish`] once the stream's exchange is lent: `on_done`,
+    /// `on_log` and `on_delete` share one loan.
+    fn finish_lent(&mut self, ctx: u32) -> Result<bool, Fault> {
         let done = match self.exports.on_done {
             None => true,
             Some(f) => {
                 self.store.data_mut().in_on_done = Some((ctx, false));
-                let result = self.call(HOOK, f, ctx, Lend::stream(ctx), exchange);
+                let result = self.invoke(ON_DONE, f, ctx, Lend::stream(ctx));
                 let called_done = self
                     .store
                     .data_mut()
@@ -272,7 +280,7 @@ impl PluginVm {
             self.store.data_mut().awaiting_done.insert(ctx, false);
             return Ok(false);
         }
-        self.delete_stream(ctx, exchange)?;
+        self.delete_stream(ctx)?;
         Ok(true)
     }
 
@@ -292,7 +300,7 @@ impl PluginVm {
                 format!("HTTP context {ctx} is not waiting for proxy_done"),
             ));
         }
-        self.delete_stream(ctx, exchange)
+        self.with_lent(exchange, |vm| vm.delete_stream(ctx))
     }
 
     /// True after any trap, fuel exhaustion or host-invariant failure: the
@@ -321,10 +329,8 @@ impl PluginVm {
         self.last_fuel_used
     }
 
-    /// Calls `f` with a full fuel tank, `exchange` lent to host functions
-    /// as `lend` says; any error breaks the VM, and the effects the failed
-    /// call recorded are dropped (the proxy discards this VM and its
-    /// streams anyway).
+    /// Calls `f` with `exchange` lent to host functions as `lend` says (see
+    /// [`PluginVm::invoke`]).
     pub(super) fn call<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &'static str,
@@ -332,6 +338,37 @@ impl PluginVm {
         params: P,
         lend: Lend,
         exchange: &mut Exchange,
+    ) -> Result<R, Fault> {
+        self.with_lent(exchange, |vm| vm.invoke(name, f, params, lend))
+    }
+
+    /// Runs `body` with `exchange` moved into the store, where host
+    /// functions see it, and moves it back afterwards. Between loans the
+    /// store holds an empty exchange, which is what a call that lends none
+    /// sees.
+    pub(super) fn with_lent<R>(
+        &mut self,
+        exchange: &mut Exchange,
+        body: impl FnOnce(&mut PluginVm) -> R,
+    ) -> R {
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        let result = body(self);
+        std::mem::swap(&mut self.store.data_mut().exchange, exchange);
+        result
+    }
+
+    /// Calls `f` with a full fuel tank, `lend` saying which hook runs, which
+    /// context starts as effective and whose exchange the store holds (the
+    /// caller lent it with [`PluginVm::with_lent`]; `None`: no exchange is
+    /// lent). Any error breaks the VM, and the effects the failed call
+    /// recorded are dropped (the proxy discards this VM and its streams
+    /// anyway).
+    pub(super) fn invoke<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: TypedFunc<P, R>,
+        params: P,
+        lend: Lend,
     ) -> Result<R, Fault> {
         self.check_usable(name)?;
         let fuel = self.plugin.info.spec.fuel_per_callback;
@@ -341,11 +378,9 @@ impl PluginVm {
         state.hook = lend.hook;
         state.effective_context = lend.context;
         state.lent_to = lend.owner;
-        std::mem::swap(&mut state.exchange, exchange);
         let result = f.call(&mut self.store, params);
         self.note_fuel(name, fuel);
         let state = self.store.data_mut();
-        std::mem::swap(&mut state.exchange, exchange);
         state.hook = Hook::Idle;
         state.effective_context = 0;
         state.lent_to = None;
@@ -450,15 +485,14 @@ impl PluginVm {
 
     fn configure_root(&mut self, root: u32, conf: &[u8]) -> Result<(), Fault> {
         let exports = self.exports;
-        let mut scratch = Exchange::default();
         if let Some(f) = exports.on_context_create {
             let lend = Lend::bare(Hook::Idle, root);
-            self.call("proxy_on_context_create", f, (root, 0), lend, &mut scratch)?;
+            self.invoke("proxy_on_context_create", f, (root, 0), lend)?;
         }
         if let Some(f) = exports.on_vm_start {
             let size = len32(self.plugin.info.spec.vm_config.len());
             let lend = Lend::bare(Hook::VmStart, root);
-            if self.call("proxy_on_vm_start", f, (root, size), lend, &mut scratch)? == 0 {
+            if self.invoke("proxy_on_vm_start", f, (root, size), lend)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_vm_start",
                     "returned false: the plugin rejected its VM configuration".into(),
@@ -469,7 +503,7 @@ impl PluginVm {
             self.store.data_mut().plugin_configuration = conf.to_vec();
             let lend = Lend::bare(Hook::Configure, root);
             let size = len32(conf.len());
-            if self.call("proxy_on_configure", f, (root, size), lend, &mut scratch)? == 0 {
+            if self.invoke("proxy_on_configure", f, (root, size), lend)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_configure",
                     "returned false: the plugin rejected its configuration".into(),
@@ -500,16 +534,16 @@ impl PluginVm {
         }
     }
 
-    /// `proxy_on_log`, `proxy_on_delete` for HTTP context `ctx`, which is
-    /// released whatever happens.
-    fn delete_stream(&mut self, ctx: u32, exchange: &mut Exchange) -> Result<(), Fault> {
+    /// `proxy_on_log`, `proxy_on_delete` for HTTP context `ctx`, whose
+    /// exchange is lent; the context is released whatever happens.
+    fn delete_stream(&mut self, ctx: u32) -> Result<(), Fault> {
         let exports = self.exports;
         let mut result = Ok(());
         if let Some(f) = exports.on_log {
-            result = self.call("proxy_on_log", f, ctx, Lend::stream(ctx), exchange);
+            result = self.invoke("proxy_on_log", f, ctx, Lend::stream(ctx));
         }
         if let (Ok(()), Some(f)) = (&result, exports.on_delete) {
-            result = self.call("proxy_on_delete", f, ctx, Lend::stream(ctx), exchange);
+            result = self.invoke("proxy_on_delete", f, ctx, Lend::stream(ctx));
         }
         self.store.data_mut().contexts.remove(&ctx);
         result
@@ -519,28 +553,15 @@ impl PluginVm {
     /// whose configuration failed (cpp-host deletes roots the same way).
     fn delete_root(&mut self, root: u32) -> Result<(), Fault> {
         let exports = self.exports;
-        let mut scratch = Exchange::default();
+        let lend = Lend::bare(Hook::Root, root);
         if let Some(f) = exports.on_done {
-            self.call(
-                "proxy_on_done",
-                f,
-                root,
-                Lend::bare(Hook::Root, root),
-                &mut scratch,
-            )?;
+            self.invoke(ON_DONE, f, root, lend)?;
         }
         if let Some(f) = exports.on_log {
-            self.call(
-                "proxy_on_log",
-                f,
-                root,
-                Lend::bare(Hook::Root, root),
-                &mut scratch,
-            )?;
+            self.invoke("proxy_on_log", f, root, lend)?;
         }
         if let Some(f) = exports.on_delete {
-            let lend = Lend::bare(Hook::Root, root);
-            self.call("proxy_on_delete", f, root, lend, &mut scratch)?;
+            self.invoke("proxy_on_delete", f, root, lend)?;
         }
         Ok(())
     }
