@@ -86,16 +86,14 @@ pub(crate) fn charge(caller: &mut Caller<'_, HostState>, bytes: usize) -> HostRe
     }
 }
 
-/// Bounds-checks `ptr..ptr+len` and charges for reading it, like [`read`]
-/// without the copy: the range is then borrowed with [`data_and_state`].
-pub(crate) fn charged_range(
-    caller: &mut Caller<'_, HostState>,
+/// The range `ptr..ptr+len` of guest memory, bounds-checked against its
+/// current size.
+pub(crate) fn checked_range(
+    caller: &Caller<'_, HostState>,
     ptr: u32,
     len: u32,
-) -> HostResult<Range<usize>> {
-    let r = range(memory(caller)?.data(&*caller).len(), ptr, len)?;
-    charge(caller, r.len())?;
-    Ok(r)
+) -> Result<Range<usize>, Status> {
+    range(memory(caller)?.data(caller).len(), ptr, len)
 }
 
 /// Guest memory and the host state at once, so a host call can read guest

@@ -394,9 +394,16 @@ impl PluginVm {
 
     pub(super) fn check_usable(&self, hook: &'static str) -> Result<(), Fault> {
         if self.broken {
-            return Err(self.fault_msg(hook, "the VM is broken by an earlier fault".into()));
+            return Err(self.broken_fault(hook));
         }
         Ok(())
+    }
+
+    /// What every call into a broken VM fails with (kept out of line: the
+    /// checks run on every call, the fault almost never).
+    #[cold]
+    fn broken_fault(&self, hook: &'static str) -> Fault {
+        self.fault_msg(hook, "the VM is broken by an earlier fault".into())
     }
 
     /// `root` must be a live root context.
@@ -439,6 +446,7 @@ impl PluginVm {
         })
     }
 
+    #[cold]
     pub(super) fn fault_msg(&self, hook: &'static str, reason: String) -> Fault {
         Fault {
             plugin: self.plugin.name().to_owned(),
@@ -602,6 +610,7 @@ fn refuel(store: &mut Store<HostState>, fuel: u64) {
 }
 
 /// A [`Fault`] describing the wasmi error `e` raised in `hook`.
+#[cold]
 fn fault(plugin: &Plugin, hook: &'static str, e: &wasmi::Error) -> Fault {
     let reason = if e.as_trap_code() == Some(TrapCode::OutOfFuel) {
         "exceeded its CPU budget (fuel)".to_owned()

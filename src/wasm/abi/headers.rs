@@ -248,11 +248,12 @@ fn bounded_range(
     ptr: u32,
     len: u32,
 ) -> HostResult<std::ops::Range<usize>> {
-    memory::check(caller, &[(ptr, len)])?;
-    if len as usize > MAX_PAIRS_BYTES {
+    let r = memory::checked_range(caller, ptr, len)?;
+    if r.len() > MAX_PAIRS_BYTES {
         return Err(Status::BadArgument.into());
     }
-    memory::charged_range(caller, ptr, len)
+    memory::charge(caller, r.len())?;
+    Ok(r)
 }
 
 /// Reads a name or value after checking its whole range; anything longer
@@ -308,7 +309,9 @@ fn writable<'a>(
         );
         return None;
     }
-    let exchange = state.stream_exchange_mut()?;
+    // The lent exchange, which `stream_exchange` just found to be the
+    // effective stream's.
+    let exchange = &mut state.exchange;
     Some(match map_type {
         MapType::HttpRequestHeaders => &mut exchange.request_headers,
         MapType::HttpRequestTrailers => &mut exchange.request_trailers,
