@@ -164,7 +164,6 @@ fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
 }
 
 fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
-    let engine = wasm::Engine::new();
     let mut config = config::load(path).map_err(|e| e.problems)?;
     let etcd = etcd::load_for_serving(&mut config).map_err(|e| e.problems)?;
     // Before any plugin is compiled or worker started, so that nothing
@@ -178,6 +177,9 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
             ),
         }
     }
+    // One engine replica per worker: no plugin call touches another
+    // worker's engine state.
+    let engine = wasm::Engine::with_replicas(config.main.workers);
     let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
     // What `-t` and a reload check too: every plugin starts, and
     // configures for every route that uses it, or tinygate does not start.

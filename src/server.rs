@@ -107,14 +107,19 @@ pub fn spawn_workers(
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .stack_size(WORKER_STACK)
-            .spawn(move || run_worker(live, listeners, stop))?;
+            .spawn(move || run_worker(i, live, listeners, stop))?;
     }
     Ok(())
 }
 
-fn run_worker(live: Arc<Live>, listeners: Vec<TcpListener>, stop: smol::channel::Receiver<()>) {
+fn run_worker(
+    index: usize,
+    live: Arc<Live>,
+    listeners: Vec<TcpListener>,
+    stop: smol::channel::Receiver<()>,
+) {
     let executor = Rc::new(LocalExecutor::new());
-    let worker = Worker::new(live, stop, Rc::clone(&executor));
+    let worker = Worker::new(live, stop, Rc::clone(&executor), index);
     let main = async {
         for listener in listeners {
             match net::TcpListener::new(listener) {

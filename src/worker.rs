@@ -68,6 +68,8 @@ pub struct Worker {
     me: Weak<Worker>,
     live: Arc<Live>,
     executor: Rc<LocalExecutor<'static>>,
+    /// The engine replica this worker's plugin instances run on.
+    replica: usize,
     /// The gateway this worker last fetched, and its generation.
     gateway: RefCell<(u64, Arc<Gateway>)>,
     /// Gateways replaced while requests may still be using them.
@@ -140,10 +142,12 @@ fn restart_delay(failures: u32) -> Duration {
 }
 
 impl Worker {
+    /// A worker whose plugin instances run on engine replica `replica`.
     pub fn new(
         live: Arc<Live>,
         stop: Receiver<()>,
         executor: Rc<LocalExecutor<'static>>,
+        replica: usize,
     ) -> Rc<Worker> {
         let gateway = (live.generation(), live.current());
         let (queue_ready, queue_rx) = smol::channel::unbounded();
@@ -151,6 +155,7 @@ impl Worker {
             me: me.clone(),
             live,
             executor,
+            replica,
             gateway: RefCell::new(gateway),
             retired: RefCell::new(Vec::new()),
             vms: RefCell::new(HashMap::new()),
@@ -278,7 +283,7 @@ impl Worker {
                     ),
                 });
             }
-            let mut vm = match PluginVm::start(Arc::clone(plugin)) {
+            let mut vm = match PluginVm::start_on(Arc::clone(plugin), self.replica) {
                 Ok(vm) => vm,
                 Err(fault) => {
                     self.count(|s| s.plugin_failed(plugin.name()));

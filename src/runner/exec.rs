@@ -258,7 +258,7 @@ impl Bench {
         let live = Live::new(gateway, engine.clone());
         let (stop, stopped) = smol::channel::bounded(1);
         let executor = Rc::new(LocalExecutor::new());
-        let worker = Worker::new(live, stopped, Rc::clone(&executor));
+        let worker = Worker::new(live, stopped, Rc::clone(&executor), 0);
         let calls = Rc::new(RefCell::new(CallBook::default()));
         let book = Rc::clone(&calls);
         worker.script_calls(Rc::new(move |call: &HttpCall| answer(&book, call)));

@@ -1,9 +1,11 @@
 //! The proxy-wasm host: runs Envoy/APISIX/Kong-style plugins in the wasmi
 //! interpreter. This file is the whole API the proxy sees.
 //!
-//! Lifecycle: build one [`Engine`] per process; [`Plugin::load`] each
-//! configured `.wasm` once (compiled, checked, shared via `Arc` by all
-//! threads); on each worker thread [`PluginVm::start`] one VM per plugin,
+//! Lifecycle: build one [`Engine`] per process, with one replica per worker
+//! thread ([`Engine::with_replicas`]); [`Plugin::load`] each configured
+//! `.wasm` once (checked, compiled for every replica, shared via `Arc` by
+//! all threads); on worker `i` [`PluginVm::start_on`] replica `i` one VM per
+//! plugin,
 //! give it [`PluginVm::set_call_targets`] and [`PluginVm::set_queue_notifier`],
 //! and keep it. Per (route, plugin conf) pair call [`PluginVm::configure`]
 //! (it is cached); per request [`PluginVm::create_http_context`], then the

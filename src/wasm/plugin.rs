@@ -1,6 +1,11 @@
-//! Loading plugins: the shared [`Engine`] (wasmi engine plus the host
-//! function table), [`PluginSpec`] and [`Plugin`], a module compiled once
-//! and shared by every worker thread, and [`LoadError`].
+//! Loading plugins: the [`Engine`] (wasmi engines plus the host function
+//! table), [`PluginSpec`] and [`Plugin`], a module compiled once per engine
+//! replica, and [`LoadError`].
+//!
+//! An engine has one replica per worker thread: each replica is a wasmi
+//! engine of its own, and a worker's VMs run only on its replica, so no
+//! call into a plugin touches state (wasmi's stack cache lock, reference
+//! counts) that another worker touches too.
 //!
 //! Owns the wasmi configuration (fuel metering, parsing limits), the ABI
 //! marker check, the memory-size check, and the per-plugin `Linker`: the
@@ -44,51 +49,64 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 /// Bytes in a wasm page (custom page sizes are disabled).
 const PAGE_SIZE: u64 = 64 * 1024;
 
-/// The wasmi engine all plugins compile and run with, plus the host
-/// functions every plugin is linked against. Cheap to clone.
+/// The wasmi engines plugins compile and run with (one replica per worker
+/// thread), plus the host functions every plugin is linked against. Cheap
+/// to clone.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
 struct EngineInner {
-    wasmi: wasmi::Engine,
-    linker: Linker<HostState>,
+    replicas: Vec<Replica>,
+    /// The signature of every host function, by (module, name).
     host_types: HostTypes,
 }
 
+/// One wasmi engine and its host functions.
+struct Replica {
+    wasmi: wasmi::Engine,
+    linker: Linker<HostState>,
+}
+
 impl Engine {
-    /// An engine with fuel metering on, wasmi's strict parsing limits, eager
-    /// compilation (so no hook pays for compiling), and every host function.
+    /// An engine with one replica: fuel metering on, wasmi's strict parsing
+    /// limits, eager compilation (so no hook pays for compiling), and every
+    /// host function.
     pub fn new() -> Engine {
-        let wasmi = wasmi::Engine::new(&wasmi_config());
-        let mut linker = Linker::new(&wasmi);
-        let mut probe = Store::new(
-            &wasmi,
-            HostState::new(
-                Arc::new(PluginInfo::new(PluginSpec::default(), AbiVersion::V0_2_1)),
-                0,
-            ),
-        );
+        Engine::with_replicas(1)
+    }
+
+    /// An engine with `n` replicas (at least one), one per worker thread.
+    pub fn with_replicas(n: usize) -> Engine {
         let mut host_types = HashMap::new();
-        let mut funcs = HostFuncs {
-            linker: &mut linker,
-            probe: &mut probe,
-            types: &mut host_types,
-        };
-        abi::add_to_linker(&mut funcs);
-        wasi::add_to_linker(&mut funcs);
+        let replicas = (0..n.max(1))
+            .map(|_| {
+                let wasmi = wasmi::Engine::new(&wasmi_config());
+                let mut linker = Linker::new(&wasmi);
+                let mut probe = Store::new(
+                    &wasmi,
+                    HostState::new(
+                        Arc::new(PluginInfo::new(PluginSpec::default(), AbiVersion::V0_2_1)),
+                        0,
+                    ),
+                );
+                let mut funcs = HostFuncs {
+                    linker: &mut linker,
+                    probe: &mut probe,
+                    types: &mut host_types,
+                };
+                abi::add_to_linker(&mut funcs);
+                wasi::add_to_linker(&mut funcs);
+                Replica { wasmi, linker }
+            })
+            .collect();
         Engine {
             inner: Arc::new(EngineInner {
-                wasmi,
-                linker,
+                replicas,
                 host_types,
             }),
         }
-    }
-
-    pub(crate) fn wasmi(&self) -> &wasmi::Engine {
-        &self.inner.wasmi
     }
 }
 
@@ -163,14 +181,20 @@ impl PluginInfo {
 }
 
 /// A compiled plugin: shared (via `Arc`) by the [`super::PluginVm`]s of all
-/// worker threads.
+/// worker threads, each of which runs it on its own engine replica.
 pub struct Plugin {
     pub(crate) info: Arc<PluginInfo>,
-    pub(crate) engine: Engine,
-    pub(crate) module: Module,
-    pub(crate) linker: Linker<HostState>,
+    /// The module compiled and linked for each replica of the engine.
+    compiled: Vec<Compiled>,
     /// `module.name` of every import linked to a stub.
     pub(crate) stubbed: Vec<String>,
+}
+
+/// The plugin's module on one engine replica.
+pub(crate) struct Compiled {
+    pub(crate) wasmi: wasmi::Engine,
+    pub(crate) module: Module,
+    pub(crate) linker: Linker<HostState>,
 }
 
 impl Plugin {
@@ -190,7 +214,8 @@ impl Plugin {
         };
         let bytes =
             std::fs::read(&spec.file).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        let module = Module::new(engine.wasmi(), &bytes)
+        let first = &engine.inner.replicas[0];
+        let module = Module::new(&first.wasmi, &bytes)
             .map_err(|e| fail(format!("invalid wasm module: {e}")))?;
         let abi = exports::abi_version(&module).ok_or_else(|| {
             let names: Vec<&str> = AbiVersion::MARKERS.iter().map(|(name, _)| *name).collect();
@@ -201,8 +226,24 @@ impl Plugin {
         })?;
         exports::check(&module).map_err(fail)?;
         check_memory(&module, spec.memory_limit).map_err(fail)?;
-        let (linker, stubbed) = link(engine, &module, &spec.name).map_err(fail)?;
-        if exports::allocator_name(&module).is_none() {
+        let (linker, stubbed) = link(engine, first, &module, &spec.name).map_err(fail)?;
+        let mut compiled = vec![Compiled {
+            wasmi: first.wasmi.clone(),
+            module,
+            linker,
+        }];
+        // The other replicas compile the same bytes, already checked.
+        for replica in &engine.inner.replicas[1..] {
+            let module = Module::new(&replica.wasmi, &bytes)
+                .map_err(|e| fail(format!("invalid wasm module: {e}")))?;
+            let (linker, _) = link(engine, replica, &module, &spec.name).map_err(fail)?;
+            compiled.push(Compiled {
+                wasmi: replica.wasmi.clone(),
+                module,
+                linker,
+            });
+        }
+        if exports::allocator_name(&compiled[0].module).is_none() {
             log::warn!(target: &format!("wasm::{}", spec.name), "exports neither proxy_on_memory_allocate nor malloc: host calls that return data will fail");
         }
         log::debug!(
@@ -212,11 +253,15 @@ impl Plugin {
         );
         Ok(Plugin {
             info: Arc::new(PluginInfo::new(spec, abi)),
-            engine: engine.clone(),
-            module,
-            linker,
+            compiled,
             stubbed,
         })
+    }
+
+    /// The module compiled for replica `replica` of the engine (wrapping
+    /// around, so any index is valid).
+    pub(crate) fn compiled(&self, replica: usize) -> &Compiled {
+        &self.compiled[replica % self.compiled.len()]
     }
 
     /// The plugin's name.
@@ -256,10 +301,11 @@ fn check_memory(module: &Module, limit: usize) -> Result<(), String> {
 /// signature is an error.
 fn link(
     engine: &Engine,
+    replica: &Replica,
     module: &Module,
     plugin: &str,
 ) -> Result<(Linker<HostState>, Vec<String>), String> {
-    let mut linker = engine.inner.linker.clone();
+    let mut linker = replica.linker.clone();
     let mut stubbed = Vec::new();
     linker.allow_shadowing(true);
     for import in module.imports() {

@@ -81,13 +81,20 @@ impl PluginVm {
     ///
     /// A [`Fault`] naming the start function that failed.
     pub fn start(plugin: Arc<Plugin>) -> Result<PluginVm, Fault> {
+        PluginVm::start_on(plugin, 0)
+    }
+
+    /// Like [`PluginVm::start`], on replica `replica` of the engine (a
+    /// worker's own; any index is valid).
+    ///
+    /// # Errors
+    /// As [`PluginVm::start`].
+    pub fn start_on(plugin: Arc<Plugin>, replica: usize) -> Result<PluginVm, Fault> {
         /// Names VMs in the process-wide shared-queue registry.
         static NEXT_VM_UID: AtomicU64 = AtomicU64::new(1);
         let uid = NEXT_VM_UID.fetch_add(1, Ordering::Relaxed);
-        let mut store = Store::new(
-            plugin.engine.wasmi(),
-            HostState::new(plugin.info.clone(), uid),
-        );
+        let compiled = plugin.compiled(replica);
+        let mut store = Store::new(&compiled.wasmi, HostState::new(plugin.info.clone(), uid));
         store.limiter(|state| &mut state.limits);
         let start_fuel = plugin
             .info
@@ -95,9 +102,9 @@ impl PluginVm {
             .fuel_per_callback
             .saturating_mul(START_FUEL_FACTOR);
         refuel(&mut store, start_fuel);
-        let instance = plugin
+        let instance = compiled
             .linker
-            .instantiate_and_start(&mut store, &plugin.module)
+            .instantiate_and_start(&mut store, &compiled.module)
             .map_err(|e| fault(&plugin, "instantiate", &e))?;
         let exports = Exports::lookup(&instance, &store);
         let memory = instance.get_memory(&store, "memory");

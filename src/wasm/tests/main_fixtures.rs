@@ -57,6 +57,28 @@ pub(super) fn header(map: &crate::headers::HeaderMap, name: &str) -> Option<Stri
 }
 
 #[test]
+fn every_engine_replica_runs_the_plugin_on_its_own() {
+    let engine = crate::wasm::Engine::with_replicas(3);
+    let mut spec = super::spec(fixture("custom_response_header"));
+    spec.name = "replicated".to_owned();
+    let plugin = Arc::new(Plugin::load(&engine, spec).unwrap_or_else(|e| panic!("{e}")));
+    // Replica 4 wraps around to replica 1.
+    for replica in [0, 1, 2, 4] {
+        let mut vm =
+            PluginVm::start_on(Arc::clone(&plugin), replica).unwrap_or_else(|f| panic!("{f}"));
+        let root = vm
+            .configure(1, br#"{"headers":[{"name":"X-Replica","value":"yes"}]}"#)
+            .unwrap();
+        let (_, resp, ex) = request(&mut vm, root, exchange());
+        assert_eq!(resp, Ok(Action::Continue));
+        assert_eq!(
+            header(&ex.response_headers, "x-replica").as_deref(),
+            Some("yes")
+        );
+    }
+}
+
+#[test]
 fn custom_response_header_adds_the_configured_header() {
     let mut vm = start_fixture("custom_response_header");
     let root = vm
