@@ -19,7 +19,7 @@ use crate::http::{
 use crate::reactor::net::TcpStream;
 use crate::reply::{self, Reply};
 use crate::upstream::{self, with_timeout, Conn};
-use crate::wasm::{Exchange, Fault, LocalResponse, StreamInfo};
+use crate::wasm::{Exchange, ExchangeData, Fault, LocalResponse, StreamInfo};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
@@ -199,11 +199,11 @@ async fn handle(
     let route = &routes[index];
     client.record.route_id.clone_from(&route.id);
 
-    let mut ex = Exchange {
+    let mut ex = Exchange::from(ExchangeData {
         request_headers: request_map(&req),
         info: stream_info(client.peer, client.local, &req, route),
-        ..Exchange::default()
-    };
+        ..ExchangeData::default()
+    });
     if let Framing::Length(n) = req.framing {
         if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
             log::warn!("{}: 413: body of {n} bytes", client.peer);

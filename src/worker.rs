@@ -25,7 +25,9 @@ use crate::live::Live;
 use crate::reactor::Timer;
 use crate::status::Stats;
 use crate::upstream::Pool;
-use crate::wasm::{CallResponse, Effect, Exchange, Fault, HttpCall, Plugin, PluginVm};
+use crate::wasm::{
+    CallResponse, Effect, Exchange, ExchangeData, Fault, HttpCall, Plugin, PluginVm,
+};
 use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
@@ -439,10 +441,10 @@ impl Worker {
         self.executor
             .spawn(async move {
                 let response = me.perform(&call).await;
-                let mut ex = Exchange {
+                let mut ex = Exchange::from(ExchangeData {
                     call_response: response,
-                    ..Exchange::default()
-                };
+                    ..ExchangeData::default()
+                });
                 match me.with_vm(&plugin, None, |vm| vm.on_http_call_response(&call, &mut ex)) {
                     Ok(((), _, effects)) => me.dispatch(&plugin, effects),
                     Err(fault) => log::warn!("{fault}"),

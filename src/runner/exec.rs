@@ -39,8 +39,8 @@ use crate::live::Live;
 use crate::proxy::{self, BodyEnd, Downstream, Relay};
 use crate::reply;
 use crate::wasm::{
-    metrics_snapshot, CallResponse, Engine, Exchange, Fault, HttpCall, LocalResponse, MetricKind,
-    Plugin,
+    metrics_snapshot, CallResponse, Engine, Exchange, ExchangeData, Fault, HttpCall, LocalResponse,
+    MetricKind, Plugin,
 };
 use crate::worker::Worker;
 use smol::channel::Sender;
@@ -543,11 +543,11 @@ async fn exchange(
     };
     buf.consume(n);
     let keep_alive = proxy::wants_keep_alive(&req);
-    let mut ex = Exchange {
+    let mut ex = Exchange::from(ExchangeData {
         request_headers: proxy::request_map(&req),
         info: proxy::stream_info(CLIENT, Some(LISTENER), &req, route),
-        ..Exchange::default()
-    };
+        ..ExchangeData::default()
+    });
     if let Framing::Length(n) = req.framing {
         if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
             log::warn!("{CLIENT}: 413: body of {n} bytes");

@@ -98,10 +98,34 @@ pub use shared::shared_value;
 pub use types::MetricKind;
 pub use vm::PluginVm;
 
-/// The per-request data plugins can see and edit. The proxy owns it and
-/// lends it to the VM for the duration of each hook.
+/// The per-request data plugins can see and edit ([`ExchangeData`]). The
+/// proxy owns it and lends it to the VM for the duration of each hook; it
+/// is boxed so that lending moves a pointer, not the whole record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Exchange {
+pub struct Exchange(Box<ExchangeData>);
+
+impl From<ExchangeData> for Exchange {
+    fn from(data: ExchangeData) -> Exchange {
+        Exchange(Box::new(data))
+    }
+}
+
+impl std::ops::Deref for Exchange {
+    type Target = ExchangeData;
+    fn deref(&self) -> &ExchangeData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Exchange {
+    fn deref_mut(&mut self) -> &mut ExchangeData {
+        &mut self.0
+    }
+}
+
+/// What an [`Exchange`] holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeData {
     /// Request headers, with `:method`, `:path`, `:authority` and `:scheme`
     /// at the front.
     pub request_headers: HeaderMap,

@@ -219,7 +219,7 @@ fn send_local_response_sanitizes_status_and_oversized_bodies() {
         .collect();
     let (vm, ex) = on_request(&w, &body, |_| {});
     assert_eq!(slots(&vm, 3), [0, 1, 0]);
-    let local = ex.local_response.unwrap();
+    let local = ex.local_response.clone().unwrap();
     assert_eq!(
         (local.status, local.body.len()),
         (500, 0),

@@ -163,7 +163,7 @@ fn local_reply_sends_a_local_response() {
     let root = vm.configure(1, br#"{"status": 403, "body": "denied\n", "headers": [["x-reason","policy"]], "when_header": "x-deny"}"#).unwrap();
     let (req, _, ex) = request(&mut vm, root, exchange());
     assert_eq!(
-        (req, ex.local_response),
+        (req, ex.local_response.clone()),
         (Ok(Action::Continue), None),
         "no x-deny: passes"
     );
@@ -175,7 +175,7 @@ fn local_reply_sends_a_local_response() {
         Ok(Action::Pause)
     );
     vm.finish(ctx, &mut deny).unwrap();
-    let local = deny.local_response.unwrap();
+    let local = deny.local_response.clone().unwrap();
     assert_eq!(local.status, 403);
     assert_eq!(local.body, b"denied\n");
     assert_eq!(local.headers, [(b"x-reason".to_vec(), b"policy".to_vec())]);
@@ -185,7 +185,7 @@ fn local_reply_sends_a_local_response() {
         .unwrap();
     let (req, resp, ex) = request(&mut vm, root, exchange());
     assert_eq!((req, resp), (Ok(Action::Continue), Ok(Action::Pause)));
-    assert_eq!(ex.local_response.map(|l| l.status), Some(502));
+    assert_eq!(ex.local_response.clone().map(|l| l.status), Some(502));
     assert!(vm.configure(3, br#"{"phase": "later"}"#).is_err());
 }
 

@@ -49,9 +49,9 @@ fn set_body(buffer: u32, initial: &str, start: u32, size: u32, value: &str) -> (
     };
     assert_eq!(action, Ok(Action::Continue));
     let body = if buffer == 0 {
-        ex.request_body
+        std::mem::take(&mut ex.request_body)
     } else {
-        ex.response_body
+        std::mem::take(&mut ex.response_body)
     };
     (String::from_utf8(body).unwrap(), slots(&vm, 3))
 }
