@@ -1,5 +1,5 @@
 //! One loaded configuration, ready to serve: validated config, its route
-//! table, and every wasm plugin compiled once for all workers.
+//! table, and every wasm plugin compiled (once per worker engine replica).
 //!
 //! Building a `Gateway` is where config meets the wasm engine; it is also
 //! what `tinygate -t` checks, by additionally starting every plugin and
