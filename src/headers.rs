@@ -80,10 +80,11 @@ impl HeaderMap {
     }
 
     /// The entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries
-            .iter()
-            .map(|e| (self.span(e.name), self.span(e.value)))
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            map: self,
+            entries: self.entries.iter(),
+        }
     }
 
     /// The first value for `name` (case-insensitive).
@@ -244,11 +245,30 @@ impl std::fmt::Debug for HeaderMap {
     }
 }
 
+/// The entries of a [`HeaderMap`] in order, as `(name, value)`.
+pub struct Iter<'a> {
+    map: &'a HeaderMap,
+    entries: std::slice::Iter<'a, Entry>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.entries.next()?;
+        Some((self.map.span(e.name), self.map.span(e.value)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
 impl<'a> IntoIterator for &'a HeaderMap {
     type Item = (&'a [u8], &'a [u8]);
-    type IntoIter = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 

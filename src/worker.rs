@@ -22,7 +22,7 @@ use crate::calls;
 use crate::chain::Event;
 use crate::gateway::Gateway;
 use crate::live::Live;
-use crate::reactor::Timer;
+use crate::reactor::{flag::Flag, Timer};
 use crate::status::Stats;
 use crate::upstream::Pool;
 use crate::wasm::{
@@ -72,6 +72,10 @@ pub struct Worker {
     executor: Rc<LocalExecutor<'static>>,
     /// The engine replica this worker's plugin instances run on.
     replica: usize,
+    /// Set when the process starts draining (the `stop` channel closes);
+    /// what connections wait on, so that no request touches the channel
+    /// every worker shares.
+    drain: Flag,
     /// The gateway this worker last fetched, and its generation.
     gateway: RefCell<(u64, Arc<Gateway>)>,
     /// Gateways replaced while requests may still be using them.
@@ -158,6 +162,7 @@ impl Worker {
             live,
             executor,
             replica,
+            drain: Flag::default(),
             gateway: RefCell::new(gateway),
             retired: RefCell::new(Vec::new()),
             vms: RefCell::new(HashMap::new()),
@@ -176,6 +181,14 @@ impl Worker {
         worker
             .executor
             .spawn(async move { w.deliver_queue_notifications(queue_rx).await })
+            .detach();
+        let w = Rc::clone(&worker);
+        worker
+            .executor
+            .spawn(async move {
+                let _ = w.stop.recv().await;
+                w.drain.set();
+            })
             .detach();
         worker
     }
@@ -199,7 +212,7 @@ impl Worker {
 
     /// Resolves when the process starts draining.
     pub async fn stopped(&self) {
-        let _ = self.stop.recv().await;
+        self.drain.wait().await;
     }
 
     /// Counts one finished request in the metrics and writes it to the

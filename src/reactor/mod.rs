@@ -13,6 +13,7 @@
 //! Tasks are scheduled by whatever executor the future runs (a
 //! `LocalExecutor` in workers).
 
+pub mod flag;
 pub mod net;
 
 use rustix::event::epoll;
