@@ -58,7 +58,7 @@ impl Gateway {
                 file_hashes.push(hash);
                 continue;
             }
-            match Plugin::load(engine, spec.clone()) {
+            match Plugin::load_sharing(engine, spec.clone(), &plugins) {
                 Ok(p) => {
                     plugins.push(Arc::new(p));
                     file_hashes.push(hash);

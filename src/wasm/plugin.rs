@@ -188,6 +188,9 @@ pub struct Plugin {
     compiled: Vec<Compiled>,
     /// `module.name` of every import linked to a stub.
     pub(crate) stubbed: Vec<String>,
+    /// Identifies the file's contents, so another plugin loaded from the
+    /// same bytes can share the compiled modules.
+    bytes_id: (usize, u64),
 }
 
 /// The plugin's module on one engine replica.
@@ -207,6 +210,22 @@ impl Plugin {
     ///
     /// A [`LoadError`] naming the file and the reason.
     pub fn load(engine: &Engine, spec: PluginSpec) -> Result<Plugin, LoadError> {
+        Plugin::load_sharing(engine, spec, &[])
+    }
+
+    /// Like [`Plugin::load`], but when one of `loaded` (on the same engine)
+    /// was read from a file with the same contents, its compiled modules are
+    /// shared instead of compiled again: several plugin entries (names,
+    /// confs, limits) over one `.wasm` cost its code once.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming the file and the reason.
+    pub fn load_sharing(
+        engine: &Engine,
+        spec: PluginSpec,
+        loaded: &[Arc<Plugin>],
+    ) -> Result<Plugin, LoadError> {
         let fail = |reason: String| LoadError {
             plugin: spec.name.clone(),
             file: spec.file.clone(),
@@ -214,9 +233,17 @@ impl Plugin {
         };
         let bytes =
             std::fs::read(&spec.file).map_err(|e| fail(format!("cannot read file: {e}")))?;
+        let bytes_id = bytes_id(&bytes);
+        let shared = loaded
+            .iter()
+            .find(|p| p.bytes_id == bytes_id && p.is_on(engine))
+            .map(|p| &p.compiled);
         let first = &engine.inner.replicas[0];
-        let module = Module::new(&first.wasmi, &bytes)
-            .map_err(|e| fail(format!("invalid wasm module: {e}")))?;
+        let module = match shared {
+            Some(compiled) => compiled[0].module.clone(),
+            None => Module::new(&first.wasmi, &bytes)
+                .map_err(|e| fail(format!("invalid wasm module: {e}")))?,
+        };
         let abi = exports::abi_version(&module).ok_or_else(|| {
             let names: Vec<&str> = AbiVersion::MARKERS.iter().map(|(name, _)| *name).collect();
             fail(format!(
@@ -233,9 +260,12 @@ impl Plugin {
             linker,
         }];
         // The other replicas compile the same bytes, already checked.
-        for replica in &engine.inner.replicas[1..] {
-            let module = Module::new(&replica.wasmi, &bytes)
-                .map_err(|e| fail(format!("invalid wasm module: {e}")))?;
+        for (i, replica) in engine.inner.replicas.iter().enumerate().skip(1) {
+            let module = match shared {
+                Some(compiled) => compiled[i].module.clone(),
+                None => Module::new(&replica.wasmi, &bytes)
+                    .map_err(|e| fail(format!("invalid wasm module: {e}")))?,
+            };
             let (linker, _) = link(engine, replica, &module, &spec.name).map_err(fail)?;
             compiled.push(Compiled {
                 wasmi: replica.wasmi.clone(),
@@ -255,7 +285,18 @@ impl Plugin {
             info: Arc::new(PluginInfo::new(spec, abi)),
             compiled,
             stubbed,
+            bytes_id,
         })
+    }
+
+    /// True when this plugin was compiled by `engine`'s replicas.
+    fn is_on(&self, engine: &Engine) -> bool {
+        self.compiled.len() == engine.inner.replicas.len()
+            && self
+                .compiled
+                .iter()
+                .zip(&engine.inner.replicas)
+                .all(|(c, r)| wasmi::Engine::same(&c.wasmi, &r.wasmi))
     }
 
     /// The module compiled for replica `replica` of the engine (wrapping
@@ -279,6 +320,16 @@ impl Plugin {
     pub fn spec(&self) -> &PluginSpec {
         &self.info.spec
     }
+}
+
+/// The length and a hash of a file's bytes. Plugin files come from the
+/// operator, so a deliberate collision is not a concern; an accidental one
+/// between two different modules of the same length is vanishingly rare.
+fn bytes_id(bytes: &[u8]) -> (usize, u64) {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    (bytes.len(), h.finish())
 }
 
 /// The module must export its memory (every host call passes pointers into

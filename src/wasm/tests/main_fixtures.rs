@@ -79,6 +79,43 @@ fn every_engine_replica_runs_the_plugin_on_its_own() {
 }
 
 #[test]
+fn plugins_over_the_same_bytes_share_code_and_keep_their_own_settings() {
+    let engine = crate::wasm::Engine::with_replicas(2);
+    let copy = std::env::temp_dir().join(format!("tinygate-share-{}.wasm", std::process::id()));
+    std::fs::copy(fixture("custom_response_header"), &copy).unwrap();
+    let load = |name: &str, file: PathBuf, loaded: &[Arc<Plugin>]| {
+        let mut spec = super::spec(file);
+        spec.name = name.to_owned();
+        Arc::new(Plugin::load_sharing(&engine, spec, loaded).unwrap_or_else(|e| panic!("{e}")))
+    };
+    let a = load("a", fixture("custom_response_header"), &[]);
+    let b = load("b", copy.clone(), &[Arc::clone(&a)]);
+    let other = load(
+        "other",
+        fixture("tinygo_like"),
+        &[Arc::clone(&a), Arc::clone(&b)],
+    );
+    let _ = std::fs::remove_file(&copy);
+    assert_eq!(b.name(), "b");
+    for (plugin, value) in [(&a, "from-a"), (&b, "from-b")] {
+        let mut vm = PluginVm::start_on(Arc::clone(plugin), 1).unwrap_or_else(|f| panic!("{f}"));
+        let conf = format!(r#"{{"headers":[{{"name":"X-From","value":"{value}"}}]}}"#);
+        let root = vm.configure(1, conf.as_bytes()).unwrap();
+        let (_, _, ex) = request(&mut vm, root, exchange());
+        assert_eq!(
+            header(&ex.response_headers, "x-from").as_deref(),
+            Some(value)
+        );
+    }
+    // Other bytes are never taken for the same module.
+    let vm = PluginVm::start(other).unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        !vm.stream_hooks().response_body,
+        "tinygo_like exports no body hook"
+    );
+}
+
+#[test]
 fn custom_response_header_adds_the_configured_header() {
     let mut vm = start_fixture("custom_response_header");
     let root = vm
