@@ -8,7 +8,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::router::Router;
-use crate::wasm::{Engine, Plugin, PluginSpec, PluginVm};
+use crate::wasm::{file_content_id, Engine, Plugin, PluginSpec, PluginVm};
 use std::sync::Arc;
 
 /// A configuration ready to serve.
@@ -17,8 +17,6 @@ pub struct Gateway {
     pub router: Router,
     /// Compiled plugins, indexed like `config.main.plugins`.
     pub plugins: Vec<Arc<Plugin>>,
-    /// A hash of each plugin's file, to reuse unchanged plugins on reload.
-    file_hashes: Vec<u64>,
 }
 
 impl Gateway {
@@ -41,28 +39,22 @@ impl Gateway {
         engine: &Engine,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, ConfigError> {
-        let mut plugins = Vec::new();
-        let mut file_hashes = Vec::new();
+        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         let mut problems = Vec::new();
         for spec in &config.main.plugins {
-            let hash = file_hash(&spec.file);
             let reused = previous.and_then(|prev| {
+                let now = file_content_id(&spec.file)?;
                 prev.plugins
                     .iter()
-                    .zip(&prev.file_hashes)
-                    .find(|(p, h)| **h == hash && same_spec(p.spec(), spec))
-                    .map(|(p, _)| Arc::clone(p))
+                    .find(|p| p.content_id() == now && same_spec(p.spec(), spec))
+                    .map(Arc::clone)
             });
             if let Some(p) = reused {
                 plugins.push(p);
-                file_hashes.push(hash);
                 continue;
             }
             match Plugin::load_sharing(engine, spec.clone(), &plugins) {
-                Ok(p) => {
-                    plugins.push(Arc::new(p));
-                    file_hashes.push(hash);
-                }
+                Ok(p) => plugins.push(Arc::new(p)),
                 Err(e) => problems.push(format!(
                     "{}: wasm.plugins {:?}: {e}",
                     config.main.config_file.display(),
@@ -78,7 +70,6 @@ impl Gateway {
             config,
             router,
             plugins,
-            file_hashes,
         })
     }
 
@@ -86,18 +77,11 @@ impl Gateway {
     /// loaded already: `tinygate test` loads them itself, to report a
     /// plugin that fails to load in its own file's terms.
     pub fn with_plugins(config: Config, plugins: Vec<Arc<Plugin>>) -> Gateway {
-        let file_hashes = config
-            .main
-            .plugins
-            .iter()
-            .map(|s| file_hash(&s.file))
-            .collect();
         let router = Router::new(&config.routes.routes);
         Gateway {
             config,
             router,
             plugins,
-            file_hashes,
         }
     }
 
@@ -143,14 +127,6 @@ impl Gateway {
             Err(ConfigError { problems })
         }
     }
-}
-
-/// A hash of a file's bytes (0 when unreadable; loading reports that).
-fn file_hash(path: &std::path::Path) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    std::fs::read(path).unwrap_or_default().hash(&mut h);
-    h.finish()
 }
 
 /// True when two plugin settings would start identical instances.

@@ -1204,7 +1204,7 @@ pub(crate) fn request_map(req: &RequestHead) -> HeaderMap {
     map.add_lowercase(b":path", req.target.as_bytes());
     map.add_lowercase(b":authority", req.host.as_deref().unwrap_or("").as_bytes());
     map.add_lowercase(b":scheme", b"http");
-    let tokens = http::connection_tokens(req.headers.iter());
+    let tokens: Vec<&[u8]> = http::connection_tokens(req.headers.iter()).collect();
     for (k, v) in &req.headers {
         if k != b"host" && !http::is_hop_by_hop(k, &tokens) {
             map.add_lowercase(k, v);
@@ -1220,7 +1220,7 @@ pub(crate) fn response_map(res: &ResponseHead) -> HeaderMap {
     let mut status = Vec::with_capacity(3);
     push_decimal(&mut status, u64::from(res.status));
     map.add_lowercase(b":status", &status);
-    let tokens = http::connection_tokens(res.headers.iter());
+    let tokens: Vec<&[u8]> = http::connection_tokens(res.headers.iter()).collect();
     for (k, v) in &res.headers {
         if !http::is_hop_by_hop(k, &tokens) {
             map.add_lowercase(k, v);
@@ -1358,10 +1358,7 @@ pub(crate) fn wants_keep_alive(req: &RequestHead) -> bool {
 }
 
 fn has_token<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>, token: &[u8]) -> bool {
-    headers
-        .filter(|(k, _)| *k == b"connection")
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    http::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Methods whose repetition has the same effect (RFC 9110 §9.2.2).

@@ -42,21 +42,16 @@ pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[&[u8]]) -> bool {
             .any(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// The lower-case tokens of every `Connection` header among `headers`.
-/// Tokens are compared case-insensitively.
-pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    for (k, v) in headers {
-        if k == b"connection" {
-            for t in v.split(|&b| b == b',') {
-                let t = t.trim_ascii();
-                if !t.is_empty() {
-                    out.push(t);
-                }
-            }
-        }
-    }
-    out
+/// The tokens of every `Connection` header among `headers`, as sent
+/// (compare them case-insensitively).
+pub fn connection_tokens<'a>(
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .filter(|(k, _)| *k == b"connection")
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// The standard reason phrase for a status code.
@@ -156,7 +151,7 @@ mod tests {
     #[test]
     fn connection_lists_hop_by_hop_names() {
         let headers = [(&b"connection"[..], &b"X-Foo, close"[..]), (b"x-foo", b"1")];
-        let tokens = connection_tokens(headers.iter().copied());
+        let tokens: Vec<&[u8]> = connection_tokens(headers.iter().copied()).collect();
         assert!(is_hop_by_hop(b"x-foo", &tokens));
         assert!(is_hop_by_hop(b"keep-alive", &tokens));
         assert!(!is_hop_by_hop(b"x-bar", &tokens));

@@ -37,31 +37,39 @@ impl Registration {
     }
 }
 
-/// Runs `op` (which moves at most `len` bytes) when `dir` may be ready;
-/// parks the task when it is not.
-fn poll_io(
+/// Runs `op` when `dir` may be ready; parks the task when it is not.
+/// `drained` says from `op`'s result that the direction has nothing more
+/// for now (a short read or write).
+fn poll_io<T>(
     dir: &Direction,
     cx: &Context<'_>,
-    len: usize,
-    mut op: impl FnMut() -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
+    mut op: impl FnMut() -> io::Result<T>,
+    drained: impl Fn(&T) -> bool,
+) -> Poll<io::Result<T>> {
     loop {
         if dir.is_exhausted() {
             dir.park(cx);
             return Poll::Pending;
         }
         match op() {
-            Ok(n) => {
-                if n > 0 && n < len {
+            Ok(done) => {
+                if drained(&done) {
                     dir.exhaust();
                 }
-                return Poll::Ready(Ok(n));
+                return Poll::Ready(Ok(done));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => dir.exhaust(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
+}
+
+/// True when a read or write of `len` bytes moved only `n` (but some):
+/// the socket was drained, or its buffer filled. End of stream (0) is not:
+/// reading again must see it again.
+fn short(n: usize, len: usize) -> bool {
+    n > 0 && n < len
 }
 
 /// A listening socket.
@@ -86,16 +94,9 @@ impl TcpListener {
     /// # Errors
     /// As `accept(2)` (out of descriptors and the like).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let mut accepted = None;
-        poll_fn(|cx| {
-            poll_io(&self.reg.source.read, cx, 0, || {
-                let (s, peer) = self.io.accept()?;
-                accepted = Some((s, peer));
-                Ok(0)
-            })
-        })
-        .await?;
-        let (stream, peer) = accepted.ok_or_else(|| io::Error::other("accept lost"))?;
+        let (stream, peer) =
+            poll_fn(|cx| poll_io(&self.reg.source.read, cx, || self.io.accept(), |_| false))
+                .await?;
         Ok((TcpStream::new(stream)?, peer))
     }
 }
@@ -187,7 +188,12 @@ impl AsyncRead for &TcpStream {
     ) -> Poll<io::Result<usize>> {
         let me = *self;
         let len = buf.len();
-        poll_io(&me.reg.source.read, cx, len, || (&me.io).read(buf))
+        poll_io(
+            &me.reg.source.read,
+            cx,
+            || (&me.io).read(buf),
+            |&n| short(n, len),
+        )
     }
 }
 
@@ -198,7 +204,13 @@ impl AsyncWrite for &TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let me = *self;
-        poll_io(&me.reg.source.write, cx, buf.len(), || (&me.io).write(buf))
+        let len = buf.len();
+        poll_io(
+            &me.reg.source.write,
+            cx,
+            || (&me.io).write(buf),
+            |&n| short(n, len),
+        )
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

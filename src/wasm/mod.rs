@@ -91,7 +91,8 @@ use crate::headers::HeaderMap;
 pub use metrics::{metrics_snapshot, metrics_text};
 #[allow(unused_imports)]
 pub use plugin::{
-    Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT,
+    file_content_id, Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK,
+    DEFAULT_MEMORY_LIMIT,
 };
 pub use shared::shared_value;
 #[allow(unused_imports)]

@@ -190,7 +190,7 @@ pub struct Plugin {
     pub(crate) stubbed: Vec<String>,
     /// Identifies the file's contents, so another plugin loaded from the
     /// same bytes can share the compiled modules.
-    bytes_id: (usize, u64),
+    content_id: ContentId,
 }
 
 /// The plugin's module on one engine replica.
@@ -233,10 +233,10 @@ impl Plugin {
         };
         let bytes =
             std::fs::read(&spec.file).map_err(|e| fail(format!("cannot read file: {e}")))?;
-        let bytes_id = bytes_id(&bytes);
+        let content_id = content_id(&bytes);
         let shared = loaded
             .iter()
-            .find(|p| p.bytes_id == bytes_id && p.is_on(engine))
+            .find(|p| p.content_id == content_id && p.is_on(engine))
             .map(|p| &p.compiled);
         let first = &engine.inner.replicas[0];
         let module = match shared {
@@ -285,7 +285,7 @@ impl Plugin {
             info: Arc::new(PluginInfo::new(spec, abi)),
             compiled,
             stubbed,
-            bytes_id,
+            content_id,
         })
     }
 
@@ -305,6 +305,11 @@ impl Plugin {
         &self.compiled[replica % self.compiled.len()]
     }
 
+    /// What identifies the contents of the file it was loaded from.
+    pub fn content_id(&self) -> ContentId {
+        self.content_id
+    }
+
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.info.spec.name
@@ -322,10 +327,19 @@ impl Plugin {
     }
 }
 
-/// The length and a hash of a file's bytes. Plugin files come from the
-/// operator, so a deliberate collision is not a concern; an accidental one
-/// between two different modules of the same length is vanishingly rare.
-fn bytes_id(bytes: &[u8]) -> (usize, u64) {
+/// What identifies a plugin file's contents: its length and a hash. Plugin
+/// files come from the operator, so a deliberate collision is not a
+/// concern; an accidental one between two different modules of the same
+/// length is vanishingly rare.
+pub type ContentId = (usize, u64);
+
+/// The [`ContentId`] of the file at `path`; `None` when it cannot be read
+/// (loading it reports why).
+pub fn file_content_id(path: &std::path::Path) -> Option<ContentId> {
+    std::fs::read(path).ok().map(|bytes| content_id(&bytes))
+}
+
+fn content_id(bytes: &[u8]) -> ContentId {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
