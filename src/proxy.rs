@@ -262,48 +262,36 @@ async fn proxy(
             chain,
             ex,
             limits,
+            route.upstream.is_some(),
         );
         match read.await {
             Ok(body) => Some(body),
-            Err(BodyEnd::Respond(local)) => {
-                return answer_local(client, req, &local, ex, false).await;
-            }
-            Err(BodyEnd::Refuse(r, why)) => {
-                log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
-                return answer(client, req, &r, false).await;
-            }
-            Err(BodyEnd::Fail(fault)) => {
-                log::warn!(
-                    "route {:?}: {} {}: {fault}",
-                    route.id,
-                    req.method,
-                    req.target
-                );
-                return answer(client, req, &reply::unavailable(), false).await;
-            }
+            Err(end) => return answer_body_end(client, req, route, &end, ex).await,
         }
     } else {
         None
     };
+    let whole = matches!(buffered, Some(PluginBody::Whole(_)));
     let Some(upstream) = &route.upstream else {
         log::warn!("route {:?}: no upstream and no plugin answered", route.id);
-        let keep = keep_alive && (buffered.is_some() || req.framing == Framing::Empty);
+        let keep = keep_alive && (whole || req.framing == Framing::Empty);
         return answer(client, req, &reply::unavailable(), keep).await;
     };
 
+    let body = match buffered {
+        None => Pending::Unread,
+        Some(PluginBody::Whole(body)) => Pending::Whole(body),
+        Some(PluginBody::Spilled(spill)) => Pending::Spilled(spill),
+    };
     let sent = send_request(
-        worker,
-        client,
-        req,
-        route,
-        upstream,
-        ex,
-        limits,
-        buffered.as_deref(),
+        worker, client, req, route, upstream, ex, chain, limits, body,
     );
     let (mut conn, node, response) = match sent.await {
         Ok(sent) => sent,
         Err(failure) => {
+            if let Some(end) = failure.plugin {
+                return answer_body_end(client, req, route, &end, ex).await;
+            }
             log::warn!(
                 "route {:?}: {} {}: {}",
                 route.id,
@@ -311,7 +299,7 @@ async fn proxy(
                 req.target,
                 failure.why
             );
-            let keep = keep_alive && (failure.request_body_consumed || buffered.is_some());
+            let keep = keep_alive && (failure.request_body_consumed || whole);
             return answer(client, req, &failure.reply, keep).await;
         }
     };
@@ -423,6 +411,43 @@ async fn proxy(
     }
 }
 
+/// Answers a request whose body a plugin or the client ended early; the
+/// rest of the body is unread, so the connection closes.
+pub(crate) async fn answer_body_end<D: Downstream>(
+    client: &mut D,
+    req: &RequestHead,
+    route: &Route,
+    end: &BodyEnd,
+    ex: &Exchange,
+) -> bool {
+    match end {
+        BodyEnd::Respond(local) => answer_local(client, req, local, ex, false).await,
+        BodyEnd::Refuse(r, why) => {
+            log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
+            answer(client, req, r, false).await
+        }
+        BodyEnd::Fail(fault) => {
+            log::warn!(
+                "route {:?}: {} {}: {fault}",
+                route.id,
+                req.method,
+                req.target
+            );
+            answer(client, req, &reply::unavailable(), false).await
+        }
+    }
+}
+
+/// The request body when a node is picked.
+enum Pending {
+    /// Empty, or not read yet: it streams from the client as it comes.
+    Unread,
+    /// Read whole through the plugins.
+    Whole(Vec<u8>),
+    /// Partly read through the plugins; the rest streams through them.
+    Spilled(Spill),
+}
+
 /// Why forwarding failed, and what to answer.
 pub(crate) struct Failure {
     pub(crate) reply: Reply,
@@ -430,6 +455,9 @@ pub(crate) struct Failure {
     /// True when the client's request body was fully read (or empty), so
     /// the client connection is still in sync.
     pub(crate) request_body_consumed: bool,
+    /// A plugin ended the request while its body streamed to the node:
+    /// this answers instead of `reply`.
+    pub(crate) plugin: Option<BodyEnd>,
 }
 
 impl Failure {
@@ -438,6 +466,7 @@ impl Failure {
             reply,
             why,
             request_body_consumed,
+            plugin: None,
         }
     }
 }
@@ -451,9 +480,10 @@ async fn send_request<'u>(
     req: &RequestHead,
     route: &Route,
     upstream: &'u Upstream,
-    ex: &Exchange,
+    ex: &mut Exchange,
+    chain: &mut Chain<'_>,
     limits: &ClientLimits,
-    buffered: Option<&[u8]>,
+    body: Pending,
 ) -> Result<(Conn, &'u Node, ResponseHead), Failure> {
     let timeout = route.timeout;
     let attempts = 1 + upstream
@@ -462,13 +492,21 @@ async fn send_request<'u>(
     let mut tried: Vec<usize> = Vec::with_capacity(attempts);
     let mut last_error = String::from("no upstream node has a positive weight");
     let mut timed_out = false;
-    // A buffered body was read already; it can be sent again.
-    let body_empty = req.framing == Framing::Empty || buffered.is_some();
+    let (whole, mut spill) = match body {
+        Pending::Unread => (None, None),
+        Pending::Whole(body) => (Some(body), None),
+        Pending::Spilled(spill) => (None, Some(spill)),
+    };
+    // A whole body was read already; it can be sent again.
+    let body_empty = req.framing == Framing::Empty || whole.is_some();
     // Replaying a request on a fresh connection is only safe when the body
     // can be sent again and the method is idempotent (RFC 9110 §9.2.2).
     let replayable = body_empty && is_idempotent(&req.method);
-    let (framing, encoded) = upstream_framing(req, ex, buffered);
-    let buffered = encoded.as_deref().or(buffered);
+    let (framing, encoded) = match &spill {
+        Some(spill) => (spilled_framing(req, ex, spill), None),
+        None => upstream_framing(req, ex, whole.as_deref()),
+    };
+    let buffered = encoded.as_deref().or(whole.as_deref());
     for _ in 0..attempts {
         let Some(index) = pick_untried(upstream, &tried) else {
             break;
@@ -489,15 +527,21 @@ async fn send_request<'u>(
             },
         };
         let head = request_head(req, ex, upstream, node, client.peer, framing);
-        let mut result = exchange(&mut conn, client, req, &head, timeout, limits, buffered).await;
+        // A spilled body is read on as it is sent: it goes to this node only.
+        let outgoing = match spill.take() {
+            Some(spill) => Outgoing::Spilled(spill, framing, &mut *chain, &mut *ex),
+            None => Outgoing::Ready(buffered),
+        };
+        let mut result = exchange(&mut conn, client, req, &head, timeout, limits, outgoing).await;
         if conn.reused && replayable && matches!(result, Err(Stage::Stale(_))) {
             // The pooled connection was closed by the node while idle: one
             // more try on a fresh connection, which is safe with no body.
             match upstream::connect(node.addr, timeout.connect).await {
                 Ok(fresh) => {
                     conn = fresh;
+                    let outgoing = Outgoing::Ready(buffered);
                     result =
-                        exchange(&mut conn, client, req, &head, timeout, limits, buffered).await;
+                        exchange(&mut conn, client, req, &head, timeout, limits, outgoing).await;
                 }
                 Err(e) => {
                     last_error = format!("connect to {} failed: {e}", node.addr);
@@ -527,12 +571,7 @@ pub(crate) fn upstream_framing(
     ex: &Exchange,
     buffered: Option<&[u8]>,
 ) -> (Framing, Option<Vec<u8>>) {
-    let trailers: Vec<(Vec<u8>, Vec<u8>)> = ex
-        .request_trailers
-        .iter()
-        .filter(|(k, v)| http::is_valid_field(k, v))
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect();
+    let trailers = valid_trailers(&ex.request_trailers);
     match buffered {
         // Trailers need chunked framing; otherwise the exact length.
         Some(body) if !trailers.is_empty() => {
@@ -548,6 +587,14 @@ pub(crate) fn upstream_framing(
         Some(body) => (Framing::Length(body.len() as u64), None),
         None => (req.framing, None),
     }
+}
+
+/// The request trailers the plugins left that may be sent.
+fn valid_trailers(map: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    map.iter()
+        .filter(|(k, v)| http::is_valid_field(k, v))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
 }
 
 /// What to answer when the exchange with `node` failed at `stage`.
@@ -567,22 +614,41 @@ pub(crate) fn failure(stage: Stage, node: SocketAddr) -> Failure {
             format!("upstream {node}: while sending the request body: {e}"),
             false,
         ),
-        Stage::Client(e) if e.kind() == io::ErrorKind::TimedOut => Failure::new(
+        Stage::Client(e) => client_failure(e),
+        Stage::TooLarge => too_large(),
+        Stage::Plugin(end) => Failure {
+            reply: reply::unavailable(),
+            why: String::new(),
+            request_body_consumed: false,
+            plugin: Some(end),
+        },
+    }
+}
+
+/// What to answer when the client's body could not be read.
+fn client_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::TimedOut {
+        Failure::new(
             reply::bad_request(408, "request body not received in time"),
             "client request body timed out".to_string(),
             false,
-        ),
-        Stage::Client(e) => Failure::new(
+        )
+    } else {
+        Failure::new(
             reply::bad_request(400, "invalid request body"),
             format!("client request body: {e}"),
             false,
-        ),
-        Stage::TooLarge => Failure::new(
-            reply::bad_request(413, "request body too large"),
-            "request body larger than client_max_body_size".to_string(),
-            false,
-        ),
+        )
     }
+}
+
+/// What to answer for a body past `client_max_body_size`.
+fn too_large() -> Failure {
+    Failure::new(
+        reply::bad_request(413, "request body too large"),
+        "request body larger than client_max_body_size".to_string(),
+        false,
+    )
 }
 
 /// Where an exchange with a node failed.
@@ -598,6 +664,17 @@ pub(crate) enum Stage {
     Upstream(io::Error),
     /// The client's body grew past `client_max_body_size`.
     TooLarge,
+    /// A plugin ended a request body that was streaming to the node.
+    Plugin(BodyEnd),
+}
+
+/// The request body [`exchange`] sends after the head.
+enum Outgoing<'a, 'c> {
+    /// Read already (`Some`), or none or the client's, streamed as it
+    /// comes (`None`).
+    Ready(Option<&'a [u8]>),
+    /// The rest of a spilled body, through the plugins, in this framing.
+    Spilled(Spill, Framing, &'a mut Chain<'c>, &'a mut Exchange),
 }
 
 /// Sends head and body to `conn` and reads the response head.
@@ -608,11 +685,30 @@ async fn exchange(
     head: &[u8],
     timeout: crate::config::Timeouts,
     limits: &ClientLimits,
-    buffered: Option<&[u8]>,
+    body: Outgoing<'_, '_>,
 ) -> Result<ResponseHead, Stage> {
     let mut out = Vec::with_capacity(head.len());
     out.extend_from_slice(head);
-    if let Some(body) = buffered {
+    if let Outgoing::Spilled(spill, framing, chain, ex) = body {
+        let mut from = &client.stream;
+        let mut to = &conn.stream;
+        let body = Body {
+            framing,
+            send_timeout: timeout.send,
+            limits,
+        };
+        let spilled = forward_spilled_body(
+            &mut client.buf,
+            &mut from,
+            &mut to,
+            spill,
+            chain,
+            ex,
+            body,
+            out,
+        );
+        out = spilled.await?;
+    } else if let Outgoing::Ready(Some(body)) = body {
         out.extend_from_slice(body);
     } else if req.framing != Framing::Empty {
         if expects_continue(req) {
@@ -667,10 +763,7 @@ where
     let mut total: u64 = 0;
     loop {
         if !out.is_empty() && !reader.has_buffered(buf) {
-            with_timeout(send_timeout, to.write_all(&out))
-                .await
-                .map_err(Stage::RequestBody)?;
-            out.clear();
+            flush(to, &mut out, send_timeout).await?;
         }
         let next = reader.next(buf, from);
         let n = with_timeout(limits.client_body_timeout, next)
@@ -686,16 +779,26 @@ where
         encode_piece(&mut out, &buf.data()[..n], chunked);
         buf.consume(n);
         if out.len() >= WRITE_COALESCE {
-            with_timeout(send_timeout, to.write_all(&out))
-                .await
-                .map_err(Stage::RequestBody)?;
-            out.clear();
+            flush(to, &mut out, send_timeout).await?;
         }
     }
     if chunked {
         last_chunk_with(&mut out, &reader.take_trailers());
     }
     Ok(out)
+}
+
+/// Writes `out` to the node and empties it.
+async fn flush<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    out: &mut Vec<u8>,
+    send_timeout: Duration,
+) -> Result<(), Stage> {
+    with_timeout(send_timeout, to.write_all(out))
+        .await
+        .map_err(Stage::RequestBody)?;
+    out.clear();
+    Ok(())
 }
 
 /// Appends one piece of body to `out`, as a chunk when `chunked`.
@@ -811,11 +914,36 @@ pub(crate) enum BodyEnd {
     Fail(Fault),
 }
 
-/// Reads the whole request body (from `buf` and `body`, in `framing`),
-/// running `proxy_on_request_body` on each piece as it arrives (a plugin
-/// that returns `Pause` gets the cumulative body on the next call,
-/// Envoy-style); returns the body to forward, which the plugins may have
-/// rewritten. Bounded by `max_buffered_body`.
+/// A request body read through the plugins.
+pub(crate) enum PluginBody {
+    /// All of it, as the plugins let it through.
+    Whole(Vec<u8>),
+    /// More than `max_buffered_body` got through before the body ended;
+    /// the rest streams through the plugins to the node
+    /// ([`forward_spilled_body`]).
+    Spilled(Spill),
+}
+
+/// Where [`request_body_through_plugins`] stopped reading a body that
+/// spilled.
+pub(crate) struct Spill {
+    /// What the plugins let through, not yet sent.
+    forward: Vec<u8>,
+    reader: BodyReader,
+    /// Body bytes read from the client so far.
+    read: u64,
+}
+
+/// Reads the request body (from `buf` and `body`, in `framing`), running
+/// `proxy_on_request_body` on each piece as it arrives (a plugin that
+/// returns `Pause` gets the cumulative body on the next call, Envoy-style);
+/// returns the body to forward, which the plugins may have rewritten.
+///
+/// What a plugin holds (`Pause`) is bounded by `max_buffered_body` (413
+/// past it). What the plugins let through is held too, so that the node
+/// sees nothing before they have seen the whole body, up to the same
+/// bound: past it the body spills when `spill` (the rest streams to the
+/// node), and is refused with 413 otherwise.
 pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
     buf: &mut ReadBuf,
     body: &mut R,
@@ -823,59 +951,252 @@ pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
     chain: &mut Chain<'_>,
     ex: &mut Exchange,
     limits: &ClientLimits,
-) -> Result<Vec<u8>, BodyEnd> {
+    spill: bool,
+) -> Result<PluginBody, BodyEnd> {
     let mut reader = BodyReader::new(framing);
     let mut forward = Vec::new();
     let mut from = 0;
-    let too_large = || {
-        BodyEnd::Refuse(
-            reply::bad_request(413, "request body too large"),
-            "request body larger than the buffering limit".to_string(),
-        )
-    };
+    let mut read: u64 = 0;
     loop {
-        let next = reader.next(buf, body);
-        let n = match with_timeout(limits.client_body_timeout, next).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let r = reply::bad_request(408, "request body not received in time");
-                return Err(BodyEnd::Refuse(r, "client request body timed out".into()));
-            }
-            Err(e) => {
-                let r = reply::bad_request(400, "invalid request body");
-                return Err(BodyEnd::Refuse(r, format!("client request body: {e}")));
-            }
-        };
+        let n = read_body_piece(&mut reader, buf, body, limits)
+            .await
+            .map_err(|e| {
+                let f = client_failure(e);
+                BodyEnd::Refuse(f.reply, f.why)
+            })?;
+        read += n as u64;
         ex.request_body.extend_from_slice(&buf.data()[..n]);
         buf.consume(n);
-        let total = (forward.len() + ex.request_body.len()) as u64;
-        if total > limits.max_buffered_body as u64
-            || (limits.client_max_body_size > 0 && total > limits.client_max_body_size)
-        {
-            return Err(too_large());
+        if over_client_max(read, limits) {
+            let f = too_large();
+            return Err(BodyEnd::Refuse(f.reply, f.why));
         }
-        let end_of_stream = n == 0;
+        let held = ex.request_body.len() + if spill { 0 } else { forward.len() };
+        if held > limits.max_buffered_body {
+            return Err(held_too_much());
+        }
+        // A Content-Length body ends with its last piece: say so in the
+        // same call, so that the piece and the end are decided together.
+        let end_of_stream = n == 0 || reader.is_done();
         match chain.on_request_body(ex, end_of_stream, from).await {
             BodyVerdict::Continue => {
                 forward.append(&mut ex.request_body);
                 from = 0;
+                if spill && !end_of_stream && forward.len() >= limits.max_buffered_body {
+                    return Ok(PluginBody::Spilled(Spill {
+                        forward,
+                        reader,
+                        read,
+                    }));
+                }
             }
             BodyVerdict::Buffer(i) => from = i,
             BodyVerdict::Respond(local) => return Err(BodyEnd::Respond(local)),
             BodyVerdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
         }
         if end_of_stream {
-            ex.request_trailers.set_all(reader.take_trailers());
-            if chain.hooks.request_trailers && !ex.request_trailers.is_empty() {
-                match chain.on_request_trailers(ex).await {
-                    Verdict::Continue => {}
-                    Verdict::Respond(local) => return Err(BodyEnd::Respond(local)),
-                    Verdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
-                }
-            }
-            return Ok(forward);
+            request_trailers_through_plugins(&mut reader, chain, ex).await?;
+            return Ok(PluginBody::Whole(forward));
         }
     }
+}
+
+/// Streams the rest of a spilled request body through the plugins to the
+/// node (`to`), after the bytes already in `out` (the head); returns what
+/// is left to write. The node was promised `body.framing`: with a length,
+/// a plugin that changes it fails the exchange before a byte too many is
+/// written.
+#[allow(clippy::too_many_arguments)] // both ends, the plugins, and the body
+pub(crate) async fn forward_spilled_body<R, W>(
+    buf: &mut ReadBuf,
+    from: &mut R,
+    to: &mut W,
+    spill: Spill,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+    body: Body<'_>,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, Stage>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Body {
+        framing,
+        send_timeout,
+        limits,
+    } = body;
+    let Spill {
+        forward,
+        mut reader,
+        mut read,
+    } = spill;
+    let mut sent = Sent::new(framing);
+    // What the plugins let through so far is written as it is, not
+    // copied into `out`: it may be `max_buffered_body` long.
+    if !forward.is_empty() {
+        sent.admit(forward.len())?;
+        let chunked = framing == Framing::Chunked;
+        if chunked {
+            chunk_header(&mut out, forward.len());
+        }
+        flush(to, &mut out, send_timeout).await?;
+        with_timeout(send_timeout, to.write_all(&forward))
+            .await
+            .map_err(Stage::RequestBody)?;
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    drop(forward);
+    let mut first_plugin = 0;
+    loop {
+        if !out.is_empty() && !reader.has_buffered(buf) {
+            flush(to, &mut out, send_timeout).await?;
+        }
+        let n = read_body_piece(&mut reader, buf, from, limits)
+            .await
+            .map_err(Stage::Client)?;
+        read += n as u64;
+        ex.request_body.extend_from_slice(&buf.data()[..n]);
+        buf.consume(n);
+        if over_client_max(read, limits) {
+            return Err(Stage::TooLarge);
+        }
+        if ex.request_body.len() > limits.max_buffered_body {
+            return Err(Stage::Plugin(held_too_much()));
+        }
+        let end_of_stream = n == 0 || reader.is_done();
+        match chain.on_request_body(ex, end_of_stream, first_plugin).await {
+            BodyVerdict::Continue => {
+                sent.encode(&mut out, &ex.request_body)?;
+                ex.request_body.clear();
+                first_plugin = 0;
+            }
+            BodyVerdict::Buffer(i) => first_plugin = i,
+            BodyVerdict::Respond(local) => return Err(Stage::Plugin(BodyEnd::Respond(local))),
+            BodyVerdict::Fail(fault) => return Err(Stage::Plugin(BodyEnd::Fail(fault))),
+        }
+        if end_of_stream {
+            break;
+        }
+        if out.len() >= WRITE_COALESCE {
+            flush(to, &mut out, send_timeout).await?;
+        }
+    }
+    request_trailers_through_plugins(&mut reader, chain, ex)
+        .await
+        .map_err(Stage::Plugin)?;
+    sent.finish(&mut out, ex)?;
+    Ok(out)
+}
+
+/// What a spilled body has sent, against the framing the node was
+/// promised.
+struct Sent {
+    framing: Framing,
+    bytes: u64,
+}
+
+impl Sent {
+    fn new(framing: Framing) -> Sent {
+        Sent { framing, bytes: 0 }
+    }
+
+    /// Counts `len` more bytes; an error if they break the promised length.
+    fn admit(&mut self, len: usize) -> Result<(), Stage> {
+        self.bytes += len as u64;
+        match self.framing {
+            Framing::Length(n) if self.bytes > n => Err(length_changed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `piece` to `out` in the promised framing.
+    fn encode(&mut self, out: &mut Vec<u8>, piece: &[u8]) -> Result<(), Stage> {
+        if !piece.is_empty() {
+            self.admit(piece.len())?;
+            encode_piece(out, piece, self.framing == Framing::Chunked);
+        }
+        Ok(())
+    }
+
+    /// Ends the body: the last chunk (with the trailers the plugins left)
+    /// or a check that the promised length was met.
+    fn finish(&self, out: &mut Vec<u8>, ex: &Exchange) -> Result<(), Stage> {
+        match self.framing {
+            Framing::Chunked => {
+                last_chunk_with(out, &valid_trailers(&ex.request_trailers));
+                Ok(())
+            }
+            Framing::Length(n) if self.bytes != n => Err(length_changed()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A 502: the node was promised a length the plugins did not keep (they
+/// must remove `content-length` to change it, as in Envoy).
+fn length_changed() -> Stage {
+    Stage::Plugin(BodyEnd::Refuse(
+        reply::bad_gateway(),
+        "a plugin changed the length of a request body but kept its content-length".to_string(),
+    ))
+}
+
+/// The framing promised to the node for a spilled body: the client's
+/// length while the plugins kept `content-length` and have not changed
+/// the length so far, chunked otherwise.
+pub(crate) fn spilled_framing(req: &RequestHead, ex: &Exchange, spill: &Spill) -> Framing {
+    match req.framing {
+        Framing::Length(n)
+            if ex.request_headers.contains(b"content-length")
+                && spill.forward.len() as u64 == spill.read =>
+        {
+            Framing::Length(n)
+        }
+        _ => Framing::Chunked,
+    }
+}
+
+/// The next piece of a request body, within `client_body_timeout`.
+async fn read_body_piece<R: AsyncRead + Unpin>(
+    reader: &mut BodyReader,
+    buf: &mut ReadBuf,
+    from: &mut R,
+    limits: &ClientLimits,
+) -> io::Result<usize> {
+    with_timeout(limits.client_body_timeout, reader.next(buf, from)).await
+}
+
+fn over_client_max(read: u64, limits: &ClientLimits) -> bool {
+    limits.client_max_body_size > 0 && read > limits.client_max_body_size
+}
+
+/// The 413 for a body a plugin holds (`Pause`) past `max_buffered_body`.
+fn held_too_much() -> BodyEnd {
+    BodyEnd::Refuse(
+        reply::bad_request(413, "request body too large"),
+        "a plugin held more of the request body than max_buffered_body".to_string(),
+    )
+}
+
+/// Takes the request trailers from `reader` and runs
+/// `proxy_on_request_trailers` when there are some.
+async fn request_trailers_through_plugins(
+    reader: &mut BodyReader,
+    chain: &mut Chain<'_>,
+    ex: &mut Exchange,
+) -> Result<(), BodyEnd> {
+    ex.request_trailers.set_all(reader.take_trailers());
+    if chain.hooks.request_trailers && !ex.request_trailers.is_empty() {
+        match chain.on_request_trailers(ex).await {
+            Verdict::Continue => {}
+            Verdict::Respond(local) => return Err(BodyEnd::Respond(local)),
+            Verdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
+        }
+    }
+    Ok(())
 }
 
 /// What the response head needs once body plugins let it go.
@@ -1396,5 +1717,43 @@ mod tests {
         assert_eq!(host_without_port("Example.com:8080"), "example.com");
         assert_eq!(host_without_port("a.b"), "a.b");
         assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+
+    fn refused_with(result: Result<(), Stage>) -> Option<u16> {
+        match result {
+            Err(Stage::Plugin(BodyEnd::Refuse(reply, _))) => Some(reply.status),
+            _ => None,
+        }
+    }
+
+    /// A spilled body promised with a length never sends a byte past it,
+    /// and one that falls short fails at the end instead of leaving the
+    /// node waiting.
+    #[test]
+    fn spilled_bodies_keep_the_promised_length() {
+        let ex = Exchange::default();
+        let mut out = Vec::new();
+        let mut sent = Sent::new(Framing::Length(10));
+        assert!(sent.encode(&mut out, b"123456").is_ok());
+        assert_eq!(refused_with(sent.encode(&mut out, b"78901")), Some(502));
+        assert_eq!(out, b"123456", "nothing past the length is written");
+
+        let mut out = Vec::new();
+        let mut sent = Sent::new(Framing::Length(10));
+        assert!(sent.encode(&mut out, b"1234567890").is_ok());
+        assert!(sent.finish(&mut out, &ex).is_ok());
+        let mut short = Sent::new(Framing::Length(10));
+        assert!(short.encode(&mut Vec::new(), b"123").is_ok());
+        assert_eq!(refused_with(short.finish(&mut Vec::new(), &ex)), Some(502));
+
+        let mut out = Vec::new();
+        let mut sent = Sent::new(Framing::Chunked);
+        assert!(
+            sent.encode(&mut out, b"").is_ok(),
+            "an empty piece is no chunk"
+        );
+        assert!(sent.encode(&mut out, b"abc").is_ok());
+        assert!(sent.finish(&mut out, &ex).is_ok());
+        assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
     }
 }

@@ -36,7 +36,7 @@ use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
 use crate::http::{self, parse, BodyReader, Framing, Head, ReadBuf, Version};
 use crate::live::Live;
-use crate::proxy::{self, BodyEnd, Downstream, Relay};
+use crate::proxy::{self, BodyEnd, Downstream, PluginBody, Relay};
 use crate::reply;
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Exchange, ExchangeData, Fault, HttpCall, LocalResponse,
@@ -598,6 +598,23 @@ struct Io<'a> {
     from: &'a mut Segments,
 }
 
+/// Answers a request whose body a plugin or the client ended early, as
+/// `proxy::proxy` does, and records what the plugin did.
+async fn end_body(
+    wire: &mut Wire,
+    client: &mut Client,
+    parts: Parts<'_>,
+    end: BodyEnd,
+    ex: &mut Exchange,
+) {
+    proxy::answer_body_end(client, parts.req, parts.route, &end, ex).await;
+    match end {
+        BodyEnd::Respond(local) => wire.local = Some(local),
+        BodyEnd::Fail(fault) => wire.fault = Some(fault),
+        BodyEnd::Refuse(..) => {}
+    }
+}
+
 /// The plugins and the scripted upstream for a routed request, as
 /// `proxy::proxy` runs them.
 async fn proxy_through(
@@ -636,31 +653,19 @@ async fn proxy_through(
         if proxy::expects_continue(req) {
             let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let read =
-            proxy::request_body_through_plugins(io.buf, io.from, req.framing, chain, ex, limits);
+        let spill = route.upstream.is_some();
+        let read = proxy::request_body_through_plugins(
+            io.buf,
+            io.from,
+            req.framing,
+            chain,
+            ex,
+            limits,
+            spill,
+        );
         match read.await {
             Ok(body) => Some(body),
-            Err(BodyEnd::Respond(local)) => {
-                proxy::answer_local(client, req, &local, ex, false).await;
-                wire.local = Some(local);
-                return;
-            }
-            Err(BodyEnd::Refuse(r, why)) => {
-                log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
-                proxy::answer(client, req, &r, false).await;
-                return;
-            }
-            Err(BodyEnd::Fail(fault)) => {
-                log::warn!(
-                    "route {:?}: {} {}: {fault}",
-                    route.id,
-                    req.method,
-                    req.target
-                );
-                wire.fault = Some(fault);
-                proxy::answer(client, req, &reply::unavailable(), false).await;
-                return;
-            }
+            Err(end) => return end_body(wire, client, parts, end, ex).await,
         }
     } else {
         None
@@ -670,33 +675,41 @@ async fn proxy_through(
         return;
     };
     let node = &upstream.nodes[0];
+    let (whole, spill) = match buffered {
+        None => (None, None),
+        Some(PluginBody::Whole(body)) => (Some(body), None),
+        Some(PluginBody::Spilled(spill)) => (None, Some(spill)),
+    };
 
     // As `send_request` and its `exchange`: the bytes the node receives.
-    let (framing, encoded) = proxy::upstream_framing(req, ex, buffered.as_deref());
+    let (framing, encoded) = match &spill {
+        Some(spill) => (proxy::spilled_framing(req, ex, spill), None),
+        None => proxy::upstream_framing(req, ex, whole.as_deref()),
+    };
     let head = proxy::request_head(req, ex, upstream, node, CLIENT, framing);
     let mut sent = Vec::new();
-    let forwarded = match encoded.as_deref().or(buffered.as_deref()) {
-        Some(body) => {
-            sent.extend_from_slice(&head);
-            sent.extend_from_slice(body);
-            Ok(())
+    let body = proxy::Body {
+        framing,
+        send_timeout: route.timeout.send,
+        limits,
+    };
+    let forwarded = if let Some(spill) = spill {
+        let rest =
+            proxy::forward_spilled_body(io.buf, io.from, &mut sent, spill, chain, ex, body, head);
+        rest.await.map(|rest| sent.extend_from_slice(&rest))
+    } else if let Some(whole) = encoded.as_deref().or(whole.as_deref()) {
+        sent.extend_from_slice(&head);
+        sent.extend_from_slice(whole);
+        Ok(())
+    } else if req.framing != Framing::Empty {
+        if proxy::expects_continue(req) {
+            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        None if req.framing != Framing::Empty => {
-            if proxy::expects_continue(req) {
-                let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-            }
-            let body = proxy::Body {
-                framing: req.framing,
-                send_timeout: route.timeout.send,
-                limits,
-            };
-            let forward = proxy::forward_body(io.buf, io.from, &mut sent, body, head).await;
-            forward.map(|rest| sent.extend_from_slice(&rest))
-        }
-        None => {
-            sent = head;
-            Ok(())
-        }
+        let forward = proxy::forward_body(io.buf, io.from, &mut sent, body, head).await;
+        forward.map(|rest| sent.extend_from_slice(&rest))
+    } else {
+        sent = head;
+        Ok(())
     };
     wire.upstream = Some(sent);
     let mut up_buf = ReadBuf::new();
@@ -709,6 +722,9 @@ async fn proxy_through(
         Ok(response) => response,
         Err(stage) => {
             let failure = proxy::failure(stage, node.addr);
+            if let Some(end) = failure.plugin {
+                return end_body(wire, client, parts, end, ex).await;
+            }
             log::warn!(
                 "route {:?}: {} {}: {}",
                 route.id,
@@ -716,7 +732,7 @@ async fn proxy_through(
                 req.target,
                 failure.why
             );
-            let keep = keep_alive && (failure.request_body_consumed || buffered.is_some());
+            let keep = keep_alive && (failure.request_body_consumed || whole.is_some());
             proxy::answer(client, req, &failure.reply, keep).await;
             return;
         }
