@@ -104,16 +104,18 @@ pub fn spawn_workers(
     for (i, listeners) in sockets.into_iter().enumerate() {
         let live = Arc::clone(live);
         let stop = stop.clone();
+        let reactor = reactor::prepare()?;
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .stack_size(WORKER_STACK)
-            .spawn(move || run_worker(i, live, listeners, stop))?;
+            .spawn(move || run_worker(i, reactor, live, listeners, stop))?;
     }
     Ok(())
 }
 
 fn run_worker(
     index: usize,
+    reactor: reactor::Prepared,
     live: Arc<Live>,
     listeners: Vec<TcpListener>,
     stop: smol::channel::Receiver<()>,
@@ -139,7 +141,7 @@ fn run_worker(
             worker.flush_access_log();
         }
     };
-    reactor::block_on(executor.run(main));
+    reactor.block_on(executor.run(main));
 }
 
 async fn accept_loop(
@@ -211,11 +213,12 @@ pub fn spawn_side_server(
     let listener = TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("{name} on {addr}: {e}")))?;
     let bound = listener.local_addr()?;
+    let reactor = reactor::prepare()?;
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             let executor = Rc::new(LocalExecutor::new());
-            reactor::block_on(executor.run(async {
+            reactor.block_on(executor.run(async {
                 let Ok(listener) = net::TcpListener::new(listener) else {
                     return;
                 };

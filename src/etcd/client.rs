@@ -369,7 +369,8 @@ mod tests {
             let second = w.message().await.unwrap().unwrap();
             assert_eq!(second["result"]["events"][0]["kv"]["key"], "YQ==");
             assert!(w.message().await.unwrap().is_none());
-        });
+        })
+        .unwrap();
         server.join().unwrap();
     }
 }

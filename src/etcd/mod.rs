@@ -97,9 +97,10 @@ pub fn spawn(live: &Arc<Live>, watcher: Watcher) -> std::io::Result<()> {
     }
     live.set_routes_source(watcher.document.clone().into_source());
     let live = Arc::clone(live);
+    let reactor = crate::reactor::prepare()?;
     std::thread::Builder::new()
         .name("etcd".into())
-        .spawn(move || crate::reactor::block_on(watch::run(&live, watcher)))
+        .spawn(move || reactor.block_on(watch::run(&live, watcher)))
         .map(drop)
 }
 
@@ -108,7 +109,9 @@ fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigErr
         return Ok(None);
     };
     let label = config.main.config_file.display();
-    let (store, at, resync, document) = match crate::reactor::block_on(read_at_start(&etcd)) {
+    let read = crate::reactor::block_on(read_at_start(&etcd))
+        .unwrap_or_else(|e| Err(format!("cannot wait for the network: {e}")));
+    let (store, at, resync, document) = match read {
         Ok((store, at)) => {
             log::info!(
                 "etcd: read {} keys under {} at revision {} from {}",

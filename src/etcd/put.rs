@@ -105,8 +105,9 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     let mut errors = Vec::new();
     for host in &etcd.hosts {
         match crate::reactor::block_on(write(host, etcd, &wanted)) {
-            Ok(done) => return Ok(format!("{label}: {done}")),
-            Err(e) => errors.push(e.to_string()),
+            Ok(Ok(done)) => return Ok(format!("{label}: {done}")),
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(format!("cannot wait for the network: {e}")),
         }
     }
     Err(vec![format!(

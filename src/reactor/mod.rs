@@ -52,19 +52,55 @@ pub(crate) fn current() -> Option<Rc<Reactor>> {
 /// and timers while it waits. Nested calls on one thread share the
 /// thread's reactor.
 ///
-/// # Panics
+/// # Errors
 /// When the kernel refuses an epoll instance or an eventfd (out of file
-/// descriptors at thread start), since nothing could be served.
-pub fn block_on<T>(future: impl Future<Output = T>) -> T {
-    let (reactor, installed) = match current() {
-        Some(r) => (r, false),
-        None => {
-            let r = Rc::new(Reactor::new().expect("cannot create an epoll instance"));
-            CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&r)));
-            (r, true)
+/// descriptors); the future is not run. A thread that must not fail once
+/// started makes its reactor beforehand with [`prepare`].
+pub fn block_on<T>(future: impl Future<Output = T>) -> io::Result<T> {
+    match current() {
+        Some(reactor) => Ok(run(&reactor, future)),
+        None => Ok(prepare()?.block_on(future)),
+    }
+}
+
+/// A reactor's kernel objects, made before the thread that runs it starts,
+/// where failing can still be reported (they can move between threads;
+/// the reactor cannot).
+pub struct Prepared {
+    epoll: OwnedFd,
+    eventfd: OwnedFd,
+}
+
+/// Makes the kernel objects of a reactor: an epoll instance with an
+/// eventfd registered for cross-thread wake-ups.
+pub fn prepare() -> io::Result<Prepared> {
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    epoll::add(
+        &epoll,
+        &eventfd,
+        epoll::EventData::new_u64(NOTIFY_KEY),
+        epoll::EventFlags::IN | epoll::EventFlags::ET,
+    )?;
+    Ok(Prepared { epoll, eventfd })
+}
+
+impl Prepared {
+    /// Installs this reactor on the current thread and runs `future` to
+    /// completion on it, like [`block_on`] (inside which these kernel
+    /// objects are not needed: the running reactor serves).
+    pub fn block_on<T>(self, future: impl Future<Output = T>) -> T {
+        if let Some(reactor) = current() {
+            return run(&reactor, future);
         }
-    };
-    let _uninstall = Uninstall(installed);
+        let reactor = Rc::new(Reactor::from(self));
+        CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&reactor)));
+        let _uninstall = Uninstall;
+        run(&reactor, future)
+    }
+}
+
+fn run<T>(reactor: &Reactor, future: impl Future<Output = T>) -> T {
     let notify = Arc::clone(&reactor.notify);
     let waker = Waker::from(Arc::clone(&notify));
     let mut cx = Context::from_waker(&waker);
@@ -79,13 +115,11 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
 }
 
 /// Removes the thread's reactor when the outermost `block_on` returns.
-struct Uninstall(bool);
+struct Uninstall;
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
-        if self.0 {
-            CURRENT.with(|c| c.borrow_mut().take());
-        }
+        CURRENT.with(|c| c.borrow_mut().take());
     }
 }
 
@@ -184,17 +218,9 @@ impl Direction {
     }
 }
 
-impl Reactor {
-    fn new() -> io::Result<Reactor> {
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        epoll::add(
-            &epoll,
-            &eventfd,
-            epoll::EventData::new_u64(NOTIFY_KEY),
-            epoll::EventFlags::IN | epoll::EventFlags::ET,
-        )?;
-        Ok(Reactor {
+impl From<Prepared> for Reactor {
+    fn from(Prepared { epoll, eventfd }: Prepared) -> Reactor {
+        Reactor {
             epoll,
             notify: Arc::new(Notify {
                 woken: AtomicBool::new(false),
@@ -205,9 +231,11 @@ impl Reactor {
             timers: RefCell::default(),
             next_timer: Cell::new(0),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
-        })
+        }
     }
+}
 
+impl Reactor {
     /// Registers `fd` for edge-triggered read and write readiness.
     pub(crate) fn register(&self, fd: impl AsFd) -> io::Result<Rc<Source>> {
         let mut slots = self.sources.borrow_mut();
@@ -449,7 +477,8 @@ mod tests {
             };
             let winner = smol::future::or(fast, slow).await;
             (winner, start.elapsed())
-        });
+        })
+        .unwrap();
         assert_eq!(fired.0, "fast");
         assert!(fired.1 >= Duration::from_millis(10), "{:?}", fired.1);
         assert!(fired.1 < Duration::from_secs(2), "{:?}", fired.1);
@@ -462,9 +491,26 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             smol::block_on(tx.send(7)).unwrap();
         });
-        let got = block_on(async { rx.recv().await.unwrap() });
+        let got = block_on(async { rx.recv().await.unwrap() }).unwrap();
         assert_eq!(got, 7);
         sender.join().unwrap();
+    }
+
+    /// Workers make their reactor before they start, so that running out
+    /// of descriptors is an error at start, not a panic in the thread.
+    #[test]
+    fn a_reactor_prepared_on_one_thread_runs_on_another() {
+        let prepared = prepare().unwrap();
+        let worker = std::thread::spawn(move || {
+            let inner = prepare().unwrap();
+            let n = prepared.block_on(async {
+                Timer::after(Duration::from_millis(5)).await;
+                // Nested: the running reactor serves.
+                inner.block_on(async { current().is_some() as u32 })
+            });
+            (n, current().is_none())
+        });
+        assert_eq!(worker.join().unwrap(), (1, true));
     }
 
     #[test]

@@ -282,7 +282,8 @@ mod tests {
             };
             executor.run(client).await;
             assert_eq!(executor.run(server).await, 8_000_000);
-        });
+        })
+        .unwrap();
     }
 
     #[test]
@@ -290,7 +291,10 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = free.local_addr().unwrap();
         drop(free);
-        let err = block_on(TcpStream::connect(addr)).err().expect("refused");
+        let err = block_on(TcpStream::connect(addr))
+            .unwrap()
+            .err()
+            .expect("refused");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 
