@@ -240,13 +240,8 @@ async fn proxy(
     limits: &ClientLimits,
 ) -> bool {
     let eos = req.framing == Framing::Empty;
-    match chain.on_request_headers(ex, eos).await {
-        Verdict::Continue => {}
-        Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
-        Verdict::Fail(fault) => {
-            log::warn!("route {:?}: {fault}", route.id);
-            return answer(client, req, &reply::unavailable(), keep_alive).await;
-        }
+    if let Some(end) = EarlyEnd::of(chain.on_request_headers(ex, eos).await) {
+        return answer_early_end(client, req, route, &end, ex, keep_alive).await;
     }
     let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
         && req.framing != Framing::Empty
@@ -266,7 +261,7 @@ async fn proxy(
         );
         match read.await {
             Ok(body) => Some(body),
-            Err(end) => return answer_body_end(client, req, route, &end, ex).await,
+            Err(end) => return answer_early_end(client, req, route, &end, ex, false).await,
         }
     } else {
         None
@@ -290,7 +285,7 @@ async fn proxy(
         Ok(sent) => sent,
         Err(failure) => {
             if let Some(end) = failure.plugin {
-                return answer_body_end(client, req, route, &end, ex).await;
+                return answer_early_end(client, req, route, &end, ex, false).await;
             }
             log::warn!(
                 "route {:?}: {} {}: {}",
@@ -316,13 +311,8 @@ async fn proxy(
 
     ex.response_headers = response_map(&response);
     let eos = framing == Framing::Empty;
-    match chain.on_response_headers(ex, eos).await {
-        Verdict::Continue => {}
-        Verdict::Respond(local) => return answer_local(client, req, &local, ex, keep_alive).await,
-        Verdict::Fail(fault) => {
-            log::warn!("route {:?}: {fault}", route.id);
-            return answer(client, req, &reply::unavailable(), keep_alive).await;
-        }
+    if let Some(end) = EarlyEnd::of(chain.on_response_headers(ex, eos).await) {
+        return answer_early_end(client, req, route, &end, ex, keep_alive).await;
     }
 
     let upstream_reusable = response.version == Version::Http11
@@ -411,29 +401,25 @@ async fn proxy(
     }
 }
 
-/// Answers a request whose body a plugin or the client ended early; the
-/// rest of the body is unread, so the connection closes.
-pub(crate) async fn answer_body_end<D: Downstream>(
+/// Answers a request that plugins or the client ended early, keeping the
+/// connection only if `keep_alive` (never while a body is left unread).
+pub(crate) async fn answer_early_end<D: Downstream>(
     client: &mut D,
     req: &RequestHead,
     route: &Route,
-    end: &BodyEnd,
+    end: &EarlyEnd,
     ex: &Exchange,
+    keep_alive: bool,
 ) -> bool {
     match end {
-        BodyEnd::Respond(local) => answer_local(client, req, local, ex, false).await,
-        BodyEnd::Refuse(r, why) => {
+        EarlyEnd::Respond(local) => answer_local(client, req, local, ex, keep_alive).await,
+        EarlyEnd::Refuse(r, why) => {
             log::warn!("route {:?}: {} {}: {why}", route.id, req.method, req.target);
-            answer(client, req, r, false).await
+            answer(client, req, r, keep_alive).await
         }
-        BodyEnd::Fail(fault) => {
-            log::warn!(
-                "route {:?}: {} {}: {fault}",
-                route.id,
-                req.method,
-                req.target
-            );
-            answer(client, req, &reply::unavailable(), false).await
+        EarlyEnd::Fail(fault) => {
+            log::warn!("route {:?}: {fault}", route.id);
+            answer(client, req, &reply::unavailable(), keep_alive).await
         }
     }
 }
@@ -457,7 +443,7 @@ pub(crate) struct Failure {
     pub(crate) request_body_consumed: bool,
     /// A plugin ended the request while its body streamed to the node:
     /// this answers instead of `reply`.
-    pub(crate) plugin: Option<BodyEnd>,
+    pub(crate) plugin: Option<EarlyEnd>,
 }
 
 impl Failure {
@@ -665,7 +651,7 @@ pub(crate) enum Stage {
     /// The client's body grew past `client_max_body_size`.
     TooLarge,
     /// A plugin ended a request body that was streaming to the node.
-    Plugin(BodyEnd),
+    Plugin(EarlyEnd),
 }
 
 /// The request body [`exchange`] sends after the head.
@@ -753,39 +739,54 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Body {
-        framing,
-        send_timeout,
-        limits,
-    } = body;
-    let mut reader = BodyReader::new(framing);
-    let chunked = framing == Framing::Chunked;
-    let mut total: u64 = 0;
+    let mut reader = BodyReader::new(body.framing);
+    let chunked = body.framing == Framing::Chunked;
+    let mut read = 0;
     loop {
-        if !out.is_empty() && !reader.has_buffered(buf) {
-            flush(to, &mut out, send_timeout).await?;
-        }
-        let next = reader.next(buf, from);
-        let n = with_timeout(limits.client_body_timeout, next)
-            .await
-            .map_err(Stage::Client)?;
+        let n = next_piece_for_node(&mut reader, buf, from, to, &mut out, &body, &mut read).await?;
         if n == 0 {
             break;
-        }
-        total += n as u64;
-        if limits.client_max_body_size > 0 && total > limits.client_max_body_size {
-            return Err(Stage::TooLarge);
         }
         encode_piece(&mut out, &buf.data()[..n], chunked);
         buf.consume(n);
         if out.len() >= WRITE_COALESCE {
-            flush(to, &mut out, send_timeout).await?;
+            flush(to, &mut out, body.send_timeout).await?;
         }
     }
     if chunked {
         last_chunk_with(&mut out, &reader.take_trailers());
     }
     Ok(out)
+}
+
+/// The next piece of a request body bound for a node, counted in `read`
+/// against `client_max_body_size`. What `out` holds for the node is
+/// written first when the client has nothing more buffered, so the node
+/// is not kept waiting on the client.
+async fn next_piece_for_node<R, W>(
+    reader: &mut BodyReader,
+    buf: &mut ReadBuf,
+    from: &mut R,
+    to: &mut W,
+    out: &mut Vec<u8>,
+    body: &Body<'_>,
+    read: &mut u64,
+) -> Result<usize, Stage>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if !out.is_empty() && !reader.has_buffered(buf) {
+        flush(to, out, body.send_timeout).await?;
+    }
+    let n = read_body_piece(reader, buf, from, body.limits)
+        .await
+        .map_err(Stage::Client)?;
+    *read += n as u64;
+    if over_client_max(*read, body.limits) {
+        return Err(Stage::TooLarge);
+    }
+    Ok(n)
 }
 
 /// Writes `out` to the node and empties it.
@@ -904,14 +905,25 @@ pub(crate) async fn stream_body<R: AsyncRead + Unpin, D: Downstream>(
     Ok(())
 }
 
-/// How a request body run through plugins ended early.
-pub(crate) enum BodyEnd {
+/// How a request ended before the node's answer could be relayed.
+pub(crate) enum EarlyEnd {
     /// A plugin answered locally.
     Respond(LocalResponse),
-    /// The body could not be read: answer this.
+    /// The body could not be read, or was refused: answer this.
     Refuse(Reply, String),
     /// A plugin failed: answer 503.
     Fail(Fault),
+}
+
+impl EarlyEnd {
+    /// How the plugins' `verdict` on a head ends the request, if it does.
+    pub(crate) fn of(verdict: Verdict) -> Option<EarlyEnd> {
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::Respond(local) => Some(EarlyEnd::Respond(local)),
+            Verdict::Fail(fault) => Some(EarlyEnd::Fail(fault)),
+        }
+    }
 }
 
 /// A request body read through the plugins.
@@ -952,7 +964,7 @@ pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
     ex: &mut Exchange,
     limits: &ClientLimits,
     spill: bool,
-) -> Result<PluginBody, BodyEnd> {
+) -> Result<PluginBody, EarlyEnd> {
     let mut reader = BodyReader::new(framing);
     let mut forward = Vec::new();
     let mut from = 0;
@@ -962,14 +974,14 @@ pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| {
                 let f = client_failure(e);
-                BodyEnd::Refuse(f.reply, f.why)
+                EarlyEnd::Refuse(f.reply, f.why)
             })?;
         read += n as u64;
         ex.request_body.extend_from_slice(&buf.data()[..n]);
         buf.consume(n);
         if over_client_max(read, limits) {
             let f = too_large();
-            return Err(BodyEnd::Refuse(f.reply, f.why));
+            return Err(EarlyEnd::Refuse(f.reply, f.why));
         }
         let held = ex.request_body.len() + if spill { 0 } else { forward.len() };
         if held > limits.max_buffered_body {
@@ -991,8 +1003,8 @@ pub(crate) async fn request_body_through_plugins<R: AsyncRead + Unpin>(
                 }
             }
             BodyVerdict::Buffer(i) => from = i,
-            BodyVerdict::Respond(local) => return Err(BodyEnd::Respond(local)),
-            BodyVerdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
+            BodyVerdict::Respond(local) => return Err(EarlyEnd::Respond(local)),
+            BodyVerdict::Fail(fault) => return Err(EarlyEnd::Fail(fault)),
         }
         if end_of_stream {
             request_trailers_through_plugins(&mut reader, chain, ex).await?;
@@ -1021,13 +1033,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Body {
-        framing,
-        send_timeout,
-        limits,
-    } = body;
+    let (framing, send_timeout, limits) = (body.framing, body.send_timeout, body.limits);
     let Spill {
-        forward,
+        mut forward,
         mut reader,
         mut read,
     } = spill;
@@ -1041,9 +1049,7 @@ where
             chunk_header(&mut out, forward.len());
         }
         flush(to, &mut out, send_timeout).await?;
-        with_timeout(send_timeout, to.write_all(&forward))
-            .await
-            .map_err(Stage::RequestBody)?;
+        flush(to, &mut forward, send_timeout).await?;
         if chunked {
             out.extend_from_slice(b"\r\n");
         }
@@ -1051,18 +1057,9 @@ where
     drop(forward);
     let mut first_plugin = 0;
     loop {
-        if !out.is_empty() && !reader.has_buffered(buf) {
-            flush(to, &mut out, send_timeout).await?;
-        }
-        let n = read_body_piece(&mut reader, buf, from, limits)
-            .await
-            .map_err(Stage::Client)?;
-        read += n as u64;
+        let n = next_piece_for_node(&mut reader, buf, from, to, &mut out, &body, &mut read).await?;
         ex.request_body.extend_from_slice(&buf.data()[..n]);
         buf.consume(n);
-        if over_client_max(read, limits) {
-            return Err(Stage::TooLarge);
-        }
         if ex.request_body.len() > limits.max_buffered_body {
             return Err(Stage::Plugin(held_too_much()));
         }
@@ -1074,8 +1071,8 @@ where
                 first_plugin = 0;
             }
             BodyVerdict::Buffer(i) => first_plugin = i,
-            BodyVerdict::Respond(local) => return Err(Stage::Plugin(BodyEnd::Respond(local))),
-            BodyVerdict::Fail(fault) => return Err(Stage::Plugin(BodyEnd::Fail(fault))),
+            BodyVerdict::Respond(local) => return Err(Stage::Plugin(EarlyEnd::Respond(local))),
+            BodyVerdict::Fail(fault) => return Err(Stage::Plugin(EarlyEnd::Fail(fault))),
         }
         if end_of_stream {
             break;
@@ -1138,7 +1135,7 @@ impl Sent {
 /// A 502: the node was promised a length the plugins did not keep (they
 /// must remove `content-length` to change it, as in Envoy).
 fn length_changed() -> Stage {
-    Stage::Plugin(BodyEnd::Refuse(
+    Stage::Plugin(EarlyEnd::Refuse(
         reply::bad_gateway(),
         "a plugin changed the length of a request body but kept its content-length".to_string(),
     ))
@@ -1174,8 +1171,8 @@ fn over_client_max(read: u64, limits: &ClientLimits) -> bool {
 }
 
 /// The 413 for a body a plugin holds (`Pause`) past `max_buffered_body`.
-fn held_too_much() -> BodyEnd {
-    BodyEnd::Refuse(
+fn held_too_much() -> EarlyEnd {
+    EarlyEnd::Refuse(
         reply::bad_request(413, "request body too large"),
         "a plugin held more of the request body than max_buffered_body".to_string(),
     )
@@ -1187,13 +1184,11 @@ async fn request_trailers_through_plugins(
     reader: &mut BodyReader,
     chain: &mut Chain<'_>,
     ex: &mut Exchange,
-) -> Result<(), BodyEnd> {
+) -> Result<(), EarlyEnd> {
     ex.request_trailers.set_all(reader.take_trailers());
     if chain.hooks.request_trailers && !ex.request_trailers.is_empty() {
-        match chain.on_request_trailers(ex).await {
-            Verdict::Continue => {}
-            Verdict::Respond(local) => return Err(BodyEnd::Respond(local)),
-            Verdict::Fail(fault) => return Err(BodyEnd::Fail(fault)),
+        if let Some(end) = EarlyEnd::of(chain.on_request_trailers(ex).await) {
+            return Err(end);
         }
     }
     Ok(())
@@ -1721,7 +1716,7 @@ mod tests {
 
     fn refused_with(result: Result<(), Stage>) -> Option<u16> {
         match result {
-            Err(Stage::Plugin(BodyEnd::Refuse(reply, _))) => Some(reply.status),
+            Err(Stage::Plugin(EarlyEnd::Refuse(reply, _))) => Some(reply.status),
             _ => None,
         }
     }

@@ -27,7 +27,7 @@ use super::capture::{self, Line};
 use super::spec::{self, Answer, Case, TestFile};
 use crate::access_log::Record;
 use crate::balancer::Balancer;
-use crate::chain::{Chain, Verdict, PAUSE_TIMEOUT};
+use crate::chain::{Chain, PAUSE_TIMEOUT};
 use crate::config::{
     ClientLimits, Config, MainConfig, Node, PassHost, Route, RoutePlugin, Routes, Timeouts,
     Upstream, UriMatch,
@@ -36,7 +36,7 @@ use crate::gateway::Gateway;
 use crate::headers::HeaderMap;
 use crate::http::{self, parse, BodyReader, Framing, Head, ReadBuf, Version};
 use crate::live::Live;
-use crate::proxy::{self, BodyEnd, Downstream, PluginBody, Relay};
+use crate::proxy::{self, Downstream, EarlyEnd, PluginBody, Relay};
 use crate::reply;
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Exchange, ExchangeData, Fault, HttpCall, LocalResponse,
@@ -598,20 +598,21 @@ struct Io<'a> {
     from: &'a mut Segments,
 }
 
-/// Answers a request whose body a plugin or the client ended early, as
+/// Answers a request that plugins or the client ended early, as
 /// `proxy::proxy` does, and records what the plugin did.
-async fn end_body(
+async fn end_early(
     wire: &mut Wire,
     client: &mut Client,
     parts: Parts<'_>,
-    end: BodyEnd,
+    end: EarlyEnd,
     ex: &mut Exchange,
+    keep_alive: bool,
 ) {
-    proxy::answer_body_end(client, parts.req, parts.route, &end, ex).await;
+    proxy::answer_early_end(client, parts.req, parts.route, &end, ex, keep_alive).await;
     match end {
-        BodyEnd::Respond(local) => wire.local = Some(local),
-        BodyEnd::Fail(fault) => wire.fault = Some(fault),
-        BodyEnd::Refuse(..) => {}
+        EarlyEnd::Respond(local) => wire.local = Some(local),
+        EarlyEnd::Fail(fault) => wire.fault = Some(fault),
+        EarlyEnd::Refuse(..) => {}
     }
 }
 
@@ -633,19 +634,8 @@ async fn proxy_through(
     } = parts;
     let client = &mut *io.client;
     let eos = req.framing == Framing::Empty;
-    match chain.on_request_headers(ex, eos).await {
-        Verdict::Continue => {}
-        Verdict::Respond(local) => {
-            proxy::answer_local(client, req, &local, ex, keep_alive).await;
-            wire.local = Some(local);
-            return;
-        }
-        Verdict::Fail(fault) => {
-            log::warn!("route {:?}: {fault}", route.id);
-            wire.fault = Some(fault);
-            proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
-            return;
-        }
+    if let Some(end) = EarlyEnd::of(chain.on_request_headers(ex, eos).await) {
+        return end_early(wire, client, parts, end, ex, keep_alive).await;
     }
     let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
         && req.framing != Framing::Empty
@@ -665,7 +655,7 @@ async fn proxy_through(
         );
         match read.await {
             Ok(body) => Some(body),
-            Err(end) => return end_body(wire, client, parts, end, ex).await,
+            Err(end) => return end_early(wire, client, parts, end, ex, false).await,
         }
     } else {
         None
@@ -723,7 +713,7 @@ async fn proxy_through(
         Err(stage) => {
             let failure = proxy::failure(stage, node.addr);
             if let Some(end) = failure.plugin {
-                return end_body(wire, client, parts, end, ex).await;
+                return end_early(wire, client, parts, end, ex, false).await;
             }
             log::warn!(
                 "route {:?}: {} {}: {}",
@@ -748,19 +738,8 @@ async fn proxy_through(
 
     ex.response_headers = proxy::response_map(&response);
     let eos = framing == Framing::Empty;
-    match chain.on_response_headers(ex, eos).await {
-        Verdict::Continue => {}
-        Verdict::Respond(local) => {
-            proxy::answer_local(client, req, &local, ex, keep_alive).await;
-            wire.local = Some(local);
-            return;
-        }
-        Verdict::Fail(fault) => {
-            log::warn!("route {:?}: {fault}", route.id);
-            wire.fault = Some(fault);
-            proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
-            return;
-        }
+    if let Some(end) = EarlyEnd::of(chain.on_response_headers(ex, eos).await) {
+        return end_early(wire, client, parts, end, ex, keep_alive).await;
     }
     let close_delimited = framing != Framing::Empty
         && !matches!(framing, Framing::Length(_))
