@@ -331,14 +331,16 @@ async fn proxy(
     };
     client.record.status = status;
     ex.info.response_code = Some(status);
-    if (chain.hooks.response_body || chain.hooks.response_trailers) && framing != Framing::Empty {
+    let mut stream = &conn.stream;
+    let relayed = if (chain.hooks.response_body || chain.hooks.response_trailers)
+        && framing != Framing::Empty
+    {
         let relay = Relay {
             status,
             req,
             keep_alive,
             limit: client.max_buffered_body,
         };
-        let mut stream = &conn.stream;
         let relayed = response_body_through_plugins(
             &mut conn.buf,
             &mut stream,
@@ -348,47 +350,34 @@ async fn proxy(
             ex,
             relay,
         );
-        return match relayed.await {
-            Ok(keep) => {
-                if upstream_reusable {
-                    worker.pool.borrow_mut().put(node.addr, conn);
-                }
-                keep
-            }
-            Err(e) => {
-                log::warn!(
-                    "route {:?}: upstream {}: response body: {e}",
-                    route.id,
-                    node.addr
-                );
-                false
-            }
-        };
-    }
-    let mut out = Vec::with_capacity(1024);
-    write_response_head(
-        &mut out,
-        status,
-        &ex.response_headers,
-        framing,
-        req,
-        keep_alive,
-    );
-    let mut stream = &conn.stream;
-    let streamed = stream_body(
-        &mut conn.buf,
-        &mut stream,
-        client,
-        framing,
-        out,
-        req.version == Version::Http11,
-    );
-    match streamed.await {
-        Ok(()) => {
+        relayed.await
+    } else {
+        let mut out = Vec::with_capacity(1024);
+        write_response_head(
+            &mut out,
+            status,
+            &ex.response_headers,
+            framing,
+            req,
+            keep_alive,
+        );
+        let client_is_11 = req.version == Version::Http11;
+        let streamed = stream_body(
+            &mut conn.buf,
+            &mut stream,
+            client,
+            framing,
+            out,
+            client_is_11,
+        );
+        streamed.await.map(|()| keep_alive)
+    };
+    match relayed {
+        Ok(keep) => {
             if upstream_reusable {
                 worker.pool.borrow_mut().put(node.addr, conn);
             }
-            keep_alive
+            keep
         }
         Err(e) => {
             log::warn!(

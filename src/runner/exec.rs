@@ -752,7 +752,9 @@ async fn proxy_through(
     };
     client.record.status = status;
     ex.info.response_code = Some(status);
-    if (chain.hooks.response_body || chain.hooks.response_trailers) && framing != Framing::Empty {
+    let relayed = if (chain.hooks.response_body || chain.hooks.response_trailers)
+        && framing != Framing::Empty
+    {
         let relay = Relay {
             status,
             req,
@@ -768,27 +770,21 @@ async fn proxy_through(
             ex,
             relay,
         );
-        if let Err(e) = relayed.await {
-            log::warn!(
-                "route {:?}: upstream {}: response body: {e}",
-                route.id,
-                node.addr
-            );
-        }
-        return;
-    }
-    let mut out = Vec::with_capacity(1024);
-    proxy::write_response_head(
-        &mut out,
-        status,
-        &ex.response_headers,
-        framing,
-        req,
-        keep_alive,
-    );
-    let client_is_11 = req.version == Version::Http11;
-    let streamed = proxy::stream_body(&mut up_buf, &mut up, client, framing, out, client_is_11);
-    if let Err(e) = streamed.await {
+        relayed.await.map(drop)
+    } else {
+        let mut out = Vec::with_capacity(1024);
+        proxy::write_response_head(
+            &mut out,
+            status,
+            &ex.response_headers,
+            framing,
+            req,
+            keep_alive,
+        );
+        let client_is_11 = req.version == Version::Http11;
+        proxy::stream_body(&mut up_buf, &mut up, client, framing, out, client_is_11).await
+    };
+    if let Err(e) = relayed {
         log::warn!(
             "route {:?}: upstream {}: response body aborted: {e}",
             route.id,
