@@ -10,8 +10,11 @@
 
 mod deployment;
 mod main_file;
+mod plugin_entries;
+mod route;
 mod routes_file;
 pub(crate) mod tree;
+mod upstream;
 
 pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
 // For `tinygate test`, whose test files take the plugin keys of

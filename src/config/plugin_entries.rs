@@ -1,0 +1,74 @@
+//! A route's `plugins` mapping: each entry names a wasm plugin declared in
+//! `config.yaml` and carries its `conf`. It must not know about routes'
+//! match keys or upstreams.
+
+use super::main_file::json_bytes;
+use super::tree::{kind, Obj, Problems};
+use super::RoutePlugin;
+use crate::wasm::PluginSpec;
+use serde_yaml::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Source of [`RoutePlugin::key`]s: unique for the life of the process, so a
+/// reloaded conf never reuses an old root context.
+static NEXT_PLUGIN_KEY: AtomicU64 = AtomicU64::new(1);
+pub(super) fn route_plugins(
+    list: &Obj,
+    plugins: &[PluginSpec],
+    p: &mut Problems,
+) -> Vec<RoutePlugin> {
+    let mut out = Vec::new();
+    for (name, v) in list.map {
+        let Some(name) = name.as_str() else {
+            p.at(&list.path, "plugin names must be strings");
+            continue;
+        };
+        let path = super::tree::join(&list.path, name);
+        let Some(index) = plugins.iter().position(|s| s.name == name) else {
+            let known: Vec<&str> = plugins.iter().map(|s| s.name.as_str()).collect();
+            p.at(
+                &path,
+                format!(
+                    "no wasm plugin {name:?} in config.yaml wasm.plugins (declared: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+            continue;
+        };
+        let Some(o) = Obj::new(v, path.clone(), p) else {
+            continue;
+        };
+        o.only(&["conf", "_meta"], p);
+        let conf = match o.value("conf") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone().into_bytes(),
+            Some(v @ Value::Mapping(m)) if !m.is_empty() => json_bytes(v, &o.path_of("conf"), p),
+            Some(other) => {
+                p.at(
+                    &o.path_of("conf"),
+                    format!(
+                        "expected a non-empty string or a non-empty mapping, got {}",
+                        kind(other)
+                    ),
+                );
+                continue;
+            }
+            None => {
+                p.at(&path, "missing key conf");
+                continue;
+            }
+        };
+        out.push(RoutePlugin {
+            plugin: index,
+            name: name.to_string(),
+            conf,
+            key: NEXT_PLUGIN_KEY.fetch_add(1, Ordering::Relaxed),
+        });
+    }
+    // APISIX runs higher priorities first; ties keep file order.
+    out.sort_by_key(|rp| std::cmp::Reverse(plugins[rp.plugin].priority));
+    out
+}
