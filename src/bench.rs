@@ -7,7 +7,7 @@
 //! (done, log, delete). Prints `plugin load: X us` and
 //! `plugin lifecycle: Y ns/request`.
 
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::wasm::{Engine, Exchange, Plugin, PluginSpec, PluginVm};
 use std::sync::Arc;
 use std::time::Instant;

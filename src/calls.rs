@@ -7,9 +7,10 @@
 //! sees it. Any failure (connect, timeout, bad framing, too large) is
 //! reported as "no response", which plugins see as zero headers.
 
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::http::{self, BodyReader, Head};
-use crate::upstream::{self, with_timeout};
+use crate::net::with_timeout;
+use crate::upstream;
 use crate::wasm::{CallResponse, HttpCall};
 use crate::worker::Worker;
 use smol::io::AsyncWriteExt;

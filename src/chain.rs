@@ -501,7 +501,7 @@ impl<'w> Chain<'w> {
         let generation = self.contexts[i].generation;
         loop {
             let next = smol::future::or(async { rx.recv().await.ok() }, async {
-                crate::reactor::Timer::after(PAUSE_TIMEOUT).await;
+                crate::net::Timer::after(PAUSE_TIMEOUT).await;
                 None
             });
             let Some(event) = next.await else {
@@ -627,8 +627,8 @@ fn log_fail_open(fault: &Fault, route: &str) {
 }
 
 /// The response map plugins see for a local response.
-pub fn local_response_headers(local: &LocalResponse) -> crate::headers::HeaderMap {
-    let mut map = crate::headers::HeaderMap::with_capacity(local.headers.len() + 1);
+pub fn local_response_headers(local: &LocalResponse) -> crate::http::HeaderMap {
+    let mut map = crate::http::HeaderMap::with_capacity(local.headers.len() + 1);
     map.add(b":status", local.status.to_string().as_bytes());
     for (k, v) in &local.headers {
         map.add(k, v);

@@ -188,7 +188,7 @@ impl Live {
         if let Err(e) = gateway.check_plugins() {
             return log_rejected(&e);
         }
-        if let Err(e) = crate::access_log::configure(&gateway.config.main.access_log) {
+        if let Err(e) = crate::ops::access_log::configure(&gateway.config.main.access_log) {
             log::error!("{e}; keeping the previous access log");
         }
         let routes = gateway.config.routes.routes.len();

@@ -5,27 +5,21 @@
 //! check the configuration, bind the listeners, start the workers. See the
 //! README's architecture section for the map of modules.
 
-mod access_log;
 mod balancer;
 mod bench;
 mod calls;
 mod chain;
 mod config;
-mod demo;
 mod etcd;
 mod gateway;
-mod hardening;
-mod headers;
 mod http;
 mod live;
+mod net;
+mod ops;
 mod proxy;
-mod reactor;
-mod reply;
 mod router;
 mod runner;
-mod server;
-mod signals;
-mod status;
+mod serve;
 mod upstream;
 mod wasm;
 mod worker;
@@ -33,9 +27,6 @@ mod worker;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// `Server` header value of local replies.
-pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
 
 const USAGE: &str = "\
 usage: tinygate [-c CONFIG] [-t]
@@ -169,7 +160,7 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     // Before any plugin is compiled or worker started, so that nothing
     // tinygate runs ever had the chance to make memory executable.
     if config.main.deny_exec_memory {
-        match hardening::deny_exec_memory() {
+        match ops::hardening::deny_exec_memory() {
             Ok(()) => log::info!("memory lock: no mapping can become executable (PR_SET_MDWE)"),
             Err(e) => log::warn!(
                 "memory lock not taken: {e}; tinygate still never maps executable memory itself \
@@ -195,23 +186,23 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         gateway.plugins.len()
     );
     if let Some(addr) = main.demo_upstream {
-        let bound = demo::start(addr).map_err(|e| vec![e.to_string()])?;
+        let bound = ops::demo::start(addr).map_err(|e| vec![e.to_string()])?;
         log::info!("demo upstream serving on {bound}");
     }
-    access_log::configure(&main.access_log).map_err(|e| vec![e.to_string()])?;
+    ops::access_log::configure(&main.access_log).map_err(|e| vec![e.to_string()])?;
     if let Some(addr) = main.status_listen {
-        let bound = status::start(addr).map_err(|e| vec![e.to_string()])?;
+        let bound = ops::status::start(addr).map_err(|e| vec![e.to_string()])?;
         log::info!("status and metrics on http://{bound}/apisix/prometheus/metrics");
     }
     let (sockets, bound) =
-        server::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
+        serve::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);
     if let Some(watcher) = etcd {
         etcd::spawn(&live, watcher).map_err(|e| vec![e.to_string()])?;
     }
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    server::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
-    let signals = signals::install().map_err(|e| vec![e.to_string()])?;
+    serve::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
+    let signals = serve::signals::install().map_err(|e| vec![e.to_string()])?;
     let mut stdout = std::io::stdout().lock();
     for addr in &bound {
         let _ = writeln!(stdout, "listening on {addr}");
@@ -219,5 +210,6 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let _ = stdout.flush();
     drop(stdout);
     log::info!("serving with {} workers", main.workers);
-    signals::run(signals, &live, &stop_tx, main.shutdown_grace).map_err(|e| vec![e.to_string()])
+    serve::signals::run(signals, &live, &stop_tx, main.shutdown_grace)
+        .map_err(|e| vec![e.to_string()])
 }

@@ -7,18 +7,19 @@
 //! with the right status and one log line; the connection is closed only
 //! when its framing can no longer be trusted.
 
-use crate::access_log::Record;
 use crate::chain::{local_response_headers, BodyVerdict, Chain, Verdict};
 use crate::config::{ClientLimits, Node, PassHost, Route, Upstream};
 use crate::gateway::Gateway;
-use crate::headers::HeaderMap;
+use crate::http::reply::{self, Reply};
+use crate::http::HeaderMap;
 use crate::http::{
     self, io::chunk_header, io::last_chunk_with, push_decimal, BodyReader, Framing, Head, ReadBuf,
     RequestHead, ResponseHead, Version,
 };
-use crate::reactor::net::TcpStream;
-use crate::reply::{self, Reply};
-use crate::upstream::{self, with_timeout, Conn};
+use crate::net::with_timeout;
+use crate::net::TcpStream;
+use crate::ops::access_log::Record;
+use crate::upstream::{self, Conn};
 use crate::wasm::{Exchange, ExchangeData, Fault, LocalResponse, StreamInfo};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

@@ -7,9 +7,8 @@
 //! module knows sockets and addresses, not routes, plugins or HTTP.
 
 use crate::http::ReadBuf;
-use crate::reactor::{net::TcpStream, Timer};
+use crate::net::{with_timeout, TcpStream};
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -88,13 +87,4 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
         buf: ReadBuf::new(),
         reused: false,
     })
-}
-
-/// Runs `f`, failing with `TimedOut` if it takes longer than `d`.
-pub async fn with_timeout<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    smol::future::or(f, async {
-        Timer::after(d).await;
-        Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
-    })
-    .await
 }

@@ -22,8 +22,8 @@ use crate::calls;
 use crate::chain::Event;
 use crate::gateway::Gateway;
 use crate::live::Live;
-use crate::reactor::{flag::Flag, Timer};
-use crate::status::Stats;
+use crate::net::{Flag, Timer};
+use crate::ops::metrics::Stats;
 use crate::upstream::Pool;
 use crate::wasm::{
     CallResponse, Effect, Exchange, ExchangeData, Fault, HttpCall, Plugin, PluginVm,
@@ -174,7 +174,7 @@ impl Worker {
             pending_done: RefCell::new(HashSet::new()),
             tickers: RefCell::new(HashSet::new()),
             queue_ready,
-            stats: crate::status::register(),
+            stats: crate::ops::metrics::register(),
             scripted: RefCell::new(None),
         });
         let w = Rc::clone(&worker);
@@ -217,25 +217,25 @@ impl Worker {
 
     /// Counts one finished request in the metrics and writes it to the
     /// access log, if that is on.
-    pub fn record_request(&self, gateway: &Gateway, record: &crate::access_log::Record) {
+    pub fn record_request(&self, gateway: &Gateway, record: &crate::ops::access_log::Record) {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(record);
         let main = &gateway.config.main;
-        if main.access_log == crate::access_log::Target::Off {
+        if main.access_log == crate::ops::access_log::Target::Off {
             return;
         }
         let mut buf = self.access_buf.borrow_mut();
-        crate::access_log::format_into(&mut buf, record, main.access_log_format);
+        crate::ops::access_log::format_into(&mut buf, record, main.access_log_format);
         if buf.len() >= ACCESS_LOG_BUFFER {
-            crate::access_log::flush(&mut buf);
+            crate::ops::access_log::flush(&mut buf);
         }
     }
 
     /// Writes out buffered access log lines.
     pub fn flush_access_log(&self) {
-        crate::access_log::flush(&mut self.access_buf.borrow_mut());
+        crate::ops::access_log::flush(&mut self.access_buf.borrow_mut());
     }
 
     /// Drops instances of plugins that no gateway in use still has.

@@ -5,7 +5,7 @@
 
 use super::tree::{index, join, kind, Obj, Problems};
 use super::{parse_yaml, read, ClientLimits, ConfigError, FailurePolicy, MainConfig};
-use crate::access_log::{Format, Target};
+use crate::ops::access_log::{Format, Target};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -57,7 +57,7 @@ pub struct MainConfig {
     pub shutdown_grace: Duration,
     /// `tinygate.deny_exec_memory` (default true): at start-up, lock the
     /// process with `PR_SET_MDWE` so no mapping can ever become executable
-    /// (Linux 6.3 or later; elsewhere a warning, see `hardening.rs`).
+    /// (Linux 6.3 or later; elsewhere a warning, see `ops/hardening.rs`).
     pub deny_exec_memory: bool,
     /// `wasm.plugins`, in file order.
     pub plugins: Vec<PluginSpec>,
@@ -67,9 +67,9 @@ pub struct MainConfig {
     /// Per-connection limits and timeouts for clients.
     pub limits: ClientLimits,
     /// `tinygate.access_log`: `off` (default), `stdout`, or a file path.
-    pub access_log: crate::access_log::Target,
+    pub access_log: crate::ops::access_log::Target,
     /// `tinygate.access_log_format`: `combined` (default) or `json`.
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: crate::ops::access_log::Format,
     /// `tinygate.status_listen`: where to serve Prometheus metrics and
     /// status (off by default; `true` means 127.0.0.1:9091).
     pub status_listen: Option<SocketAddr>,

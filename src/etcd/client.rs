@@ -13,7 +13,8 @@ use crate::config::EtcdHost;
 use crate::http::io::MAX_RESPONSE_HEAD;
 use crate::http::parse::{parse_response_head, response_framing};
 use crate::http::{BodyReader, Head};
-use crate::upstream::{self, with_timeout, Conn};
+use crate::net::with_timeout;
+use crate::upstream::{self, Conn};
 use serde_json::Value;
 use smol::io::AsyncWriteExt;
 use std::fmt;
@@ -153,7 +154,7 @@ pub async fn watch(host: &EtcdHost, request: &Value, timeout: Duration) -> Resul
     };
     if status != 200 {
         let answer = smol::future::or(async { watch.message().await.ok().flatten() }, async {
-            crate::reactor::Timer::after(timeout).await;
+            crate::net::Timer::after(timeout).await;
             None
         });
         let message = answer
@@ -360,7 +361,7 @@ mod tests {
             url: format!("http://{addr}"),
             authority: addr.to_string(),
         };
-        crate::reactor::block_on(async {
+        crate::net::block_on(async {
             let mut w = watch(&host, &serde_json::json!({}), Duration::from_secs(5))
                 .await
                 .unwrap();

@@ -97,7 +97,7 @@ pub fn spawn(live: &Arc<Live>, watcher: Watcher) -> std::io::Result<()> {
     }
     live.set_routes_source(watcher.document.clone().into_source());
     let live = Arc::clone(live);
-    let reactor = crate::reactor::prepare()?;
+    let reactor = crate::net::prepare()?;
     std::thread::Builder::new()
         .name("etcd".into())
         .spawn(move || reactor.block_on(watch::run(&live, watcher)))
@@ -109,7 +109,7 @@ fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigErr
         return Ok(None);
     };
     let label = config.main.config_file.display();
-    let read = crate::reactor::block_on(read_at_start(&etcd))
+    let read = crate::net::block_on(read_at_start(&etcd))
         .unwrap_or_else(|e| Err(format!("cannot wait for the network: {e}")));
     let (store, at, resync, document) = match read {
         Ok((store, at)) => {
@@ -163,7 +163,7 @@ async fn read_at_start(etcd: &EtcdConfig) -> Result<(Store, usize), String> {
     let mut errors = Vec::new();
     for round in 0..etcd.startup_retry {
         if round > 0 {
-            crate::reactor::Timer::after(STARTUP_RETRY_PAUSE).await;
+            crate::net::Timer::after(STARTUP_RETRY_PAUSE).await;
         }
         errors.clear();
         for (i, host) in etcd.hosts.iter().enumerate() {

@@ -104,7 +104,7 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     let wanted = keys_of(&doc, &etcd.prefix).map_err(|e| vec![format!("{label}: {e}")])?;
     let mut errors = Vec::new();
     for host in &etcd.hosts {
-        match crate::reactor::block_on(write(host, etcd, &wanted)) {
+        match crate::net::block_on(write(host, etcd, &wanted)) {
             Ok(Ok(done)) => return Ok(format!("{label}: {done}")),
             Ok(Err(e)) => errors.push(e.to_string()),
             Err(e) => errors.push(format!("cannot wait for the network: {e}")),

@@ -10,7 +10,7 @@
 use super::client::{self, int, Error};
 use super::{range, write_snapshot, Watcher};
 use crate::live::Live;
-use crate::reactor::Timer;
+use crate::net::Timer;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

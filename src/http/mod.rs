@@ -1,5 +1,7 @@
-//! tinygate's own HTTP/1.1 codec: strict head parsing, body framing,
-//! streaming readers and the few writers a proxy needs.
+//! tinygate's own HTTP/1.1: strict head parsing, body framing, streaming
+//! readers and the few writers a proxy needs (the codec), the header map
+//! shared with the plugin host (`headers`), the responses tinygate makes
+//! itself (`reply`), and the small servers beside the proxy (`side`).
 //!
 //! We do not use async-h1 on the request path: it closes connections
 //! without a response on malformed input, refuses HTTP/1.0, accepts
@@ -7,11 +9,16 @@
 //! control, and knows no request method when reading a response (so HEAD
 //! responses hang). A proxy needs exact control of every byte it forwards,
 //! so the wire format lives here, in a few hundred lines with tests.
-//! This module knows nothing about routes, upstream choice or plugins.
+//! This module knows nothing about routes, upstream choice or plugins; it
+//! sits on `net/` (the side servers' sockets) and under everything else.
 
+pub mod headers;
 pub mod io;
 pub mod parse;
+pub mod reply;
+pub mod side;
 
+pub use headers::HeaderMap;
 pub use io::{BodyReader, Head, ReadBuf};
 pub use parse::{Framing, RequestHead, ResponseHead};
 

@@ -7,8 +7,8 @@
 //! syntax checks; their framing errors become a 502 in the caller. This
 //! module works on complete heads in memory and knows nothing of sockets.
 
+use super::HeaderMap;
 use super::Version;
-use crate::headers::HeaderMap;
 
 /// Why a request head was refused, and with which status.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,7 +25,6 @@
 
 use super::capture::{self, Line};
 use super::spec::{self, Answer, Case, TestFile};
-use crate::access_log::Record;
 use crate::balancer::Balancer;
 use crate::chain::{Chain, PAUSE_TIMEOUT};
 use crate::config::{
@@ -33,11 +32,12 @@ use crate::config::{
     Upstream, UriMatch,
 };
 use crate::gateway::Gateway;
-use crate::headers::HeaderMap;
+use crate::http::reply;
+use crate::http::HeaderMap;
 use crate::http::{self, parse, BodyReader, Framing, Head, ReadBuf, Version};
 use crate::live::Live;
+use crate::ops::access_log::Record;
 use crate::proxy::{self, Downstream, EarlyEnd, PluginBody, Relay};
-use crate::reply;
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Exchange, ExchangeData, Fault, HttpCall, LocalResponse,
     MetricKind, Plugin,
@@ -242,8 +242,8 @@ impl Bench {
             plugins: file.plugins.iter().map(|p| p.spec.clone()).collect(),
             failure_policies: file.plugins.iter().map(|p| p.policy).collect(),
             limits: ClientLimits::default(),
-            access_log: crate::access_log::Target::Off,
-            access_log_format: crate::access_log::Format::Combined,
+            access_log: crate::ops::access_log::Target::Off,
+            access_log_format: crate::ops::access_log::Format::Combined,
             status_listen: None,
             etcd: None,
         };
@@ -491,7 +491,7 @@ impl AsyncRead for Segments {
         let Some(front) = this.parts.front_mut() else {
             return Poll::Ready(match this.end {
                 None => Ok(0),
-                // A timed-out read says what `upstream::with_timeout` says.
+                // A timed-out read says what `net::with_timeout` says.
                 Some(io::ErrorKind::TimedOut) => {
                     Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
                 }

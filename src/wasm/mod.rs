@@ -83,7 +83,7 @@ mod tests;
 
 use std::fmt;
 
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 
 // The whole API is exported even where the proxy does not use it yet
 // (`LoadError` by name, the metrics export).

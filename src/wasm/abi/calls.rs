@@ -22,7 +22,7 @@ use std::time::Duration;
 use wasmi::Caller;
 
 use super::headers::valid_field;
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::wasm::host::{HostResult, HostState};
 use crate::wasm::memory;
 use crate::wasm::pairs::{self, MAX_PAIRS_BYTES};

@@ -26,7 +26,7 @@
 
 use wasmi::Caller;
 
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::wasm::host::{Hook, HostResult, HostState};
 use crate::wasm::memory;
 use crate::wasm::pairs::{self, MAX_PAIRS, MAX_PAIRS_BYTES};

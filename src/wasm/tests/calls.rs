@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::*;
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::wasm::pairs;
 use crate::wasm::{Action, CallResponse, Effect, HttpCall, PluginVm};
 

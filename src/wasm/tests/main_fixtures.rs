@@ -51,7 +51,7 @@ pub(super) fn request(
     (req, resp, ex)
 }
 
-pub(super) fn header(map: &crate::headers::HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header(map: &crate::http::HeaderMap, name: &str) -> Option<String> {
     map.get(name.as_bytes())
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }

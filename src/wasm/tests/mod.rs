@@ -287,7 +287,7 @@ pub(crate) fn exchange() -> Exchange {
 }
 
 /// The map as `(name, value)` strings, for readable assertions.
-pub(crate) fn strings(map: &crate::headers::HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn strings(map: &crate::http::HeaderMap) -> Vec<(String, String)> {
     map.iter()
         .map(|(k, v)| {
             (

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::main_fixtures::{header, load_fixture, request, start_fixture};
 use super::*;
-use crate::headers::HeaderMap;
+use crate::http::HeaderMap;
 use crate::wasm::{shared, Action, CallResponse, Effect, HttpCall, MetricKind, PluginVm};
 
 fn map(list: &[(&str, &str)]) -> HeaderMap {

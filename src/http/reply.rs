@@ -5,7 +5,10 @@
 //! parse APISIX errors keep working. This module builds bytes only; the
 //! caller writes them and logs the cause.
 
-use crate::http::{push_decimal, write_header, write_status_line};
+use super::{push_decimal, write_header, write_status_line};
+
+/// `Server` header value of local replies.
+pub const SERVER: &str = concat!("tinygate/", env!("CARGO_PKG_VERSION"));
 
 /// A complete local response.
 #[derive(Debug, Clone)]
@@ -56,7 +59,7 @@ pub fn unavailable() -> Reply {
 pub fn encode(reply: &Reply, head_only: bool, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + reply.body.len());
     write_status_line(&mut out, reply.status);
-    write_header(&mut out, b"server", crate::SERVER.as_bytes());
+    write_header(&mut out, b"server", SERVER.as_bytes());
     for (k, v) in &reply.headers {
         if k != b"content-length" && k != b"transfer-encoding" && k != b"connection" {
             write_header(&mut out, k, v);

@@ -7,8 +7,8 @@
 //! exits 0; a second such signal exits at once. `SIGUSR1` reopens the
 //! access log file.
 
+use super::OPEN_CONNECTIONS;
 use crate::live::Live;
-use crate::server::OPEN_CONNECTIONS;
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 use smol::Timer;
@@ -57,7 +57,7 @@ pub fn run(
                     drain(&mut signals, stop, grace).await;
                     return Ok(());
                 }
-                Some(Some(Ok(Signal::Usr1))) => crate::access_log::reopen(),
+                Some(Some(Ok(Signal::Usr1))) => crate::ops::access_log::reopen(),
                 Some(Some(Ok(_))) => {}
                 Some(Some(Err(e))) => log::warn!("signal handling: {e}"),
                 Some(None) => live.poll_routes_file(),

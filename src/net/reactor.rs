@@ -6,15 +6,12 @@
 //! thread that owns the socket and no other: no process-wide reactor
 //! thread, no lock, no cross-thread wake-up on the request path. Sockets
 //! are registered once, edge-triggered, for reading and writing; waiting
-//! costs no `epoll_ctl` (see [`net`]). Wakers from other threads (channels,
+//! costs no `epoll_ctl` (see [`tcp`](super::tcp)). Wakers from other threads (channels,
 //! `smol::unblock`) write to an eventfd that ends the wait.
 //!
 //! This module knows file descriptors and deadlines, not HTTP or plugins.
 //! Tasks are scheduled by whatever executor the future runs (a
 //! `LocalExecutor` in workers).
-
-pub mod flag;
-pub mod net;
 
 use rustix::event::epoll;
 use rustix::event::{eventfd, EventfdFlags};

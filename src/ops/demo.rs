@@ -3,8 +3,8 @@
 //! configuration works on a fresh machine with nothing else running.
 //! Turned on by `tinygate.demo_upstream: ip:port`; not for production.
 
+use crate::http::side::{spawn_side_server, SideReply};
 use crate::http::RequestHead;
-use crate::server::{spawn_side_server, SideReply};
 use std::io;
 use std::net::SocketAddr;
 

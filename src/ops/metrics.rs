@@ -1,19 +1,17 @@
-//! The status listener: Prometheus metrics in APISIX's names (so existing
-//! dashboards work), plus liveness and readiness, on an address of its
-//! own (`tinygate.status_listen`, off by default).
+//! The process's metrics in APISIX's names (so existing dashboards work):
+//! each worker's counters, and their sum in Prometheus text for a scrape.
 //!
 //! Each worker counts into its own `Stats` (a mutex only the worker and a
 //! scrape ever take, so it is never contended on the request path); a
 //! scrape sums every worker's stats and adds the plugins' own metrics.
+//! Nearly a leaf: it knows finished requests (`Record`), plugin names and
+//! the plugins' metric registry (`wasm/`), not how requests are served or
+//! how the text is fetched (`status.rs`), so anything may count into it.
 
-use crate::access_log::Record;
-use crate::http::RequestHead;
-use crate::server::{spawn_side_server, SideReply};
+use super::access_log::Record;
 use crate::wasm::metrics_text;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 /// APISIX's latency buckets, in milliseconds.
@@ -133,32 +131,6 @@ pub fn register() -> Arc<Mutex<Stats>> {
         .unwrap_or_else(|e| e.into_inner())
         .push(Arc::clone(&stats));
     stats
-}
-
-/// Binds `addr` and serves the status endpoints on their own thread.
-///
-/// # Errors
-/// When `addr` cannot be bound.
-pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
-    spawn_side_server("status listener", addr, answer)
-}
-
-fn answer(req: &RequestHead) -> SideReply {
-    let path = req.target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (req.method.as_str(), path) {
-        ("GET" | "HEAD", "/apisix/prometheus/metrics" | "/metrics") => {
-            (200, "text/plain; version=0.0.4", prometheus_text())
-        }
-        ("GET" | "HEAD", "/status" | "/status/ready") => {
-            (200, "application/json", "{\"status\":\"ok\"}\n".into())
-        }
-        _ => (404, "text/plain", "not found\n".into()),
-    };
-    SideReply {
-        status,
-        content_type,
-        body,
-    }
 }
 
 /// Everything, in Prometheus text exposition format.

@@ -78,7 +78,7 @@ mod tests {
     /// Set in the child process that takes the lock, so that the lock (which
     /// is permanent) never applies to the test binary running other tests.
     const CHILD: &str = "TINYGATE_HARDENING_CHILD";
-    const NAME: &str = "hardening::tests::lock_refuses_to_make_memory_executable";
+    const NAME: &str = "ops::hardening::tests::lock_refuses_to_make_memory_executable";
 
     /// The lock, taken in a child copy of this test binary, makes the kernel
     /// refuse a writable+executable mapping and refuse `mprotect` adding

@@ -1,4 +1,5 @@
-//! Listeners and worker threads.
+//! Serving: listening sockets, worker threads and the connections they
+//! accept, and the main thread's signals once serving (`signals.rs`).
 //!
 //! Each worker thread owns a single-threaded executor, its own listening
 //! socket per listener (`SO_REUSEPORT`, so the kernel spreads connections
@@ -7,11 +8,12 @@
 //! shared between threads except the read-only gateway. This module knows
 //! sockets and threads, not routes or plugins.
 
+pub mod signals;
+
 use crate::live::Live;
+use crate::net::{self, tcp, Timer};
 use crate::proxy;
-use crate::reactor::{self, net, Timer};
 use crate::worker::Worker;
-use rustix::net::{sockopt, AddressFamily, SocketType};
 use smol::future::FutureExt;
 use smol::LocalExecutor;
 use std::io::{self, Write};
@@ -65,32 +67,18 @@ pub fn bind_all(
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let first = bind_reuseport(addr)
+        let first = tcp::bind_reuseport(addr, BACKLOG)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let real = first.local_addr()?;
         per_worker[0].push(first);
         for sockets in per_worker.iter_mut().skip(1) {
-            let next = bind_reuseport(real)
+            let next = tcp::bind_reuseport(real, BACKLOG)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {real}: {e}")))?;
             sockets.push(next);
         }
         bound.push(real);
     }
     Ok((per_worker, bound))
-}
-
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
-    sockopt::set_socket_reuseaddr(&fd, true)?;
-    sockopt::set_socket_reuseport(&fd, true)?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, BACKLOG)?;
-    Ok(TcpListener::from(fd))
 }
 
 /// Starts one thread per entry of `sockets`, each serving what `live`
@@ -104,7 +92,7 @@ pub fn spawn_workers(
     for (i, listeners) in sockets.into_iter().enumerate() {
         let live = Arc::clone(live);
         let stop = stop.clone();
-        let reactor = reactor::prepare()?;
+        let reactor = net::prepare()?;
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .stack_size(WORKER_STACK)
@@ -115,7 +103,7 @@ pub fn spawn_workers(
 
 fn run_worker(
     index: usize,
-    reactor: reactor::Prepared,
+    reactor: net::Prepared,
     live: Arc<Live>,
     listeners: Vec<TcpListener>,
     stop: smol::channel::Receiver<()>,
@@ -187,76 +175,6 @@ async fn accept_loop(
                 log::warn!("accept failed: {e}");
                 Timer::after(Duration::from_millis(50)).await;
             }
-        }
-    }
-}
-
-/// A small server beside the proxy (the demo upstream, the status
-/// listener): what it answers to one request.
-pub struct SideReply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
-}
-
-/// Binds `addr` and answers every request with `answer`, on a thread of
-/// its own (`name`), keeping connections alive; request bodies are read
-/// and dropped.
-///
-/// # Errors
-/// When `addr` cannot be bound.
-pub fn spawn_side_server(
-    name: &'static str,
-    addr: SocketAddr,
-    answer: fn(&crate::http::RequestHead) -> SideReply,
-) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("{name} on {addr}: {e}")))?;
-    let bound = listener.local_addr()?;
-    let reactor = reactor::prepare()?;
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let executor = Rc::new(LocalExecutor::new());
-            reactor.block_on(executor.run(async {
-                let Ok(listener) = net::TcpListener::new(listener) else {
-                    return;
-                };
-                while let Ok((stream, _)) = listener.accept().await {
-                    executor.spawn(serve_side(stream, answer)).detach();
-                }
-            }));
-        })?;
-    Ok(bound)
-}
-
-async fn serve_side(stream: net::TcpStream, answer: fn(&crate::http::RequestHead) -> SideReply) {
-    use crate::http::{self, BodyReader, Head, ReadBuf};
-    use smol::io::AsyncWriteExt;
-    let mut buf = ReadBuf::new();
-    while let Ok(Head::Complete(n)) = buf.read_head(&mut &stream, 64 * 1024).await {
-        let parsed = http::parse::parse_request_head(&buf.data()[..n]);
-        buf.consume(n);
-        let Ok(req) = parsed else { return };
-        let mut body = BodyReader::new(req.framing);
-        while let Ok(n) = body.next(&mut buf, &mut &stream).await {
-            if n == 0 {
-                break;
-            }
-            buf.consume(n);
-        }
-        let reply = answer(&req);
-        let mut out = Vec::with_capacity(256 + reply.body.len());
-        http::write_status_line(&mut out, reply.status);
-        http::write_header(&mut out, b"content-type", reply.content_type.as_bytes());
-        out.extend_from_slice(b"content-length: ");
-        http::push_decimal(&mut out, reply.body.len() as u64);
-        out.extend_from_slice(b"\r\n\r\n");
-        if req.method != "HEAD" {
-            out.extend_from_slice(reply.body.as_bytes());
-        }
-        if (&stream).write_all(&out).await.is_err() {
-            return;
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Non-blocking TCP sockets on the thread's [`Reactor`](super::Reactor):
+//! Non-blocking TCP sockets on the thread's [`Reactor`](super::reactor::Reactor):
 //! a listener that accepts, and a stream that implements `AsyncRead` and
 //! `AsyncWrite`.
 //!
@@ -9,7 +9,7 @@
 //! costing a system call that would fail. Sockets belong to the thread
 //! that made them (they are neither `Send` nor `Sync`).
 
-use super::{current, Direction, Reactor, Source};
+use super::reactor::{current, Direction, Reactor, Source};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use smol::io::{AsyncRead, AsyncWrite};
 use std::future::poll_fn;
@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 fn no_reactor() -> io::Error {
-    io::Error::other("socket used outside reactor::block_on")
+    io::Error::other("socket used outside net::block_on")
 }
 
 /// A registration that ends with its socket.
@@ -250,10 +250,29 @@ impl AsyncWrite for TcpStream {
     }
 }
 
+/// A listening socket on `addr` with `SO_REUSEPORT`, so that several
+/// threads can each have their own accept queue on one address.
+///
+/// # Errors
+/// When the socket cannot be made, bound or put to listen.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::sockopt::set_socket_reuseport(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reactor::block_on;
+    use crate::net::block_on;
     use smol::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
