@@ -20,6 +20,7 @@ mod proxy;
 mod router;
 mod runner;
 mod serve;
+mod tls;
 mod upstream;
 mod wasm;
 mod worker;
