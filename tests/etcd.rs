@@ -20,16 +20,23 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// A single-member etcd cluster on loopback ports, data in a temp dir;
 /// killed on drop.
-struct Etcd {
+pub(crate) struct Etcd {
     child: Option<Child>,
-    client: SocketAddr,
+    pub(crate) client: SocketAddr,
     peer: SocketAddr,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    /// More command-line flags (`etcd_tls.rs`: `--auth-token-ttl`).
+    args: Vec<String>,
 }
 
 impl Etcd {
     /// Starts etcd and waits (bounded) until it answers.
-    fn start() -> Etcd {
+    pub(crate) fn start() -> Etcd {
+        Etcd::start_with(&[])
+    }
+
+    /// Starts etcd with more flags.
+    pub(crate) fn start_with(args: &[&str]) -> Etcd {
         let installed = Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -46,12 +53,13 @@ impl Etcd {
             client: free_port(),
             peer: free_port(),
             dir: temp_dir(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         etcd.launch();
         etcd
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.client)
     }
 
@@ -72,6 +80,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n0={peer}")])
+            .args(&self.args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -95,12 +104,12 @@ impl Etcd {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
 
     /// A successful call's answer.
-    fn call(&self, path: &str, body: Value) -> Value {
+    pub(crate) fn call(&self, path: &str, body: Value) -> Value {
         match post(self.client, path, &body) {
             Ok((200, answer)) => answer,
             other => panic!("etcd {path} {body}: {other:?}"),
@@ -141,7 +150,7 @@ fn revision(answer: &Value) -> i64 {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,7 +158,7 @@ fn free_port() -> SocketAddr {
 }
 
 /// One POST with a JSON body to etcd's gateway: (status, JSON answer).
-fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), String> {
+pub(crate) fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.to_string();
@@ -174,7 +183,7 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), Stri
 }
 
 /// Base64 of a string, as etcd's gateway wants keys and values.
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in text.as_bytes().chunks(3) {
@@ -193,13 +202,13 @@ fn b64(text: &str) -> String {
 }
 
 /// A route's JSON value: `uri` to the single node `node`.
-fn route(uri: &str, node: SocketAddr) -> String {
+pub(crate) fn route(uri: &str, node: SocketAddr) -> String {
     json!({"uri": uri, "upstream": {"nodes": {node.to_string(): 1}}}).to_string()
 }
 
 /// `config.yaml` selecting the etcd provider with these hosts and extra
 /// `deployment.etcd` lines.
-fn etcd_config(hosts: &[String], extra: &str) -> String {
+pub(crate) fn etcd_config(hosts: &[String], extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     config_yaml(
         &[],
@@ -212,7 +221,7 @@ fn etcd_config(hosts: &[String], extra: &str) -> String {
 }
 
 /// Starts tinygate on `config` (no routes file: routes come from etcd).
-fn start_gate(config: &str) -> Gate {
+pub(crate) fn start_gate(config: &str) -> Gate {
     let dir = temp_dir();
     std::fs::write(dir.join("config.yaml"), config).unwrap();
     Gate::start_in(dir)
@@ -220,7 +229,7 @@ fn start_gate(config: &str) -> Gate {
 
 /// Polls every gate until `ok` holds for each one's answer to `GET path`;
 /// how long it took. Panics after 10 s with the gates' logs.
-fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Duration {
+pub(crate) fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Duration {
     let start = Instant::now();
     let mut pending: Vec<&Gate> = gates.to_vec();
     while !pending.is_empty() {
@@ -237,7 +246,7 @@ fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Dur
     start.elapsed()
 }
 
-fn from(name: &'static str) -> impl Fn(&Response) -> bool {
+pub(crate) fn from(name: &'static str) -> impl Fn(&Response) -> bool {
     move |r| r.status == 200 && r.header("x-upstream") == Some(name)
 }
 

@@ -13,10 +13,17 @@ mod main_file;
 mod plugin_entries;
 mod route;
 mod routes_file;
+mod ssl;
+mod ssls;
 pub(crate) mod tree;
 mod upstream;
+mod upstream_tls;
 
 pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
+pub use ssl::SslConfig;
+#[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
+pub use ssls::{Ssl, Ssls};
+pub use upstream_tls::UpstreamTls;
 // For `tinygate test`, whose test files take the plugin keys of
 // `config.yaml` with the same checks.
 pub(crate) use main_file::{json_bytes, plugin_limits};
@@ -47,6 +54,9 @@ pub struct MainConfig {
     pub routes_file: PathBuf,
     /// `apisix.node_listen`: where to accept client connections.
     pub listen: Vec<SocketAddr>,
+    /// `apisix.ssl`: HTTPS listeners and TLS settings.
+    #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
+    pub ssl: SslConfig,
     /// `tinygate.workers`: worker threads, each with its own executor,
     /// listener socket, connection pool and plugin instances.
     pub workers: usize,
@@ -113,14 +123,45 @@ pub struct EtcdConfig {
     pub snapshot: Option<PathBuf>,
 }
 
-/// One etcd client URL, `http://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One etcd client URL, `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EtcdHost {
     /// The URL as written, for messages.
     pub url: String,
     /// `host:port` (port 2379 when the URL has none): what to connect to
     /// and the `Host` header.
     pub authority: String,
+    /// How to reach the cluster: TLS for `https://` URLs, credentials.
+    /// Shared by every host of the cluster.
+    pub access: Arc<EtcdAccess>,
+}
+
+/// `deployment.etcd.tls`, `user` and `password`, and whether a host's URL
+/// is `https://`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtcdAccess {
+    /// `Some` for an `https://` host: verification (`tls.verify`, default
+    /// true, against `apisix.ssl.ssl_trusted_certificate` or the system
+    /// store) and the client certificate (`tls.cert`, `tls.key`).
+    pub tls: Option<crate::tls::ClientSettings>,
+    /// `tls.sni`: the name to send and verify instead of the URL's host.
+    pub sni: Option<String>,
+    /// `user` and `password`: etcd v3 authentication.
+    pub credentials: Option<EtcdCredentials>,
+}
+
+/// An etcd user and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for EtcdCredentials {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EtcdCredentials({:?}, ***)", self.user)
+    }
 }
 
 /// How much a client may send and how long it may take (nginx-like
@@ -226,6 +267,9 @@ pub struct Upstream {
     /// one less than the number of nodes (APISIX's default).
     pub retries: Option<u32>,
     pub pass_host: PassHost,
+    /// `scheme: https` and `tls`; `None` for plain HTTP.
+    #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream node.

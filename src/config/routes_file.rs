@@ -19,7 +19,6 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
     "plugin_configs",
     "global_rules",
     "consumers",
-    "ssls",
     "plugin_metadata",
     "plugins",
     "stream_routes",
@@ -33,6 +32,9 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Named upstreams, in file order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `ssls`: certificates for HTTPS listeners.
+    #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
+    pub ssls: super::Ssls,
 }
 
 /// Parses the text of a routes file strictly, as at start-up and in `-t`:
@@ -111,7 +113,7 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
     let Some(top) = Obj::new(doc, String::new(), p) else {
         return Routes::default();
     };
-    let mut known = vec!["routes", "upstreams"];
+    let mut known = vec!["routes", "upstreams", "ssls"];
     known.extend_from_slice(UNSUPPORTED_SECTIONS);
     top.only(&known, p);
     for section in UNSUPPORTED_SECTIONS {
@@ -173,7 +175,12 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
             }
         }
     }
-    Routes { routes, upstreams }
+    let ssls = super::ssls::parse(&top, p);
+    Routes {
+        routes,
+        upstreams,
+        ssls,
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,12 @@ impl ClientCertVerifier for DepthLimitedVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         if self.ca.depth == 0 {
-            return if self.ca.certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return if self
+                .ca
+                .certs
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
+            {
                 Ok(ClientCertVerified::assertion())
             } else {
                 Err(CertificateError::UnknownIssuer.into())
@@ -66,13 +71,13 @@ impl ClientCertVerifier for DepthLimitedVerifier {
             .map_err(pki_error)?;
         let used = path.intermediate_certificates().count();
         if used + 1 > self.ca.depth as usize {
-            return Err(CertificateError::Other(rustls::OtherError(std::sync::Arc::new(
-                DepthExceeded {
+            return Err(
+                CertificateError::Other(rustls::OtherError(std::sync::Arc::new(DepthExceeded {
                     depth: self.ca.depth,
                     used: used + 1,
-                },
-            )))
-            .into());
+                })))
+                .into(),
+            );
         }
         Ok(ClientCertVerified::assertion())
     }

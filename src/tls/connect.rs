@@ -8,7 +8,7 @@
 use super::pem::{certificates, root_store, CertKey};
 use super::server::provider;
 use super::stream::Stream;
-use crate::reactor::net::TcpStream;
+use crate::net::tcp::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -65,9 +65,11 @@ fn system_store() -> Result<Arc<RootCertStore>, String> {
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err("no system CA certificates found (an image built FROM scratch has \
+                return Err(
+                    "no system CA certificates found (an image built FROM scratch has \
                             none): set apisix.ssl.ssl_trusted_certificate to a CA file"
-                    .to_string());
+                        .to_string(),
+                );
             }
             Ok(Arc::new(roots))
         })
@@ -108,7 +110,9 @@ impl Connector {
                 )))
         };
         let mut config = match &settings.client_cert {
-            Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::clone(&key.0)))),
+            Some(key) => {
+                builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::clone(&key.0))))
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -125,7 +129,10 @@ impl Connector {
     /// A name that is neither, or the handshake's failure (a certificate
     /// that does not verify says why).
     pub async fn connect(&self, tcp: TcpStream, server_name: &str) -> io::Result<Stream> {
-        let name = server_name.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(server_name);
+        let name = server_name
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(server_name);
         let name = ServerName::try_from(name.to_string()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -3,7 +3,7 @@
 //! is plain TCP. Keeps `config/`, `etcd/` and the proxy free of `cfg`s.
 
 use super::{SniTable, UnknownSniLog, Versions, DISABLED};
-use crate::reactor::net::TcpStream;
+use crate::net::tcp::TcpStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::pin::Pin;
@@ -156,7 +156,11 @@ impl From<TcpStream> for Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -164,7 +168,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
         }

@@ -14,6 +14,11 @@
 //! [`DISABLED`], and [`Stream`] is plain TCP only: the build then has no C
 //! code (ring has some) and a configuration that asks for TLS is refused.
 
+// The server side (SNI table, acceptor, stream) is used by the HTTPS
+// listener wiring that lands after the proxy split (issue #18 B); until
+// then only the etcd client and the config use this module.
+#![allow(dead_code, unused_imports)]
+
 mod sni;
 
 pub use sni::{is_valid_sni, SniTable, UnknownSniLog};
@@ -46,6 +51,18 @@ pub use disabled::*;
 /// Why a TLS setting is refused by a build without the `tls` feature.
 pub const DISABLED: &str = "this tinygate was built without TLS (cargo feature \"tls\")";
 
+/// Whether this build has TLS.
+///
+/// # Errors
+/// [`DISABLED`] in a build without the `tls` feature.
+pub fn available() -> Result<(), &'static str> {
+    if cfg!(feature = "tls") {
+        Ok(())
+    } else {
+        Err(DISABLED)
+    }
+}
+
 /// TLS protocol versions a listener or a client allows
 /// (`apisix.ssl.ssl_protocols`, `ssls[].ssl_protocols`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,3 +80,9 @@ impl Default for Versions {
         }
     }
 }
+
+/// Certificates made in tests (rcgen): the integration tests' helper,
+/// shared so both make them the same way.
+#[cfg(all(test, feature = "tls"))]
+#[path = "../../tests/certs.rs"]
+pub(crate) mod testing;

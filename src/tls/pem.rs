@@ -88,7 +88,9 @@ pub fn load_pair(cert_pem: &str, key_pem: &str) -> Result<CertKey, PairError> {
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             Err(PairError::Mismatch)
         }
-        Err(e) => Err(PairError::Cert(format!("cannot check the key against it: {e}"))),
+        Err(e) => Err(PairError::Cert(format!(
+            "cannot check the key against it: {e}"
+        ))),
     }
 }
 
@@ -105,7 +107,12 @@ pub struct ClientCa {
 
 impl fmt::Debug for ClientCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientCa({} CAs, depth {})", self.certs.len(), self.depth)
+        write!(
+            f,
+            "ClientCa({} CAs, depth {})",
+            self.certs.len(),
+            self.depth
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use super::pem::{CertKey, ClientCa};
 use super::sni::{SniTable, UnknownSniLog};
 use super::stream::Stream;
 use super::Versions;
-use crate::reactor::net::TcpStream;
+use crate::net::tcp::TcpStream;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -24,7 +24,12 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-/// The crypto provider every configuration uses: *ring*.
+/// The crypto provider every configuration uses: *ring*. rustls 0.23.48
+/// deprecated ring's `default_provider` because ring has no post-quantum
+/// key exchange (X25519MLKEM768); tinygate accepts that for its size and
+/// C-free cross builds (README, Dependencies), so key exchange is X25519,
+/// P-256 or P-384.
+#[allow(deprecated)]
 pub(super) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
@@ -158,11 +163,19 @@ impl Acceptor {
     /// # Errors
     /// See [`HandshakeError`].
     pub async fn accept(&self, tcp: TcpStream) -> Result<(Stream, TlsInfo), HandshakeError> {
-        let start = futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
-            .await
-            .map_err(HandshakeError::Failed)?;
-        let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
-        let Some(entry) = self.sni.find(sni.as_deref()).and_then(|i| self.entries.get(i)) else {
+        let start =
+            futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                .await
+                .map_err(HandshakeError::Failed)?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase);
+        let Some(entry) = self
+            .sni
+            .find(sni.as_deref())
+            .and_then(|i| self.entries.get(i))
+        else {
             // A configuration that resolves no certificate makes rustls
             // answer with a fatal alert instead of a silent close.
             let _ = start.into_stream(reject_config()).await;

@@ -7,7 +7,7 @@
 //! traits smol uses over any stream that does, so it runs on the reactor's
 //! sockets as they are.
 
-use crate::reactor::net::TcpStream;
+use crate::net::tcp::TcpStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::pin::Pin;
@@ -59,7 +59,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
