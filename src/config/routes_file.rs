@@ -313,7 +313,7 @@ upstreams:
             &[
                 "apisix.yaml: upstreams[0].nodes.\"127.0.0.1:99999\": expected host:port",
                 "apisix.yaml: routes[0].upstream_id: no upstream \"api\"",
-                "apisix.yaml: routes[1].upstream.timout: unknown key (expected one of: id, name, desc, labels, type, nodes, timeout, retries, retry_timeout, pass_host, upstream_host, scheme, keepalive_pool, hash_on, key, checks)",
+                "apisix.yaml: routes[1].upstream.timout: unknown key (expected one of: id, name, desc, labels, type, nodes, timeout, retries, retry_timeout, pass_host, upstream_host, scheme, keepalive_pool, hash_on, key, checks, tls)",
                 "apisix.yaml: routes[1].plugins.missing: no wasm plugin \"missing\" in config.yaml wasm.plugins (declared: custom-response-header, other)",
                 "apisix.yaml: routes[2]: missing key uri (or uris)",
                 "apisix.yaml: routes[2].methods[1]: \"FETCH\" is not one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, CONNECT, TRACE, PURGE",

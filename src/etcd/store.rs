@@ -322,7 +322,7 @@ mod tests {
             [
                 "etcd /apisix/routes/junk: value is not JSON: key must be a string at line 1 column 2",
                 "etcd /apisix/services/s1: services are not supported by tinygate yet",
-                "etcd /apisix/upstreams/u1: scheme: only http is supported, not \"https\"",
+                "etcd /apisix/upstreams/u1: scheme: https is not served by this version yet (plain http only)",
                 "etcd /apisix/routes/bad: uri \"nope\" must start with / and be at most 4096 bytes",
                 "etcd /apisix/routes/bad: upstream_id: no upstream \"u1\"",
                 "etcd /apisix/routes/good: upstream_id: no upstream \"u1\"",
