@@ -11,10 +11,6 @@ mod calls;
 mod chain;
 mod config;
 mod etcd;
-// Compiled with each configuration; requests are matched against it once
-// the router's fall-through lands (#19).
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
-mod expr;
 mod gateway;
 mod http;
 mod live;
@@ -24,6 +20,7 @@ mod proxy;
 mod router;
 mod runner;
 mod serve;
+mod tls;
 mod upstream;
 mod wasm;
 mod worker;

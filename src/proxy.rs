@@ -193,7 +193,9 @@ async fn handle(
     let path = req.target.split('?').next().unwrap_or("/");
     let host = host_without_port(req.host.as_deref().unwrap_or(""));
     let routes = &gateway.config.routes.routes;
-    let Some(index) = gateway.router.find(routes, &req.method, &host, path) else {
+    // Every candidate is taken until routes gain conditions of their own
+    // (`vars`, `remote_addrs`), which will refuse some and fall through.
+    let Some(index) = gateway.router.find(&req.method, &host, path, |_| true) else {
         log::debug!("{}: 404 {} {}", client.peer, req.method, req.target);
         return answer(client, &req, &reply::not_found(), keep_alive).await;
     };

@@ -20,16 +20,23 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// A single-member etcd cluster on loopback ports, data in a temp dir;
 /// killed on drop.
-struct Etcd {
+pub(crate) struct Etcd {
     child: Option<Child>,
-    client: SocketAddr,
+    pub(crate) client: SocketAddr,
     peer: SocketAddr,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    /// More command-line flags (`etcd_tls.rs`: `--auth-token-ttl`).
+    args: Vec<String>,
 }
 
 impl Etcd {
     /// Starts etcd and waits (bounded) until it answers.
-    fn start() -> Etcd {
+    pub(crate) fn start() -> Etcd {
+        Etcd::start_with(&[])
+    }
+
+    /// Starts etcd with more flags.
+    pub(crate) fn start_with(args: &[&str]) -> Etcd {
         let installed = Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -46,12 +53,13 @@ impl Etcd {
             client: free_port(),
             peer: free_port(),
             dir: temp_dir(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         etcd.launch();
         etcd
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.client)
     }
 
@@ -72,6 +80,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n0={peer}")])
+            .args(&self.args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -95,12 +104,12 @@ impl Etcd {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
 
     /// A successful call's answer.
-    fn call(&self, path: &str, body: Value) -> Value {
+    pub(crate) fn call(&self, path: &str, body: Value) -> Value {
         match post(self.client, path, &body) {
             Ok((200, answer)) => answer,
             other => panic!("etcd {path} {body}: {other:?}"),
@@ -141,7 +150,7 @@ fn revision(answer: &Value) -> i64 {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,7 +158,7 @@ fn free_port() -> SocketAddr {
 }
 
 /// One POST with a JSON body to etcd's gateway: (status, JSON answer).
-fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), String> {
+pub(crate) fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.to_string();
@@ -174,7 +183,7 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> Result<(u16, Value), Stri
 }
 
 /// Base64 of a string, as etcd's gateway wants keys and values.
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in text.as_bytes().chunks(3) {
@@ -193,13 +202,13 @@ fn b64(text: &str) -> String {
 }
 
 /// A route's JSON value: `uri` to the single node `node`.
-fn route(uri: &str, node: SocketAddr) -> String {
+pub(crate) fn route(uri: &str, node: SocketAddr) -> String {
     json!({"uri": uri, "upstream": {"nodes": {node.to_string(): 1}}}).to_string()
 }
 
 /// `config.yaml` selecting the etcd provider with these hosts and extra
 /// `deployment.etcd` lines.
-fn etcd_config(hosts: &[String], extra: &str) -> String {
+pub(crate) fn etcd_config(hosts: &[String], extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     config_yaml(
         &[],
@@ -212,7 +221,7 @@ fn etcd_config(hosts: &[String], extra: &str) -> String {
 }
 
 /// Starts tinygate on `config` (no routes file: routes come from etcd).
-fn start_gate(config: &str) -> Gate {
+pub(crate) fn start_gate(config: &str) -> Gate {
     let dir = temp_dir();
     std::fs::write(dir.join("config.yaml"), config).unwrap();
     Gate::start_in(dir)
@@ -220,7 +229,7 @@ fn start_gate(config: &str) -> Gate {
 
 /// Polls every gate until `ok` holds for each one's answer to `GET path`;
 /// how long it took. Panics after 10 s with the gates' logs.
-fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Duration {
+pub(crate) fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Duration {
     let start = Instant::now();
     let mut pending: Vec<&Gate> = gates.to_vec();
     while !pending.is_empty() {
@@ -237,7 +246,7 @@ fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Dur
     start.elapsed()
 }
 
-fn from(name: &'static str) -> impl Fn(&Response) -> bool {
+pub(crate) fn from(name: &'static str) -> impl Fn(&Response) -> bool {
     move |r| r.status == 200 && r.header("x-upstream") == Some(name)
 }
 
@@ -627,72 +636,4 @@ fn etcd_put_loads_an_apisix_yaml_into_a_running_fleet() {
     // -t reads the same routes from etcd.
     let (code, stdout, stderr) = run(&["-t", "-c", config.to_str().unwrap()]);
     assert_eq!((code, stdout.trim()), (0, "configuration ok"), "{stderr}");
-}
-
-#[test]
-fn services_plugin_configs_and_their_routes_follow_etcd_in_any_order() {
-    let etcd = Etcd::start();
-    let (a, b) = (Upstream::named("a"), Upstream::named("b"));
-    let gate = start_gate(&etcd_config(&[etcd.url()], ""));
-    // A route that names a service not there yet is skipped, then served
-    // once the service arrives: every change re-validates the whole set.
-    etcd.put("/apisix/routes/r1", r#"{"uri":"/svc","service_id":"s1"}"#);
-    assert!(gate.wait_for_log("etcd /apisix/routes/r1: service_id: no service \"s1\""));
-    assert_eq!(gate.get("/svc").status, 404);
-    let service = |node: SocketAddr| {
-        json!({"upstream": {"nodes": {node.to_string(): 1}}, "plugins": {}}).to_string()
-    };
-    etcd.put("/apisix/services/s1", &service(a.addr));
-    until_all(&[&gate], "/svc", from("a"));
-    // Changing the service moves every route that inherits from it.
-    etcd.put("/apisix/services/s1", &service(b.addr));
-    until_all(&[&gate], "/svc", from("b"));
-    // A plugin config: an empty one is valid, a bad one is named and skipped
-    // with the routes that use it.
-    etcd.put("/apisix/plugin_configs/p1", r#"{"plugins":{}}"#);
-    etcd.put(
-        "/apisix/routes/r2",
-        &json!({"uri": "/pc", "plugin_config_id": "p1", "upstream": {"nodes": {a.addr.to_string(): 1}}}).to_string(),
-    );
-    until_all(&[&gate], "/pc", from("a"));
-    etcd.put(
-        "/apisix/plugin_configs/p1",
-        r#"{"plugins":{"nope":{"conf":"x"}}}"#,
-    );
-    assert!(gate.wait_for_log("etcd /apisix/plugin_configs/p1: plugins.nope: no wasm plugin"));
-    until_all(&[&gate], "/pc", |r| r.status == 404);
-    assert!(from("b")(&gate.get("/svc")));
-}
-
-#[test]
-fn etcd_put_writes_services_and_plugin_configs_before_the_routes_that_use_them() {
-    let etcd = Etcd::start();
-    let a = Upstream::named("a");
-    let gate = start_gate(&etcd_config(&[etcd.url()], ""));
-    let config = gate.dir.join("config.yaml");
-    let file = gate.dir.join("apisix.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "upstreams:\n  - {{id: ua, nodes: {{\"{}\": 1}}}}\n\
-             services:\n  - {{id: s1, upstream_id: ua}}\n\
-             plugin_configs:\n  - {{id: p1, plugins: {{}}}}\n\
-             routes:\n  - {{id: r1, uri: /one, service_id: s1, plugin_config_id: p1}}\n#END\n",
-            a.addr
-        ),
-    )
-    .unwrap();
-    let (code, stdout, stderr) = run(&[
-        "etcd",
-        "put",
-        "-c",
-        config.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("4 keys written, 0 deleted"), "{stdout}");
-    until_all(&[&gate], "/one", from("a"));
-    let stored = etcd.call("/v3/kv/range", json!({"key": b64("/apisix/services/s1")}));
-    assert_eq!(stored["count"], "1", "{stored}");
-    assert!(!gate.log().contains("no service"), "{}", gate.log());
 }

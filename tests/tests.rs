@@ -6,18 +6,20 @@ mod util;
 /// The whole proxy-wasm HTTP ABI: bodies, pause, calls, ticks, queues,
 /// metrics, properties.
 mod abi;
-/// APISIX's composition: services, plugin configs, `${{VAR}}` (issue #19).
-mod apisix;
 /// The article's scenario and the shipped `conf/`.
 mod article;
 /// Request and response bodies streamed through intact.
 mod bodies;
+/// Certificates made in the test (rcgen) and a blocking TLS client.
+mod certs;
 /// `tinygate -t`, `--version`, `--help` and bad command lines.
 mod cli;
 /// Strict request parsing, limits and timeouts, upstream framing, retries.
 mod edge;
 /// Configuration from etcd.
 mod etcd;
+/// etcd over TLS with client certificates, and with user authentication.
+mod etcd_tls;
 /// Plugin faults in every hook, failure policies, restart backoff, memory
 /// bounds, bad pointers, host ABI fuzzing, load and reload faults (issue #4).
 mod faults;

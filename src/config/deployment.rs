@@ -3,9 +3,12 @@
 //!
 //! Only the settings are read here; talking to etcd is `src/etcd/`'s job.
 
+use super::ssls::pem_text;
 use super::tree::{index, Obj, Problems};
-use super::{EtcdConfig, EtcdHost};
+use super::{EtcdAccess, EtcdConfig, EtcdCredentials, EtcdHost};
+use crate::tls::{self, ClientSettings, Roots};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// APISIX's default etcd client URL and key prefix.
@@ -18,13 +21,11 @@ const DEFAULT_PORT: u16 = 2379;
 /// accepts them with a warning.
 const IGNORED_ETCD_KEYS: &[&str] = &["watch_timeout", "resync_delay", "health_check_timeout"];
 
-/// `deployment.etcd` keys tinygate cannot honour yet: refused, because
-/// ignoring credentials or TLS settings would fail in confusing ways.
-const UNSUPPORTED_ETCD_KEYS: &[&str] = &["user", "password", "tls"];
-
 /// Checks `deployment`; returns the etcd settings when the config provider
-/// is `etcd`, `None` for the YAML provider.
-pub(super) fn parse(d: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig> {
+/// is `etcd`, `None` for the YAML provider. `trusted` is
+/// `apisix.ssl.ssl_trusted_certificate`, which `https://` hosts are
+/// verified against (as in APISIX).
+pub(super) fn parse(d: &Obj, dir: &Path, trusted: &Roots, p: &mut Problems) -> Option<EtcdConfig> {
     d.only(
         &[
             "role",
@@ -61,9 +62,11 @@ pub(super) fn parse(d: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig>
         }
     }
     let etcd = match d.obj("etcd", p) {
-        Some(e) => etcd_section(&e, dir, p),
+        Some(e) => etcd_section(&e, dir, trusted, p),
         None => Some(EtcdConfig {
-            hosts: vec![host_url(DEFAULT_HOST).expect("the default etcd URL is valid")],
+            hosts: vec![
+                host_url(DEFAULT_HOST, &Arc::default()).expect("the default etcd URL is valid")
+            ],
             prefix: DEFAULT_PREFIX.to_string(),
             timeout: Duration::from_secs(30),
             startup_retry: 2,
@@ -84,12 +87,20 @@ pub(super) fn parse(d: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig>
 }
 
 /// `deployment.etcd`: `host`, `prefix`, `timeout`, `startup_retry`,
-/// `snapshot`.
-fn etcd_section(e: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig> {
+/// `snapshot`, `user`, `password`, `tls`.
+fn etcd_section(e: &Obj, dir: &Path, trusted: &Roots, p: &mut Problems) -> Option<EtcdConfig> {
     let before = p.len();
-    let mut known = vec!["host", "prefix", "timeout", "startup_retry", "snapshot"];
+    let mut known = vec![
+        "host",
+        "prefix",
+        "timeout",
+        "startup_retry",
+        "snapshot",
+        "user",
+        "password",
+        "tls",
+    ];
     known.extend_from_slice(IGNORED_ETCD_KEYS);
-    known.extend_from_slice(UNSUPPORTED_ETCD_KEYS);
     e.only(&known, p);
     for key in IGNORED_ETCD_KEYS {
         if e.has(key) {
@@ -100,25 +111,33 @@ fn etcd_section(e: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig> {
             );
         }
     }
-    for key in UNSUPPORTED_ETCD_KEYS {
-        if e.has(key) {
-            p.at(&e.path_of(key), "not supported by tinygate yet");
-        }
-    }
+    let (plain, secure) = access(e, dir, trusted, p);
     let hosts = match e.strings("host", p) {
         Some(list) => {
             let path = e.path_of("host");
             let mut out = Vec::new();
             for (i, url) in list.iter().enumerate() {
-                match host_url(url) {
+                let access = if url.starts_with("https://") {
+                    &secure
+                } else {
+                    &plain
+                };
+                match host_url(url, access) {
                     Ok(h) => out.push(h),
                     Err(msg) => p.at(&index(&path, i), msg),
                 }
             }
             out
         }
-        None => vec![host_url(DEFAULT_HOST).expect("the default etcd URL is valid")],
+        None => vec![host_url(DEFAULT_HOST, &plain).expect("the default etcd URL is valid")],
     };
+    if let Some(settings) = hosts.iter().find_map(|h| h.access.tls.as_ref()) {
+        // The system store may be missing (an image FROM scratch): say so
+        // now rather than at every connection.
+        if let Err(m) = tls::Connector::new(settings) {
+            p.at(&e.path_of("host"), m);
+        }
+    }
     let prefix = match e.str("prefix", p) {
         Some(s) if s.starts_with('/') => s.trim_end_matches('/').to_string(),
         Some(s) => {
@@ -147,15 +166,118 @@ fn etcd_section(e: &Obj, dir: &Path, p: &mut Problems) -> Option<EtcdConfig> {
     })
 }
 
-/// `http://host[:port][/]` into an [`EtcdHost`].
-fn host_url(url: &str) -> Result<EtcdHost, String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(if url.starts_with("https://") {
-            format!("{url:?}: https is not supported by tinygate yet")
-        } else {
-            format!("expected a URL like http://127.0.0.1:2379, got {url:?}")
-        });
+/// `user`/`password` and `tls`: what plain hosts and `https://` hosts
+/// are reached with.
+fn access(
+    e: &Obj,
+    dir: &Path,
+    trusted: &Roots,
+    p: &mut Problems,
+) -> (Arc<EtcdAccess>, Arc<EtcdAccess>) {
+    let credentials = match (e.str("user", p), e.str("password", p)) {
+        (Some(user), Some(password)) if !user.is_empty() => Some(EtcdCredentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        (None, None) => None,
+        _ => {
+            p.at(&e.path, "user and password go together (user not empty)");
+            None
+        }
     };
+    let mut settings = ClientSettings {
+        verify: true,
+        roots: trusted.clone(),
+        client_cert: None,
+    };
+    let mut sni = None;
+    if let Some(t) = e.obj("tls", p) {
+        t.only(&["cert", "key", "verify", "sni"], p);
+        settings.verify = t.bool("verify", p).unwrap_or(true);
+        if let Some(name) = t.str("sni", p) {
+            if tls::is_valid_sni(name) && !name.starts_with('*') {
+                sni = Some(name.to_string());
+            } else {
+                p.at(&t.path_of("sni"), format!("{name:?} is not a host name"));
+            }
+        }
+        settings.client_cert = client_cert(&t, dir, p);
+    }
+    let plain = EtcdAccess {
+        tls: None,
+        sni: None,
+        credentials,
+    };
+    let secure = EtcdAccess {
+        tls: Some(settings),
+        sni,
+        ..plain.clone()
+    };
+    (Arc::new(plain), Arc::new(secure))
+}
+
+/// `tls.cert` and `tls.key`: files (relative to `config.yaml`), as APISIX
+/// reads them, or PEM text.
+fn client_cert(t: &Obj, dir: &Path, p: &mut Problems) -> Option<tls::CertKey> {
+    let (cert, key) = match (t.value("cert"), t.value("key")) {
+        (None, None) => return None,
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            p.at(&t.path, "cert and key go together");
+            return None;
+        }
+    };
+    let read = |v: &serde_yaml::Value, key: &str, p: &mut Problems| {
+        let path = t.path_of(key);
+        match v.as_str() {
+            Some(text) if text.contains("-----BEGIN") || text.starts_with("file:") => {
+                pem_text(v, &path, Some(dir), p)
+            }
+            Some(file) => match std::fs::read_to_string(dir.join(file)) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    p.at(
+                        &path,
+                        format!("cannot read {}: {e}", dir.join(file).display()),
+                    );
+                    None
+                }
+            },
+            None => {
+                p.at(&path, "expected a file path");
+                None
+            }
+        }
+    };
+    let cert_pem = read(cert, "cert", p);
+    let key_pem = read(key, "key", p);
+    match tls::load_pair(&cert_pem?, &key_pem?) {
+        Ok(k) => Some(k),
+        Err(tls::PairError::Cert(m)) => {
+            p.at(&t.path_of("cert"), m);
+            None
+        }
+        Err(err) => {
+            p.at(&t.path_of("key"), err);
+            None
+        }
+    }
+}
+
+/// `http://host[:port][/]` or `https://...` into an [`EtcdHost`].
+fn host_url(url: &str, access: &Arc<EtcdAccess>) -> Result<EtcdHost, String> {
+    let https = url.starts_with("https://");
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "expected a URL like http://127.0.0.1:2379, got {url:?}"
+        ));
+    };
+    if https {
+        tls::available().map_err(|m| format!("{url:?}: {m}"))?;
+    }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     let bad = || format!("expected a URL like http://127.0.0.1:2379, got {url:?}");
     if authority.is_empty() || authority.contains(['/', '@', '?', '#', ' ']) {
@@ -186,6 +308,7 @@ fn host_url(url: &str) -> Result<EtcdHost, String> {
     Ok(EtcdHost {
         url: url.to_string(),
         authority: format!("{host}:{port}"),
+        access: Arc::clone(access),
     })
 }
 
@@ -198,7 +321,7 @@ mod tests {
         let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
         let mut p = Problems::new("config.yaml");
         let d = Obj::new(&doc, "deployment".into(), &mut p).unwrap();
-        let out = parse(&d, Path::new("/conf"), &mut p);
+        let out = parse(&d, Path::new("/conf"), &Roots::system(), &mut p);
         if p.is_empty() {
             Ok(out)
         } else {
@@ -264,7 +387,7 @@ etcd:
             r#"
 role_data_plane: {config_provider: etcd}
 etcd:
-  host: ["https://a:2379", "127.0.0.1:2379", "http://a:0", "http://a/b"]
+  host: ["ftp://a:2379", "127.0.0.1:2379", "http://a:0", "http://a/b"]
   prefix: apisix
   password: secret
 "#,
@@ -273,8 +396,8 @@ etcd:
         assert_eq!(
             errs,
             [
-                "config.yaml: deployment.etcd.password: not supported by tinygate yet",
-                "config.yaml: deployment.etcd.host[0]: \"https://a:2379\": https is not supported by tinygate yet",
+                "config.yaml: deployment.etcd: user and password go together (user not empty)",
+                "config.yaml: deployment.etcd.host[0]: expected a URL like http://127.0.0.1:2379, got \"ftp://a:2379\"",
                 "config.yaml: deployment.etcd.host[1]: expected a URL like http://127.0.0.1:2379, got \"127.0.0.1:2379\"",
                 "config.yaml: deployment.etcd.host[2]: expected a URL like http://127.0.0.1:2379, got \"http://a:0\"",
                 "config.yaml: deployment.etcd.host[3]: expected a URL like http://127.0.0.1:2379, got \"http://a/b\"",

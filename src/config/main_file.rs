@@ -45,7 +45,6 @@ const IGNORED_APISIX_KEYS: &[&str] = &[
     "normalize_uri_like_servlet",
     "resolver_timeout",
     "enable_resolv_search_opt",
-    "ssl",
     "data_encryption",
     "events",
     "disable_sync_configuration_during_start",
@@ -82,6 +81,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     known.extend_from_slice(IGNORED_APISIX_SECTIONS);
     top.only(&known, p);
 
+    let mut ssl = super::SslConfig::default();
     let listen = match top.obj("apisix", p) {
         Some(apisix) => {
             for key in apisix.map.keys().filter_map(Value::as_str) {
@@ -89,9 +89,10 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
                     log::warn!("{}: apisix.{key}: not used by tinygate, ignored", p.file());
                 }
             }
-            let mut known = vec!["node_listen"];
+            let mut known = vec!["node_listen", "ssl"];
             known.extend_from_slice(IGNORED_APISIX_KEYS);
             apisix.only(&known, p);
+            ssl = super::ssl::parse(&apisix, dir, p);
             node_listen(&apisix, p)
         }
         None => None,
@@ -105,7 +106,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
 
     let etcd = top
         .obj("deployment", p)
-        .and_then(|d| super::deployment::parse(&d, dir, p));
+        .and_then(|d| super::deployment::parse(&d, dir, &ssl.trusted, p));
 
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut routes_file = dir.join("apisix.yaml");
@@ -204,6 +205,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         config_file: path.to_path_buf(),
         routes_file,
         listen,
+        ssl,
         workers,
         demo_upstream,
         shutdown_grace,

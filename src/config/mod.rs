@@ -9,29 +9,26 @@
 //! its file and key path, and all of them are listed, not only the first.
 
 mod deployment;
-mod env_vars;
 mod main_file;
-mod merge;
 mod plugin_entries;
 mod route;
 mod routes_file;
-mod services;
+mod ssl;
+mod ssls;
 pub(crate) mod tree;
 mod upstream;
+mod upstream_tls;
 
-#[cfg(test)]
-mod tests;
-
-pub use routes_file::{
-    parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_skipping_invalid,
-    Routes,
-};
+pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
+pub use ssl::SslConfig;
+#[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
+pub use ssls::{Ssl, Ssls};
+pub use upstream_tls::UpstreamTls;
 // For `tinygate test`, whose test files take the plugin keys of
 // `config.yaml` with the same checks.
 pub(crate) use main_file::{json_bytes, plugin_limits};
 
 use crate::balancer::Balancer;
-use crate::expr::{Expr, IpMatcher};
 use crate::wasm::PluginSpec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +54,9 @@ pub struct MainConfig {
     pub routes_file: PathBuf,
     /// `apisix.node_listen`: where to accept client connections.
     pub listen: Vec<SocketAddr>,
+    /// `apisix.ssl`: HTTPS listeners and TLS settings.
+    #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
+    pub ssl: SslConfig,
     /// `tinygate.workers`: worker threads, each with its own executor,
     /// listener socket, connection pool and plugin instances.
     pub workers: usize,
@@ -123,14 +123,45 @@ pub struct EtcdConfig {
     pub snapshot: Option<PathBuf>,
 }
 
-/// One etcd client URL, `http://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One etcd client URL, `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EtcdHost {
     /// The URL as written, for messages.
     pub url: String,
     /// `host:port` (port 2379 when the URL has none): what to connect to
     /// and the `Host` header.
     pub authority: String,
+    /// How to reach the cluster: TLS for `https://` URLs, credentials.
+    /// Shared by every host of the cluster.
+    pub access: Arc<EtcdAccess>,
+}
+
+/// `deployment.etcd.tls`, `user` and `password`, and whether a host's URL
+/// is `https://`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtcdAccess {
+    /// `Some` for an `https://` host: verification (`tls.verify`, default
+    /// true, against `apisix.ssl.ssl_trusted_certificate` or the system
+    /// store) and the client certificate (`tls.cert`, `tls.key`).
+    pub tls: Option<crate::tls::ClientSettings>,
+    /// `tls.sni`: the name to send and verify instead of the URL's host.
+    pub sni: Option<String>,
+    /// `user` and `password`: etcd v3 authentication.
+    pub credentials: Option<EtcdCredentials>,
+}
+
+/// An etcd user and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for EtcdCredentials {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EtcdCredentials({:?}, ***)", self.user)
+    }
 }
 
 /// How much a client may send and how long it may take (nginx-like
@@ -172,7 +203,7 @@ impl Default for ClientLimits {
 }
 
 /// One route, ready for matching.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Route {
     /// `id`, or `arr_<index>` when absent (as APISIX names it).
     pub id: String,
@@ -190,19 +221,6 @@ pub struct Route {
     pub plugins: Vec<RoutePlugin>,
     /// `timeout` of the route, else of its upstream, else the defaults.
     pub timeout: Timeouts,
-    /// `service_id`: the service the route inherited from, if any.
-    #[allow(dead_code)] // read by the request path once wired (#19)
-    pub service_id: Option<String>,
-    /// `vars`: conditions on the request, compiled; `None` when absent.
-    #[allow(dead_code)] // read by the request path once wired (#19)
-    pub vars: Option<Expr>,
-    /// `remote_addr`/`remote_addrs`: the client addresses the route is
-    /// for; `None` means any.
-    #[allow(dead_code)] // read by the request path once wired (#19)
-    pub remote_addrs: Option<IpMatcher>,
-    /// `enable_websocket` of the route, else of its service (default off).
-    #[allow(dead_code)] // read by the request path once wired (#19)
-    pub enable_websocket: bool,
 }
 
 /// How a route's `uri` matches a request path.
@@ -249,6 +267,9 @@ pub struct Upstream {
     /// one less than the number of nodes (APISIX's default).
     pub retries: Option<u32>,
     pub pass_host: PassHost,
+    /// `scheme: https` and `tls`; `None` for plain HTTP.
+    #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream node.

@@ -29,6 +29,7 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
             "hash_on",
             "key",
             "checks",
+            "tls",
         ],
         p,
     );
@@ -45,14 +46,7 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
             p.at(&o.path_of(key), "not supported by tinygate yet");
         }
     }
-    if let Some(s) = o.str("scheme", p) {
-        if s != "http" {
-            p.at(
-                &o.path_of("scheme"),
-                format!("only http is supported, not {s:?}"),
-            );
-        }
-    }
+    let tls = super::upstream_tls::parse(o, p);
     if let Some(k) = o.obj("keepalive_pool", p) {
         k.only(&["size", "idle_timeout", "requests"], p);
     }
@@ -98,6 +92,7 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
         timeout,
         retries,
         pass_host: pass_host?,
+        tls,
     })
 }
 

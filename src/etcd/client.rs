@@ -1,8 +1,17 @@
 //! Talking to one etcd endpoint through its v3 JSON gateway (`/v3/kv/range`,
-//! `/v3/kv/txn`, `/v3/watch`, ...) over plain HTTP/1.1, with tinygate's own
+//! `/v3/kv/txn`, `/v3/watch`, ...) over HTTP/1.1, with tinygate's own
 //! codec (`http::ReadBuf`, `parse_response_head`, `BodyReader`) and
 //! `upstream::connect`. That keeps gRPC, HTTP/2 and a second HTTP client out
 //! of the binary.
+//!
+//! `https://` hosts are reached over TLS (`tls::Connector`: the server's
+//! certificate verified against `apisix.ssl.ssl_trusted_certificate` or
+//! the system store, a client certificate when `deployment.etcd.tls.cert`
+//! is set). With `user`/`password`, calls carry an etcd v3 auth token
+//! (`/v3/auth/authenticate`, sent as the `Authorization` header, as
+//! etcd's gateway reads it); a token etcd no longer accepts (simple tokens
+//! expire after `--auth-token-ttl` unused) is renewed once and the call
+//! retried. Tokens are kept per endpoint and user for the process.
 //!
 //! Every call uses a new connection (`Connection: close`): configuration
 //! traffic is a few requests a minute, and a fresh connection is the
@@ -12,14 +21,23 @@
 use crate::config::EtcdHost;
 use crate::http::io::MAX_RESPONSE_HEAD;
 use crate::http::parse::{parse_response_head, response_framing};
-use crate::http::{BodyReader, Head};
+use crate::http::{BodyReader, Head, ReadBuf};
 use crate::net::with_timeout;
-use crate::upstream::{self, Conn};
-use serde_json::Value;
+use crate::tls::{Connector, Stream};
+use crate::upstream;
+use serde_json::{json, Value};
 use smol::io::AsyncWriteExt;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// A connection to etcd: plain or TLS, with its read buffer.
+struct Conn {
+    stream: Stream,
+    buf: ReadBuf,
+}
 
 /// Largest answer to a single call (a range over every key of a big
 /// configuration fits many times over).
@@ -84,7 +102,7 @@ impl Error {
 }
 
 /// POSTs `body` to `path` and returns etcd's JSON answer, all within
-/// `timeout`.
+/// `timeout` (authenticating first when the host has credentials).
 ///
 /// # Errors
 /// See [`Error`]; a non-200 answer is `Status` with etcd's message.
@@ -94,8 +112,26 @@ pub async fn call(
     body: &Value,
     timeout: Duration,
 ) -> Result<Value, Error> {
+    let token = token(host, timeout, false).await?;
+    match call_with(host, path, body, timeout, token.as_deref()).await {
+        Err(e) if token.is_some() && is_stale_token(&e) => {
+            let token = self::token(host, timeout, true).await?;
+            call_with(host, path, body, timeout, token.as_deref()).await
+        }
+        answer => answer,
+    }
+}
+
+/// One call with `token` (if any) as the `Authorization` header.
+async fn call_with(
+    host: &EtcdHost,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Value, Error> {
     let answer = with_timeout(timeout, async {
-        let (mut conn, status, mut reader) = post(host, path, body, timeout).await?;
+        let (mut conn, status, mut reader) = post(host, path, body, timeout, token).await?;
         let mut out = Vec::new();
         loop {
             let n = reader.next(&mut conn.buf, &mut conn.stream).await?;
@@ -127,6 +163,51 @@ pub async fn call(
     Ok(json)
 }
 
+/// Tokens by (endpoint, user): authenticating costs etcd a bcrypt
+/// comparison, so a token is reused until etcd refuses it.
+static TOKENS: Mutex<Option<HashMap<(String, String), String>>> = Mutex::new(None);
+
+/// The auth token for `host`, `None` without credentials. `renew` drops a
+/// cached token and authenticates again.
+async fn token(host: &EtcdHost, timeout: Duration, renew: bool) -> Result<Option<String>, Error> {
+    let Some(credentials) = &host.access.credentials else {
+        return Ok(None);
+    };
+    let key = (host.authority.clone(), credentials.user.clone());
+    {
+        let mut tokens = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
+        let tokens = tokens.get_or_insert_with(HashMap::new);
+        if renew {
+            tokens.remove(&key);
+        } else if let Some(t) = tokens.get(&key) {
+            return Ok(Some(t.clone()));
+        }
+    }
+    let request = json!({"name": credentials.user, "password": credentials.password});
+    let answer = call_with(host, "/v3/auth/authenticate", &request, timeout, None).await?;
+    let Some(token) = answer.get("token").and_then(Value::as_str) else {
+        return Err(Error::protocol(
+            host,
+            "authenticate: no token in the answer",
+        ));
+    };
+    if renew {
+        log::info!("etcd {}: auth token renewed", host.url);
+    }
+    let mut tokens = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
+    tokens
+        .get_or_insert_with(HashMap::new)
+        .insert(key, token.to_string());
+    Ok(Some(token.to_string()))
+}
+
+/// True when etcd refused a token it no longer knows (expired simple
+/// token, or etcd restarted): gRPC `Unauthenticated`, HTTP 401.
+fn is_stale_token(e: &Error) -> bool {
+    matches!(e, Error::Status { status: 401, .. })
+        || matches!(e, Error::Status { message, .. } if message.contains("invalid auth token"))
+}
+
 /// A watch: the stream of JSON objects etcd sends on `/v3/watch`.
 pub struct Watch {
     conn: Conn,
@@ -143,9 +224,26 @@ pub struct Watch {
 /// # Errors
 /// See [`Error`].
 pub async fn watch(host: &EtcdHost, request: &Value, timeout: Duration) -> Result<Watch, Error> {
-    let (conn, status, body) = with_timeout(timeout, post(host, "/v3/watch", request, timeout))
-        .await
-        .map_err(|e| Error::io(host, e))?;
+    let token = token(host, timeout, false).await?;
+    match watch_with(host, request, timeout, token.as_deref()).await {
+        Err(e) if token.is_some() && is_stale_token(&e) => {
+            let token = self::token(host, timeout, true).await?;
+            watch_with(host, request, timeout, token.as_deref()).await
+        }
+        answer => answer,
+    }
+}
+
+async fn watch_with(
+    host: &EtcdHost,
+    request: &Value,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Watch, Error> {
+    let (conn, status, body) =
+        with_timeout(timeout, post(host, "/v3/watch", request, timeout, token))
+            .await
+            .map_err(|e| Error::io(host, e))?;
     let mut watch = Watch {
         conn,
         body,
@@ -226,12 +324,17 @@ async fn post(
     path: &str,
     body: &Value,
     timeout: Duration,
+    token: Option<&str>,
 ) -> io::Result<(Conn, u16, BodyReader)> {
     let mut conn = connect(host, timeout).await?;
     let body = serde_json::to_vec(body)?;
+    let authorization = match token {
+        Some(t) if !t.contains(['\r', '\n']) => format!("Authorization: {t}\r\n"),
+        _ => String::new(),
+    };
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\n{authorization}Connection: close\r\n\r\n",
         host.authority,
         body.len()
     )
@@ -256,17 +359,39 @@ async fn post(
     Ok((conn, head.status, BodyReader::new(framing)))
 }
 
-/// Resolves `host:port` and connects to the first address that accepts.
+/// Resolves `host:port` and connects to the first address that accepts,
+/// then makes the TLS handshake for an `https://` host.
 async fn connect(host: &EtcdHost, timeout: Duration) -> io::Result<Conn> {
     let addrs = smol::net::resolve(host.authority.as_str()).await?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
         match upstream::connect(addr, timeout).await {
-            Ok(conn) => return Ok(conn),
+            Ok(conn) => {
+                let stream = match &host.access.tls {
+                    None => Stream::from(conn.stream),
+                    Some(settings) => {
+                        let connector = Connector::new(settings).map_err(io::Error::other)?;
+                        let name = match &host.access.sni {
+                            Some(sni) => sni.as_str(),
+                            None => host_name(&host.authority),
+                        };
+                        connector.connect(conn.stream, name).await?
+                    }
+                };
+                return Ok(Conn {
+                    stream,
+                    buf: conn.buf,
+                });
+            }
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// The host of `host:port` (an IPv6 address keeps its brackets).
+fn host_name(authority: &str) -> &str {
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 /// The message of an error answer: grpc-gateway's `{"error": "...",
@@ -360,6 +485,7 @@ mod tests {
         let host = EtcdHost {
             url: format!("http://{addr}"),
             authority: addr.to_string(),
+            access: Default::default(),
         };
         crate::net::block_on(async {
             let mut w = watch(&host, &serde_json::json!({}), Duration::from_secs(5))

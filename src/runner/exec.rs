@@ -184,6 +184,7 @@ impl Bench {
                 timeout: Timeouts::default(),
                 retries: None,
                 pass_host: PassHost::Pass,
+                tls: None,
             })
         };
         // One route per distinct conf; the cases that share a conf share
@@ -218,7 +219,6 @@ impl Bench {
                 upstream: Some(upstream("route test")),
                 plugins,
                 timeout: Timeouts::default(),
-                ..Route::default()
             };
             route_of_case.push(routes.len());
             routes.push((case.conf.clone(), route));
@@ -236,6 +236,7 @@ impl Bench {
             config_file: label.clone(),
             routes_file: label,
             listen: vec![LISTENER],
+            ssl: Default::default(),
             workers: 1,
             demo_upstream: None,
             shutdown_grace: Duration::from_secs(1),
@@ -253,7 +254,7 @@ impl Bench {
             routes: Routes {
                 routes: routes.into_iter().map(|(_, r)| r).collect(),
                 upstreams: targets.into_iter().map(upstream).collect(),
-                ..Routes::default()
+                ssls: Default::default(),
             },
         };
         let gateway = Gateway::with_plugins(config, plugins.clone());
