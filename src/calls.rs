@@ -117,11 +117,11 @@ async fn resolve(worker: &Worker, target: &str) -> io::Result<SocketAddr> {
         .iter()
         .find(|u| u.id == target)
     {
-        let i = up
+        let picked = up
             .balancer
-            .pick()
+            .pick(None, &[])
             .ok_or_else(|| invalid("upstream has no node with a positive weight"))?;
-        return Ok(up.nodes[i].addr);
+        return Ok(up.nodes[picked.index].addr);
     }
     if let Ok(addr) = target.parse::<SocketAddr>() {
         return Ok(addr);

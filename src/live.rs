@@ -42,6 +42,7 @@ pub type RoutesSource = Arc<dyn Fn(&MainConfig) -> Routes + Send + Sync>;
 impl Live {
     pub fn new(gateway: Gateway, engine: Engine) -> Arc<Live> {
         let seen = fingerprint(&gateway.config.main.routes_file);
+        crate::health::watch(&gateway.config.routes);
         Arc::new(Live {
             current: Mutex::new(Arc::new(gateway)),
             generation: AtomicU64::new(1),
@@ -192,6 +193,7 @@ impl Live {
             log::error!("{e}; keeping the previous access log");
         }
         let routes = gateway.config.routes.routes.len();
+        crate::health::watch(&gateway.config.routes);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gateway);
         self.generation.fetch_add(1, Ordering::AcqRel);
         log::info!("config file {label} reloaded ({why}): {routes} routes");

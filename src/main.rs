@@ -12,6 +12,7 @@ mod chain;
 mod config;
 mod etcd;
 mod gateway;
+mod health;
 mod http;
 mod live;
 mod net;

@@ -848,15 +848,10 @@ pub(crate) async fn read_response_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// The next node in the balancer's sequence that has not been tried yet.
+/// The next node in the balancer's order that has not been tried yet
+/// (healthy first; every node is reached, whatever the weights).
 fn pick_untried(upstream: &Upstream, tried: &[usize]) -> Option<usize> {
-    for _ in 0..upstream.nodes.len().max(1) * 2 {
-        let i = upstream.balancer.pick()?;
-        if !tried.contains(&i) {
-            return Some(i);
-        }
-    }
-    None
+    upstream.balancer.pick(None, tried).map(|p| p.index)
 }
 
 /// Streams the upstream body (from `up_buf` and `up`) to the client in the

@@ -88,7 +88,7 @@ pub struct Worker {
     /// Counter of instance generations.
     next_generation: Cell<u64>,
     /// Access log lines not yet written out.
-    access_buf: RefCell<Vec<u8>>,
+    access_buf: crate::ops::access_log::Buffer,
     /// Requests paused by a plugin, by (plugin, HTTP context): where to
     /// send what resumes or ends them.
     paused: RefCell<HashMap<(PluginKey, u32), Sender<Event>>>,
@@ -169,7 +169,7 @@ impl Worker {
             pool: RefCell::new(Pool::default()),
             stop,
             next_generation: Cell::new(1),
-            access_buf: RefCell::new(Vec::new()),
+            access_buf: crate::ops::access_log::Buffer::register(),
             paused: RefCell::new(HashMap::new()),
             pending_done: RefCell::new(HashSet::new()),
             tickers: RefCell::new(HashSet::new()),
@@ -226,16 +226,13 @@ impl Worker {
         if main.access_log == crate::ops::access_log::Target::Off {
             return;
         }
-        let mut buf = self.access_buf.borrow_mut();
-        crate::ops::access_log::format_into(&mut buf, record, main.access_log_format);
-        if buf.len() >= ACCESS_LOG_BUFFER {
-            crate::ops::access_log::flush(&mut buf);
-        }
+        self.access_buf
+            .append(record, main.access_log_format, ACCESS_LOG_BUFFER);
     }
 
     /// Writes out buffered access log lines.
     pub fn flush_access_log(&self) {
-        crate::ops::access_log::flush(&mut self.access_buf.borrow_mut());
+        self.access_buf.flush();
     }
 
     /// Drops instances of plugins that no gateway in use still has.

@@ -25,6 +25,8 @@ mod etcd_tls;
 mod faults;
 /// No executable memory: the MDWE lock and /proc/<pid>/maps.
 mod hardening;
+/// Health checks, failover, balancers and timeouts that hold (issue #17).
+mod health;
 /// Reload, graceful drain, signals and the access log.
 mod ops;
 /// Plugins editing requests and responses, answering locally, failing.

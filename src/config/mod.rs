@@ -8,6 +8,8 @@
 //! does not open sockets or compile plugins. Every problem is reported with
 //! its file and key path, and all of them are listed, not only the first.
 
+mod balancing;
+mod checks;
 mod deployment;
 mod main_file;
 mod plugin_entries;
@@ -19,6 +21,8 @@ pub(crate) mod tree;
 mod upstream;
 mod upstream_tls;
 
+pub use balancing::HashKey;
+pub use checks::{ActiveCheck, Checks, Counting, Probe};
 pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
 pub use ssl::SslConfig;
 #[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
@@ -28,7 +32,7 @@ pub use upstream_tls::UpstreamTls;
 // `config.yaml` with the same checks.
 pub(crate) use main_file::{json_bytes, plugin_limits};
 
-use crate::balancer::Balancer;
+use crate::balancer::{Algorithm, Balancer, Member};
 use crate::wasm::PluginSpec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -260,16 +264,57 @@ pub struct Upstream {
     /// `id`, or `route <id>` for an inline upstream.
     pub id: String,
     pub nodes: Vec<Node>,
-    /// Smooth weighted round-robin over `nodes`, shared by all workers.
+    /// `type` over `nodes` with their priorities and health, shared by all
+    /// workers.
     pub balancer: Balancer,
+    /// `hash_on` and `key` of a `chash` upstream.
+    #[allow(dead_code)] // read by the proxy's chash wiring (issue #17 B)
+    pub hash_key: Option<HashKey>,
     pub timeout: Timeouts,
     /// `retries`: extra nodes to try after a connect failure; `None` means
     /// one less than the number of nodes (APISIX's default).
     pub retries: Option<u32>,
+    /// `retry_timeout`: how long retries may go on, from the first try
+    /// (`None`: no limit, as APISIX's 0).
+    #[allow(dead_code)] // read by the proxy's retries (issue #17 B)
+    pub retry_timeout: Option<Duration>,
     pub pass_host: PassHost,
     /// `scheme: https` and `tls`; `None` for plain HTTP.
     #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
     pub tls: Option<UpstreamTls>,
+    /// `checks`: active and passive health checks.
+    pub checks: Option<Arc<Checks>>,
+}
+
+impl Upstream {
+    /// An upstream over `nodes` with APISIX's defaults for everything else;
+    /// each node keeps the health and load it has in the configuration
+    /// being served, if it is still configured there (see `health`).
+    pub fn new(id: String, nodes: Vec<Node>, algorithm: Algorithm) -> Upstream {
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        let targets = crate::health::targets(&crate::health::resource_key(&id), &addrs);
+        let members: Vec<Member> = nodes
+            .iter()
+            .map(|n| Member {
+                id: &n.authority,
+                weight: n.weight,
+                priority: n.priority,
+            })
+            .collect();
+        let balancer = Balancer::new(algorithm, &members, targets);
+        Upstream {
+            id,
+            nodes,
+            balancer,
+            hash_key: None,
+            timeout: Timeouts::default(),
+            retries: None,
+            retry_timeout: None,
+            pass_host: PassHost::Pass,
+            tls: None,
+            checks: None,
+        }
+    }
 }
 
 /// One upstream node.
@@ -279,6 +324,9 @@ pub struct Node {
     pub authority: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// `priority` (default 0): higher is used first; lower only when no
+    /// higher node may be used.
+    pub priority: i64,
 }
 
 /// `pass_host`: which `Host` the upstream sees.

@@ -4,7 +4,6 @@
 
 use super::tree::{index, kind, Obj, Problems};
 use super::{Node, PassHost, Timeouts, Upstream};
-use crate::balancer::Balancer;
 use serde_yaml::Value;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -33,24 +32,31 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
         ],
         p,
     );
-    if let Some(t) = o.str("type", p) {
-        if t != "roundrobin" {
-            p.at(
-                &o.path_of("type"),
-                format!("only roundrobin is supported, not {t:?}"),
-            );
-        }
+    let (algorithm, hash_key) = super::balancing::balancing(o, p);
+    if algorithm == crate::balancer::Algorithm::Chash {
+        p.at(
+            &o.path_of("type"),
+            "chash is refused until the proxy hashes request keys (issue #17 B)",
+        );
     }
-    for key in ["hash_on", "key", "checks"] {
-        if o.has(key) {
-            p.at(&o.path_of(key), "not supported by tinygate yet");
-        }
+    let checks = o
+        .obj("checks", p)
+        .and_then(|c| super::checks::checks(&c, p));
+    if checks.as_ref().is_some_and(|c| c.passive_statuses) {
+        p.at(
+            &o.path_of("checks.passive"),
+            "passive checks are refused until the proxy reports what nodes answer (issue #17 B)",
+        );
     }
     let tls = super::upstream_tls::parse(o, p);
     if let Some(k) = o.obj("keepalive_pool", p) {
         k.only(&["size", "idle_timeout", "requests"], p);
     }
-    let _ = o.seconds("retry_timeout", p);
+    // APISIX: a number ≥ 0, where 0 means no limit.
+    let retry_timeout = match o.value("retry_timeout").and_then(serde_yaml::Value::as_f64) {
+        Some(0.0) => None,
+        _ => o.seconds("retry_timeout", p).map(Duration::from_secs_f64),
+    };
     let nodes = match o.value("nodes") {
         Some(v) => nodes(v, &o.path_of("nodes"), p),
         None => {
@@ -84,15 +90,15 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
     if p.len() > before {
         return None;
     }
-    let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
     Some(Upstream {
-        id,
-        balancer: Balancer::new(&weights),
-        nodes,
+        hash_key,
         timeout,
         retries,
+        retry_timeout,
         pass_host: pass_host?,
         tls,
+        checks: checks.map(std::sync::Arc::new),
+        ..Upstream::new(id, nodes, algorithm)
     })
 }
 
@@ -124,7 +130,7 @@ fn nodes(v: &Value, path: &str, p: &mut Problems) -> Vec<Node> {
                     p.at(&node_path, "expected host:port");
                     continue;
                 };
-                if let Some(n) = node(host, port, weight, &node_path, p) {
+                if let Some(n) = node(host, port, weight, 0, &node_path, p) {
                     out.push(n);
                 }
             }
@@ -143,14 +149,9 @@ fn nodes(v: &Value, path: &str, p: &mut Problems) -> Vec<Node> {
                         p.at(&o.path, format!("missing key {key}"));
                     }
                 }
-                if o.has("priority") {
-                    p.at(
-                        &o.path_of("priority"),
-                        "node priorities are not supported yet",
-                    );
-                }
+                let priority = o.int("priority", i64::MIN, i64::MAX, p).unwrap_or(0);
                 if let (Some(host), Some(weight)) = (host, weight) {
-                    if let Some(n) = node(host, port, weight as u32, &o.path, p) {
+                    if let Some(n) = node(host, port, weight as u32, priority, &o.path, p) {
                         out.push(n);
                     }
                 }
@@ -190,7 +191,14 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     }
 }
 
-fn node(host: &str, port: u16, weight: u32, path: &str, p: &mut Problems) -> Option<Node> {
+fn node(
+    host: &str,
+    port: u16,
+    weight: u32,
+    priority: i64,
+    path: &str,
+    p: &mut Problems,
+) -> Option<Node> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -210,6 +218,7 @@ fn node(host: &str, port: u16, weight: u32, path: &str, p: &mut Problems) -> Opt
         authority,
         addr,
         weight,
+        priority,
     })
 }
 

@@ -1,17 +1,21 @@
 //! The access log: one line per request, in APISIX's (nginx combined plus
 //! upstream fields) format or as JSON, to stdout or a file.
 //!
-//! Each worker formats lines into its own buffer; buffers are written to
-//! the shared sink when they fill up or every 200 ms, so the request path
-//! takes no lock. `SIGUSR1` reopens the file (for logrotate). This module
-//! knows what a finished request looked like, not how it was served.
+//! Each worker formats lines into its own [`Buffer`]; buffers are written
+//! to the shared sink when they fill up or every 200 ms, so the request
+//! path takes only its own worker's lock (which nothing else takes but a
+//! stop or a reopen). On `SIGTERM`/`SIGINT`, once the requests in flight
+//! are done, and on `SIGUSR1`, before the file is reopened (for
+//! logrotate), every worker's lines are written out ([`flush_all`]), so
+//! none is lost or lands in the new file out of turn. This module knows
+//! what a finished request looked like, not how it was served.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where access log lines go (`tinygate.access_log`).
@@ -78,8 +82,10 @@ pub fn configure(target: &Target) -> io::Result<()> {
     Ok(())
 }
 
-/// Reopens the log file (`SIGUSR1`), e.g. after logrotate moved it.
+/// Reopens the log file (`SIGUSR1`), e.g. after logrotate moved it; the
+/// lines buffered until now go to the old file first.
 pub fn reopen() {
+    flush_all();
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     if let Target::File(path) = sink.target.clone() {
         match open(&path) {
@@ -158,8 +164,54 @@ pub fn format_into(buf: &mut Vec<u8>, record: &Record, format: Format) {
     buf.push(b'\n');
 }
 
-/// Writes a worker's buffered lines to the sink and empties the buffer.
-pub fn flush(buf: &mut Vec<u8>) {
+/// One worker's lines not yet written, registered so that a stop or a
+/// reopen can write out every worker's lines ([`flush_all`]).
+pub struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+/// Every worker's buffer, for [`flush_all`].
+static BUFFERS: Mutex<Vec<Weak<Mutex<Vec<u8>>>>> = Mutex::new(Vec::new());
+
+impl Buffer {
+    /// A new, registered buffer.
+    pub fn register() -> Buffer {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let mut all = BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|b| b.strong_count() > 0);
+        all.push(Arc::downgrade(&buf));
+        Buffer(buf)
+    }
+
+    /// Appends `record` as a line, writing the buffer out once it holds
+    /// `limit` bytes.
+    pub fn append(&self, record: &Record, format: Format, limit: usize) {
+        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        format_into(&mut buf, record, format);
+        if buf.len() >= limit {
+            write_out(&mut buf);
+        }
+    }
+
+    /// Writes the buffered lines out.
+    pub fn flush(&self) {
+        write_out(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Writes out every worker's buffered lines (at a stop, before a reopen).
+pub fn flush_all() {
+    let all: Vec<Arc<Mutex<Vec<u8>>>> = BUFFERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for buf in all {
+        write_out(&mut buf.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Writes buffered lines to the sink and empties the buffer.
+fn write_out(buf: &mut Vec<u8>) {
     if buf.is_empty() {
         return;
     }

@@ -216,6 +216,7 @@ pub fn prometheus_text() -> String {
             let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {n}", label(plugin));
         }
     }
+    out.push_str(&crate::health::prometheus_lines());
     out.push_str(&metrics_text("apisix_wasm_"));
     out
 }

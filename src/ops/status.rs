@@ -1,6 +1,7 @@
 //! The status listener: Prometheus metrics (`metrics.rs`) at
-//! `/apisix/prometheus/metrics`, plus liveness and readiness, on an
-//! address of its own (`tinygate.status_listen`, off by default).
+//! `/apisix/prometheus/metrics`, liveness and readiness, and node health
+//! (`/v1/healthcheck`, APISIX's Control API), on an address of its own
+//! (`tinygate.status_listen`, off by default).
 
 use super::metrics::prometheus_text;
 use crate::http::side::{spawn_side_server, SideReply};
@@ -24,6 +25,12 @@ fn answer(req: &RequestHead) -> SideReply {
         }
         ("GET" | "HEAD", "/status" | "/status/ready") => {
             (200, "application/json", "{\"status\":\"ok\"}\n".into())
+        }
+        ("GET" | "HEAD", _) if path.starts_with("/v1/healthcheck") => {
+            match crate::health::control_api(path) {
+                Some((status, body)) => (status, "application/json", body),
+                None => (404, "text/plain", "not found\n".into()),
+            }
         }
         _ => (404, "text/plain", "not found\n".into()),
     };

@@ -25,11 +25,11 @@
 
 use super::capture::{self, Line};
 use super::spec::{self, Answer, Case, TestFile};
-use crate::balancer::Balancer;
+use crate::balancer::Algorithm;
 use crate::chain::{Chain, PAUSE_TIMEOUT};
 use crate::config::{
-    ClientLimits, Config, MainConfig, Node, PassHost, Route, RoutePlugin, Routes, Timeouts,
-    Upstream, UriMatch,
+    ClientLimits, Config, MainConfig, Node, Route, RoutePlugin, Routes, Timeouts, Upstream,
+    UriMatch,
 };
 use crate::gateway::Gateway;
 use crate::http::reply;
@@ -175,17 +175,14 @@ impl Bench {
             authority: NODE.to_string(),
             addr: NODE.parse().expect("NODE is an address"),
             weight: 1,
+            priority: 0,
         };
         let upstream = |id: &str| {
-            Arc::new(Upstream {
-                id: id.to_string(),
-                nodes: vec![node.clone()],
-                balancer: Balancer::new(&[1]),
-                timeout: Timeouts::default(),
-                retries: None,
-                pass_host: PassHost::Pass,
-                tls: None,
-            })
+            Arc::new(Upstream::new(
+                id.to_string(),
+                vec![node.clone()],
+                Algorithm::RoundRobin,
+            ))
         };
         // One route per distinct conf; the cases that share a conf share
         // its root contexts, as requests of one route do.

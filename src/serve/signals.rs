@@ -4,8 +4,9 @@
 //! polled every second (APISIX's standalone behaviour). `SIGTERM` and
 //! `SIGINT` drain: workers stop accepting and close idle connections,
 //! requests in flight finish within the grace period, then the process
-//! exits 0; a second such signal exits at once. `SIGUSR1` reopens the
-//! access log file.
+//! exits 0; a second such signal exits at once. Either way every access
+//! log line buffered by the workers is written out first. `SIGUSR1`
+//! reopens the access log file.
 
 use super::OPEN_CONNECTIONS;
 use crate::live::Live;
@@ -55,6 +56,8 @@ pub fn run(
                 }
                 Some(Some(Ok(Signal::Term | Signal::Int))) => {
                     drain(&mut signals, stop, grace).await;
+                    // Every line of the requests served, before the exit.
+                    crate::ops::access_log::flush_all();
                     return Ok(());
                 }
                 Some(Some(Ok(Signal::Usr1))) => crate::ops::access_log::reopen(),
@@ -97,6 +100,7 @@ async fn drain(signals: &mut Signals, stop: &smol::channel::Sender<()>, grace: D
         .await;
         if second {
             log::warn!("second stop signal: exiting now");
+            crate::ops::access_log::flush_all();
             std::process::exit(1);
         }
     }

@@ -6,8 +6,14 @@
 //! sequence it produces is periodic with period `sum(weights)` (after
 //! dividing by their gcd), so we precompute one period once and let workers
 //! share a single atomic cursor into it: every worker sees the same exact,
-//! interleaved sequence, and a pick costs one `fetch_add`. This module knows
-//! node indexes and weights only, not addresses or sockets.
+//! interleaved sequence, and a pick costs one `fetch_add`.
+//!
+//! When the node the sequence names may not be used (unhealthy, or already
+//! tried by this request), the pick falls back to a weighted choice among
+//! the nodes that may, driven by a second cursor: over many picks each
+//! usable node gets its share of the weights, as APISIX's picker rebuilt
+//! from the healthy nodes gives. This module knows positions and weights
+//! only, not addresses, health or sockets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,28 +23,58 @@ const MAX_PERIOD: u64 = 1 << 16;
 
 /// A precomputed smooth weighted round-robin schedule with a shared cursor.
 #[derive(Debug)]
-pub struct Balancer {
+pub struct RoundRobin {
     schedule: Vec<u32>,
+    /// The weights the schedule was made from (scaled).
+    weights: Vec<u64>,
     cursor: AtomicUsize,
+    /// Drives the weighted choice when the schedule's node may not be used.
+    fallback: AtomicUsize,
 }
 
-impl Balancer {
-    /// A schedule for nodes with these weights; weight 0 nodes are never
-    /// picked. With no positive weight, [`Balancer::pick`] returns `None`.
+impl RoundRobin {
+    /// A schedule for positions with these weights; weight 0 positions are
+    /// never picked.
     pub fn new(weights: &[u32]) -> Self {
-        Balancer {
-            schedule: smooth_schedule(&scaled(weights)),
+        let weights = scaled(weights);
+        RoundRobin {
+            schedule: smooth_schedule(&weights),
+            weights,
             cursor: AtomicUsize::new(0),
+            fallback: AtomicUsize::new(0),
         }
     }
 
-    /// The next node index in the sequence.
-    pub fn pick(&self) -> Option<usize> {
+    /// The next position in the sequence that `allowed` accepts; `None`
+    /// when it accepts no position with a positive weight.
+    pub fn pick(&self, allowed: impl Fn(usize) -> bool) -> Option<usize> {
         if self.schedule.is_empty() {
             return None;
         }
         let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        Some(self.schedule[i] as usize)
+        let first = self.schedule[i] as usize;
+        if allowed(first) {
+            return Some(first);
+        }
+        let usable = |(i, w): (usize, &u64)| (*w > 0 && allowed(i)).then_some((i, *w));
+        let total: u64 = self
+            .weights
+            .iter()
+            .enumerate()
+            .filter_map(usable)
+            .map(|(_, w)| w)
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = self.fallback.fetch_add(1, Ordering::Relaxed) as u64 % total;
+        for (i, w) in self.weights.iter().enumerate().filter_map(usable) {
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
+        }
+        None
     }
 }
 
@@ -66,7 +102,8 @@ fn scaled(weights: &[u32]) -> Vec<u64> {
         .collect()
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
+/// Greatest common divisor (0 with 0 is 0).
+pub fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
     } else {
@@ -100,8 +137,8 @@ mod tests {
     use super::*;
 
     fn picks(weights: &[u32], n: usize) -> Vec<usize> {
-        let b = Balancer::new(weights);
-        (0..n).map(|_| b.pick().unwrap()).collect()
+        let b = RoundRobin::new(weights);
+        (0..n).map(|_| b.pick(|_| true).unwrap()).collect()
     }
 
     #[test]
@@ -120,14 +157,34 @@ mod tests {
     #[test]
     fn zero_weights_are_skipped() {
         assert_eq!(picks(&[0, 2, 0], 3), vec![1, 1, 1]);
-        assert_eq!(Balancer::new(&[0, 0]).pick(), None);
-        assert_eq!(Balancer::new(&[]).pick(), None);
+        assert_eq!(RoundRobin::new(&[0, 0]).pick(|_| true), None);
+        assert_eq!(RoundRobin::new(&[]).pick(|_| true), None);
     }
 
     #[test]
     fn huge_weights_keep_a_bounded_period() {
-        let b = Balancer::new(&[u32::MAX, 1]);
+        let b = RoundRobin::new(&[u32::MAX, 1]);
         assert!(b.schedule.len() as u64 <= MAX_PERIOD + 1);
         assert!(b.schedule.contains(&1));
+    }
+
+    #[test]
+    fn excluded_positions_leave_the_others_their_weighted_shares() {
+        // 100:1 with the heavy node excluded: every pick finds the light one.
+        let b = RoundRobin::new(&[100, 1]);
+        for _ in 0..500 {
+            assert_eq!(b.pick(|i| i != 0), Some(1));
+        }
+        // 1:2:3 with the first excluded: 2:3 between the others.
+        let b = RoundRobin::new(&[1, 2, 3]);
+        let mut counts = [0usize; 3];
+        for _ in 0..6000 {
+            counts[b.pick(|i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert_eq!(counts[1] + counts[2], 6000);
+        let ratio = counts[2] as f64 / counts[1] as f64;
+        assert!((1.4..1.6).contains(&ratio), "{counts:?}");
+        assert_eq!(b.pick(|_| false), None);
     }
 }

@@ -1,0 +1,272 @@
+//! Upstream node health, APISIX's `checks`: one state per (upstream, node),
+//! shared by every worker, updated by active probes and by what the proxy
+//! sees (passive checks), read by the balancers.
+//!
+//! - [`target`]: the state machine of one node (lua-resty-healthcheck's
+//!   counters and thresholds) in one atomic word.
+//! - This file: the registry of the upstreams being served. A configuration
+//!   that is being built looks its nodes' states up here ([`targets`]), so
+//!   a node still configured after a reload keeps its state (and its
+//!   requests in flight); [`watch`] makes a configuration's upstreams the
+//!   ones that are checked and shown, and drops the others.
+//! - [`active`]: the checker, one thread for the whole process that probes
+//!   the nodes of every upstream with `checks.active` on its intervals.
+//! - [`control`]: `GET /v1/healthcheck` (APISIX's Control API shape) and
+//!   the `apisix_upstream_status` metric.
+//!
+//! Passive checks: the proxy calls [`report_response`] and
+//! [`report_failure`] with what happened on a node.
+//!
+//! It knows upstreams, nodes and probes; not routes, plugins or how a
+//! request is forwarded.
+
+mod active;
+mod control;
+mod target;
+
+pub use control::{answer as control_api, prometheus_lines};
+pub use target::{Health, Report, Target};
+
+use crate::config::{Checks, Counting, PassHost, Routes, Upstream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// One node of a watched upstream.
+#[derive(Debug)]
+struct WatchedNode {
+    target: Arc<Target>,
+    /// Where probes go: the node's address, or `checks.active.port`.
+    probe_addr: SocketAddr,
+    /// The `Host` of HTTP probes and the `hostname` the Control API shows.
+    hostname: String,
+    /// The `Host` header of probes, when not `hostname`.
+    host_header: Option<String>,
+}
+
+/// An upstream of the configuration being served.
+#[derive(Debug)]
+struct Watched {
+    /// APISIX's resource key: `/upstreams/<id>`, `/routes/<id>`.
+    name: String,
+    checks: Option<Arc<Checks>>,
+    nodes: Vec<WatchedNode>,
+}
+
+/// The upstreams of the configuration being served, by name.
+static REGISTRY: Mutex<Vec<Arc<Watched>>> = Mutex::new(Vec::new());
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<Watched>>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// APISIX's name for the checker of an upstream with this tinygate id:
+/// `/upstreams/<id>` for a named one, `/routes/<id>` (`/services/<id>`)
+/// for one written inline, as APISIX's standalone mode keys them.
+pub fn resource_key(upstream_id: &str) -> String {
+    for (prefix, kind) in [("route ", "routes"), ("service ", "services")] {
+        if let Some(id) = upstream_id.strip_prefix(prefix) {
+            return format!("/{kind}/{id}");
+        }
+    }
+    format!("/upstreams/{upstream_id}")
+}
+
+/// The shared state of each node at `addrs` of the upstream called `name`
+/// ([`resource_key`]): the one being served for a node still configured,
+/// a fresh (healthy) one otherwise.
+pub fn targets(name: &str, addrs: &[SocketAddr]) -> Vec<Arc<Target>> {
+    let current: HashMap<SocketAddr, Arc<Target>> = registry()
+        .iter()
+        .filter(|w| w.name == name)
+        .flat_map(|w| w.nodes.iter())
+        .map(|n| (n.target.addr, Arc::clone(&n.target)))
+        .collect();
+    addrs
+        .iter()
+        .map(|addr| {
+            current
+                .get(addr)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Target::new(*addr)))
+        })
+        .collect()
+}
+
+/// Makes the upstreams of `routes` (named and inline) the ones being
+/// served: their nodes are checked and shown; upstreams and nodes no longer
+/// configured are forgotten. Starts the checker on first use.
+pub fn watch(routes: &Routes) {
+    let inline = routes.routes.iter().filter_map(|r| r.upstream.as_ref());
+    let mut watched: Vec<Arc<Watched>> = Vec::new();
+    // Routes first, as APISIX lists its checkers.
+    for up in inline.chain(routes.upstreams.iter()) {
+        let name = resource_key(&up.id);
+        if !watched.iter().any(|w| w.name == name) {
+            watched.push(Arc::new(watched_upstream(name, up)));
+        }
+    }
+    let any_active = watched.iter().any(|w| w.checks.is_some());
+    *registry() = watched;
+    if any_active {
+        active::start();
+    }
+}
+
+fn watched_upstream(name: String, up: &Upstream) -> Watched {
+    let active = up.checks.as_ref().map(|c| &c.active);
+    let nodes = up
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let port = active.and_then(|a| a.port).unwrap_or(node.addr.port());
+            let host = node_host(&node.authority);
+            let domain = host
+                .parse::<std::net::IpAddr>()
+                .is_err()
+                .then(|| host.to_string());
+            // As APISIX's `compute_targets`: `upstream_host` when the Host is
+            // rewritten, else the node's domain; the shown hostname is
+            // `checks.active.host` or the node's host.
+            let host_header = match &up.pass_host {
+                PassHost::Rewrite(h) => Some(h.clone()),
+                _ => domain,
+            };
+            WatchedNode {
+                target: Arc::clone(up.balancer.target(i)),
+                probe_addr: SocketAddr::new(node.addr.ip(), port),
+                hostname: active
+                    .and_then(|a| a.host.clone())
+                    .unwrap_or_else(|| node.addr.ip().to_string()),
+                host_header,
+            }
+        })
+        .collect();
+    Watched {
+        name,
+        checks: up.checks.clone(),
+        nodes,
+    }
+}
+
+/// The host part of a node's `host:port` (IPv6 without brackets).
+fn node_host(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    }
+}
+
+/// What a response from node `index` of `up` says about it (passive
+/// check): its status counts when `checks.passive` is configured.
+#[allow(dead_code)] // called by the proxy (issue #17 B)
+pub fn report_response(up: &Upstream, index: usize, status: u16) {
+    let Some(checks) = &up.checks else { return };
+    if !checks.passive_statuses {
+        return;
+    }
+    if let Some(report) = classify_status(&checks.passive, status) {
+        record(up, index, report, &checks.passive, "passive");
+    }
+}
+
+/// A connection to node `index` of `up` failed (`Report::TcpFailure`) or
+/// timed out (`Report::Timeout`) while proxying (passive check): counted
+/// against `checks.passive`'s thresholds, or their defaults.
+#[allow(dead_code)] // called by the proxy (issue #17 B)
+pub fn report_failure(up: &Upstream, index: usize, report: Report) {
+    if let Some(checks) = &up.checks {
+        record(up, index, report, &checks.passive, "passive");
+    }
+}
+
+/// How a status counts: a healthy one is a success, an unhealthy one (or
+/// none: 0) a failure, others do not count (lua-resty-healthcheck).
+fn classify_status(counting: &Counting, status: u16) -> Option<Report> {
+    if counting.healthy_statuses.contains(&status) {
+        Some(Report::Success)
+    } else if status == 0 || counting.unhealthy_statuses.contains(&status) {
+        Some(Report::HttpFailure)
+    } else {
+        None
+    }
+}
+
+/// The threshold `counting` sets for `report`.
+fn threshold(counting: &Counting, report: Report) -> u8 {
+    match report {
+        Report::Success => counting.successes,
+        Report::HttpFailure => counting.http_failures,
+        Report::TcpFailure => counting.tcp_failures,
+        Report::Timeout => counting.timeouts,
+    }
+}
+
+#[allow(dead_code)] // called by the proxy (issue #17 B)
+fn record(up: &Upstream, index: usize, report: Report, counting: &Counting, how: &str) {
+    let target = up.balancer.target(index);
+    let limit = threshold(counting, report);
+    if let Some(((_, to), count)) = target.report(report, limit) {
+        log_transition(
+            &resource_key(&up.id),
+            target.addr,
+            to,
+            report,
+            count,
+            limit,
+            how,
+        );
+    }
+}
+
+/// One warning per node that changes between usable and not.
+fn log_transition(
+    name: &str,
+    addr: SocketAddr,
+    to: Health,
+    report: Report,
+    count: u8,
+    limit: u8,
+    how: &str,
+) {
+    let what = match report {
+        Report::Success => "successes",
+        Report::HttpFailure => "HTTP failures",
+        Report::TcpFailure => "TCP failures",
+        Report::Timeout => "timeouts",
+    };
+    log::warn!(
+        "upstream {name}: node {addr} is now {} ({count}/{limit} {what}, {how} check)",
+        to.name()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_keys_follow_apisix_standalone() {
+        assert_eq!(resource_key("backend"), "/upstreams/backend");
+        assert_eq!(resource_key("route 7"), "/routes/7");
+        assert_eq!(resource_key("service s"), "/services/s");
+    }
+
+    #[test]
+    fn statuses_count_as_apisix_passive_defaults_say() {
+        let c = Counting::passive_defaults();
+        assert_eq!(classify_status(&c, 204), Some(Report::Success));
+        assert_eq!(classify_status(&c, 503), Some(Report::HttpFailure));
+        assert_eq!(classify_status(&c, 0), Some(Report::HttpFailure));
+        assert_eq!(classify_status(&c, 404), None);
+        assert_eq!(classify_status(&c, 502), None);
+    }
+
+    #[test]
+    fn node_hosts() {
+        assert_eq!(node_host("a.example:80"), "a.example");
+        assert_eq!(node_host("[::1]:80"), "::1");
+        assert_eq!(node_host("10.0.0.1:8080"), "10.0.0.1");
+    }
+}
