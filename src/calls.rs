@@ -47,8 +47,8 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     http::write_header(&mut out, b"host", get(b":authority"));
     for (k, v) in call.headers.iter() {
-        let framing = k == b"content-length" || k == b"transfer-encoding" || k == b"host";
-        if !k.starts_with(b":") && !framing && http::is_valid_field(k, v) && k != b"connection" {
+        let ours = http::is_framing(k) || k == b"host";
+        if !k.starts_with(b":") && !ours && http::is_valid_field(k, v) {
             http::write_header(&mut out, k, v);
         }
     }

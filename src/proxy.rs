@@ -86,7 +86,11 @@ pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAd
                 return;
             }
         };
-        let parsed = http::parse::parse_request_head(&client.buf.data()[..n]);
+        // Routing, plugins, the access log and the node all see the
+        // normalised path (http::uri), so no spelling of a path escapes the
+        // route that guards it.
+        let parsed = http::parse::parse_request_head(&client.buf.data()[..n])
+            .and_then(|req| http::uri::normalize_request(req, limits.paths));
         client.buf.consume(n);
         let req = match parsed {
             Ok(req) => req,
@@ -191,11 +195,13 @@ async fn handle(
 ) -> bool {
     let keep_alive = wants_keep_alive(&req) && !worker.stopping();
     let path = req.target.split('?').next().unwrap_or("/");
-    let host = host_without_port(req.host.as_deref().unwrap_or(""));
     let routes = &gateway.config.routes.routes;
     // Every candidate is taken until routes gain conditions of their own
     // (`vars`, `remote_addrs`), which will refuse some and fall through.
-    let Some(index) = gateway.router.find(&req.method, &host, path, |_| true) else {
+    let Some(index) = gateway
+        .router
+        .find(&req.method, &req.hostname, path, |_| true)
+    else {
         log::debug!("{}: 404 {} {}", client.peer, req.method, req.target);
         return answer(client, &req, &reply::not_found(), keep_alive).await;
     };
@@ -567,10 +573,11 @@ pub(crate) fn upstream_framing(
     }
 }
 
-/// The request trailers the plugins left that may be sent.
+/// The request trailers the plugins left that may be sent (no framing
+/// field: RFC 9110 §6.5.1).
 fn valid_trailers(map: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
     map.iter()
-        .filter(|(k, v)| http::is_valid_field(k, v))
+        .filter(|(k, v)| http::is_valid_field(k, v) && !http::is_framing(k))
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect()
 }
@@ -1327,7 +1334,7 @@ pub(crate) async fn response_body_through_plugins<R: AsyncRead + Unpin, D: Downs
             let trailers: Vec<_> = ex
                 .response_trailers
                 .iter()
-                .filter(|(k, v)| http::is_valid_field(k, v))
+                .filter(|(k, v)| http::is_valid_field(k, v) && !http::is_framing(k))
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect();
             last_chunk_with(&mut out, &trailers);
@@ -1561,9 +1568,9 @@ pub(crate) fn request_head(
     for (k, v) in map.iter() {
         match k {
             b"x-forwarded-for" => forwarded_for = Some(v),
-            b"content-length" | b"transfer-encoding" | b"expect" | b"host" | b"x-real-ip"
-            | b"x-forwarded-proto" | b"x-forwarded-host" => {}
-            _ if k.starts_with(b":") => {}
+            b"expect" | b"host" | b"x-real-ip" | b"x-forwarded-proto" | b"x-forwarded-host" => {}
+            // The framing below is the proxy's, whatever the map holds.
+            _ if k.starts_with(b":") || http::is_framing(k) => {}
             _ if !http::is_valid_field(k, v) => {
                 log::warn!(
                     "dropping invalid request header {:?} set by a plugin",
@@ -1613,9 +1620,12 @@ pub(crate) fn write_response_head(
     keep_alive: bool,
 ) {
     http::write_status_line(out, status);
+    // A bodiless response keeps the representation's length (a HEAD or
+    // 304); every other framing field is the proxy's own, below.
     let keep_length = framing == Framing::Empty;
     for (k, v) in map.iter() {
-        if k.starts_with(b":") || (k == b"content-length" && !keep_length) {
+        let framing_field = http::is_framing(k) && !(keep_length && k == b"content-length");
+        if k.starts_with(b":") || framing_field {
             continue;
         }
         if !http::is_valid_field(k, v) {
@@ -1680,26 +1690,9 @@ pub(crate) fn expects_continue(req: &RequestHead) -> bool {
             .any(|(k, v)| k == b"expect" && v.eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// `Example.com:8080` → `example.com`; `[::1]:80` → `::1`.
-fn host_without_port(host: &str) -> String {
-    let h = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    h.to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_ports_are_dropped() {
-        assert_eq!(host_without_port("Example.com:8080"), "example.com");
-        assert_eq!(host_without_port("a.b"), "a.b");
-        assert_eq!(host_without_port("[::1]:80"), "::1");
-    }
 
     fn refused_with(result: Result<(), Stage>) -> Option<u16> {
         match result {

@@ -23,12 +23,17 @@ mod etcd_tls;
 /// Plugin faults in every hook, failure policies, restart backoff, memory
 /// bounds, bad pointers, host ABI fuzzing, load and reload faults (issue #4).
 mod faults;
+/// Framing headers set by plugins never reach the wire (issue #15).
+mod framing;
 /// No executable memory: the MDWE lock and /proc/<pid>/maps.
 mod hardening;
 /// Health checks, failover, balancers and timeouts that hold (issue #17).
 mod health;
 /// Reload, graceful drain, signals and the access log.
 mod ops;
+/// Path and host normalisation: one path for routing, plugins, the access
+/// log and the node (issue #15).
+mod paths;
 /// Plugins editing requests and responses, answering locally, failing.
 mod plugins;
 /// Route matching: exact, prefix, hosts, methods, priority, 404.

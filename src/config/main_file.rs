@@ -118,27 +118,27 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut status_listen = None;
     let mut deny_exec_memory = true;
     if let Some(t) = top.obj("tinygate", p) {
-        t.only(
-            &[
-                "workers",
-                "routes_file",
-                "demo_upstream",
-                "shutdown_grace",
-                "client_header_timeout",
-                "client_body_timeout",
-                "keepalive_timeout",
-                "send_timeout",
-                "client_max_body_size",
-                "max_header_size",
-                "max_connections",
-                "max_buffered_body",
-                "access_log",
-                "access_log_format",
-                "status_listen",
-                "deny_exec_memory",
-            ],
-            p,
-        );
+        let mut known = vec![
+            "workers",
+            "routes_file",
+            "demo_upstream",
+            "shutdown_grace",
+            "client_header_timeout",
+            "client_body_timeout",
+            "keepalive_timeout",
+            "send_timeout",
+            "client_max_body_size",
+            "max_header_size",
+            "max_connections",
+            "max_buffered_body",
+            "access_log",
+            "access_log_format",
+            "status_listen",
+            "deny_exec_memory",
+        ];
+        known.extend_from_slice(super::requests::KEYS);
+        t.only(&known, p);
+        super::requests::parse(&t, &mut limits, p);
         if let Some(b) = t.bool("deny_exec_memory", p) {
             deny_exec_memory = b;
         }

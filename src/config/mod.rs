@@ -13,6 +13,7 @@ mod checks;
 mod deployment;
 mod main_file;
 mod plugin_entries;
+mod requests;
 mod route;
 mod routes_file;
 mod ssl;
@@ -189,6 +190,9 @@ pub struct ClientLimits {
     /// Largest body held in memory for plugins that read whole bodies
     /// (413 for a request, 502 for a response past it).
     pub max_buffered_body: usize,
+    /// `tinygate.merge_slashes` and `tinygate.path_with_escaped_slashes_action`:
+    /// how request paths are normalised before routing.
+    pub paths: crate::http::uri::PathOptions,
 }
 
 impl Default for ClientLimits {
@@ -202,6 +206,7 @@ impl Default for ClientLimits {
             max_header_size: 32 * 1024,
             max_connections: 10_000,
             max_buffered_body: 16 << 20,
+            paths: crate::http::uri::PathOptions::default(),
         }
     }
 }

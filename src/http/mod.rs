@@ -17,6 +17,7 @@ pub mod io;
 pub mod parse;
 pub mod reply;
 pub mod side;
+pub mod uri;
 
 pub use headers::HeaderMap;
 pub use io::{BodyReader, Head, ReadBuf};
@@ -39,6 +40,26 @@ pub const HOP_BY_HOP: &[&[u8]] = &[
     b"upgrade",
     b"trailer",
 ];
+
+/// Fields that delimit a message or manage its connection (RFC 9112 §6,
+/// §9; RFC 9110 §7.6.1, §7.8). tinygate writes these itself from the
+/// framing it chose; one taken from a header map a plugin can edit could
+/// make the peer read the body differently (request smuggling, response
+/// splitting), so serializers skip them.
+pub const FRAMING: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"upgrade",
+];
+
+/// True when `name` (any case) is in [`FRAMING`].
+pub fn is_framing(name: &[u8]) -> bool {
+    FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
 
 /// True when `name` is hop-by-hop, either always or because the message's
 /// `Connection` header lists it.
@@ -162,6 +183,21 @@ mod tests {
         assert!(is_hop_by_hop(b"x-foo", &tokens));
         assert!(is_hop_by_hop(b"keep-alive", &tokens));
         assert!(!is_hop_by_hop(b"x-bar", &tokens));
+    }
+
+    #[test]
+    fn framing_names_in_any_case() {
+        for name in [
+            &b"Content-Length"[..],
+            b"TE",
+            b"upgrade",
+            b"Proxy-Connection",
+        ] {
+            assert!(is_framing(name), "{name:?}");
+        }
+        for name in [&b"content-type"[..], b"trailer", b"x-te", b"tes"] {
+            assert!(!is_framing(name), "{name:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! syntax checks; their framing errors become a 502 in the caller. This
 //! module works on complete heads in memory and knows nothing of sockets.
 
+use super::uri::normalize_host;
 use super::HeaderMap;
 use super::Version;
 
@@ -44,8 +45,12 @@ pub struct RequestHead {
     /// The path and query as sent (absolute-form is reduced to its path).
     pub target: String,
     pub version: Version,
-    /// The authority: from an absolute-form target, else the `Host` header.
+    /// The authority: from an absolute-form target, else the `Host` header,
+    /// as sent (plugins see it as `:authority`; `pass_host: pass` sends it).
     pub host: Option<String>,
+    /// The host that routing matches: [`super::uri::normalize_host`] of
+    /// `host` (lower-case, no port, no trailing dot); empty without one.
+    pub hostname: String,
     pub headers: HeaderMap,
     pub framing: Framing,
 }
@@ -103,8 +108,10 @@ pub fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     if version == Version::Http11 && host_header.is_none() {
         return Err(bad("missing Host header"));
     }
+    // RFC 9112 §3.2: a Host that is not a valid authority is a 400, even
+    // when an absolute-form target overrides it.
     if let Some((_, h)) = host_header {
-        if !is_valid_authority(h) {
+        if !std::str::from_utf8(h).is_ok_and(|h| normalize_host(h).is_ok()) {
             return Err(bad("invalid Host header"));
         }
     }
@@ -123,12 +130,17 @@ pub fn parse_request_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     } else {
         return Err(bad("unsupported request target form"));
     };
+    let hostname = match &host {
+        Some(h) => normalize_host(h).map_err(|_| bad("invalid Host header"))?,
+        None => String::new(),
+    };
     let framing = request_framing(&headers, version)?;
     Ok(RequestHead {
         method,
         target,
         version,
         host,
+        hostname,
         headers,
         framing,
     })
@@ -359,18 +371,11 @@ fn split_absolute_form(target: &str) -> Option<(String, String)> {
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_string()),
     };
-    if authority.is_empty() || authority.contains('@') || !is_valid_authority(authority.as_bytes())
-    {
+    // No userinfo (RFC 9110 §4.2.4), and a valid host.
+    if authority.contains('@') || normalize_host(authority).is_err() {
         return None;
     }
     Some((authority.to_string(), path))
-}
-
-/// host[:port] with host a reg-name, IPv4 or bracketed IPv6 (RFC 3986).
-fn is_valid_authority(a: &[u8]) -> bool {
-    !a.is_empty()
-        && a.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
 }
 
 /// RFC 9110 §5.6.2 token characters.
@@ -417,6 +422,7 @@ mod tests {
         assert_eq!(h.method, "GET");
         assert_eq!(h.target, "/a?b=1");
         assert_eq!(h.host.as_deref(), Some("example.com:8080"));
+        assert_eq!(h.hostname, "example.com");
         assert_eq!(h.headers.iter().nth(1), Some((&b"x-y"[..], &b"z"[..])));
         assert_eq!(h.framing, Framing::Empty);
     }
@@ -428,6 +434,8 @@ mod tests {
             (h.host.as_deref(), h.target.as_str()),
             (Some("a.test"), "/x")
         );
+        let h = req("GET http://A.Test.:8080?q HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+        assert_eq!((h.hostname.as_str(), h.target.as_str()), ("a.test", "/?q"));
     }
 
     #[test]
@@ -481,6 +489,11 @@ mod tests {
             ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a:b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            ("GET http://a..b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         ] {
             assert_eq!(status_of(text), status, "{text:?}");
         }

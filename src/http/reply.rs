@@ -61,7 +61,7 @@ pub fn encode(reply: &Reply, head_only: bool, close: bool) -> Vec<u8> {
     write_status_line(&mut out, reply.status);
     write_header(&mut out, b"server", SERVER.as_bytes());
     for (k, v) in &reply.headers {
-        if k != b"content-length" && k != b"transfer-encoding" && k != b"connection" {
+        if !crate::http::is_framing(k) {
             write_header(&mut out, k, v);
         }
     }

@@ -532,7 +532,9 @@ async fn exchange(
             return (wire, client.bytes);
         }
     };
-    let req = match parse::parse_request_head(&buf.data()[..n]) {
+    let parsed = parse::parse_request_head(&buf.data()[..n])
+        .and_then(|req| http::uri::normalize_request(req, limits.paths));
+    let req = match parsed {
         Ok(req) => req,
         Err(e) => {
             log::warn!("{CLIENT}: {} {}", e.status, e.reason);

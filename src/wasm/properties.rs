@@ -54,7 +54,7 @@
 //! | `uri` | path without the query |
 //! | `request_uri` | path with the query |
 //! | `args` | the query without `?` (empty if none) |
-//! | `host` | `:authority` without its port, lower-cased |
+//! | `host` | `:authority` without its port and trailing dot, lower-cased |
 //! | `request_method`, `scheme`, `server_protocol` | as `request.method`, `request.scheme`, `request.protocol` |
 //! | `http_<name>` | request header `<name>` with `_` read as `-`; repeated headers joined with `, ` (`; ` for `cookie`), as nginx ≥ 1.23 |
 
@@ -149,8 +149,8 @@ fn split_query(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// nginx `$host`: the authority without a `:port` suffix, lower-cased
-/// (an IPv6 literal keeps its brackets).
+/// nginx `$host`: the authority without a `:port` suffix and without a
+/// trailing dot, lower-cased (an IPv6 literal keeps its brackets).
 fn host_without_port(authority: &[u8]) -> Vec<u8> {
     let host = match authority.iter().rposition(|&b| b == b':') {
         Some(i) => {
@@ -167,7 +167,7 @@ fn host_without_port(authority: &[u8]) -> Vec<u8> {
         }
         None => authority,
     };
-    host.to_ascii_lowercase()
+    host.strip_suffix(b".").unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The response status, once known.
@@ -199,6 +199,7 @@ mod tests {
         for (authority, host) in [
             ("Example.COM:8080", "example.com"),
             ("example.com", "example.com"),
+            ("Secure.Example.:443", "secure.example"),
             ("10.0.0.1:80", "10.0.0.1"),
             ("[::1]:8080", "[::1]"),
             ("[::1]", "[::1]"),

@@ -13,20 +13,35 @@
 //! the statuses the Rust SDK accepts.
 //!
 //! Names and values written by plugins are checked here, because they go
-//! back on the wire: a name must be an RFC 9110 token (optionally after one
-//! leading `:`), a value must hold no control character but HTAB (so no CR,
-//! LF or NUL: response splitting), and a pseudo-header value no whitespace
-//! either. The spec's answer to bad input would be BAD_ARGUMENT, but the Rust
-//! SDK panics (traps) on any status but OK from these calls, and a header
-//! copied from a hostile request would then crash the VM on demand. So an
-//! invalid write is dropped, logged at warn, and answered with OK. The same
-//! goes for writes that would push a map past `MAX_PAIRS` entries or
-//! `MAX_PAIRS_BYTES`. A malformed serialized map, which no SDK produces, is
-//! BAD_ARGUMENT.
+//! back on the wire:
+//!
+//! - A CR, LF or NUL in a name or value is refused with BAD_ARGUMENT, the
+//!   spec's status (RFC 9110 §5.5: these split or end a message). The Rust
+//!   SDK traps on it, so the request fails under the plugin's
+//!   `failure_policy`: an injection attempt never goes on as if it had
+//!   worked. No client can hand a plugin such a value in a header (the
+//!   parser refuses them), only in decoded data the plugin chose to copy.
+//! - Any other invalid field (a name that is not an RFC 9110 token after an
+//!   optional leading `:`, another control character than HTAB in a value,
+//!   whitespace in a pseudo-header value) is dropped, logged at warn, and
+//!   answered OK: the Rust SDK would trap on any other status.
+//! - A framing field ([`crate::http::FRAMING`]: `content-length`,
+//!   `transfer-encoding`, `connection`, `keep-alive`, `proxy-connection`,
+//!   `te`, `upgrade`) is the proxy's: adding or replacing one is dropped
+//!   with a warning naming the plugin (its log target) and answered OK, so
+//!   plugins written for Envoy, which may set `content-length`, keep
+//!   working. Removing one is allowed: removing `content-length` is how a
+//!   plugin says it changes the body's length (Envoy's contract). A map set
+//!   whole keeps the `content-length` it had if the new pairs name one, and
+//!   loses it if they do not.
+//!
+//! Writes that would push a map past `MAX_PAIRS` entries or
+//! `MAX_PAIRS_BYTES` are dropped with OK too. A malformed serialized map,
+//! which no SDK produces, is BAD_ARGUMENT.
 
 use wasmi::Caller;
 
-use crate::http::HeaderMap;
+use crate::http::{self, HeaderMap};
 use crate::wasm::host::{Hook, HostResult, HostState};
 use crate::wasm::memory;
 use crate::wasm::pairs::{self, MAX_PAIRS, MAX_PAIRS_BYTES};
@@ -71,12 +86,38 @@ pub(super) fn proxy_set_header_map_pairs(
         return Err(Status::BadArgument.into());
     }
     let new_pairs = pairs::parse(&memory::read(caller, pairs_ptr, pairs_size)?)?;
+    let call = "set_header_map_pairs";
+    for (name, value) in &new_pairs {
+        check_field(caller.data(), call, name, value)?;
+    }
     if let Some((name, value)) = new_pairs.iter().find(|(n, v)| !valid_field(n, v)) {
-        warn_invalid(caller.data(), "set_header_map_pairs", name, value);
+        warn_invalid(caller.data(), call, name, value);
         return Ok(());
     }
-    if let Some(m) = writable(caller.data_mut(), map_type, "set_header_map_pairs") {
-        m.set_all(new_pairs);
+    let state = caller.data_mut();
+    let Some(m) = writable(state, map_type, call) else {
+        return Ok(());
+    };
+    let length: Option<Vec<u8>> = m.get(b"content-length").map(<[u8]>::to_vec);
+    let mut keep_length = false;
+    let mut refused: Vec<&[u8]> = Vec::new();
+    let pairs = new_pairs.iter().filter(|(name, value)| {
+        if !http::is_framing(name) {
+            return true;
+        }
+        let is_length = name.eq_ignore_ascii_case(b"content-length");
+        keep_length |= is_length;
+        if !(is_length && length.as_deref() == Some(value.as_slice())) {
+            refused.push(name);
+        }
+        false
+    });
+    m.set_all(pairs.map(|(name, value)| (name, value)));
+    if let Some(length) = length.filter(|_| keep_length) {
+        m.add(b"content-length", &length);
+    }
+    for name in refused {
+        warn_framing(state, call, name);
     }
     Ok(())
 }
@@ -156,6 +197,20 @@ pub(super) fn proxy_remove_header_map_value(
     Ok(())
 }
 
+/// Refuses a field with CR, LF or NUL in its name or value with
+/// BAD_ARGUMENT, after a warning naming the plugin (see the module doc).
+///
+/// # Errors
+/// `BadArgument` for such a field.
+pub(super) fn check_field(state: &HostState, call: &str, name: &[u8], value: &[u8]) -> HostResult {
+    let splits = |b: &u8| matches!(b, b'\r' | b'\n' | b'\0');
+    if name.iter().any(splits) || value.iter().any(splits) {
+        warn_invalid(state, call, name, value);
+        return Err(Status::BadArgument.into());
+    }
+    Ok(())
+}
+
 /// True if `(name, value)` may be written to a header map (see the module
 /// doc): protects the HTTP serializer from response splitting.
 pub(super) fn valid_field(name: &[u8], value: &[u8]) -> bool {
@@ -169,6 +224,16 @@ pub(super) fn valid_field(name: &[u8], value: &[u8]) -> bool {
         !ctl && !(pseudo && (b == b' ' || b == b'\t'))
     });
     token_ok && value_ok
+}
+
+/// Logs a dropped write of a framing field at warn.
+pub(super) fn warn_framing(state: &HostState, call: &str, name: &[u8]) {
+    log::warn!(
+        target: state.log_target(),
+        "[{}] proxy_{call}: ignored {:?}: the proxy frames messages itself",
+        state.effective_context,
+        String::from_utf8_lossy(name),
+    );
 }
 
 /// Logs one dropped write at warn, with the offending field escaped.
@@ -224,8 +289,13 @@ fn edit(
     let (Some(key), Some(value)) = (mem.get(key), mem.get(value)) else {
         return Err(Status::InvalidMemoryAccess.into());
     };
+    check_field(state, call, key, value)?;
     if !valid_field(key, value) {
         warn_invalid(state, call, key, value);
+        return Ok(());
+    }
+    if http::is_framing(key) {
+        warn_framing(state, call, key);
         return Ok(());
     }
     let Some(m) = writable(state, map_type, call) else {

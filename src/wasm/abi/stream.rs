@@ -12,8 +12,10 @@
 //! to from a tick); the proxy then replies with it and ignores a later
 //! `Continue` (spec: a local response stops the filter chain). Only `OK` is
 //! accepted by the Rust SDK here, so bad input is sanitized rather than
-//! refused: an invalid status becomes 500, invalid header pairs are
-//! dropped, and an oversized body turns the reply into an empty 500.
+//! refused: an invalid status becomes 500, invalid header pairs and
+//! framing fields are dropped, and an oversized body turns the reply into
+//! an empty 500. The one exception is a header with CR, LF or NUL, refused
+//! with BAD_ARGUMENT as in `headers.rs`.
 //!
 //! `proxy_get_status` reports how the HTTP call being delivered ended:
 //! code 0 and no message when it got a response, 14 (gRPC `UNAVAILABLE`)
@@ -22,7 +24,7 @@
 
 use wasmi::Caller;
 
-use super::headers::{valid_field, warn_invalid};
+use super::headers::{check_field, valid_field, warn_framing, warn_invalid};
 use crate::wasm::host::Hook;
 use crate::wasm::host::{HostResult, HostState};
 use crate::wasm::memory;
@@ -153,12 +155,19 @@ pub(super) fn proxy_send_local_response(
             warn(caller.data(), "malformed serialized headers, sending none");
             Vec::new()
         });
+        let call = "send_local_response";
+        for (name, value) in &parsed {
+            check_field(caller.data(), call, name, value)?;
+        }
         parsed
             .into_iter()
             .filter(|(name, value)| {
                 let ok = valid_field(name, value) && !name.starts_with(b":");
                 if !ok {
-                    warn_invalid(caller.data(), "send_local_response", name, value);
+                    warn_invalid(caller.data(), call, name, value);
+                } else if crate::http::is_framing(name) {
+                    warn_framing(caller.data(), call, name);
+                    return false;
                 }
                 ok
             })

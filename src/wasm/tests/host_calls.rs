@@ -52,7 +52,7 @@ fn header_map_calls_round_trip_on_request_and_response_maps() {
         "(i32.eq (i32.load (i32.const 24)) (i32.load (i32.const 20)))".to_owned(),
         // 12: the response map is writable
         format!("(call $proxy_add_header_map_value (i32.const 2) {} {})", w.s("x-resp"), w.s("r")),
-        // 13-15: invalid fields are dropped with OK
+        // 13: CR/LF in a value: BAD_ARGUMENT; 14-15: other invalid fields are dropped with OK
         format!("(call $proxy_add_header_map_value (i32.const 0) {} {})", w.s("x-evil"), w.s("a\r\nset-cookie: x")),
         format!("(call $proxy_replace_header_map_value (i32.const 0) {} {})", w.s("bad name"), w.s("v")),
         format!("(call $proxy_replace_header_map_value (i32.const 0) {} {})", w.s(":path"), w.s("/a b")),
@@ -73,7 +73,7 @@ fn header_map_calls_round_trip_on_request_and_response_maps() {
     let (vm, ex) = on_request(&w, &body, |_| {});
     assert_eq!(
         slots(&vm, 22),
-        [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 2]
+        [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 1, 0, 0, 0, 2, 2]
     );
     let request = pairs_of(&[
         (":method", "GET"),
@@ -123,6 +123,7 @@ fn set_header_map_pairs_rejects_malformed_maps() {
     let mut truncated = good.clone();
     truncated.pop();
     let evil = pairs::serialize([(&b"a"[..], &b"1\r\n"[..])].into_iter());
+    let invalid = pairs::serialize([(&b"a"[..], &b"1\x01"[..])].into_iter());
     let calls = [
         format!(
             "(call $proxy_set_header_map_pairs (i32.const 0) {})",
@@ -131,6 +132,10 @@ fn set_header_map_pairs_rejects_malformed_maps() {
         format!(
             "(call $proxy_set_header_map_pairs (i32.const 0) {})",
             w.s(&evil)
+        ),
+        format!(
+            "(call $proxy_set_header_map_pairs (i32.const 0) {})",
+            w.s(&invalid)
         ),
         format!(
             "(call $proxy_set_header_map_pairs (i32.const 2) {})",
@@ -145,9 +150,9 @@ fn set_header_map_pairs_rejects_malformed_maps() {
         .collect();
     let (vm, ex) = on_request(&w, &body, |_| {});
     assert_eq!(
-        slots(&vm, 4),
-        [2, 0, 0, 0],
-        "malformed: BAD_ARGUMENT; invalid value: dropped with OK"
+        slots(&vm, 5),
+        [2, 2, 0, 0, 0],
+        "malformed, or CR/LF in a value: BAD_ARGUMENT; another invalid value: dropped with OK"
     );
     assert_eq!(
         ex.request_headers,
@@ -163,8 +168,10 @@ fn send_local_response_is_captured() {
     let headers = pairs::serialize(
         [
             (&b"X-Reason"[..], &b"blocked"[..]),
-            (b"bad", b"x\ny"),
+            (b"bad", b"x\x01y"),
             (b":status", b"201"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"content-length", b"1"),
         ]
         .into_iter(),
     );
@@ -200,8 +207,114 @@ fn send_local_response_is_captured() {
             headers: vec![(b"x-reason".to_vec(), b"blocked".to_vec())],
             body: b"nope".to_vec(),
         }),
-        "invalid and pseudo headers are dropped, names lower-cased"
+        "invalid, pseudo and framing headers are dropped, names lower-cased"
     );
+}
+
+#[test]
+fn send_local_response_refuses_headers_that_split_the_response() {
+    let w = Wat::new();
+    let headers = pairs::serialize([(&b"x-a"[..], &b"1\r\nx-b: 2"[..])].into_iter());
+    let call = format!(
+        "(call $proxy_send_local_response (i32.const 403) {} {} {} (i32.const -1))",
+        w.s(""),
+        w.s("nope"),
+        w.s(&headers)
+    );
+    let (vm, ex) = on_request(&w, &store_slot(0, &call), |_| {});
+    assert_eq!(slots(&vm, 1), [2], "BAD_ARGUMENT");
+    assert_eq!(ex.local_response, None, "nothing is answered");
+}
+
+#[test]
+fn framing_fields_are_the_proxys_and_splitting_bytes_are_refused() {
+    let w = Wat::new();
+    let with_length = pairs::serialize(
+        [
+            (&b":method"[..], &b"GET"[..]),
+            (b"Content-Length", b"5"),
+            (b"te", b"trailers"),
+            (b"x-kept", b"1"),
+        ]
+        .into_iter(),
+    );
+    let calls = [
+        // 0-3: framing fields added or replaced: dropped with OK
+        format!(
+            "(call $proxy_add_header_map_value (i32.const 0) {} {})",
+            w.s("Transfer-Encoding"),
+            w.s("chunked")
+        ),
+        format!(
+            "(call $proxy_replace_header_map_value (i32.const 0) {} {})",
+            w.s("connection"),
+            w.s("close")
+        ),
+        format!(
+            "(call $proxy_add_header_map_value (i32.const 2) {} {})",
+            w.s("upgrade"),
+            w.s("h2c")
+        ),
+        format!(
+            "(call $proxy_add_header_map_value (i32.const 3) {} {})",
+            w.s("content-length"),
+            w.s("3")
+        ),
+        // 4-5: CR, LF or NUL in a name or value: BAD_ARGUMENT
+        format!(
+            "(call $proxy_add_header_map_value (i32.const 0) {} {})",
+            w.s("x-a"),
+            w.s("b\0c")
+        ),
+        format!(
+            "(call $proxy_replace_header_map_value (i32.const 2) {} {})",
+            w.s("x\nb"),
+            w.s("v")
+        ),
+        // 6: a whole map: framing fields dropped; the request map has no
+        // content-length, so none is kept either
+        format!(
+            "(call $proxy_set_header_map_pairs (i32.const 0) {})",
+            w.s(&with_length)
+        ),
+        // 7: the response map has a content-length (as from the upstream):
+        // set whole with one, it keeps its own value
+        format!(
+            "(call $proxy_set_header_map_pairs (i32.const 2) {})",
+            w.s(&with_length)
+        ),
+    ];
+    let body: String = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| store_slot(i as u32, c))
+        .collect();
+    let module = w.module(&format!(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {body} (i32.const 0))"#
+    ));
+    let mut vm = start(&module);
+    let root = vm.configure(1, b"").unwrap();
+    let ctx = vm.create_http_context(root).unwrap();
+    let mut ex = exchange();
+    ex.response_headers.add(b"content-length", b"22");
+    vm.on_request_headers(ctx, &mut ex, true)
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(slots(&vm, 8), [0, 0, 0, 0, 2, 2, 0, 0]);
+    assert_eq!(
+        strings(&ex.request_headers),
+        pairs_of(&[(":method", "GET"), ("x-kept", "1")]),
+        "framing fields never entered the request map"
+    );
+    assert_eq!(
+        strings(&ex.response_headers),
+        pairs_of(&[
+            (":method", "GET"),
+            ("x-kept", "1"),
+            ("content-length", "22")
+        ]),
+        "the response map kept its own content-length"
+    );
+    assert!(ex.response_trailers.is_empty());
 }
 
 #[test]
