@@ -637,3 +637,71 @@ fn etcd_put_loads_an_apisix_yaml_into_a_running_fleet() {
     let (code, stdout, stderr) = run(&["-t", "-c", config.to_str().unwrap()]);
     assert_eq!((code, stdout.trim()), (0, "configuration ok"), "{stderr}");
 }
+
+#[test]
+fn services_plugin_configs_and_their_routes_follow_etcd_in_any_order() {
+    let etcd = Etcd::start();
+    let (a, b) = (Upstream::named("a"), Upstream::named("b"));
+    let gate = start_gate(&etcd_config(&[etcd.url()], ""));
+    // A route that names a service not there yet is skipped, then served
+    // once the service arrives: every change re-validates the whole set.
+    etcd.put("/apisix/routes/r1", r#"{"uri":"/svc","service_id":"s1"}"#);
+    assert!(gate.wait_for_log("etcd /apisix/routes/r1: service_id: no service \"s1\""));
+    assert_eq!(gate.get("/svc").status, 404);
+    let service = |node: SocketAddr| {
+        json!({"upstream": {"nodes": {node.to_string(): 1}}, "plugins": {}}).to_string()
+    };
+    etcd.put("/apisix/services/s1", &service(a.addr));
+    until_all(&[&gate], "/svc", from("a"));
+    // Changing the service moves every route that inherits from it.
+    etcd.put("/apisix/services/s1", &service(b.addr));
+    until_all(&[&gate], "/svc", from("b"));
+    // A plugin config: an empty one is valid, a bad one is named and skipped
+    // with the routes that use it.
+    etcd.put("/apisix/plugin_configs/p1", r#"{"plugins":{}}"#);
+    etcd.put(
+        "/apisix/routes/r2",
+        &json!({"uri": "/pc", "plugin_config_id": "p1", "upstream": {"nodes": {a.addr.to_string(): 1}}}).to_string(),
+    );
+    until_all(&[&gate], "/pc", from("a"));
+    etcd.put(
+        "/apisix/plugin_configs/p1",
+        r#"{"plugins":{"nope":{"conf":"x"}}}"#,
+    );
+    assert!(gate.wait_for_log("etcd /apisix/plugin_configs/p1: plugins.nope: no wasm plugin"));
+    until_all(&[&gate], "/pc", |r| r.status == 404);
+    assert!(from("b")(&gate.get("/svc")));
+}
+
+#[test]
+fn etcd_put_writes_services_and_plugin_configs_before_the_routes_that_use_them() {
+    let etcd = Etcd::start();
+    let a = Upstream::named("a");
+    let gate = start_gate(&etcd_config(&[etcd.url()], ""));
+    let config = gate.dir.join("config.yaml");
+    let file = gate.dir.join("apisix.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "upstreams:\n  - {{id: ua, nodes: {{\"{}\": 1}}}}\n\
+             services:\n  - {{id: s1, upstream_id: ua}}\n\
+             plugin_configs:\n  - {{id: p1, plugins: {{}}}}\n\
+             routes:\n  - {{id: r1, uri: /one, service_id: s1, plugin_config_id: p1}}\n#END\n",
+            a.addr
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&[
+        "etcd",
+        "put",
+        "-c",
+        config.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("4 keys written, 0 deleted"), "{stdout}");
+    until_all(&[&gate], "/one", from("a"));
+    let stored = etcd.call("/v3/kv/range", json!({"key": b64("/apisix/services/s1")}));
+    assert_eq!(stored["count"], "1", "{stored}");
+    assert!(!gate.log().contains("no service"), "{}", gate.log());
+}

@@ -6,6 +6,8 @@ mod util;
 /// The whole proxy-wasm HTTP ABI: bodies, pause, calls, ticks, queues,
 /// metrics, properties.
 mod abi;
+/// APISIX's composition: services, plugin configs, `${{VAR}}` (issue #19).
+mod apisix;
 /// The article's scenario and the shipped `conf/`.
 mod article;
 /// Request and response bodies streamed through intact.

@@ -11,20 +11,29 @@
 mod balancing;
 mod checks;
 mod deployment;
+mod env_vars;
 mod main_file;
+mod merge;
 mod plugin_entries;
 mod requests;
 mod route;
 mod routes_file;
+mod services;
 mod ssl;
 mod ssls;
 pub(crate) mod tree;
 mod upstream;
 mod upstream_tls;
 
+#[cfg(test)]
+mod tests;
+
 pub use balancing::HashKey;
 pub use checks::{ActiveCheck, Checks, Counting, Probe};
-pub use routes_file::{parse_routes, parse_routes_document, parse_routes_skipping_invalid, Routes};
+pub use routes_file::{
+    parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_skipping_invalid,
+    Routes,
+};
 pub use ssl::SslConfig;
 #[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
 pub use ssls::{Ssl, Ssls};
@@ -34,6 +43,7 @@ pub use upstream_tls::UpstreamTls;
 pub(crate) use main_file::{json_bytes, plugin_limits};
 
 use crate::balancer::{Algorithm, Balancer, Member};
+use crate::expr::{Expr, IpMatcher};
 use crate::wasm::PluginSpec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -212,7 +222,7 @@ impl Default for ClientLimits {
 }
 
 /// One route, ready for matching.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Route {
     /// `id`, or `arr_<index>` when absent (as APISIX names it).
     pub id: String,
@@ -230,6 +240,19 @@ pub struct Route {
     pub plugins: Vec<RoutePlugin>,
     /// `timeout` of the route, else of its upstream, else the defaults.
     pub timeout: Timeouts,
+    /// `service_id`: the service the route inherited from, if any.
+    #[allow(dead_code)] // read by the request path once wired (#19)
+    pub service_id: Option<String>,
+    /// `vars`: conditions on the request, compiled; `None` when absent.
+    #[allow(dead_code)] // read by the request path once wired (#19)
+    pub vars: Option<Expr>,
+    /// `remote_addr`/`remote_addrs`: the client addresses the route is
+    /// for; `None` means any.
+    #[allow(dead_code)] // read by the request path once wired (#19)
+    pub remote_addrs: Option<IpMatcher>,
+    /// `enable_websocket` of the route, else of its service (default off).
+    #[allow(dead_code)] // read by the request path once wired (#19)
+    pub enable_websocket: bool,
 }
 
 /// How a route's `uri` matches a request path.

@@ -12,6 +12,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Source of [`RoutePlugin::key`]s: unique for the life of the process, so a
 /// reloaded conf never reuses an old root context.
 static NEXT_PLUGIN_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// The same plugin and conf under a new key: its own root context, as
+/// APISIX gives one per route to a conf the route inherits from a service
+/// or a plugin config.
+pub(super) fn copy_with_own_context(rp: &RoutePlugin) -> RoutePlugin {
+    RoutePlugin {
+        plugin: rp.plugin,
+        name: rp.name.clone(),
+        conf: rp.conf.clone(),
+        key: NEXT_PLUGIN_KEY.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
+/// The entries of a `plugins` mapping (of a route, service, plugin config
+/// or global rule), sorted by descending plugin priority.
 pub(super) fn route_plugins(
     list: &Obj,
     plugins: &[PluginSpec],

@@ -1,11 +1,15 @@
 //! One entry of `routes`: its match keys (`uri`, `host`, `methods`,
-//! `priority`), `status`, `timeout`, and which upstream and plugin entries
-//! it uses. It must not know how the document around it is laid out.
+//! `remote_addrs`, `vars`, `priority`), `status`, `timeout`, and which
+//! upstream, service, plugin config and plugin entries it uses. It must not
+//! know how the document around it is laid out.
 
+use super::merge::route_with_inherited;
 use super::plugin_entries::route_plugins;
+use super::services::{named_upstream, PluginConfig, Service};
 use super::tree::{index, kind, Obj, Problems};
 use super::upstream::{timeouts, upstream};
 use super::{HostMatch, Route, Upstream, UriMatch};
+use crate::expr::IpMatcher;
 use crate::wasm::PluginSpec;
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -15,23 +19,31 @@ use std::sync::Arc;
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
-/// Route keys APISIX has and tinygate does not implement yet.
-const UNSUPPORTED_ROUTE_KEYS: &[&str] = &[
-    "remote_addr",
-    "remote_addrs",
-    "vars",
-    "filter_func",
-    "service_id",
-    "plugin_config_id",
-    "script",
-    "enable_websocket",
-];
+/// Route keys APISIX has and tinygate does not implement: Lua code.
+const LUA_ROUTE_KEYS: &[&str] = &["filter_func", "script"];
 
-/// One route; `None` when it has errors. The bool is false for `status: 0`.
+/// Route (and service) keys that are parsed and checked, but refused
+/// until the request path applies them, so a route is never served
+/// without them (see [`Named::refuse_unserved`]).
+pub(super) const NOT_SERVED_YET: &[&str] =
+    &["vars", "remote_addr", "remote_addrs", "enable_websocket"];
+
+/// What routes refer to by id.
+pub(super) struct Named<'a> {
+    /// Refuse the keys of [`NOT_SERVED_YET`] (off only in unit tests of
+    /// their parsing).
+    pub refuse_unserved: bool,
+    pub upstreams: HashMap<&'a str, &'a Arc<Upstream>>,
+    pub services: HashMap<&'a str, &'a Service>,
+    pub plugin_configs: HashMap<&'a str, &'a PluginConfig>,
+}
+
+/// One route, with what it inherits from its service and plugin config
+/// merged in; `None` when it has errors. The bool is false for `status: 0`.
 pub(super) fn route(
     o: &Obj,
     i: usize,
-    upstreams: &HashMap<&str, &Arc<Upstream>>,
+    named: &Named,
     plugins: &[PluginSpec],
     p: &mut Problems,
 ) -> Option<(Route, bool)> {
@@ -46,28 +58,42 @@ pub(super) fn route(
         "methods",
         "host",
         "hosts",
+        "remote_addr",
+        "remote_addrs",
+        "vars",
         "priority",
         "upstream",
         "upstream_id",
+        "service_id",
         "plugins",
+        "plugin_config_id",
+        "enable_websocket",
         "status",
         "timeout",
     ];
-    for key in UNSUPPORTED_ROUTE_KEYS {
+    for key in LUA_ROUTE_KEYS {
         if o.has(key) {
-            p.at(&o.path_of(key), "not supported by tinygate yet");
+            p.at(&o.path_of(key), "not supported by tinygate (Lua)");
         }
     }
-    known.extend_from_slice(UNSUPPORTED_ROUTE_KEYS);
+    known.extend_from_slice(LUA_ROUTE_KEYS);
     o.only(&known, p);
 
     let id = o.id("id", p).unwrap_or_else(|| format!("arr_{}", i + 1));
     let uris = exactly_one(o, "uri", "uris", p, true)
         .map(|list| list.iter().filter_map(|u| uri_match(u, o, p)).collect())
         .unwrap_or_default();
-    let hosts = exactly_one(o, "host", "hosts", p, false)
+    let hosts: Vec<HostMatch> = exactly_one(o, "host", "hosts", p, false)
         .map(|list| list.iter().filter_map(|h| host_match(h, o, p)).collect())
         .unwrap_or_default();
+    let remote_addrs = remote_addrs(o, p);
+    let vars = o.value("vars").and_then(|v| match crate::expr::compile(v) {
+        Ok(expr) => Some(expr),
+        Err(e) => {
+            p.at(&format!("{}{}", o.path_of("vars"), e.path), e.message);
+            None
+        }
+    });
     let methods = o
         .seq("methods", p)
         .map(|items| methods(items, &o.path_of("methods"), p))
@@ -78,40 +104,65 @@ pub(super) fn route(
         None => true,
     };
     let route_timeout = o.obj("timeout", p).and_then(|t| timeouts(&t, p));
+    let enable_websocket = o.bool("enable_websocket", p);
+    let _ = (o.str("name", p), o.str("desc", p), o.obj("labels", p));
 
-    let upstream = match (o.value("upstream"), o.value("upstream_id")) {
-        (Some(_), Some(_)) => {
+    let own_upstream = match (o.value("upstream"), o.has("upstream_id")) {
+        (Some(_), true) => {
             p.at(&o.path, "give either upstream or upstream_id, not both");
             None
         }
-        (Some(inline), None) => Obj::new(inline, o.path_of("upstream"), p)
+        (Some(inline), false) => Obj::new(inline, o.path_of("upstream"), p)
             .and_then(|u| upstream(&u, format!("route {id}"), p))
             .map(Arc::new),
-        (None, Some(_)) => {
-            let want = o.id("upstream_id", p)?;
-            match upstreams.get(want.as_str()) {
-                Some(u) => Some(Arc::clone(u)),
-                None => {
-                    p.at(&o.path_of("upstream_id"), format!("no upstream {want:?}"));
-                    None
-                }
-            }
-        }
-        (None, None) => None,
+        (None, true) => named_upstream(o, &named.upstreams, p),
+        (None, false) => None,
     };
-    let route_plugins = o
+    let service = lookup(o, "service_id", "service", &named.services, p);
+    let plugin_config = lookup(
+        o,
+        "plugin_config_id",
+        "plugin config",
+        &named.plugin_configs,
+        p,
+    );
+    let own_plugins = o
         .obj("plugins", p)
         .map(|list| route_plugins(&list, plugins, p))
         .unwrap_or_default();
-    if upstream.is_none() && !o.has("upstream") && !o.has("upstream_id") && !o.has("plugins") {
-        p.at(&o.path, "needs an upstream, an upstream_id or plugins");
+    if !["upstream", "upstream_id", "plugins", "service_id"]
+        .iter()
+        .any(|key| o.has(key))
+    {
+        p.at(
+            &o.path,
+            "needs an upstream, an upstream_id, a service_id or plugins",
+        );
+    }
+    for key in NOT_SERVED_YET.iter().filter(|_| named.refuse_unserved) {
+        if o.has(key) && p.len() == before {
+            p.at(&o.path_of(key), "not supported by tinygate yet");
+        }
     }
     if p.len() > before {
         return None;
     }
+    // APISIX's merge_service_route: the route's own upstream and hosts win,
+    // the service's fill in; the router takes the service's hosts too.
+    let upstream = own_upstream.or_else(|| service.and_then(|s| s.upstream.clone()));
+    let hosts = match (hosts.is_empty(), service) {
+        (true, Some(s)) => s.hosts.clone(),
+        _ => hosts,
+    };
     let timeout = route_timeout
         .or_else(|| upstream.as_ref().map(|u| u.timeout))
         .unwrap_or_default();
+    let plugins = route_with_inherited(
+        own_plugins,
+        plugin_config.map_or(&[], |c| c.plugins.as_slice()),
+        service.map_or(&[], |s| s.plugins.as_slice()),
+        plugins,
+    );
     Some((
         Route {
             id,
@@ -120,11 +171,50 @@ pub(super) fn route(
             methods,
             priority,
             upstream,
-            plugins: route_plugins,
+            plugins,
             timeout,
+            service_id: o.id("service_id", p),
+            vars,
+            remote_addrs,
+            enable_websocket: enable_websocket
+                .or_else(|| service.and_then(|s| s.enable_websocket))
+                .unwrap_or(false),
         },
         enabled,
     ))
+}
+
+/// The item `key` names in `items` (`what` for messages), or a problem.
+fn lookup<'a, T>(
+    o: &Obj,
+    key: &str,
+    what: &str,
+    items: &HashMap<&str, &'a T>,
+    p: &mut Problems,
+) -> Option<&'a T> {
+    let want = o.id(key, p)?;
+    let found = items.get(want.as_str()).copied();
+    if found.is_none() {
+        p.at(&o.path_of(key), format!("no {what} {want:?}"));
+    }
+    found
+}
+
+/// `remote_addr` or `remote_addrs` (at most one): IPs and CIDR ranges.
+fn remote_addrs(o: &Obj, p: &mut Problems) -> Option<IpMatcher> {
+    let list = exactly_one(o, "remote_addr", "remote_addrs", p, false)?;
+    let key = if o.has("remote_addr") {
+        "remote_addr"
+    } else {
+        "remote_addrs"
+    };
+    match IpMatcher::parse(list.iter().map(String::as_str)) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            p.at(&o.path_of(key), e);
+            None
+        }
+    }
 }
 
 /// `uri`/`uris` (or `host`/`hosts`): exactly one of the two forms.
@@ -168,7 +258,7 @@ fn uri_match(uri: &str, o: &Obj, p: &mut Problems) -> Option<UriMatch> {
     })
 }
 
-fn host_match(host: &str, o: &Obj, p: &mut Problems) -> Option<HostMatch> {
+pub(super) fn host_match(host: &str, o: &Obj, p: &mut Problems) -> Option<HostMatch> {
     let host = host.to_ascii_lowercase();
     let valid = |s: &str| {
         !s.is_empty()

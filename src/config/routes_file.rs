@@ -1,23 +1,22 @@
 //! The routes file (`apisix.yaml`) as a document: its sections, the `#END`
-//! marker, and the strict (start-up, `-t`) and skipping (reload, etcd)
-//! ways of validating it. What one route, upstream or plugin entry holds is
-//! parsed in `route.rs`, `upstream.rs` and `plugin_entries.rs`.
+//! marker, `${{VAR}}` substitution, and the strict (start-up, `-t`) and
+//! skipping (reload, etcd) ways of validating it. What one item holds is
+//! parsed in `route.rs`, `upstream.rs`, `services.rs` and
+//! `plugin_entries.rs`; how routes inherit, in `merge.rs`.
 
-use super::route::route;
+use super::merge::{global_plugins, GlobalRuleEntries};
+use super::route::{route, Named};
+use super::services::{global_rule, plugin_config, service, PluginConfig, Service};
 use super::tree::{index, Obj, Problems};
 use super::upstream::upstream;
-use super::{parse_yaml, ConfigError, Route, Upstream};
+use super::{env_vars, parse_yaml, ConfigError, Route, RoutePlugin, Upstream};
 use crate::wasm::PluginSpec;
 use serde_yaml::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Top-level sections of APISIX's standalone file that tinygate does not
 /// implement: present and non-empty is an error, so nothing is silently lost.
 const UNSUPPORTED_SECTIONS: &[&str] = &[
-    "services",
-    "plugin_configs",
-    "global_rules",
     "consumers",
     "plugin_metadata",
     "plugins",
@@ -25,16 +24,25 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
     "protos",
 ];
 
-/// Routes and upstreams from one version of the routes file.
+/// Sections that are parsed and checked, but refused until the request
+/// path applies them.
+const NOT_SERVED_YET: &[&str] = &["global_rules"];
+
+/// Everything served from one version of the routes file.
 #[derive(Debug, Default)]
 pub struct Routes {
-    /// Enabled routes (`status: 0` ones are dropped), in file order.
+    /// Enabled routes (`status: 0` ones are dropped), in file order, each
+    /// with its service and plugin config merged in.
     pub routes: Vec<Route>,
     /// Named upstreams, in file order.
     pub upstreams: Vec<Arc<Upstream>>,
     /// `ssls`: certificates for HTTPS listeners.
     #[allow(dead_code)] // read by the HTTPS wiring (issue #18 B)
     pub ssls: super::Ssls,
+    /// The plugins of all `global_rules`, sorted by descending priority:
+    /// they run on every routed request, before the route's.
+    #[allow(dead_code)] // run by the chain once wired (#19)
+    pub global_plugins: Vec<RoutePlugin>,
 }
 
 /// Parses the text of a routes file strictly, as at start-up and in `-t`:
@@ -47,26 +55,46 @@ pub fn parse_routes(
     text: &str,
     plugins: &[PluginSpec],
 ) -> Result<Routes, ConfigError> {
-    let (routes, problems) = parse_routes_skipping_invalid(label, text, plugins)?;
+    parse_routes_and_document(label, text, plugins).map(|(routes, _)| routes)
+}
+
+/// [`parse_routes`], also giving the document after `${{VAR}}`
+/// substitution (what `tinygate etcd put` writes).
+///
+/// # Errors
+/// Every problem found, each with `label` and key path.
+pub fn parse_routes_and_document(
+    label: &str,
+    text: &str,
+    plugins: &[PluginSpec],
+) -> Result<(Routes, Value), ConfigError> {
+    let doc = document(label, text)?;
+    let (routes, problems) = parse_routes_document(label, &doc, plugins);
     if problems.is_empty() {
-        Ok(routes)
+        Ok((routes, doc))
     } else {
         Err(ConfigError { problems })
     }
 }
 
 /// Parses the text of a routes file as APISIX does on reload: an invalid
-/// route or upstream is skipped (its problems are returned), the rest
-/// applies.
+/// item is skipped (its problems are returned), the rest applies.
 ///
 /// # Errors
-/// Problems with the file as a whole: no `#END`, invalid YAML, not a
-/// mapping.
+/// Problems with the file as a whole: no `#END`, an unset `${{VAR}}`,
+/// invalid YAML, not a mapping.
 pub fn parse_routes_skipping_invalid(
     label: &str,
     text: &str,
     plugins: &[PluginSpec],
 ) -> Result<(Routes, Vec<String>), ConfigError> {
+    let doc = document(label, text)?;
+    Ok(parse_routes_document(label, &doc, plugins))
+}
+
+/// The text's YAML document, after the checks APISIX makes in this order:
+/// `#END` on the raw text, then `${{VAR}}` substitution, then parsing.
+fn document(label: &str, text: &str) -> Result<Value, ConfigError> {
     if !ends_with_end_marker(text) {
         return Err(ConfigError {
             problems: vec![format!(
@@ -74,7 +102,8 @@ pub fn parse_routes_skipping_invalid(
             )],
         });
     }
-    let doc = parse_yaml(label, text)?;
+    let text = env_vars::substitute(label, text).map_err(|problems| ConfigError { problems })?;
+    let doc = parse_yaml(label, &text)?;
     if !(doc.is_mapping() || doc.is_null()) {
         return Err(ConfigError {
             problems: vec![format!(
@@ -82,22 +111,30 @@ pub fn parse_routes_skipping_invalid(
             )],
         });
     }
-    let mut p = Problems::new(label);
-    let routes = parse(&doc, plugins, &mut p);
-    Ok((routes, p.into_vec()))
+    Ok(doc)
 }
 
 /// Validates a routes document that is already a tree (built from the JSON
-/// values etcd holds) as APISIX does: invalid routes and upstreams are
-/// skipped and their problems returned. No `#END` check: each etcd write is
-/// atomic, so there is no half-written file to guard against.
+/// values etcd holds) as APISIX does: invalid items are skipped and their
+/// problems returned. No `#END` check: each etcd write is atomic, so there
+/// is no half-written file to guard against.
 pub fn parse_routes_document(
     label: &str,
     doc: &Value,
     plugins: &[PluginSpec],
 ) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
-    let routes = parse(doc, plugins, &mut p);
+    let routes = parse(doc, plugins, true, &mut p);
+    (routes, p.into_vec())
+}
+
+/// [`parse_routes_skipping_invalid`] without refusing the keys the
+/// request path does not apply yet: for unit tests of their parsing.
+#[cfg(test)]
+pub(super) fn parse_all(label: &str, text: &str, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
+    let doc = document(label, text).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = Problems::new(label);
+    let routes = parse(&doc, plugins, false, &mut p);
     (routes, p.into_vec())
 }
 
@@ -107,13 +144,21 @@ fn ends_with_end_marker(text: &str) -> bool {
     text.trim_end().ends_with("#END")
 }
 
-fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
+/// The document's items; `refuse_unserved`: see [`Named::refuse_unserved`].
+fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Problems) -> Routes {
     let empty = Value::Mapping(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let Some(top) = Obj::new(doc, String::new(), p) else {
         return Routes::default();
     };
-    let mut known = vec!["routes", "upstreams", "ssls"];
+    let mut known = vec![
+        "routes",
+        "upstreams",
+        "services",
+        "plugin_configs",
+        "global_rules",
+        "ssls",
+    ];
     known.extend_from_slice(UNSUPPORTED_SECTIONS);
     top.only(&known, p);
     for section in UNSUPPORTED_SECTIONS {
@@ -124,34 +169,51 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
         }
     }
 
-    let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
-    if let Some(items) = top.seq("upstreams", p) {
-        for (i, item) in items.iter().enumerate() {
-            let path = index("upstreams", i);
-            let Some(o) = Obj::new(item, path.clone(), p) else {
-                continue;
-            };
-            let Some(id) = o.id("id", p) else {
-                if !o.has("id") {
-                    p.at(&path, "missing key id (routes refer to upstreams by id)");
-                }
-                continue;
-            };
-            if upstreams.iter().any(|u| u.id == id) {
-                p.at(
-                    &o.path_of("id"),
-                    format!("upstream id {id:?} is used twice"),
-                );
-                continue;
+    // Each section refers only to those parsed before it.
+    let upstreams: Vec<(String, Arc<Upstream>)> = with_ids(&top, "upstreams", p, |o, id, p| {
+        upstream(o, id.to_string(), p).map(Arc::new)
+    });
+    let upstreams_by_id = upstreams.iter().map(|(id, u)| (id.as_str(), u)).collect();
+    let services: Vec<(String, Service)> = with_ids(&top, "services", p, |o, id, p| {
+        let s = service(o, id, &upstreams_by_id, plugins, p)?;
+        if refuse_unserved && o.has("enable_websocket") {
+            p.at(
+                &o.path_of("enable_websocket"),
+                "not supported by tinygate yet",
+            );
+            return None;
+        }
+        Some(s)
+    });
+    let plugin_configs: Vec<(String, PluginConfig)> =
+        with_ids(&top, "plugin_configs", p, |o, _, p| {
+            plugin_config(o, plugins, p)
+        });
+    let rules: Vec<(String, GlobalRuleEntries)> = with_ids(&top, "global_rules", p, |o, id, p| {
+        global_rule(o, id, plugins, p)
+    });
+    let mut global_plugins =
+        global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
+    for section in NOT_SERVED_YET.iter().filter(|_| refuse_unserved) {
+        match top.value(section) {
+            Some(Value::Sequence(s)) if s.is_empty() => {}
+            Some(_) if p.is_empty() => {
+                p.at(section, "not supported by tinygate yet");
+                global_plugins.clear();
             }
-            if let Some(u) = upstream(&o, id, p) {
-                upstreams.push(Arc::new(u));
-            }
+            _ => {}
         }
     }
+    let named = Named {
+        refuse_unserved,
+        upstreams: upstreams_by_id,
+        services: services.iter().map(|(id, s)| (id.as_str(), s)).collect(),
+        plugin_configs: plugin_configs
+            .iter()
+            .map(|(id, c)| (id.as_str(), c))
+            .collect(),
+    };
 
-    let by_id: HashMap<&str, &Arc<Upstream>> =
-        upstreams.iter().map(|u| (u.id.as_str(), u)).collect();
     let mut routes = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     if let Some(items) = top.seq("routes", p) {
@@ -159,7 +221,7 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
             let Some(o) = Obj::new(item, index("routes", i), p) else {
                 continue;
             };
-            let Some((route, enabled)) = route(&o, i, &by_id, plugins, p) else {
+            let Some((route, enabled)) = route(&o, i, &named, plugins, p) else {
                 continue;
             };
             if ids.contains(&route.id) {
@@ -175,12 +237,54 @@ fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
             }
         }
     }
+    let upstreams = upstreams.into_iter().map(|(_, u)| u).collect();
     let ssls = super::ssls::parse(&top, p);
     Routes {
         routes,
         upstreams,
         ssls,
+        global_plugins,
     }
+}
+
+/// The valid items of a section whose items need an `id` (what others
+/// refer to them by): `parse` makes each one, given its id; an item whose
+/// id is missing or repeats an earlier one is a problem and skipped.
+fn with_ids<T>(
+    top: &Obj,
+    section: &str,
+    p: &mut Problems,
+    mut parse: impl FnMut(&Obj, &str, &mut Problems) -> Option<T>,
+) -> Vec<(String, T)> {
+    let mut out: Vec<(String, T)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (i, item) in top.seq(section, p).into_iter().flatten().enumerate() {
+        let path = index(section, i);
+        let Some(o) = Obj::new(item, path.clone(), p) else {
+            continue;
+        };
+        let Some(id) = o.id("id", p) else {
+            if !o.has("id") {
+                p.at(
+                    &path,
+                    format!("missing key id (items of {section} are referred to by id)"),
+                );
+            }
+            continue;
+        };
+        if seen.contains(&id) {
+            p.at(
+                &o.path_of("id"),
+                format!("id {id:?} is used twice in {section}"),
+            );
+            continue;
+        }
+        seen.push(id.clone());
+        if let Some(item) = parse(&o, &id, p) {
+            out.push((id, item));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! etcd as a config provider, as APISIX data planes use it: routes and
-//! upstreams are read from keys under `deployment.etcd.prefix`
-//! (`/apisix/routes/<id>`, `/apisix/upstreams/<id>`, one JSON value each,
-//! the same schema as `apisix.yaml`), then followed with a watch, so a
-//! change made once reaches every node in well under a second.
+//! etcd as a config provider, as APISIX data planes use it: routes,
+//! upstreams, services, plugin configs and global rules are read from keys
+//! under `deployment.etcd.prefix` (`/apisix/routes/<id>`,
+//! `/apisix/upstreams/<id>`, ..., one JSON value each, the same schema as
+//! `apisix.yaml`), then followed with a watch, so a change made once
+//! reaches every node in well under a second.
 //!
 //! The flow: at start, [`load_for_serving`] reads every key (trying each
 //! host, `startup_retry` rounds) and validates them into the first

@@ -3,15 +3,18 @@
 //! anything.
 //!
 //! The file is validated first with the YAML provider's own parser (`#END`
-//! required); nothing is written if it has a problem. Then each route and
-//! upstream becomes one key in APISIX's layout (`<prefix>/routes/<id>`, the
-//! item as JSON; `arr_<n>` for a route without id), and the keys of routes
-//! and upstreams no longer in the file are deleted. Everything goes in one
+//! required, `${{VAR}}` substituted); nothing is written if it has a
+//! problem. Then each route, upstream, service, plugin config and global
+//! rule becomes one key in APISIX's layout (`<prefix>/routes/<id>`, the
+//! item as JSON; `arr_<n>` for a route without id), and the keys of those
+//! kinds no longer in the file are deleted. Everything goes in one
 //! `/v3/kv/txn` when it fits etcd's default limit of 128 operations, so
-//! watchers see one change; bigger files are split, upstreams written
-//! before the routes that use them, routes deleted before their upstreams.
+//! watchers see one change; bigger files are split, items written before
+//! the items that refer to them (upstreams, services, plugin configs and
+//! global rules before routes) and deleted after them.
 
 use super::client::{self, int};
+use super::store::KINDS;
 use super::{range, EtcdConfig, EtcdHost};
 use crate::config::{self, ConfigError};
 use serde_json::{json, Value as Json};
@@ -27,9 +30,10 @@ const USAGE: &str = "\
 usage: tinygate etcd put [-c CONFIG] FILE
 
 Loads FILE, an apisix.yaml ending with #END, into the etcd named by
-CONFIG's deployment.etcd (default conf/config.yaml): one key per route
-and upstream under the prefix, as APISIX lays them out; keys of routes
-and upstreams no longer in FILE are deleted. FILE is validated first and
+CONFIG's deployment.etcd (default conf/config.yaml): one key per route,
+upstream, service, plugin config and global rule under the prefix, as
+APISIX lays them out; keys of those kinds no longer in FILE are deleted.
+FILE is validated first (${{VAR}} substituted from the environment) and
 nothing is written if it has a problem.
 ";
 
@@ -99,8 +103,8 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     };
     let label = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| vec![format!("{label}: {e}")])?;
-    config::parse_routes(&label, &text, &main.plugins).map_err(|e: ConfigError| e.problems)?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| vec![format!("{label}: {e}")])?;
+    let (_, doc) = config::parse_routes_and_document(&label, &text, &main.plugins)
+        .map_err(|e: ConfigError| e.problems)?;
     let wanted = keys_of(&doc, &etcd.prefix).map_err(|e| vec![format!("{label}: {e}")])?;
     let mut errors = Vec::new();
     for host in &etcd.hosts {
@@ -117,10 +121,10 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     )])
 }
 
-/// The keys and JSON values the file's routes and upstreams become.
+/// The keys and JSON values the file's items become.
 fn keys_of(doc: &Value, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut out = BTreeMap::new();
-    for section in ["routes", "upstreams"] {
+    for section in KINDS {
         let items = doc.get(section).and_then(Value::as_sequence);
         for (i, item) in items.into_iter().flatten().enumerate() {
             let mut item = item.clone();
@@ -142,8 +146,9 @@ fn keys_of(doc: &Value, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>, Strin
     Ok(out)
 }
 
-/// Makes the routes and upstreams under the prefix on `host` exactly
-/// `wanted`; a summary of what changed.
+/// Makes the items under the prefix on `host` exactly `wanted`; a summary
+/// of what changed. Items are written before those that refer to them and
+/// deleted after them, so a watcher never sees a dangling reference.
 async fn write(
     host: &EtcdHost,
     etcd: &EtcdConfig,
@@ -153,7 +158,7 @@ async fn write(
     let kind = |key: &str| -> Option<&'static str> {
         let rest = key.strip_prefix(&etcd.prefix)?.strip_prefix('/')?;
         let (kind, id) = rest.split_once('/')?;
-        let kind = ["routes", "upstreams"].into_iter().find(|k| *k == kind)?;
+        let kind = KINDS.iter().copied().find(|k| *k == kind)?;
         (!id.is_empty()).then_some(kind)
     };
     let put = |key: &String, value: &Vec<u8>| {
@@ -166,8 +171,8 @@ async fn write(
     let changed = |k: &String, v: &Vec<u8>| now.entries().get(k) != Some(v);
     let gone = |k: &&String| kind(k).is_some() && !wanted.contains_key(*k);
     let mut ops: Vec<Json> = Vec::new();
-    for section in ["upstreams", "routes"] {
-        let of_section = wanted.iter().filter(|(k, _)| kind(k) == Some(section));
+    for section in KINDS {
+        let of_section = wanted.iter().filter(|(k, _)| kind(k) == Some(*section));
         ops.extend(
             of_section
                 .filter(|(k, v)| changed(k, v))
@@ -175,8 +180,8 @@ async fn write(
         );
     }
     let written = ops.len();
-    for section in ["routes", "upstreams"] {
-        let of_section = now.entries().keys().filter(|k| kind(k) == Some(section));
+    for section in KINDS.iter().rev() {
+        let of_section = now.entries().keys().filter(|k| kind(k) == Some(*section));
         ops.extend(of_section.filter(gone).map(delete));
     }
     let deleted = ops.len() - written;

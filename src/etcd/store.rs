@@ -3,8 +3,10 @@
 //! `apisix.yaml`, so the YAML provider's validation applies unchanged.
 //!
 //! APISIX's layout is one JSON value per item: `<prefix>/routes/<id>`,
-//! `<prefix>/upstreams/<id>`. Keys of kinds tinygate does not implement
-//! (`services`, `consumers`, ...) are reported and skipped; APISIX's own
+//! `<prefix>/upstreams/<id>`, `<prefix>/services/<id>`,
+//! `<prefix>/plugin_configs/<id>`, `<prefix>/global_rules/<id>`. Keys of
+//! kinds tinygate does not implement (`consumers`, `ssls`, ...) are
+//! reported and skipped; APISIX's own
 //! bookkeeping keys (`<prefix>/routes/` placeholders holding `init_dir`,
 //! `<prefix>/plugins`, `<prefix>/data_plane/...`) are ignored.
 
@@ -22,9 +24,6 @@ use std::sync::Arc;
 /// Kinds of APISIX resources that tinygate does not implement: present in
 /// etcd, they are reported (as the YAML provider refuses them) and skipped.
 const UNSUPPORTED_KINDS: &[&str] = &[
-    "services",
-    "plugin_configs",
-    "global_rules",
     "consumers",
     "consumer_groups",
     "ssls",
@@ -32,6 +31,17 @@ const UNSUPPORTED_KINDS: &[&str] = &[
     "stream_routes",
     "protos",
     "secrets",
+];
+
+/// The kinds of items tinygate reads, each a section of the routes
+/// document (`<prefix>/<kind>/<id>`, one JSON value each); a kind comes
+/// after the kinds its items refer to.
+pub const KINDS: &[&str] = &[
+    "upstreams",
+    "services",
+    "plugin_configs",
+    "global_rules",
+    "routes",
 ];
 
 /// Fields APISIX's Admin API adds to every stored value: bookkeeping, not
@@ -108,10 +118,10 @@ impl Store {
             label: "etcd".into(),
             ..Document::default()
         };
-        let mut sections: [(&str, Vec<Value>, Vec<String>); 2] = [
-            ("routes", Vec::new(), Vec::new()),
-            ("upstreams", Vec::new(), Vec::new()),
-        ];
+        let mut sections: Vec<(&str, Vec<Value>, Vec<String>)> = KINDS
+            .iter()
+            .map(|kind| (*kind, Vec::new(), Vec::new()))
+            .collect();
         for (key, value) in &self.kvs {
             let Some((kind, id)) = key.strip_prefix(&dir).and_then(|k| k.split_once('/')) else {
                 continue;
@@ -146,7 +156,7 @@ impl Store {
     }
 }
 
-/// A routes document (`{routes: [...], upstreams: [...]}`) and where its
+/// A routes document (`{routes: [...], upstreams: [...], ...}`) and where its
 /// items came from, to name them in messages.
 #[derive(Debug, Clone, Default)]
 pub struct Document {
@@ -307,7 +317,7 @@ mod tests {
             ("/apisix/routes/good", r#"{"uri":"/g","upstream_id":"u1"}"#),
             ("/apisix/routes/junk", "{not json"),
             ("/apisix/routes/list", "[1]"),
-            ("/apisix/services/s1", "{}"),
+            ("/apisix/consumers/c1", "{}"),
             (
                 "/apisix/upstreams/u1",
                 r#"{"nodes":{"127.0.0.1:80":1},"scheme":"https"}"#,
@@ -320,8 +330,8 @@ mod tests {
         assert_eq!(
             problems,
             [
+                "etcd /apisix/consumers/c1: consumers are not supported by tinygate yet",
                 "etcd /apisix/routes/junk: value is not JSON: key must be a string at line 1 column 2",
-                "etcd /apisix/services/s1: services are not supported by tinygate yet",
                 "etcd /apisix/upstreams/u1: scheme: https is not served by this version yet (plain http only)",
                 "etcd /apisix/routes/bad: uri \"nope\" must start with / and be at most 4096 bytes",
                 "etcd /apisix/routes/bad: upstream_id: no upstream \"u1\"",

@@ -216,6 +216,7 @@ impl Bench {
                 upstream: Some(upstream("route test")),
                 plugins,
                 timeout: Timeouts::default(),
+                ..Route::default()
             };
             route_of_case.push(routes.len());
             routes.push((case.conf.clone(), route));
@@ -251,7 +252,7 @@ impl Bench {
             routes: Routes {
                 routes: routes.into_iter().map(|(_, r)| r).collect(),
                 upstreams: targets.into_iter().map(upstream).collect(),
-                ssls: Default::default(),
+                ..Routes::default()
             },
         };
         let gateway = Gateway::with_plugins(config, plugins.clone());
