@@ -24,11 +24,17 @@ use crate::wasm::{Exchange, ExchangeData, Fault, LocalResponse, StreamInfo};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// Bytes gathered into one write before flushing.
 const WRITE_COALESCE: usize = 64 * 1024;
+
+/// Most request bytes read and discarded by a lingering close: a client
+/// that goes on sending after its answer (a large upload refused with 413)
+/// costs bounded work; one that stops, as clients that read while they
+/// send do, is let go long before.
+const LINGERING_MAX_BYTES: usize = 8 << 20;
 
 /// Serves one client connection until it closes or must be closed.
 pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAddr) {
@@ -72,13 +78,13 @@ pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAd
                     limits.max_header_size
                 );
                 let r = reply::bad_request(status, why);
-                refuse(worker, &gateway, &mut client, &r).await;
+                refuse(worker, &gateway, &mut client, &r, &limits).await;
                 return;
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 log::warn!("{peer}: 408: request head not received in time");
                 let r = reply::bad_request(408, "request head not received in time");
-                refuse(worker, &gateway, &mut client, &r).await;
+                refuse(worker, &gateway, &mut client, &r, &limits).await;
                 return;
             }
             Err(e) => {
@@ -97,14 +103,20 @@ pub async fn serve_connection(worker: &Worker, stream: TcpStream, peer: SocketAd
             Err(e) => {
                 log::warn!("{peer}: {} {}", e.status, e.reason);
                 let r = reply::bad_request(e.status, e.reason);
-                refuse(worker, &gateway, &mut client, &r).await;
+                refuse(worker, &gateway, &mut client, &r, &limits).await;
                 return;
             }
         };
         start_record(&mut client.record, client.peer, &req);
+        let had_body = req.framing != Framing::Empty;
         let keep = handle(worker, &gateway, &mut client, req, &limits).await;
         worker.record_request(&gateway, &client.record);
         if !keep {
+            if had_body {
+                // Maybe answered before the body was read (413, 400, a
+                // plugin's reply): let the client read it.
+                client.linger(&limits).await;
+            }
             return;
         }
     }
@@ -161,6 +173,35 @@ struct Client {
 impl Client {
     async fn send(&self, bytes: &[u8]) -> io::Result<()> {
         with_timeout(self.send_timeout, (&self.stream).write_all(bytes)).await
+    }
+
+    /// nginx's lingering close, before a close that may leave request
+    /// bytes unread: closing a socket with unread input sends a reset, and
+    /// a reset makes the client's stack drop the answer it has not read
+    /// yet. So: send FIN after the answer, then read and discard until the
+    /// client closes, stays quiet for `lingering_timeout`, sends
+    /// [`LINGERING_MAX_BYTES`], or `lingering_time` is up.
+    async fn linger(&mut self, limits: &ClientLimits) {
+        if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + limits.lingering_time;
+        let mut discarded = 0;
+        loop {
+            let unread = self.buf.data().len();
+            discarded += unread;
+            self.buf.consume(unread);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || discarded >= LINGERING_MAX_BYTES {
+                return;
+            }
+            let wait = limits.lingering_timeout.min(left);
+            let mut reader = &self.stream;
+            match with_timeout(wait, self.buf.fill(&mut reader)).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
     }
 }
 
@@ -1384,8 +1425,15 @@ pub(crate) async fn answer<D: Downstream>(
 }
 
 /// Answers a request whose head could not be read or parsed, and logs it
-/// (method `-`); the caller then closes the connection.
-async fn refuse(worker: &Worker, gateway: &Gateway, client: &mut Client, reply: &Reply) {
+/// (method `-`); then lingers (except after a 408: a client too slow to
+/// send a head gets no more time) so the caller can close.
+async fn refuse(
+    worker: &Worker,
+    gateway: &Gateway,
+    client: &mut Client,
+    reply: &Reply,
+    limits: &ClientLimits,
+) {
     client.record = Record {
         remote: Some(client.peer),
         method: "-".into(),
@@ -1394,6 +1442,9 @@ async fn refuse(worker: &Worker, gateway: &Gateway, client: &mut Client, reply: 
     };
     answer_raw(client, reply).await;
     worker.record_request(gateway, &client.record);
+    if reply.status != 408 {
+        client.linger(limits).await;
+    }
 }
 
 /// Sends a reply to a request that could not be parsed, then closes.

@@ -295,6 +295,74 @@ fn oversized_requests_are_414_431_413_and_close() {
     assert_eq!(up.count(), 2);
 }
 
+/// Writes all of `raw` without reading anything, then reads to the end:
+/// (whether the whole write went through, what came back, whether the end
+/// was a clean close rather than a reset).
+fn send_all_then_read(gate: &Gate, raw: &[u8]) -> (bool, String, bool) {
+    let mut s = TcpStream::connect(gate.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let written = s.write_all(raw).is_ok();
+    let mut got = Vec::new();
+    let clean = s.read_to_end(&mut got).is_ok();
+    (written, String::from_utf8_lossy(&got).into_owned(), clean)
+}
+
+/// nginx's `lingering_close`: a client that sends its whole oversized
+/// request before reading still reads the refusal. The proxy answers,
+/// sends FIN, and reads and discards the rest instead of closing with
+/// unread input, which would reset the connection and make the client's
+/// stack drop the answer.
+#[test]
+fn refusals_are_readable_by_a_client_still_sending() {
+    let up = Upstream::echo();
+    let gate = gate_to(up.addr, "");
+    let line = format!(
+        "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let mut fields = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..200 {
+        fields.push_str(&format!("X-{i}: {}\r\n", "v".repeat(1000)));
+    }
+    fields.push_str("\r\n");
+    let mut upload = head(&format!("Content-Length: {}\r\n", 2 << 20)).into_bytes();
+    upload.resize(upload.len() + (2 << 20), b'u');
+    for (raw, status, what) in [
+        (
+            line.into_bytes(),
+            "HTTP/1.1 414 URI Too Long\r\n",
+            "100 KB request line",
+        ),
+        (
+            fields.into_bytes(),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            "200 KB of header fields",
+        ),
+        (
+            upload,
+            "HTTP/1.1 413 Content Too Large\r\n",
+            "2 MiB body past client_max_body_size",
+        ),
+    ] {
+        let (written, answer, clean) = send_all_then_read(&gate, &raw);
+        assert!(written, "{what}: the proxy stopped reading");
+        assert!(answer.starts_with(status), "{what}: {answer:?}");
+        assert!(
+            answer.contains("connection: close\r\n"),
+            "{what}: {answer:?}"
+        );
+        assert!(clean, "{what}: reset instead of a close");
+    }
+    assert_eq!(up.count(), 0);
+    // The proxy does not linger longer than the client keeps sending: a
+    // client that stops and waits sees the close at once.
+    let mut c = Client::connect(gate.addr);
+    c.write(format!("GET /{} HTTP/1.1\r\n", "a".repeat(40 * 1024)).as_bytes());
+    assert_eq!(c.read_response(false).status, 414);
+    assert!(c.closed_within(Duration::from_secs(2)), "left open");
+}
+
 /// HTTP/1.0 without `Connection: keep-alive` gets its answer and a close;
 /// with it, the connection stays open and the answer says so; a body the
 /// upstream sends chunked reaches a 1.0 client close-delimited.

@@ -203,6 +203,12 @@ pub struct ClientLimits {
     /// `tinygate.merge_slashes` and `tinygate.path_with_escaped_slashes_action`:
     /// how request paths are normalised before routing.
     pub paths: crate::http::uri::PathOptions,
+    /// `tinygate.lingering_time`: most time a lingering close reads and
+    /// discards what a refused client still sends (nginx's 30 s).
+    pub lingering_time: Duration,
+    /// `tinygate.lingering_timeout`: a lingering close ends once the
+    /// client sends nothing for this long (nginx's 5 s).
+    pub lingering_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -217,6 +223,8 @@ impl Default for ClientLimits {
             max_connections: 10_000,
             max_buffered_body: 16 << 20,
             paths: crate::http::uri::PathOptions::default(),
+            lingering_time: Duration::from_secs(30),
+            lingering_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,17 +1,30 @@
 //! The `tinygate:` keys that say how a client's request is read at the
 //! edge: path normalisation (`merge_slashes`,
-//! `path_with_escaped_slashes_action`). Values land in [`ClientLimits`];
-//! the normaliser itself is `http::uri`.
+//! `path_with_escaped_slashes_action`) and the lingering close after a
+//! refusal (`lingering_time`, `lingering_timeout`). Values land in
+//! [`ClientLimits`]; the normaliser itself is `http::uri`.
 
 use super::tree::{Obj, Problems};
 use super::ClientLimits;
 use crate::http::uri::EscapedSlashes;
+use std::time::Duration;
 
 /// The keys this file reads, for the `tinygate:` key check.
-pub(super) const KEYS: &[&str] = &["merge_slashes", "path_with_escaped_slashes_action"];
+pub(super) const KEYS: &[&str] = &[
+    "merge_slashes",
+    "path_with_escaped_slashes_action",
+    "lingering_time",
+    "lingering_timeout",
+];
 
 /// Reads this file's keys from the `tinygate:` section into `limits`.
 pub(super) fn parse(t: &Obj, limits: &mut ClientLimits, p: &mut Problems) {
+    if let Some(s) = t.seconds("lingering_time", p) {
+        limits.lingering_time = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = t.seconds("lingering_timeout", p) {
+        limits.lingering_timeout = Duration::from_secs_f64(s);
+    }
     if let Some(merge) = t.bool("merge_slashes", p) {
         limits.paths.merge_slashes = merge;
     }
@@ -52,8 +65,11 @@ mod tests {
     }
 
     #[test]
-    fn paths_default_to_merged_slashes_and_kept_escapes() {
+    fn paths_and_lingering_close_settings() {
         assert_eq!(check("{}").unwrap().paths, PathOptions::default());
+        let limits = check("lingering_time: 2\nlingering_timeout: 0.5").unwrap();
+        assert_eq!(limits.lingering_time, Duration::from_secs(2));
+        assert_eq!(limits.lingering_timeout, Duration::from_millis(500));
         let limits =
             check("merge_slashes: false\npath_with_escaped_slashes_action: reject_request")
                 .unwrap();
