@@ -42,5 +42,7 @@ mod plugins;
 mod routing;
 /// tinygate test: the plugin test runner.
 mod runner;
+/// Plugins from every SDK and Go-sized modules; module limits (issue #14).
+mod sdks;
 /// Balancing, retries, 502 and 504, header rules.
 mod upstreams;

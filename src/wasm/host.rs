@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::limits::{MAX_TABLES, MAX_TABLE_ELEMENTS};
 use wasmi::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use super::ids::IdMap;
@@ -113,14 +114,12 @@ pub(crate) struct HostState {
     pub(crate) warned: HashSet<&'static str>,
 }
 
-/// Most table elements a plugin may grow its tables to.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
-
 impl HostState {
     pub(crate) fn new(plugin: Arc<PluginInfo>, vm_uid: u64) -> HostState {
         let limits = StoreLimitsBuilder::new()
             .memory_size(plugin.spec.memory_limit)
-            .table_elements(MAX_TABLE_ELEMENTS)
+            .table_elements(MAX_TABLE_ELEMENTS as usize)
+            .tables(MAX_TABLES as usize)
             .instances(1)
             .memories(1)
             .build();

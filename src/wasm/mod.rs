@@ -68,6 +68,7 @@ mod callbacks;
 mod exports;
 mod host;
 mod ids;
+mod limits;
 mod memory;
 mod metrics;
 mod pairs;

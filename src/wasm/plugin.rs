@@ -7,7 +7,8 @@
 //! call into a plugin touches state (wasmi's stack cache lock, reference
 //! counts) that another worker touches too.
 //!
-//! Owns the wasmi configuration (fuel metering, parsing limits), the ABI
+//! Owns the wasmi configuration (fuel metering, eager compilation; module
+//! limits are `limits.rs`'s), the ABI
 //! marker check, the memory-size check, and the per-plugin `Linker`: the
 //! shared host functions plus a warn-once stub for every function import the
 //! host does not define (one it defines with another signature is refused). Knows nothing about
@@ -24,6 +25,7 @@ use wasmi::{CompilationMode, Config, EnforcedLimits, ExternType, Linker, Module,
 use super::abi::{self, stubs, HostFuncs, HostTypes};
 use super::exports;
 use super::host::HostState;
+use super::limits;
 use super::types::AbiVersion;
 use super::wasi;
 
@@ -70,8 +72,9 @@ struct Replica {
 }
 
 impl Engine {
-    /// An engine with one replica: fuel metering on, wasmi's strict parsing
-    /// limits, eager compilation (so no hook pays for compiling), and every
+    /// An engine with one replica: fuel metering on, the module limits of
+    /// `limits.rs` (checked before compiling) instead of wasmi's strict
+    /// ones, eager compilation (so no hook pays for compiling), and every
     /// host function.
     pub fn new() -> Engine {
         Engine::with_replicas(1)
@@ -120,7 +123,7 @@ fn wasmi_config() -> Config {
     let mut config = Config::default();
     config
         .consume_fuel(true)
-        .enforced_limits(EnforcedLimits::strict())
+        .enforced_limits(EnforcedLimits::default()) // `limits::check` instead
         .compilation_mode(CompilationMode::Eager);
     config
 }
@@ -239,6 +242,9 @@ impl Plugin {
             .find(|p| p.content_id == content_id && p.is_on(engine))
             .map(|p| &p.compiled);
         let first = &engine.inner.replicas[0];
+        if shared.is_none() {
+            limits::check(&bytes).map_err(fail)?;
+        }
         let module = match shared {
             Some(compiled) => compiled[0].module.clone(),
             None => Module::new(&first.wasmi, &bytes)
