@@ -9,10 +9,13 @@
 #   scripts/build-static.sh                       x86_64 and aarch64 (default)
 #   scripts/build-static.sh aarch64-unknown-linux-musl
 #   scripts/build-static.sh --no-install ...      assume the tools are there
+#   CARGO_FEATURE_ARGS=--no-default-features scripts/build-static.sh
+#                                                  without TLS (no C at all)
 #
 # Installs what is missing, once: Debian packages musl-tools (x86_64 musl),
-# gcc-aarch64-linux-gnu (aarch64 linker), gcc-arm-linux-gnueabihf (armv7
-# linker, only when that target is asked for), binutils, file; and the
+# gcc-aarch64-linux-gnu + libc6-dev-arm64-cross (aarch64 linker, and C
+# compiler and headers for ring), gcc-arm-linux-gnueabihf (armv7, only when
+# that target is asked for), binutils, file; and the
 # rust-std of each target with `rustup target add`.
 #
 # armv7-unknown-linux-musleabihf is wired up (linker arm-linux-gnueabihf-gcc)
@@ -44,11 +47,26 @@ linker_of() {
         *) echo "unsupported target $1" >&2; return 1 ;;
     esac
 }
+c_compiler_of() {
+    case "$1" in
+        x86_64-unknown-linux-musl) echo musl-gcc ;;
+        *) linker_of "$1" ;;
+    esac
+}
+archiver_of() {
+    case "$1" in
+        x86_64-unknown-linux-musl) echo ar ;;
+        aarch64-unknown-linux-musl) echo aarch64-linux-gnu-ar ;;
+        armv7-unknown-linux-musleabihf) echo arm-linux-gnueabihf-ar ;;
+    esac
+}
 package_of() {
     case "$1" in
         x86_64-unknown-linux-musl) echo musl-tools ;;
-        aarch64-unknown-linux-musl) echo gcc-aarch64-linux-gnu ;;
-        armv7-unknown-linux-musleabihf) echo gcc-arm-linux-gnueabihf ;;
+        # libc6-dev-*-cross: the C headers ring's C code includes
+        # (stdint.h, string.h) for the cross gcc.
+        aarch64-unknown-linux-musl) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+        armv7-unknown-linux-musleabihf) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
     esac
 }
 
@@ -78,10 +96,19 @@ for t in "${targets[@]}"; do
     # crt-static is musl's default; it is spelled out so the intent is
     # visible. Symbols are stripped by rustc (profile strip), so no
     # per-architecture strip tool is needed.
+    # ring (TLS, the default cargo feature `tls`) compiles some C and
+    # assembly for the target: the same cross gcc that links is its C
+    # compiler (musl-gcc for x86_64), found by the cc crate through
+    # CC_<target>/AR_<target>. Its code needs no libc headers beyond the
+    # compiler's own, so a glibc-targeting cross gcc serves musl too.
+    cc_var="CC_$(tr '-' '_' <<<"$t")"
+    ar_var="AR_$(tr '-' '_' <<<"$t")"
     env "CARGO_TARGET_${var}_LINKER=$linker" \
+        "$cc_var=${!cc_var:-$(c_compiler_of "$t")}" \
+        "$ar_var=${!ar_var:-$(archiver_of "$t")}" \
         "CARGO_TARGET_${var}_RUSTFLAGS=-C target-feature=+crt-static" \
         CARGO_PROFILE_RELEASE_STRIP=symbols \
-        cargo build --locked --release --target "$t"
+        cargo build --locked --release --target "$t" ${CARGO_FEATURE_ARGS:-}
     out="target/static/tinygate-$t"
     cp "target/$t/release/tinygate" "$out"
     echo "   built in $(( $(date +%s) - start )) s: $(file -b "$out")"

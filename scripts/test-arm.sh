@@ -19,8 +19,9 @@
 # qemu-user: qemu does not pass PR_SET_MDWE on to the kernel (tinygate logs a
 # warning and serves).
 #
-# The smoke subset (for CI): the article scenario, routing, one upstream test
-# and one plugin-failure test.
+# The smoke subset (for CI): the article scenario, routing, one upstream test,
+# one plugin-failure test and etcd over TLS (needs Debian's etcd-server,
+# which .ci/run installs before).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +60,9 @@ if [ "$smoke" = 1 ]; then
         routing::
         upstreams::retries_skip_a_dead_node
         plugins::trapping_plugin_gives_503_while_another_route_keeps_serving
+        # TLS on aarch64 (ring's assembly): etcd put and a node's watch
+        # over https with client certificates, verification and SNI.
+        etcd_tls::etcd_over_tls_with_client_certificates_verification_and_sni
     )
 fi
 
