@@ -28,6 +28,8 @@ usage: scripts/bench.sh [options]
   --threads T       wrk threads (default 2)
   --rows LIST       which rows to measure, letters from abcde (default abcde)
   --quick           1 round of 3 s (CI smoke test)
+  --bin PATH        measure this tinygate binary instead of building one
+                    (to compare two builds back to back)
   -h, --help        this help
 
 Run time with the defaults: about 3 minutes after the build
@@ -41,6 +43,7 @@ DURATION=10
 CONNECTIONS=50
 THREADS=2
 ROWS=abcde
+BIN_ARG=
 STARTS=20              # start-up time loop: tinygate starts
 MICRO_ITERATIONS=100000
 SAMPLE_INTERVAL=0.2    # seconds between RSS samples under load
@@ -56,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --threads) need_value "$@"; THREADS=$2; shift 2 ;;
         --rows) need_value "$@"; ROWS=$2; shift 2 ;;
         --quick) ROUNDS=1; DURATION=3; shift ;;
+        --bin) need_value "$@"; BIN_ARG=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -67,7 +71,8 @@ done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURE="$ROOT/fixtures/custom_response_header.wasm"
-BIN="$ROOT/target/release/tinygate"
+BIN=${BIN_ARG:-"$ROOT/target/release/tinygate"}
+[[ $BIN == /* ]] || BIN="$PWD/$BIN"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -136,9 +141,11 @@ command -v cargo >/dev/null || die "cargo not found: install Rust to build tinyg
 
 # ---------------------------------------------------------------- build
 LOAD_BEFORE_BUILD=$(cut -d' ' -f1-3 /proc/loadavg)
-say ".. cargo build --release"
-(cd "$ROOT" && cargo build --release) >"$TMP/build.log" 2>&1 ||
-    { tail -n 40 "$TMP/build.log" >&2; die "cargo build --release failed"; }
+if [[ -z $BIN_ARG ]]; then
+    say ".. cargo build --release"
+    (cd "$ROOT" && cargo build --release) >"$TMP/build.log" 2>&1 ||
+        { tail -n 40 "$TMP/build.log" >&2; die "cargo build --release failed"; }
+fi
 [[ -x $BIN ]] || die "no binary at $BIN after the build"
 [[ -f $FIXTURE ]] || die "missing fixture $FIXTURE"
 

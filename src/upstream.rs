@@ -21,9 +21,10 @@ const MAX_IDLE_PER_NODE: usize = 64;
 /// keepalive_pool.idle_timeout).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An open connection to an upstream node with its read buffer.
-pub struct Conn {
-    pub stream: TcpStream,
+/// An open connection to an upstream node with its read buffer: a TCP
+/// stream when serving, another byte stream under `tinygate test`.
+pub struct Conn<S = TcpStream> {
+    pub stream: S,
     pub buf: ReadBuf,
     /// True when it came from the pool (it may have been closed by the
     /// peer in the meantime, so a failure before any response byte is

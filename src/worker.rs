@@ -1,7 +1,6 @@
 //! What one worker thread owns: the gateway it serves, its plugin
-//! instances, its upstream connection pool, and the plugin work that is not
-//! tied to one request (ticks, queue notifications, calls made from root
-//! contexts). Shared-nothing: nothing here is touched by another thread,
+//! instances, and the plugin work that is not tied to one request (ticks,
+//! queue notifications, calls made from root contexts). Shared-nothing: nothing here is touched by another thread,
 //! so the request path takes no lock.
 //!
 //! A plugin instance that traps or runs out of fuel is dropped and started
@@ -24,7 +23,6 @@ use crate::gateway::Gateway;
 use crate::live::Live;
 use crate::net::{Flag, Timer};
 use crate::ops::metrics::Stats;
-use crate::upstream::Pool;
 use crate::wasm::{
     CallResponse, Effect, Exchange, ExchangeData, Fault, HttpCall, Plugin, PluginVm,
 };
@@ -82,7 +80,6 @@ pub struct Worker {
     retired: RefCell<Vec<Arc<Gateway>>>,
     /// This worker's instance of each plugin, started on first use.
     vms: RefCell<HashMap<PluginKey, VmSlot>>,
-    pub pool: RefCell<Pool>,
     /// Closed when the process starts draining.
     stop: Receiver<()>,
     /// Counter of instance generations.
@@ -166,7 +163,6 @@ impl Worker {
             gateway: RefCell::new(gateway),
             retired: RefCell::new(Vec::new()),
             vms: RefCell::new(HashMap::new()),
-            pool: RefCell::new(Pool::default()),
             stop,
             next_generation: Cell::new(1),
             access_buf: crate::ops::access_log::Buffer::register(),

@@ -2,17 +2,18 @@
 //!
 //! Each test file gets a [`Bench`]: its plugins loaded once, a [`Gateway`]
 //! with one route per distinct plugin conf, and a real [`Worker`] on a
-//! single-threaded executor that this thread drives. A case then takes the
-//! request path of `proxy.rs` step by step, with the same [`Chain`], the
-//! same request and response maps, upstream head, body loops, answers and
-//! framing. Two things differ, and nothing else should: the client and
-//! the upstream are scripted byte streams instead of sockets, and routing
-//! is skipped (every case has its route). So "the request the upstream
-//! received" is the bytes the proxy would write to a node, and "the
-//! response the client received" the bytes it would write to the client,
-//! each parsed back with the proxy's own parser. [`exchange`] mirrors
-//! `proxy::handle` and `proxy::proxy` decision by decision; the
-//! `runner_and_proxy_agree` integration test keeps the two honest.
+//! single-threaded executor that this thread drives. A case is then one
+//! client connection given to the proxy's only door,
+//! [`proxy::serve_connection`]: head reading, plugin chain, maps, node
+//! head, body loops, retries, answers and framing are the production
+//! code, not a copy of it. Two things differ, and nothing else can: the
+//! client and the node are scripted byte streams ([`Peer`], through the
+//! [`Script`] transport) instead of sockets, and the connection is pinned
+//! to the case's route instead of routing (every case has its route). So
+//! "the request the upstream received" is the bytes the proxy wrote to
+//! the node, and "the response the client received" the bytes it wrote
+//! to the client, each parsed back with the proxy's own parser. The
+//! `runner_and_proxy_agree` integration test shows it on the fixtures.
 //!
 //! Connection-specific values come from a fixed fake connection: the
 //! client is [`CLIENT`], the listener [`LISTENER`], the route's single node
@@ -26,27 +27,24 @@
 use super::capture::{self, Line};
 use super::spec::{self, Answer, Case, TestFile};
 use crate::balancer::Algorithm;
-use crate::chain::{Chain, PAUSE_TIMEOUT};
+use crate::chain::PAUSE_TIMEOUT;
 use crate::config::{
     ClientLimits, Config, MainConfig, Node, Route, RoutePlugin, Routes, Timeouts, Upstream,
     UriMatch,
 };
 use crate::gateway::Gateway;
-use crate::http::reply;
-use crate::http::HeaderMap;
-use crate::http::{self, parse, BodyReader, Framing, Head, ReadBuf, Version};
+use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
 use crate::live::Live;
-use crate::ops::access_log::Record;
-use crate::proxy::{self, Downstream, EarlyEnd, PluginBody, Relay};
+use crate::proxy::{self, EarlyEnd, Transport};
+use crate::upstream::Conn;
 use crate::wasm::{
-    metrics_snapshot, CallResponse, Engine, Exchange, ExchangeData, Fault, HttpCall, LocalResponse,
-    MetricKind, Plugin,
+    metrics_snapshot, CallResponse, Engine, Fault, HttpCall, LocalResponse, MetricKind, Plugin,
 };
 use crate::worker::Worker;
 use smol::channel::Sender;
-use smol::io::AsyncRead;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::LocalExecutor;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -295,7 +293,6 @@ impl Bench {
         }
         let task = self.executor.spawn(exchange(
             Rc::clone(&self.worker),
-            Arc::clone(&self.gateway),
             route,
             case.request.clone(),
             case.upstream.clone(),
@@ -442,27 +439,112 @@ fn answer(book: &RefCell<CallBook>, call: &HttpCall) -> Option<CallResponse> {
 /// What one exchange left besides the client's bytes.
 #[derive(Default)]
 struct Wire {
-    /// The bytes the proxy wrote to the node, if it got that far.
+    /// The bytes the proxy wrote to the node, if it connected.
     upstream: Option<Vec<u8>>,
     local: Option<LocalResponse>,
     fault: Option<Fault>,
 }
 
-/// The client end: what the proxy sends it.
-#[derive(Default)]
-struct Client {
-    bytes: Vec<u8>,
-    record: Record,
+/// The network of one case, as the request path sees it: one connection
+/// to the route's node, which answers as the case scripts; and a record of
+/// what the proxy sent it and how plugins ended the request.
+struct Script {
+    /// The node's answer, until the proxy connects.
+    answer: RefCell<Option<Segments>>,
+    /// What the proxy wrote to the node.
+    received: Rc<RefCell<Vec<u8>>>,
+    connected: Cell<bool>,
+    local: RefCell<Option<LocalResponse>>,
+    fault: RefCell<Option<Fault>>,
 }
 
-impl Downstream for Client {
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.bytes.extend_from_slice(bytes);
-        Ok(())
+impl Script {
+    fn new(upstream: &spec::Upstream) -> Script {
+        Script {
+            answer: RefCell::new(Some(upstream_bytes(upstream))),
+            received: Rc::default(),
+            connected: Cell::new(false),
+            local: RefCell::default(),
+            fault: RefCell::default(),
+        }
     }
 
-    fn record(&mut self) -> &mut Record {
-        &mut self.record
+    fn into_wire(self) -> Wire {
+        Wire {
+            upstream: self.connected.get().then(|| self.received.take()),
+            local: self.local.take(),
+            fault: self.fault.take(),
+        }
+    }
+}
+
+impl Transport for Script {
+    type Stream = Peer;
+
+    fn take_idle(&self, _: &Node) -> Option<Conn<Peer>> {
+        None
+    }
+
+    async fn connect(&self, node: &Node, _: Duration) -> io::Result<Conn<Peer>> {
+        let Some(answer) = self.answer.take() else {
+            let why = format!("{}: the test scripts one connection", node.addr);
+            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
+        };
+        self.connected.set(true);
+        Ok(Conn {
+            stream: Peer {
+                from: answer,
+                to: Rc::clone(&self.received),
+            },
+            buf: ReadBuf::new(),
+            reused: false,
+        })
+    }
+
+    fn release(&self, _: &Node, _: Conn<Peer>) {}
+
+    fn ended_early(&self, how: &EarlyEnd) {
+        match how {
+            EarlyEnd::Respond(local) => *self.local.borrow_mut() = Some(local.clone()),
+            EarlyEnd::Fail(fault) => *self.fault.borrow_mut() = Some(fault.clone()),
+            EarlyEnd::Refuse(..) => {}
+        }
+    }
+}
+
+/// One end of a scripted conversation: reads give the script's bytes,
+/// writes are kept.
+struct Peer {
+    from: Segments,
+    to: Rc<RefCell<Vec<u8>>>,
+}
+
+impl AsyncRead for Peer {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().from).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Peer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.to.borrow_mut().extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -509,298 +591,27 @@ impl AsyncRead for Segments {
     }
 }
 
-/// One request through the route, as `proxy::handle` serves it (from the
-/// parsed head on); returns what happened and the client's bytes.
+/// One request on a connection pinned to the case's route, through the
+/// proxy's own request path; returns what happened and the client's bytes.
 async fn exchange(
     worker: Rc<Worker>,
-    gateway: Arc<Gateway>,
     route: usize,
     request: spec::Request,
     upstream: spec::Upstream,
 ) -> (Wire, Vec<u8>) {
-    let mut wire = Wire::default();
-    let mut client = Client::default();
-    let route = &gateway.config.routes.routes[route];
-    let limits = &gateway.config.main.limits;
-    let mut buf = ReadBuf::new();
-    let mut from = Segments::new(request_bytes(&request));
-    // As `serve_connection`: read the head, refuse what does not parse.
-    let n = match buf.read_head(&mut from, limits.max_header_size).await {
-        Ok(Head::Complete(n)) => n,
-        _ => {
-            let r = reply::bad_request(431, "request header fields too large");
-            let _ = client.send(&reply::encode(&r, false, true)).await;
-            return (wire, client.bytes);
-        }
+    let script = Script::new(&upstream);
+    let client_received = Rc::new(RefCell::new(Vec::new()));
+    let connection = proxy::Connection {
+        stream: Peer {
+            from: Segments::new(request_bytes(&request)),
+            to: Rc::clone(&client_received),
+        },
+        peer: CLIENT,
+        local: Some(LISTENER),
+        pinned_route: Some(route),
     };
-    let parsed = parse::parse_request_head(&buf.data()[..n])
-        .and_then(|req| http::uri::normalize_request(req, limits.paths));
-    let req = match parsed {
-        Ok(req) => req,
-        Err(e) => {
-            log::warn!("{CLIENT}: {} {}", e.status, e.reason);
-            let r = reply::bad_request(e.status, e.reason);
-            let _ = client.send(&reply::encode(&r, false, true)).await;
-            return (wire, client.bytes);
-        }
-    };
-    buf.consume(n);
-    let keep_alive = proxy::wants_keep_alive(&req);
-    let mut ex = Exchange::from(ExchangeData {
-        request_headers: proxy::request_map(&req),
-        info: proxy::stream_info(CLIENT, Some(LISTENER), &req, route),
-        ..ExchangeData::default()
-    });
-    if let Framing::Length(n) = req.framing {
-        if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
-            log::warn!("{CLIENT}: 413: body of {n} bytes");
-            let r = reply::bad_request(413, "request body too large");
-            proxy::answer(&mut client, &req, &r, false).await;
-            return (wire, client.bytes);
-        }
-    }
-    let mut chain = match Chain::start(&worker, &gateway, route) {
-        Ok(chain) => chain,
-        Err((chain, fault)) => {
-            log::warn!("route {:?}: {fault}", route.id);
-            wire.fault = Some(fault);
-            chain.finish(&mut ex);
-            proxy::answer(&mut client, &req, &reply::unavailable(), keep_alive).await;
-            return (wire, client.bytes);
-        }
-    };
-    let parts = Parts {
-        req: &req,
-        route,
-        limits,
-        keep_alive,
-    };
-    let mut io = Io {
-        client: &mut client,
-        buf: &mut buf,
-        from: &mut from,
-    };
-    proxy_through(&mut wire, &mut io, parts, &mut chain, &mut ex, &upstream).await;
-    chain.finish(&mut ex);
-    (wire, client.bytes)
-}
-
-/// The request's fixed parts.
-#[derive(Clone, Copy)]
-struct Parts<'a> {
-    req: &'a http::RequestHead,
-    route: &'a Route,
-    limits: &'a ClientLimits,
-    keep_alive: bool,
-}
-
-/// The client's ends: what it is sent, and what is left of its bytes.
-struct Io<'a> {
-    client: &'a mut Client,
-    buf: &'a mut ReadBuf,
-    from: &'a mut Segments,
-}
-
-/// Answers a request that plugins or the client ended early, as
-/// `proxy::proxy` does, and records what the plugin did.
-async fn end_early(
-    wire: &mut Wire,
-    client: &mut Client,
-    parts: Parts<'_>,
-    end: EarlyEnd,
-    ex: &mut Exchange,
-    keep_alive: bool,
-) {
-    proxy::answer_early_end(client, parts.req, parts.route, &end, ex, keep_alive).await;
-    match end {
-        EarlyEnd::Respond(local) => wire.local = Some(local),
-        EarlyEnd::Fail(fault) => wire.fault = Some(fault),
-        EarlyEnd::Refuse(..) => {}
-    }
-}
-
-/// The plugins and the scripted upstream for a routed request, as
-/// `proxy::proxy` runs them.
-async fn proxy_through(
-    wire: &mut Wire,
-    io: &mut Io<'_>,
-    parts: Parts<'_>,
-    chain: &mut Chain<'_>,
-    ex: &mut Exchange,
-    script: &spec::Upstream,
-) {
-    let Parts {
-        req,
-        route,
-        limits,
-        keep_alive,
-    } = parts;
-    let client = &mut *io.client;
-    let eos = req.framing == Framing::Empty;
-    if let Some(end) = EarlyEnd::of(chain.on_request_headers(ex, eos).await) {
-        return end_early(wire, client, parts, end, ex, keep_alive).await;
-    }
-    let buffered = if (chain.hooks.request_body || chain.hooks.request_trailers)
-        && req.framing != Framing::Empty
-    {
-        if proxy::expects_continue(req) {
-            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-        }
-        let spill = route.upstream.is_some();
-        let read = proxy::request_body_through_plugins(
-            io.buf,
-            io.from,
-            req.framing,
-            chain,
-            ex,
-            limits,
-            spill,
-        );
-        match read.await {
-            Ok(body) => Some(body),
-            Err(end) => return end_early(wire, client, parts, end, ex, false).await,
-        }
-    } else {
-        None
-    };
-    let Some(upstream) = &route.upstream else {
-        unreachable_route(client, req).await;
-        return;
-    };
-    let node = &upstream.nodes[0];
-    let (whole, spill) = match buffered {
-        None => (None, None),
-        Some(PluginBody::Whole(body)) => (Some(body), None),
-        Some(PluginBody::Spilled(spill)) => (None, Some(spill)),
-    };
-
-    // As `send_request` and its `exchange`: the bytes the node receives.
-    let (framing, encoded) = match &spill {
-        Some(spill) => (proxy::spilled_framing(req, ex, spill), None),
-        None => proxy::upstream_framing(req, ex, whole.as_deref()),
-    };
-    let head = proxy::request_head(req, ex, upstream, node, CLIENT, framing);
-    let mut sent = Vec::new();
-    let body = proxy::Body {
-        framing,
-        send_timeout: route.timeout.send,
-        limits,
-    };
-    let forwarded = if let Some(spill) = spill {
-        let rest =
-            proxy::forward_spilled_body(io.buf, io.from, &mut sent, spill, chain, ex, body, head);
-        rest.await.map(|rest| sent.extend_from_slice(&rest))
-    } else if let Some(whole) = encoded.as_deref().or(whole.as_deref()) {
-        sent.extend_from_slice(&head);
-        sent.extend_from_slice(whole);
-        Ok(())
-    } else if req.framing != Framing::Empty {
-        if proxy::expects_continue(req) {
-            let _ = client.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-        }
-        let forward = proxy::forward_body(io.buf, io.from, &mut sent, body, head).await;
-        forward.map(|rest| sent.extend_from_slice(&rest))
-    } else {
-        sent = head;
-        Ok(())
-    };
-    wire.upstream = Some(sent);
-    let mut up_buf = ReadBuf::new();
-    let mut up = upstream_bytes(script);
-    let response = match forwarded {
-        Ok(()) => proxy::read_response_head(&mut up_buf, &mut up, route.timeout.read).await,
-        Err(stage) => Err(stage),
-    };
-    let response = match response {
-        Ok(response) => response,
-        Err(stage) => {
-            let failure = proxy::failure(stage, node.addr);
-            if let Some(end) = failure.plugin {
-                return end_early(wire, client, parts, end, ex, false).await;
-            }
-            log::warn!(
-                "route {:?}: {} {}: {}",
-                route.id,
-                req.method,
-                req.target,
-                failure.why
-            );
-            let keep = keep_alive && (failure.request_body_consumed || whole.is_some());
-            proxy::answer(client, req, &failure.reply, keep).await;
-            return;
-        }
-    };
-    let framing = match parse::response_framing(&response, &req.method) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!("route {:?}: upstream {}: {}", route.id, node.addr, e.reason);
-            proxy::answer(client, req, &reply::bad_gateway(), keep_alive).await;
-            return;
-        }
-    };
-
-    ex.response_headers = proxy::response_map(&response);
-    let eos = framing == Framing::Empty;
-    if let Some(end) = EarlyEnd::of(chain.on_response_headers(ex, eos).await) {
-        return end_early(wire, client, parts, end, ex, keep_alive).await;
-    }
-    let close_delimited = framing != Framing::Empty
-        && !matches!(framing, Framing::Length(_))
-        && req.version == Version::Http10;
-    let keep_alive = keep_alive && !close_delimited;
-    let Some(status) = proxy::status_of(&ex.response_headers) else {
-        log::warn!("route {:?}: a plugin set an invalid :status", route.id);
-        proxy::answer(client, req, &reply::unavailable(), keep_alive).await;
-        return;
-    };
-    client.record.status = status;
-    ex.info.response_code = Some(status);
-    let relayed = if (chain.hooks.response_body || chain.hooks.response_trailers)
-        && framing != Framing::Empty
-    {
-        let relay = Relay {
-            status,
-            req,
-            keep_alive,
-            limit: limits.max_buffered_body,
-        };
-        let relayed = proxy::response_body_through_plugins(
-            &mut up_buf,
-            &mut up,
-            client,
-            framing,
-            chain,
-            ex,
-            relay,
-        );
-        relayed.await.map(drop)
-    } else {
-        let mut out = Vec::with_capacity(1024);
-        proxy::write_response_head(
-            &mut out,
-            status,
-            &ex.response_headers,
-            framing,
-            req,
-            keep_alive,
-        );
-        let client_is_11 = req.version == Version::Http11;
-        proxy::stream_body(&mut up_buf, &mut up, client, framing, out, client_is_11).await
-    };
-    if let Err(e) = relayed {
-        log::warn!(
-            "route {:?}: upstream {}: response body aborted: {e}",
-            route.id,
-            node.addr
-        );
-    }
-}
-
-/// The runner's routes always have an upstream; answer as the proxy
-/// would if one had none.
-async fn unreachable_route(client: &mut Client, req: &http::RequestHead) {
-    log::warn!("route \"test\": no upstream and no plugin answered");
-    proxy::answer(client, req, &reply::unavailable(), false).await;
+    proxy::serve_connection(&worker, &script, connection).await;
+    (script.into_wire(), client_received.take())
 }
 
 /// The client's request as bytes on the wire: the head, then each piece

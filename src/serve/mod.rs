@@ -110,6 +110,7 @@ fn run_worker(
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let worker = Worker::new(live, stop, Rc::clone(&executor), index);
+    let sockets = Rc::new(proxy::Sockets::default());
     let main = async {
         for listener in listeners {
             match net::TcpListener::new(listener) {
@@ -117,6 +118,7 @@ fn run_worker(
                     .spawn(accept_loop(
                         listener,
                         Rc::clone(&worker),
+                        Rc::clone(&sockets),
                         Rc::clone(&executor),
                     ))
                     .detach(),
@@ -135,6 +137,7 @@ fn run_worker(
 async fn accept_loop(
     listener: net::TcpListener,
     worker: Rc<Worker>,
+    sockets: Rc<proxy::Sockets>,
     executor: Rc<LocalExecutor<'static>>,
 ) {
     loop {
@@ -156,11 +159,18 @@ async fn accept_loop(
                 }
                 let open = OpenConnection::new();
                 let worker = Rc::clone(&worker);
+                let sockets = Rc::clone(&sockets);
+                let connection = proxy::Connection {
+                    local: stream.get_ref().local_addr().ok(),
+                    stream,
+                    peer,
+                    pinned_route: None,
+                };
                 executor
                     .spawn(async move {
                         // A bug must cost one connection, never the worker.
                         let served = std::panic::AssertUnwindSafe(proxy::serve_connection(
-                            &worker, stream, peer,
+                            &worker, &*sockets, connection,
                         ));
                         if served.catch_unwind().await.is_err() {
                             log::error!("{peer}: connection aborted by an internal error");

@@ -1,0 +1,299 @@
+//! The connection loop: one client connection, request after request.
+//!
+//! Wait for a request (within `client_header_timeout` on a new connection,
+//! `keepalive_timeout` after one; not at all once the process drains),
+//! read and parse its head within `client_header_timeout`, serve it, log
+//! it, and go on while the keep-alive decision allows. A head that cannot
+//! be read or parsed gets its 4xx and the connection closes: its framing
+//! can no longer be trusted.
+
+use super::answer::answer_raw;
+use super::request::serve_request;
+use super::transport::Transport;
+use crate::config::ClientLimits;
+use crate::gateway::Gateway;
+use crate::http::reply::{self, Reply};
+use crate::http::{self, Framing, Head, ReadBuf, RequestHead};
+use crate::net::with_timeout;
+use crate::ops::access_log::Record;
+use crate::worker::Worker;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A client connection, as a listener (or the test runner) hands it over.
+pub(crate) struct Connection<C> {
+    /// The client's byte stream: a TCP socket when serving.
+    pub(crate) stream: C,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The listener address the client reached.
+    pub(crate) local: Option<SocketAddr>,
+    /// Serves every request on this route of the configuration instead of
+    /// routing it (each `tinygate test` case has its own route).
+    pub(crate) pinned_route: Option<usize>,
+}
+
+/// The client side of a connection while it is served.
+pub(crate) struct Client<C> {
+    pub(super) stream: C,
+    /// Bytes read from the client and not used yet.
+    pub(super) buf: ReadBuf,
+    pub(super) peer: SocketAddr,
+    pub(super) local: Option<SocketAddr>,
+    /// `send_timeout` of the configuration serving the request.
+    send_timeout: Duration,
+    /// The access log record of the request being served.
+    pub(super) record: Record,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Client<C> {
+    /// Writes `bytes` to the client within its send timeout.
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        with_timeout(self.send_timeout, self.stream.write_all(bytes)).await
+    }
+
+    /// nginx's lingering close, before a close that may leave request
+    /// bytes unread: closing a socket with unread input sends a reset, and
+    /// a reset makes the client's stack drop the answer it has not read
+    /// yet. So: send FIN after the answer, then read and discard until the
+    /// client closes, stays quiet for `lingering_timeout`, sends
+    /// [`LINGERING_MAX_BYTES`], or `lingering_time` is up.
+    async fn linger(&mut self, limits: &ClientLimits) {
+        if self.stream.close().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + limits.lingering_time;
+        let mut discarded = 0;
+        loop {
+            let unread = self.buf.data().len();
+            discarded += unread;
+            self.buf.consume(unread);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || discarded >= LINGERING_MAX_BYTES {
+                return;
+            }
+            let wait = limits.lingering_timeout.min(left);
+            match with_timeout(wait, self.buf.fill(&mut self.stream)).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Most request bytes read and discarded by a lingering close: a client
+/// that goes on sending after its answer (a large upload refused with 413)
+/// costs bounded work; one that stops, as clients that read while they
+/// send do, is let go long before.
+const LINGERING_MAX_BYTES: usize = 8 << 20;
+
+/// Serves one client connection until it closes or must be closed.
+pub(crate) async fn serve_connection<C, T>(worker: &Worker, transport: &T, conn: Connection<C>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    let Connection {
+        stream,
+        peer,
+        local,
+        pinned_route,
+    } = conn;
+    let mut client = Client {
+        stream,
+        buf: ReadBuf::new(),
+        peer,
+        local,
+        send_timeout: worker.gateway().config.main.limits.send_timeout,
+        record: Record::default(),
+    };
+    let mut first = true;
+    loop {
+        let gateway = worker.gateway();
+        let limits = &gateway.config.main.limits;
+        client.send_timeout = limits.send_timeout;
+        if !client.buf.has_data() && !wait_for_request(worker, &mut client, limits, first).await {
+            return;
+        }
+        first = false;
+        let head = match read_head(&mut client, limits).await {
+            Ok(head) => head,
+            Err(None) => return,
+            Err(Some(refusal)) => {
+                return refuse(worker, &gateway, &mut client, &refusal, limits).await
+            }
+        };
+        start_record(&mut client.record, client.peer, &head);
+        let had_body = head.framing != Framing::Empty;
+        let keep = serve_request(worker, &gateway, &mut client, transport, head, pinned_route);
+        let keep = keep.await;
+        worker.record_request(&gateway, &client.record);
+        if !keep {
+            if had_body {
+                // Maybe answered before the body was read (413, 400, a
+                // plugin's reply): let the client read it.
+                client.linger(limits).await;
+            }
+            return;
+        }
+    }
+}
+
+/// Waits until the client sends something, reading it into the buffer.
+/// Gives up (false) when the connection idles past its timeout, closes, or
+/// the process drains. Reading (rather than waiting for readability)
+/// costs no readiness registration when the next request is already there,
+/// which it usually is on a busy keep-alive connection.
+async fn wait_for_request<C: AsyncRead + AsyncWrite + Unpin>(
+    worker: &Worker,
+    client: &mut Client<C>,
+    limits: &ClientLimits,
+    first: bool,
+) -> bool {
+    let idle_limit = if first {
+        limits.client_header_timeout
+    } else {
+        limits.keepalive_timeout
+    };
+    let filled = with_timeout(idle_limit, client.buf.fill(&mut client.stream));
+    let ready = smol::future::or(async { Some(filled.await) }, async {
+        worker.stopped().await;
+        None
+    });
+    match ready.await {
+        Some(Ok(n)) => n > 0,
+        Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && first => {
+            log::debug!("{}: 408: nothing received in time", client.peer);
+            let r = reply::bad_request(408, "request not received in time");
+            let _ = client.send(&reply::encode(&r, false, true)).await;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Reads and parses the next request head.
+///
+/// # Errors
+/// `Some(reply)` to refuse the request with before closing (a head too
+/// large, too slow or malformed); `None` to close without a word (the
+/// client went away).
+async fn read_head<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<C>,
+    limits: &ClientLimits,
+) -> Result<RequestHead, Option<Reply>> {
+    let peer = client.peer;
+    let head = client
+        .buf
+        .read_head(&mut client.stream, limits.max_header_size);
+    let n = match with_timeout(limits.client_header_timeout, head).await {
+        Ok(Head::Complete(n)) => n,
+        Ok(Head::Closed) => return Err(None),
+        Ok(Head::TooLarge) => return Err(Some(too_large(client.buf.data(), limits, peer))),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            log::warn!("{peer}: 408: request head not received in time");
+            return Err(Some(reply::bad_request(
+                408,
+                "request head not received in time",
+            )));
+        }
+        Err(e) => {
+            log::debug!("{peer}: connection ended while reading a head: {e}");
+            return Err(None);
+        }
+    };
+    // Routing, plugins, the access log and the node all see the normalised
+    // path (http::uri), so no spelling of a path escapes the route that
+    // guards it.
+    let parsed = http::parse::parse_request_head(&client.buf.data()[..n])
+        .and_then(|req| http::uri::normalize_request(req, limits.paths));
+    client.buf.consume(n);
+    parsed.map_err(|e| {
+        log::warn!("{peer}: {} {}", e.status, e.reason);
+        Some(reply::bad_request(e.status, e.reason))
+    })
+}
+
+/// The refusal of a head past `max_header_size`: a request line that
+/// alone passes the limit is a 414, as in nginx; otherwise the header
+/// section is too large (431).
+fn too_large(data: &[u8], limits: &ClientLimits, peer: SocketAddr) -> Reply {
+    let line = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let line_limit = http::parse::MAX_REQUEST_LINE.min(limits.max_header_size);
+    let (status, why) = if line > line_limit {
+        (414, "request line too long")
+    } else {
+        (431, "request header fields too large")
+    };
+    log::warn!(
+        "{peer}: {status}: request head larger than {} bytes",
+        limits.max_header_size
+    );
+    reply::bad_request(status, why)
+}
+
+/// Answers a request whose head could not be read or parsed, and logs it
+/// (method `-`); then lingers (except after a 408: a client too slow to
+/// send a head gets no more time) so the caller can close.
+async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(
+    worker: &Worker,
+    gateway: &Gateway,
+    client: &mut Client<C>,
+    reply: &Reply,
+    limits: &ClientLimits,
+) {
+    client.record = Record {
+        remote: Some(client.peer),
+        method: "-".into(),
+        version: "-",
+        ..Record::default()
+    };
+    answer_raw(client, reply).await;
+    worker.record_request(gateway, &client.record);
+    if reply.status != 408 {
+        client.linger(limits).await;
+    }
+}
+
+/// Starts the access log record of a request, before it is served. The
+/// previous request's record is overwritten in place, reusing its memory.
+fn start_record(record: &mut Record, peer: SocketAddr, req: &RequestHead) {
+    fn set(to: &mut String, from: &[u8]) {
+        to.clear();
+        to.push_str(&String::from_utf8_lossy(from));
+    }
+    let header = |name: &[u8]| req.headers.get(name).unwrap_or(b"");
+    // Every field, so that a new one cannot be forgotten here.
+    let Record {
+        remote,
+        host,
+        method,
+        target,
+        version,
+        status,
+        body_bytes_sent,
+        started,
+        referer,
+        user_agent,
+        route_id,
+        upstream_addr,
+        upstream_status,
+        upstream_time,
+    } = record;
+    *remote = Some(peer);
+    set(host, req.host.as_deref().unwrap_or("").as_bytes());
+    set(method, req.method.as_bytes());
+    set(target, req.target.as_bytes());
+    *version = super::heads::protocol(req.version);
+    *status = 0;
+    *body_bytes_sent = 0;
+    *started = Some(std::time::Instant::now());
+    set(referer, header(b"referer"));
+    set(user_agent, header(b"user-agent"));
+    route_id.clear();
+    *upstream_addr = None;
+    *upstream_status = None;
+    *upstream_time = None;
+}

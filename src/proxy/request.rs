@@ -1,0 +1,221 @@
+//! One request, from its parsed head to the end of its response: the
+//! request context ([`Request`]) and the steps in order. Route it, run the
+//! plugins' request hooks, read the body through them if they want it,
+//! forward it (`forward.rs`), run the response hooks, relay the body
+//! (`relay.rs`), then finish the plugin contexts. Every way a request can
+//! end before the node's answer is relayed is an [`EarlyEnd`], answered in
+//! one place.
+
+use super::answer::{answer, answer_early_end, EarlyEnd};
+use super::body::read_through_plugins;
+use super::connection::Client;
+use super::forward::{send_request, Answered};
+use super::heads::{node_connection_reusable, request_map, response_map, status_of, stream_info};
+use super::keep_alive::{Ending, KeepAlive};
+use super::relay::relay_response;
+use super::transport::Transport;
+use crate::chain::Chain;
+use crate::config::{ClientLimits, Route};
+use crate::gateway::Gateway;
+use crate::http::reply;
+use crate::http::{self, Framing, RequestHead};
+use crate::wasm::{Exchange, ExchangeData};
+use crate::worker::Worker;
+use smol::io::{AsyncRead, AsyncWrite};
+
+/// A routed request being served: what every step after routing needs.
+pub(crate) struct Request<'a> {
+    pub(super) head: RequestHead,
+    pub(super) route: &'a Route,
+    /// The limits of the configuration serving this request.
+    pub(super) limits: &'a ClientLimits,
+    pub(super) keep: KeepAlive,
+    /// The header maps and bodies plugins see and edit.
+    pub(super) ex: Exchange,
+    /// The route's plugins, one HTTP context each.
+    pub(super) chain: Chain<'a>,
+}
+
+/// Serves one request on `gateway`'s routes (or on the route the
+/// connection is pinned to); returns whether the connection may carry
+/// another request.
+pub(super) async fn serve_request<C, T>(
+    worker: &Worker,
+    gateway: &Gateway,
+    client: &mut Client<C>,
+    transport: &T,
+    head: RequestHead,
+    pinned_route: Option<usize>,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    let keep = KeepAlive::of(&head, worker.stopping());
+    let routes = &gateway.config.routes.routes;
+    let Some(index) = pinned_route.or_else(|| find_route(gateway, &head)) else {
+        log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
+        return answer(
+            client,
+            &head,
+            &reply::not_found(),
+            keep.after(Ending::Reply),
+        )
+        .await;
+    };
+    let route = &routes[index];
+    client.record.route_id.clone_from(&route.id);
+    let limits = &gateway.config.main.limits;
+    let mut ex = Exchange::from(ExchangeData {
+        request_headers: request_map(&head),
+        info: stream_info(client.peer, client.local, &head, route),
+        ..ExchangeData::default()
+    });
+    if let Framing::Length(n) = head.framing {
+        if limits.client_max_body_size > 0 && n > limits.client_max_body_size {
+            log::warn!("{}: 413: body of {n} bytes", client.peer);
+            let r = reply::bad_request(413, "request body too large");
+            return answer(client, &head, &r, keep.after(Ending::Reply)).await;
+        }
+    }
+    let chain = match Chain::start(worker, gateway, route) {
+        Ok(chain) => chain,
+        Err((chain, fault)) => {
+            chain.finish(&mut ex);
+            let end = EarlyEnd::Fail(fault);
+            transport.ended_early(&end);
+            let kept = keep.after(Ending::Reply);
+            return answer_early_end(client, &head, route, &end, &ex, kept).await;
+        }
+    };
+    let mut req = Request {
+        head,
+        route,
+        limits,
+        keep,
+        ex,
+        chain,
+    };
+    let kept = proxy(&mut req, client, transport).await;
+    let Request { chain, mut ex, .. } = req;
+    chain.finish(&mut ex);
+    kept
+}
+
+/// The route for `head` in `gateway`'s table, by host, path and method.
+fn find_route(gateway: &Gateway, head: &RequestHead) -> Option<usize> {
+    let path = head.target.split('?').next().unwrap_or("/");
+    // Every candidate is taken until routes gain conditions of their own
+    // (`vars`, `remote_addrs`), which will refuse some and fall through.
+    gateway
+        .router
+        .find(&head.method, &head.hostname, path, |_| true)
+}
+
+/// Runs the request hooks, reads the body through the plugins if they
+/// want it, and forwards the request; then [`respond`].
+async fn proxy<C, T>(req: &mut Request<'_>, client: &mut Client<C>, transport: &T) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    let eos = req.head.framing == Framing::Empty;
+    if let Some(end) = EarlyEnd::of(req.chain.on_request_headers(&mut req.ex, eos).await) {
+        return end_early(req, client, transport, end).await;
+    }
+    let body = match read_through_plugins(req, client).await {
+        Ok(body) => body,
+        Err(end) => return end_early(req, client, transport, end).await,
+    };
+    let route = req.route;
+    let Some(upstream) = &route.upstream else {
+        log::warn!("route {:?}: no upstream and no plugin answered", route.id);
+        let keep = req.keep.after(Ending::Reply);
+        return answer(client, &req.head, &reply::unavailable(), keep).await;
+    };
+    match send_request(req, client, transport, upstream, body).await {
+        Ok(answered) => respond(req, client, transport, answered).await,
+        Err(end) => end_early(req, client, transport, end).await,
+    }
+}
+
+/// Runs the response hooks on the node's head and relays the body; the
+/// node's connection goes back to the transport if it can be reused.
+async fn respond<C, T>(
+    req: &mut Request<'_>,
+    client: &mut Client<C>,
+    transport: &T,
+    answered: Answered<'_, T::Stream>,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    let Answered {
+        mut conn,
+        node,
+        response,
+    } = answered;
+    client.record.upstream_addr = Some(node.addr);
+    client.record.upstream_status = Some(response.status);
+    client.record.upstream_time = client.record.started.map(|t| t.elapsed());
+    let framing = match http::parse::response_framing(&response, &req.head.method) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!(
+                "route {:?}: upstream {}: {}",
+                req.route.id,
+                node.addr,
+                e.reason
+            );
+            let keep = req.keep.after(Ending::Reply);
+            return answer(client, &req.head, &reply::bad_gateway(), keep).await;
+        }
+    };
+    req.ex.response_headers = response_map(&response);
+    let eos = framing == Framing::Empty;
+    if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, eos).await) {
+        return end_early(req, client, transport, end).await;
+    }
+    let Some(status) = status_of(&req.ex.response_headers) else {
+        log::warn!("route {:?}: a plugin set an invalid :status", req.route.id);
+        let keep = req.keep.after(Ending::Reply);
+        return answer(client, &req.head, &reply::unavailable(), keep).await;
+    };
+    client.record.status = status;
+    req.ex.info.response_code = Some(status);
+    match relay_response(req, client, &mut conn, framing, status).await {
+        Ok(keep) => {
+            if node_connection_reusable(&response, framing) {
+                transport.release(node, conn);
+            }
+            keep
+        }
+        Err(e) => {
+            let route = &req.route.id;
+            log::warn!(
+                "route {route:?}: upstream {}: response body aborted: {e}",
+                node.addr
+            );
+            false
+        }
+    }
+}
+
+/// Answers a request that plugins or the client ended before the node's
+/// answer was relayed (the rest of a request body is never read then, so
+/// the connection stays open only for a request without one).
+async fn end_early<C, T>(
+    req: &Request<'_>,
+    client: &mut Client<C>,
+    transport: &T,
+    end: EarlyEnd,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    transport.ended_early(&end);
+    let keep = req.keep.after(Ending::Reply);
+    answer_early_end(client, &req.head, req.route, &end, &req.ex, keep).await
+}

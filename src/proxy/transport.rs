@@ -1,0 +1,68 @@
+//! The network behind the request path: where connections to nodes come
+//! from and go back to, and who hears how a request ended early.
+//!
+//! Serving uses [`Sockets`]: the worker's keep-alive pool and new TCP
+//! connections. `tinygate test` implements the same trait over a scripted
+//! upstream (`runner/exec.rs`), so a test case runs every decision of the
+//! request path and differs only here. The client side is the other half
+//! of the network: any `AsyncRead + AsyncWrite` stream given to
+//! [`serve_connection`](super::serve_connection), a TCP socket when
+//! serving, a script under test (a TLS stream next).
+
+use super::answer::EarlyEnd;
+use crate::config::Node;
+use crate::net::TcpStream;
+use crate::upstream::{self, Conn, Pool};
+use smol::io::{AsyncRead, AsyncWrite};
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+/// Where the request path gets connections to nodes.
+pub(crate) trait Transport {
+    /// The byte stream of a connection to a node.
+    type Stream: AsyncRead + AsyncWrite + Unpin;
+
+    /// An idle connection to `node` kept from an earlier request, if any
+    /// (it may have been closed by the node since: see `Conn::reused`).
+    fn take_idle(&self, node: &Node) -> Option<Conn<Self::Stream>>;
+
+    /// A new connection to `node`, within `timeout`.
+    ///
+    /// # Errors
+    /// `TimedOut` when the timeout passes, otherwise why the connection
+    /// failed (refused, unreachable, ...).
+    async fn connect(&self, node: &Node, timeout: Duration) -> io::Result<Conn<Self::Stream>>;
+
+    /// Takes back a connection whose response was read completely, for a
+    /// later request to `node`.
+    fn release(&self, node: &Node, conn: Conn<Self::Stream>);
+
+    /// A request that plugins or the client ended before the node's answer
+    /// was relayed (the answer is already logged and sent): serving has
+    /// nothing more to do; the test runner records what the plugin did.
+    fn ended_early(&self, _how: &EarlyEnd) {}
+}
+
+/// The network when serving: a worker thread's keep-alive pool, and new
+/// TCP connections.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    pool: RefCell<Pool>,
+}
+
+impl Transport for Sockets {
+    type Stream = TcpStream;
+
+    fn take_idle(&self, node: &Node) -> Option<Conn> {
+        self.pool.borrow_mut().take(node.addr)
+    }
+
+    async fn connect(&self, node: &Node, timeout: Duration) -> io::Result<Conn> {
+        upstream::connect(node.addr, timeout).await
+    }
+
+    fn release(&self, node: &Node, conn: Conn) {
+        self.pool.borrow_mut().put(node.addr, conn);
+    }
+}
