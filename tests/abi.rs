@@ -181,6 +181,26 @@ fn several_paused_requests_wait_on_their_own_calls() {
 }
 
 #[test]
+fn issue_14_http_call_with_timeout_0_waits_for_the_answer() {
+    // timeout_ms 0 is "no timeout given": the call gets the default
+    // (30 s), not cancelled at once, so a slow auth service still answers.
+    let auth = Upstream::start(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        Behaviour::Respond(b"HTTP/1.1 200 OK\r\nx-user: slow\r\ncontent-length: 0\r\n\r\n".to_vec())
+    });
+    let up = Upstream::named("app");
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    plugins:\n      auth:\n        conf: '{{\"upstream\": \"{}\", \"timeout_ms\": 0}}'\n#END\n",
+        up.addr, auth.addr
+    );
+    let gate = Gate::start(&config_yaml(&[("auth", 1, "auth_callout")], ""), &routes);
+    let r = gate.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "app"));
+    assert_eq!(up.last().header("x-auth-user"), Some("slow"));
+    assert_eq!(auth.count(), 1);
+}
+
+#[test]
 fn failed_callout_reports_zero_headers() {
     let up = Upstream::named("app");
     let routes = format!(

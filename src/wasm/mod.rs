@@ -31,7 +31,7 @@
 //! - call the body and trailer hooks only for plugins whose
 //!   [`PluginVm::stream_hooks`] say they have them;
 //! - perform each [`Effect::HttpCall`] (an upstream id, else `host:port`;
-//!   a zero `timeout` means the plugin gave none: use a default), then call
+//!   its `timeout` is never zero: a plugin's 0 became the host's default), then call
 //!   [`PluginVm::on_http_call_response`] once per call with the exchange of
 //!   `call.context` (an empty one for a root context or a finished stream)
 //!   with `call_response` set, or `None` on failure or timeout. Answer
@@ -207,7 +207,8 @@ pub struct HttpCall {
     pub body: Vec<u8>,
     /// Request trailers (usually empty).
     pub trailers: HeaderMap,
-    /// The plugin's timeout; zero when it gave none (use a default).
+    /// The plugin's timeout, or 30 s (`abi::calls::DEFAULT_CALL_TIMEOUT`)
+    /// when it passed 0; never zero.
     pub timeout: std::time::Duration,
 }
 

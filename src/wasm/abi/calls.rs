@@ -7,6 +7,7 @@
 //! port, and the headers must carry `:method`, `:path` and `:authority`
 //! (proxy-wasm-rust-sdk#172); anything else, including a malformed or
 //! unsafe header map, is BAD_ARGUMENT, which the SDKs report to the plugin.
+//! A timeout of 0 means the plugin gave none: [`DEFAULT_CALL_TIMEOUT`].
 //! The call id is unique per VM; the call belongs to the effective context
 //! and is answered on its root (cpp-host). Each rejection is explained at
 //! warn once per VM.
@@ -34,6 +35,17 @@ const MAX_TARGET: u32 = 1024;
 
 /// Largest `proxy_http_call` request body.
 pub(crate) const MAX_CALL_BODY: u32 = 16 << 20;
+
+/// The timeout of a `proxy_http_call` whose plugin passed 0 (the Rust SDK
+/// passes `Duration::ZERO`'s 0 when a plugin gives none, the Go SDK the
+/// caller's number as is). Envoy sends such a call with no timeout at all
+/// (`Context::httpCall` sets one only for a positive value), so it may wait
+/// forever; tinygate bounds it, since a call that never ends holds a
+/// connection and one of the VM's [`MAX_PENDING_CALLS`] slots for good. 30 s
+/// is as long as a request may stay paused (`chain::PAUSE_TIMEOUT`): a
+/// request waiting on the call meets the same limit either way, and a call
+/// made from a root context (a tick) gets the same patience.
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most HTTP calls one VM may have in flight.
 pub(crate) const MAX_PENDING_CALLS: usize = 1024;
@@ -149,7 +161,10 @@ pub(super) fn proxy_http_call(
         headers: header_map,
         body,
         trailers: trailer_map,
-        timeout: Duration::from_millis(u64::from(timeout_ms)),
+        timeout: match timeout_ms {
+            0 => DEFAULT_CALL_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        },
     }));
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! framing, routing or config files.
 
 mod buffers;
-mod calls;
+pub(crate) mod calls;
 mod context;
 mod headers;
 mod log;

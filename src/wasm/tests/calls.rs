@@ -146,7 +146,8 @@ fn http_call_validates_like_envoy_and_records_an_effect() {
                 ]),
                 body: b"payload".to_vec(),
                 trailers: map(&[("x-trailer", "t")]),
-                timeout: Duration::ZERO,
+                // 0 is no timeout given: the default, never "at once".
+                timeout: crate::wasm::abi::calls::DEFAULT_CALL_TIMEOUT,
             }),
         ]
     );
