@@ -283,6 +283,11 @@ async fn read_line<R: AsyncRead + Unpin>(buf: &mut ReadBuf, io: &mut R) -> io::R
             if lf == 0 || buf.data()[lf - 1] != b'\r' {
                 return Err(invalid("bare LF in chunked framing"));
             }
+            // The same limit as below, whether the line came in one read
+            // or many (found by fuzzing, `oracle.rs`).
+            if lf > MAX_CHUNK_LINE {
+                return Err(invalid("chunk line too long"));
+            }
             return Ok(lf - 1);
         }
         if buf.data().len() > MAX_CHUNK_LINE {

@@ -389,7 +389,8 @@ pub fn is_field_vchar(b: u8) -> bool {
     b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// `s` without leading and trailing SP and HTAB (RFC 9110 §5.5 `OWS`).
+pub(super) fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|&b| b != b' ' && b != b'\t')

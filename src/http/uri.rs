@@ -217,10 +217,15 @@ fn reg_name(name: &str) -> Result<String, UriError> {
             return Err(UriError::InvalidHost);
         }
     }
+    // An empty label is invalid (nginx), a final dot is dropped (nginx's
+    // $host): checked in this order so that `..` is not taken for `.`.
+    if out.contains("..") {
+        return Err(UriError::InvalidHost);
+    }
     if out.ends_with('.') {
         out.pop();
     }
-    if out.is_empty() || out.contains("..") {
+    if out.is_empty() {
         return Err(UriError::InvalidHost);
     }
     Ok(out)
@@ -504,6 +509,9 @@ mod tests {
             ("a!$&'()*+,;=b", Ok("a!$&'()*+,;=b")),
             ("", Err(UriError::InvalidHost)),
             (".", Err(UriError::InvalidHost)),
+            ("..", Err(UriError::InvalidHost)),
+            ("a..", Err(UriError::InvalidHost)),
+            ("%2e%2E", Err(UriError::InvalidHost)),
             (":80", Err(UriError::InvalidHost)),
             ("a..b", Err(UriError::InvalidHost)),
             ("a/b", Err(UriError::InvalidHost)),
