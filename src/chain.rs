@@ -8,10 +8,13 @@
 //! response callback runs with this request's exchange lent). A paused
 //! stream has a time limit.
 //!
-//! A plugin that fails (its instance trapped, ran out of fuel, could not
-//! start or configure, or is backing off after repeated failures) fails the
-//! request under `fail_closed`, the default (`503`, as APISIX answers in
-//! the request and header phases). Under `fail_open` it is skipped for the
+//! A plugin that fails (its instance trapped, ran out of fuel or memory,
+//! could not start or configure, the route's root context is backing off
+//! after repeated failures, or the instance holding this request's context
+//! was discarded after another request's failure) fails the request under
+//! `fail_closed`, the default (`503`, as APISIX answers in the request and
+//! header phases). The last case is counted as a collateral failure of
+//! this request's route. Under `fail_open` it is skipped for the
 //! rest of that request, which goes on as if the plugin had returned
 //! `Continue`; each such failure is logged once, with plugin, hook, route
 //! and reason. Once the response head has gone out, a failure fails the
@@ -23,9 +26,10 @@
 use crate::config::{FailurePolicy, Route};
 use crate::gateway::Gateway;
 use crate::wasm::{
-    Action, CallResponse, Effect, Exchange, Fault, HttpCall, LocalResponse, Plugin, StreamHooks,
+    Action, CallResponse, Effect, Exchange, Fault, FaultKind, HttpCall, LocalResponse, Plugin,
+    StreamHooks,
 };
-use crate::worker::Worker;
+use crate::worker::{RootKey, RootRef, Worker};
 use smol::channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +67,9 @@ pub enum Event {
     Close,
     /// A local response sent for its context from another callback.
     Respond(LocalResponse),
+    /// Its context went with an instance another request's failure
+    /// discarded.
+    Gone,
 }
 
 impl Event {
@@ -85,7 +92,10 @@ enum Phase {
 /// One plugin's context in this request.
 struct Context {
     plugin: Arc<Plugin>,
+    /// The instance the context lives in.
     generation: u64,
+    /// The route's plugin entry: the root context this one belongs to.
+    key: RootKey,
     id: u32,
     policy: FailurePolicy,
     /// The plugin failed open: skipped for the rest of the request.
@@ -113,12 +123,13 @@ impl<'w> Chain<'w> {
     /// to is left out of the chain.
     ///
     /// # Errors
-    /// The first `fail_closed` plugin that fails to start or configure.
+    /// The first `fail_closed` plugin that fails to start or configure,
+    /// with the chain so far (whose contexts the caller still finishes).
     pub fn start(
         worker: &'w Worker,
         gateway: &Gateway,
         route: &Route,
-    ) -> Result<Chain<'w>, (Chain<'w>, Fault)> {
+    ) -> Result<Chain<'w>, Box<(Chain<'w>, Fault)>> {
         let mut chain = Chain {
             worker,
             contexts: Vec::with_capacity(route.plugins.len()),
@@ -129,14 +140,18 @@ impl<'w> Chain<'w> {
         };
         for rp in &route.plugins {
             let plugin = &gateway.plugins[rp.plugin];
-            let created = worker.with_vm(plugin, None, |vm| {
+            let root = RootRef {
+                key: rp.key,
+                route: &route.id,
+            };
+            let created = worker.start_context(plugin, root, |vm| {
                 let root = vm.configure(rp.key, &rp.conf)?;
                 let hooks = vm.stream_hooks();
                 vm.create_http_context(root).map(|ctx| (ctx, hooks))
             });
             match created {
                 Ok(((id, hooks), generation, effects)) => {
-                    worker.dispatch(plugin, effects);
+                    worker.dispatch(plugin, generation, effects);
                     chain.hooks.request_body |= hooks.request_body;
                     chain.hooks.response_body |= hooks.response_body;
                     chain.hooks.request_trailers |= hooks.request_trailers;
@@ -144,6 +159,7 @@ impl<'w> Chain<'w> {
                     chain.contexts.push(Context {
                         plugin: Arc::clone(plugin),
                         generation,
+                        key: rp.key,
                         id,
                         policy: policy_of(gateway, rp.plugin),
                         skipped: false,
@@ -151,9 +167,9 @@ impl<'w> Chain<'w> {
                 }
                 Err(fault) if policy_of(gateway, rp.plugin) == FailurePolicy::FailOpen => {
                     log_fail_open(&fault, &chain.route);
-                    worker.failed_open(plugin);
+                    worker.failed_open(plugin, &chain.route);
                 }
-                Err(fault) => return Err((chain, fault)),
+                Err(fault) => return Err(Box::new((chain, fault))),
             }
         }
         Ok(chain)
@@ -276,17 +292,19 @@ impl<'w> Chain<'w> {
                 );
                 continue;
             }
-            match self
+            let finished = self
                 .worker
-                .with_vm(&c.plugin, Some(c.generation), |vm| vm.finish(c.id, ex))
-            {
-                Ok((done, _, effects)) => {
+                .with_context(&c.plugin, c.generation, self.root(c), |vm| {
+                    vm.finish(c.id, ex)
+                });
+            match finished {
+                Ok((done, effects)) => {
                     if !done {
-                        self.worker.await_done(&c.plugin, c.id);
+                        self.worker.await_done(&c.plugin, c.generation, c.id);
                     }
-                    self.worker.dispatch(&c.plugin, effects);
+                    self.worker.dispatch(&c.plugin, c.generation, effects);
                     if !c.skipped {
-                        self.worker.completed(&c.plugin, c.generation);
+                        self.worker.completed(&c.plugin, c.key);
                     }
                 }
                 Err(fault) => log::warn!("route {:?}: {fault}", self.route),
@@ -349,12 +367,12 @@ impl<'w> Chain<'w> {
             }
             let result = self
                 .worker
-                .with_vm(&c.plugin, Some(c.generation), |vm| match phase {
+                .with_context(&c.plugin, c.generation, self.root(c), |vm| match phase {
                     Phase::Request => vm.on_request_body(c.id, ex, end_of_stream),
                     Phase::Response => vm.on_response_body(c.id, ex, end_of_stream),
                 });
             let (action, effects) = match result {
-                Ok((action, _, effects)) => (action, effects),
+                Ok(ran) => ran,
                 Err(fault) => match self.fail_open(i, fault) {
                     None => continue,
                     Some(fault) => return BodyVerdict::Fail(fault),
@@ -369,7 +387,7 @@ impl<'w> Chain<'w> {
             if action == Action::Pause && !end_of_stream && !calls {
                 // Envoy semantics: buffer, and call again with the
                 // cumulative body once more of it has arrived.
-                self.worker.dispatch(&self.contexts[i].plugin, effects);
+                self.dispatch(i, effects);
                 return BodyVerdict::Buffer(i);
             }
             let verdict = self.settle(i, phase, ex, action, effects, hook).await;
@@ -398,9 +416,9 @@ impl<'w> Chain<'w> {
         let id = c.id;
         let result = self
             .worker
-            .with_vm(&c.plugin, Some(c.generation), |vm| f(vm, id, ex));
+            .with_context(&c.plugin, c.generation, self.root(c), |vm| f(vm, id, ex));
         match result {
-            Ok((action, _, effects)) => self.settle(i, phase, ex, action, effects, hook).await,
+            Ok((action, effects)) => self.settle(i, phase, ex, action, effects, hook).await,
             Err(fault) => self.fail_verdict(i, fault),
         }
     }
@@ -419,12 +437,15 @@ impl<'w> Chain<'w> {
     /// `None`. Otherwise returns the fault, for the request to fail with.
     fn fail_open(&mut self, i: usize, fault: Fault) -> Option<Fault> {
         let c = &mut self.contexts[i];
+        if fault.kind == FaultKind::ContextGone {
+            self.worker.failed_collaterally(&c.plugin, &self.route);
+        }
         if c.policy != FailurePolicy::FailOpen || self.response_started {
             return Some(fault);
         }
         log_fail_open(&fault, &self.route);
         c.skipped = true;
-        self.worker.failed_open(&c.plugin);
+        self.worker.failed_open(&c.plugin, &self.route);
         None
     }
 
@@ -440,7 +461,7 @@ impl<'w> Chain<'w> {
         hook: &'static str,
     ) -> Verdict {
         if let Some(local) = self.take_local(ex) {
-            self.worker.dispatch(&self.contexts[i].plugin, effects);
+            self.dispatch(i, effects);
             return Verdict::Respond(local);
         }
         if action == Action::Continue
@@ -457,7 +478,7 @@ impl<'w> Chain<'w> {
             // A call was made but the stream was not paused: the response
             // callback still runs, on the root context, after this request
             // has moved on.
-            self.worker.dispatch(&self.contexts[i].plugin, effects);
+            self.dispatch(i, effects);
             return Verdict::Continue;
         }
         self.wait(i, phase, ex, effects, hook).await
@@ -474,12 +495,12 @@ impl<'w> Chain<'w> {
     ) -> Verdict {
         let (tx, rx) = smol::channel::unbounded();
         let plugin = Arc::clone(&self.contexts[i].plugin);
-        let id = self.contexts[i].id;
-        self.worker.pause(&plugin, id, tx.clone());
+        let (generation, id) = (self.contexts[i].generation, self.contexts[i].id);
+        self.worker.pause(&plugin, generation, id, tx.clone());
         let verdict = self
             .wait_events(i, phase, ex, effects, hook, &tx, &rx)
             .await;
-        self.worker.unpause(&plugin, id);
+        self.worker.unpause(&plugin, generation, id);
         verdict
     }
 
@@ -508,6 +529,7 @@ impl<'w> Chain<'w> {
                 return Verdict::Fail(Fault {
                     plugin: plugin.name().to_string(),
                     hook,
+                    kind: FaultKind::PauseTimeout,
                     reason: format!(
                         "kept the {} paused for more than {PAUSE_TIMEOUT:?}",
                         if phase == Phase::Request {
@@ -524,26 +546,34 @@ impl<'w> Chain<'w> {
                     self.answered = true;
                     return Verdict::Respond(local);
                 }
-                Event::Close => {
-                    return Verdict::Fail(Fault {
+                Event::Close => return Verdict::Fail(reset(&plugin)),
+                Event::Gone => {
+                    let gone = Fault {
                         plugin: plugin.name().to_string(),
-                        hook: "proxy_close_stream",
-                        reason: "the plugin reset the stream".to_string(),
-                    })
+                        hook,
+                        kind: FaultKind::ContextGone,
+                        reason: "its instance was discarded after another request's failure \
+                                 while the stream was paused"
+                            .to_string(),
+                    };
+                    return self.fail_verdict(i, gone);
                 }
                 Event::CallDone(done) => {
                     let (call, response) = *done;
                     ex.call_response = response;
-                    let result = self.worker.with_vm(&plugin, Some(generation), |vm| {
-                        vm.on_http_call_response(&call, ex)
-                    });
+                    let c = &self.contexts[i];
+                    let result =
+                        self.worker
+                            .with_context(&plugin, generation, self.root(c), |vm| {
+                                vm.on_http_call_response(&call, ex)
+                            });
                     ex.call_response = None;
                     let effects = match result {
-                        Ok(((), _, effects)) => effects,
+                        Ok(((), effects)) => effects,
                         Err(fault) => return self.fail_verdict(i, fault),
                     };
                     if let Some(local) = self.take_local(ex) {
-                        self.worker.dispatch(&plugin, effects);
+                        self.dispatch(i, effects);
                         return Verdict::Respond(local);
                     }
                     if let Some(v) = self.apply(i, effects, Some(tx)) {
@@ -577,11 +607,7 @@ impl<'w> Chain<'w> {
                     verdict.get_or_insert(Verdict::Continue);
                 }
                 Effect::Close { context, .. } if context == id => {
-                    verdict = Some(Verdict::Fail(Fault {
-                        plugin: plugin.name().to_string(),
-                        hook: "proxy_close_stream",
-                        reason: "the plugin reset the stream".to_string(),
-                    }));
+                    verdict = Some(Verdict::Fail(reset(&plugin)));
                 }
                 Effect::LocalResponse { context, response } if context == id => {
                     self.answered = true;
@@ -590,8 +616,22 @@ impl<'w> Chain<'w> {
                 other => others.push(other),
             }
         }
-        self.worker.dispatch(&plugin, others);
+        self.dispatch(i, others);
         verdict
+    }
+
+    /// Hands effects of plugin `i`'s last call to the worker.
+    fn dispatch(&self, i: usize, effects: Vec<Effect>) {
+        let c = &self.contexts[i];
+        self.worker.dispatch(&c.plugin, c.generation, effects);
+    }
+
+    /// The root context `c` belongs to, for the worker to charge failures.
+    fn root<'a>(&'a self, c: &Context) -> RootRef<'a> {
+        RootRef {
+            key: c.key,
+            route: &self.route,
+        }
     }
 
     /// The local response a plugin just set, unless one was already sent.
@@ -614,6 +654,16 @@ fn policy_of(gateway: &Gateway, index: usize) -> FailurePolicy {
         .get(index)
         .copied()
         .unwrap_or_default()
+}
+
+/// The fault of a stream the plugin reset (`proxy_close_stream`).
+fn reset(plugin: &Plugin) -> Fault {
+    Fault {
+        plugin: plugin.name().to_string(),
+        hook: "proxy_close_stream",
+        kind: FaultKind::Reset,
+        reason: "the plugin reset the stream".to_string(),
+    }
 }
 
 /// The one log line of a plugin failure that a request skips.

@@ -22,6 +22,7 @@ mod live;
 mod net;
 mod ops;
 mod proxy;
+mod restarts;
 mod router;
 mod runner;
 mod serve;

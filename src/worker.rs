@@ -1,21 +1,26 @@
 //! What one worker thread owns: the gateway it serves, its plugin
 //! instances, and the plugin work that is not tied to one request (ticks,
-//! queue notifications, calls made from root contexts). Shared-nothing: nothing here is touched by another thread,
-//! so the request path takes no lock.
+//! queue notifications, calls made from root contexts). Shared-nothing:
+//! nothing here is touched by another thread, so the request path takes no
+//! lock.
 //!
-//! A plugin instance that traps or runs out of fuel is dropped and started
-//! afresh on next use; requests that still held a context in it fail (as
-//! their plugin's failure policy says, see `chain.rs`). A plugin that keeps
-//! failing is restarted with backoff, per worker: the first failure is
-//! restarted at once, the second waits [`RESTART_BACKOFF_BASE`], each next
-//! one twice as long up to [`RESTART_BACKOFF_MAX`] (Envoy's `FAIL_RELOAD`
-//! schedule); while it waits, every use is refused at once with a
-//! [`Fault`], so a crash loop costs no CPU. The run of failures is forgotten
-//! as soon as an instance completes a request or stays up for
-//! [`HEALTHY_PERIOD`], so a plugin that fails now and then is always
-//! restarted at once. When the configuration is reloaded, instances of
-//! unchanged plugins are kept; instances of plugins no gateway in use still
-//! has are dropped once the last request using them is done.
+//! Plugin failures are blamed on the route's configuration, not on the
+//! plugin: every call into an instance runs for one root context (a route's
+//! plugin entry, `RoutePlugin::key`), and a failure is charged to that root
+//! context. An instance that traps, runs out of fuel or memory, or exits is
+//! discarded at once (its memory can no longer be trusted) and the next
+//! request of any route gets a fresh instance of the compiled module.
+//! Requests that still held a context in the discarded instance fail as
+//! their plugin's failure policy says (see `chain.rs`) and are counted as
+//! collateral failures of their own route. Only the root context whose own
+//! requests keep failing backs off (see `restarts.rs`): while it does, its
+//! requests get the failure policy at once, without running the plugin.
+//! Failed instance starts and rejected configurations (`false` from
+//! `proxy_on_vm_start` or `proxy_on_configure`) are charged the same way,
+//! to the root context that asked for them. When the configuration is
+//! reloaded, instances of unchanged plugins are kept; instances of plugins
+//! no gateway in use still has are dropped once the last request using
+//! them is done.
 
 use crate::calls;
 use crate::chain::Event;
@@ -23,8 +28,9 @@ use crate::gateway::Gateway;
 use crate::live::Live;
 use crate::net::{Flag, Timer};
 use crate::ops::metrics::Stats;
+use crate::restarts::Health;
 use crate::wasm::{
-    CallResponse, Effect, Exchange, ExchangeData, Fault, HttpCall, Plugin, PluginVm,
+    CallResponse, Effect, Exchange, ExchangeData, Fault, FaultKind, HttpCall, Plugin, PluginVm,
 };
 use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
@@ -40,28 +46,37 @@ const ACCESS_LOG_BUFFER: usize = 32 * 1024;
 /// Shortest tick period honoured (`proxy_set_tick_period_milliseconds`).
 const MIN_TICK: Duration = Duration::from_millis(10);
 
-/// Wait before the instance that follows a second failure in a row; each
-/// further failure doubles it (Envoy's `FAIL_RELOAD` base).
-pub const RESTART_BACKOFF_BASE: Duration = Duration::from_secs(1);
-
-/// Longest wait between two instances of a plugin that keeps failing.
-pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// An instance that ran this long before failing was healthy: its failure
-/// starts a new run instead of extending the backoff.
-pub const HEALTHY_PERIOD: Duration = Duration::from_secs(10);
-
 /// Identifies a plugin while any gateway holds it: its address.
 pub type PluginKey = usize;
+
+/// Identifies a root context inside a plugin's instances: a route's plugin
+/// entry (`RoutePlugin::key`).
+pub type RootKey = u64;
 
 /// The key of `plugin`.
 pub fn key(plugin: &Arc<Plugin>) -> PluginKey {
     Arc::as_ptr(plugin) as usize
 }
 
+/// The root context a call serves: a route's plugin entry. Its failures
+/// are charged to it.
+#[derive(Clone, Copy, Debug)]
+pub struct RootRef<'a> {
+    /// `RoutePlugin::key`: names the root context inside the instance.
+    pub key: RootKey,
+    /// The route's id, for logs and metrics.
+    pub route: &'a str,
+}
+
 /// Scripted answers to `proxy_http_call`s (`None`: the call fails), for a
 /// worker that runs under `tinygate test`.
 pub type CallAnswers = Rc<dyn Fn(&HttpCall) -> Option<CallResponse>>;
+
+/// Names a context of one instance: (plugin, instance generation, id).
+type ContextKey = (PluginKey, u64, u32);
+
+/// A `proxy_on_queue_ready` to deliver: (plugin, generation, root, queue).
+type QueueReady = (PluginKey, u64, u32, u32);
 
 /// One worker thread's state.
 pub struct Worker {
@@ -86,16 +101,16 @@ pub struct Worker {
     next_generation: Cell<u64>,
     /// Access log lines not yet written out.
     access_buf: crate::ops::access_log::Buffer,
-    /// Requests paused by a plugin, by (plugin, HTTP context): where to
-    /// send what resumes or ends them.
-    paused: RefCell<HashMap<(PluginKey, u32), Sender<Event>>>,
+    /// Requests paused by a plugin, by HTTP context: where to send what
+    /// resumes or ends them.
+    paused: RefCell<HashMap<ContextKey, Sender<Event>>>,
     /// Contexts whose `proxy_on_done` said "not yet": completed on
     /// `proxy_done`.
-    pending_done: RefCell<HashSet<(PluginKey, u32)>>,
+    pending_done: RefCell<HashSet<ContextKey>>,
     /// Plugins with a running tick task.
     tickers: RefCell<HashSet<PluginKey>>,
     /// `proxy_on_queue_ready` notifications, from any thread.
-    queue_ready: Sender<(PluginKey, u32, u32)>,
+    queue_ready: Sender<QueueReady>,
     /// This worker's counters for the status listener.
     stats: Arc<Mutex<Stats>>,
     /// Under `tinygate test`: where calls are answered instead of the
@@ -103,45 +118,46 @@ pub struct Worker {
     scripted: RefCell<Option<CallAnswers>>,
 }
 
+/// One plugin on this worker: its instance and the failure records of its
+/// root contexts.
 struct VmSlot {
     plugin: Arc<Plugin>,
     vm: Option<PluginVm>,
     generation: u64,
-    /// When the current instance started.
-    started: Option<Instant>,
-    /// Failures in a row: instances that failed (or failed to start)
-    /// without completing a request or living [`HEALTHY_PERIOD`].
-    failures: u32,
-    /// While backing off: no instance starts before this.
-    retry_at: Option<Instant>,
+    /// The route whose failure ended the last instance (or its start): the
+    /// next instance to start is a restart that route caused.
+    replaces: Option<Box<str>>,
+    /// Root contexts that failed lately, by key (settled ones are dropped).
+    health: HashMap<RootKey, Health>,
 }
 
 impl VmSlot {
-    /// Drops the instance after a failure (or records a failed start) and
-    /// sets when the next one may start; returns that delay.
-    fn record_failure(&mut self) -> Duration {
-        if self.started.is_some_and(|t| t.elapsed() >= HEALTHY_PERIOD) {
-            self.failures = 0;
-        }
-        self.failures = self.failures.saturating_add(1);
-        self.vm = None;
-        self.started = None;
-        let delay = restart_delay(self.failures);
-        self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
-        delay
+    /// How much longer root context `key` backs off, and its failures in
+    /// a row; `None` when it may run.
+    fn backing_off(&self, key: RootKey, now: Instant) -> Option<(Duration, u32)> {
+        let health = self.health.get(&key)?;
+        Some((health.backing_off(now)?, health.failures()))
     }
 }
 
-/// The wait before starting the instance that follows `failures` failures
-/// in a row: none after one, then [`RESTART_BACKOFF_BASE`] doubling up to
-/// [`RESTART_BACKOFF_MAX`].
-fn restart_delay(failures: u32) -> Duration {
-    match failures {
-        0 | 1 => Duration::ZERO,
-        n => RESTART_BACKOFF_BASE
-            .saturating_mul(1 << (n - 2).min(16))
-            .min(RESTART_BACKOFF_MAX),
-    }
+/// Whose configuration a failure in a call is blamed on.
+#[derive(Clone, Copy)]
+enum Blame<'a> {
+    /// A route's plugin entry, named by the caller.
+    Entry(RootRef<'a>),
+    /// The root context of this context id (a root or an HTTP context).
+    Context(u32),
+}
+
+/// What a failure charged to a root context did.
+#[derive(Clone, Copy)]
+enum Charge {
+    /// Broke the instance, which was discarded.
+    Discarded,
+    /// Kept an instance from starting.
+    Start,
+    /// The plugin rejected its configuration (the instance is fine).
+    Rejected,
 }
 
 impl Worker {
@@ -243,125 +259,90 @@ impl Worker {
         self.vms.borrow_mut().retain(|k, _| in_use.contains(k));
     }
 
-    /// Runs `f` on this worker's instance of `plugin` (starting it if
-    /// needed) if its generation is `expected` (any when `None`); replaces
-    /// the instance if `f` broke it. Returns `f`'s value, the generation
-    /// used, and what the plugin asked for during the call.
+    /// Runs `f` for root context `root` of `plugin` on this worker's
+    /// instance, starting the instance if there is none (the first request
+    /// of a route, or the first after a failure discarded the last one).
+    /// Returns `f`'s value, the instance's generation (which names the
+    /// contexts `f` made in it) and what the plugin asked for.
     ///
     /// # Errors
-    /// `f`'s fault; a failed start; the instance holding the `expected`
-    /// generation is gone; or the plugin is backing off after repeated
-    /// failures (no instance is started then).
-    pub fn with_vm<T>(
+    /// A [`FaultKind::Backoff`] fault without running anything while `root`
+    /// backs off after repeated failures; a failed start; or `f`'s fault.
+    /// Failed starts, faults that break the instance and rejected
+    /// configurations are charged to `root`.
+    pub fn start_context<T>(
         &self,
         plugin: &Arc<Plugin>,
-        expected: Option<u64>,
+        root: RootRef<'_>,
         f: impl FnOnce(&mut PluginVm) -> Result<T, Fault>,
     ) -> Result<(T, u64, Vec<Effect>), Fault> {
         let k = key(plugin);
-        let mut vms = self.vms.borrow_mut();
-        let slot = vms.entry(k).or_insert_with(|| VmSlot {
-            plugin: Arc::clone(plugin),
-            vm: None,
-            generation: 0,
-            started: None,
-            failures: 0,
-            retry_at: None,
-        });
-        // A context lives in one instance: if that instance was replaced
-        // (or discarded and not yet replaced), the context is gone.
-        if expected.is_some_and(|g| g != slot.generation || slot.vm.is_none()) {
-            return Err(Fault {
-                plugin: plugin.name().to_string(),
-                hook: "proxy_on_context_create",
-                reason: "its instance was restarted during this request".to_string(),
+        let generation = {
+            let mut vms = self.vms.borrow_mut();
+            let slot = vms.entry(k).or_insert_with(|| VmSlot {
+                plugin: Arc::clone(plugin),
+                vm: None,
+                generation: 0,
+                replaces: None,
+                health: HashMap::new(),
             });
-        }
-        if slot.vm.is_none() {
-            let now = Instant::now();
-            if let Some(wait) = slot.retry_at.and_then(|at| at.checked_duration_since(now)) {
-                self.count(|s| s.vm_backoff_refused(plugin.name()));
+            if let Some((wait, failures)) = slot.backing_off(root.key, Instant::now()) {
+                self.count(|s| s.vm_backoff_refused(plugin.name(), root.route));
                 return Err(Fault {
                     plugin: plugin.name().to_string(),
-                    hook: "instantiate",
+                    hook: "proxy_on_context_create",
+                    kind: FaultKind::Backoff,
                     reason: format!(
-                        "restarting after {} failures in a row; next attempt in {} ms",
-                        slot.failures,
+                        "not run: the route's root context backs off after {failures} \
+                         failure(s) in a row; next attempt in {} ms",
                         wait.as_millis().max(1)
                     ),
                 });
             }
-            let mut vm = match PluginVm::start_on(Arc::clone(plugin), self.replica) {
-                Ok(vm) => vm,
-                Err(fault) => {
-                    self.count(|s| s.plugin_failed(plugin.name()));
-                    let delay = slot.record_failure();
-                    log::warn!(
-                        "plugin {:?}: instance failed to start ({} in a row); {}",
-                        plugin.name(),
-                        slot.failures,
-                        next_start(delay)
-                    );
+            if slot.vm.is_none() {
+                if let Err(fault) = self.start_instance(k, slot) {
+                    slot.replaces = Some(root.route.into());
+                    self.charge(slot, root.key, Some(root.route), Charge::Start);
                     return Err(fault);
                 }
-            };
-            if slot.failures > 0 {
-                self.count(|s| s.vm_restarted(plugin.name()));
-                log::info!(
-                    "plugin {:?}: fresh instance started after {} failure(s) in a row",
-                    plugin.name(),
-                    slot.failures
-                );
             }
-            slot.started = Some(now);
-            slot.retry_at = None;
-            let live = Arc::clone(&self.live);
-            vm.set_call_targets(Arc::new(move |name: &str| {
-                live.current()
-                    .config
-                    .routes
-                    .upstreams
-                    .iter()
-                    .any(|u| u.id == name)
-            }));
-            let tx = self.queue_ready.clone();
-            vm.set_queue_notifier(Arc::new(move |root, queue| {
-                let _ = tx.try_send((k, root, queue));
-            }));
-            slot.vm = Some(vm);
-            slot.generation = self.next_generation.get();
-            self.next_generation.set(slot.generation + 1);
-            self.pending_done.borrow_mut().retain(|(p, _)| *p != k);
-        }
-        let vm = slot.vm.as_mut().expect("plugin instance was just started");
-        let result = f(vm);
-        let effects = vm.take_effects();
-        let ticks = !vm.tick_periods().is_empty();
-        if vm.is_broken() {
-            self.count(|s| s.plugin_failed(plugin.name()));
-            let delay = slot.record_failure();
-            log::warn!(
-                "plugin {:?}: instance discarded after a failure ({} in a row); {}",
-                plugin.name(),
-                slot.failures,
-                next_start(delay)
-            );
-        }
-        let generation = slot.generation;
-        drop(vms);
-        if ticks {
-            self.ensure_ticker(plugin);
-        }
-        result.map(|t| (t, generation, effects))
+            slot.generation
+        };
+        self.run(plugin, generation, Blame::Entry(root), f)
+            .map(|(t, effects)| (t, generation, effects))
     }
 
-    /// A request finished every hook of `plugin`'s instance `generation`
-    /// without a fault: that instance is healthy, so a later failure of it
-    /// is not "in a row" with earlier ones.
-    pub fn completed(&self, plugin: &Arc<Plugin>, generation: u64) {
-        if let Some(slot) = self.vms.borrow_mut().get_mut(&key(plugin)) {
-            if slot.generation == generation && slot.vm.is_some() {
-                slot.failures = 0;
+    /// Runs `f` on instance `generation` of `plugin`, where the caller's
+    /// context lives, for root context `root`.
+    ///
+    /// # Errors
+    /// A [`FaultKind::ContextGone`] fault when that instance was discarded
+    /// (another request's failure broke it); or `f`'s fault, charged to
+    /// `root` if it broke the instance.
+    pub fn with_context<T>(
+        &self,
+        plugin: &Arc<Plugin>,
+        generation: u64,
+        root: RootRef<'_>,
+        f: impl FnOnce(&mut PluginVm) -> Result<T, Fault>,
+    ) -> Result<(T, Vec<Effect>), Fault> {
+        self.run(plugin, generation, Blame::Entry(root), f)
+    }
+
+    /// A request of root context `root` finished every hook of `plugin`
+    /// without a fault: its run of failures ends.
+    pub fn completed(&self, plugin: &Arc<Plugin>, root: RootKey) {
+        let mut vms = self.vms.borrow_mut();
+        let Some(slot) = vms.get_mut(&key(plugin)) else {
+            return;
+        };
+        if slot.health.is_empty() {
+            return;
+        }
+        if let Some(health) = slot.health.get_mut(&root) {
+            health.succeeded();
+            if health.is_settled(Instant::now()) {
+                slot.health.remove(&root);
             }
         }
     }
@@ -375,9 +356,16 @@ impl Worker {
             .is_some_and(|slot| slot.generation == generation && slot.vm.is_some())
     }
 
-    /// Counts a request that skipped `plugin` after it failed (`fail_open`).
-    pub fn failed_open(&self, plugin: &Arc<Plugin>) {
-        self.count(|s| s.failed_open(plugin.name()));
+    /// Counts a request of `route` that skipped `plugin` after it failed
+    /// (`fail_open`).
+    pub fn failed_open(&self, plugin: &Arc<Plugin>, route: &str) {
+        self.count(|s| s.failed_open(plugin.name(), route));
+    }
+
+    /// Counts a request of `route` that failed because another request's
+    /// failure discarded the instance holding its context of `plugin`.
+    pub fn failed_collaterally(&self, plugin: &Arc<Plugin>, route: &str) {
+        self.count(|s| s.collateral_failure(plugin.name(), route));
     }
 
     /// Updates this worker's counters.
@@ -386,24 +374,31 @@ impl Worker {
     }
 
     /// Registers a paused request's event channel.
-    pub fn pause(&self, plugin: &Arc<Plugin>, ctx: u32, events: Sender<Event>) {
-        self.paused.borrow_mut().insert((key(plugin), ctx), events);
+    pub fn pause(&self, plugin: &Arc<Plugin>, generation: u64, ctx: u32, events: Sender<Event>) {
+        self.paused
+            .borrow_mut()
+            .insert((key(plugin), generation, ctx), events);
     }
 
     /// Forgets a paused request's event channel.
-    pub fn unpause(&self, plugin: &Arc<Plugin>, ctx: u32) {
-        self.paused.borrow_mut().remove(&(key(plugin), ctx));
+    pub fn unpause(&self, plugin: &Arc<Plugin>, generation: u64, ctx: u32) {
+        self.paused
+            .borrow_mut()
+            .remove(&(key(plugin), generation, ctx));
     }
 
     /// Remembers that `ctx` finishes when the plugin calls `proxy_done`.
-    pub fn await_done(&self, plugin: &Arc<Plugin>, ctx: u32) {
-        self.pending_done.borrow_mut().insert((key(plugin), ctx));
+    pub fn await_done(&self, plugin: &Arc<Plugin>, generation: u64, ctx: u32) {
+        self.pending_done
+            .borrow_mut()
+            .insert((key(plugin), generation, ctx));
     }
 
-    /// Carries out what a plugin asked for that no paused request of the
-    /// caller's handles: calls from root contexts, and resumes, resets,
-    /// local responses and `proxy_done` aimed at other contexts.
-    pub fn dispatch(&self, plugin: &Arc<Plugin>, effects: Vec<Effect>) {
+    /// Carries out what instance `generation` of a plugin asked for that no
+    /// paused request of the caller's handles: calls from root contexts,
+    /// and resumes, resets, local responses and `proxy_done` aimed at other
+    /// contexts.
+    pub fn dispatch(&self, plugin: &Arc<Plugin>, generation: u64, effects: Vec<Effect>) {
         let k = key(plugin);
         for effect in effects {
             let context = match &effect {
@@ -413,11 +408,13 @@ impl Worker {
                 | Effect::LocalResponse { context, .. }
                 | Effect::Done { context } => *context,
             };
-            let waiting = self.paused.borrow().get(&(k, context)).cloned();
+            let waiting = self.paused.borrow().get(&(k, generation, context)).cloned();
             match (effect, waiting) {
                 (Effect::HttpCall(call), Some(tx)) => self.spawn_call(call, tx),
-                (Effect::HttpCall(call), None) => self.spawn_root_call(Arc::clone(plugin), call),
-                (Effect::Done { context }, _) => self.complete(plugin, context),
+                (Effect::HttpCall(call), None) => {
+                    self.spawn_root_call(Arc::clone(plugin), generation, call);
+                }
+                (Effect::Done { context }, _) => self.complete(plugin, generation, context),
                 (effect, Some(tx)) => {
                     let _ = tx.try_send(Event::from_effect(effect));
                 }
@@ -441,8 +438,9 @@ impl Worker {
     }
 
     /// Performs a call made outside any request (e.g. from `on_tick`) and
-    /// delivers the response to its root context.
-    fn spawn_root_call(&self, plugin: Arc<Plugin>, call: HttpCall) {
+    /// delivers the response to its root context, if its instance is still
+    /// the live one.
+    fn spawn_root_call(&self, plugin: Arc<Plugin>, generation: u64, call: HttpCall) {
         let Some(me) = self.me.upgrade() else { return };
         self.executor
             .spawn(async move {
@@ -451,10 +449,11 @@ impl Worker {
                     call_response: response,
                     ..ExchangeData::default()
                 });
-                match me.with_vm(&plugin, None, |vm| vm.on_http_call_response(&call, &mut ex)) {
-                    Ok(((), _, effects)) => me.dispatch(&plugin, effects),
-                    Err(fault) => log::warn!("{fault}"),
-                }
+                let blame = Blame::Context(call.root);
+                let delivered = me.run(&plugin, generation, blame, |vm| {
+                    vm.on_http_call_response(&call, &mut ex)
+                });
+                me.settle_root_call(&plugin, generation, delivered);
             })
             .detach();
     }
@@ -470,21 +469,16 @@ impl Worker {
     /// that has a tick period (the test runner's "advance time"); returns
     /// how many ran.
     pub fn tick_now(&self, plugin: &Arc<Plugin>) -> usize {
-        let periods = match self
-            .vms
-            .borrow()
-            .get(&key(plugin))
-            .and_then(|s| s.vm.as_ref())
-        {
-            Some(vm) => vm.tick_periods(),
-            None => return 0,
+        let Some((generation, periods)) = self.tick_periods(plugin) else {
+            return 0;
         };
         let mut ran = 0;
         for (root, _) in periods {
-            match self.with_vm_if_running(plugin, |vm| vm.on_tick(root)) {
-                Some(Ok(effects)) => self.dispatch(plugin, effects),
-                Some(Err(fault)) => log::warn!("{fault}"),
-                None => break,
+            let ticked = self.run(plugin, generation, Blame::Context(root), |vm| {
+                vm.on_tick(root)
+            });
+            if !self.settle_root_call(plugin, generation, ticked) {
+                break;
             }
             ran += 1;
         }
@@ -510,15 +504,33 @@ impl Worker {
     }
 
     /// `proxy_done` arrived for a context whose `on_done` said "not yet".
-    fn complete(&self, plugin: &Arc<Plugin>, ctx: u32) {
-        if !self.pending_done.borrow_mut().remove(&(key(plugin), ctx)) {
+    fn complete(&self, plugin: &Arc<Plugin>, generation: u64, ctx: u32) {
+        let waiting = (key(plugin), generation, ctx);
+        if !self.pending_done.borrow_mut().remove(&waiting) {
             return;
         }
         let mut ex = Exchange::default();
-        match self.with_vm(plugin, None, |vm| vm.complete(ctx, &mut ex)) {
-            Ok(((), _, effects)) => self.dispatch(plugin, effects),
+        let completed = self.run(plugin, generation, Blame::Context(ctx), |vm| {
+            vm.complete(ctx, &mut ex)
+        });
+        self.settle_root_call(plugin, generation, completed);
+    }
+
+    /// Dispatches the effects of a call made outside any request, or logs
+    /// its fault. Returns false when the instance is gone.
+    fn settle_root_call(
+        &self,
+        plugin: &Arc<Plugin>,
+        generation: u64,
+        result: Result<((), Vec<Effect>), Fault>,
+    ) -> bool {
+        match result {
+            Ok(((), effects)) => self.dispatch(plugin, generation, effects),
+            Err(fault) if fault.kind == FaultKind::ContextGone => return false,
+            Err(fault) if fault.kind == FaultKind::UnknownContext => log::debug!("{fault}"),
             Err(fault) => log::warn!("{fault}"),
         }
+        true
     }
 
     /// Starts the tick task of `plugin` on this worker if it has none.
@@ -536,19 +548,23 @@ impl Worker {
             .detach();
     }
 
+    /// The live instance of `plugin` and the tick period of each of its
+    /// root contexts that has one.
+    fn tick_periods(&self, plugin: &Arc<Plugin>) -> Option<(u64, Vec<(u32, Duration)>)> {
+        let vms = self.vms.borrow();
+        let slot = vms.get(&key(plugin))?;
+        Some((slot.generation, slot.vm.as_ref()?.tick_periods()))
+    }
+
     /// Calls `proxy_on_tick` for every root context of `plugin` whose
     /// period has passed, until no root context of a live instance has a
     /// tick period (a restarted instance re-arms ticks when its roots are
     /// configured again).
     async fn run_ticks(&self, plugin: &Arc<Plugin>) {
-        let mut last: HashMap<u32, Instant> = HashMap::new();
+        let mut last: HashMap<(u64, u32), Instant> = HashMap::new();
         loop {
-            let periods = {
-                let vms = self.vms.borrow();
-                match vms.get(&key(plugin)).and_then(|s| s.vm.as_ref()) {
-                    Some(vm) => vm.tick_periods(),
-                    None => return,
-                }
+            let Some((generation, periods)) = self.tick_periods(plugin) else {
+                return;
             };
             if periods.is_empty() || self.stopping() {
                 return;
@@ -560,74 +576,183 @@ impl Worker {
                 .unwrap_or(MIN_TICK);
             Timer::after(step).await;
             let now = Instant::now();
+            last.retain(|(g, _), _| *g == generation);
             for (root, period) in periods {
                 let due = last
-                    .get(&root)
+                    .get(&(generation, root))
                     .is_none_or(|t| now.duration_since(*t) + MIN_TICK / 2 >= period);
                 if !due {
                     continue;
                 }
-                last.insert(root, now);
-                match self.with_vm_if_running(plugin, |vm| vm.on_tick(root)) {
-                    Some(Ok(effects)) => self.dispatch(plugin, effects),
-                    Some(Err(fault)) => log::warn!("{fault}"),
-                    None => return,
+                last.insert((generation, root), now);
+                let ticked = self.run(plugin, generation, Blame::Context(root), |vm| {
+                    vm.on_tick(root)
+                });
+                if !self.settle_root_call(plugin, generation, ticked) {
+                    break;
                 }
             }
         }
     }
 
-    /// Like [`Worker::with_vm`] but never starts an instance: `None` when
-    /// the plugin has no running instance on this worker.
-    fn with_vm_if_running(
-        &self,
-        plugin: &Arc<Plugin>,
-        f: impl FnOnce(&mut PluginVm) -> Result<(), Fault>,
-    ) -> Option<Result<Vec<Effect>, Fault>> {
-        let generation = {
-            let vms = self.vms.borrow();
-            let slot = vms.get(&key(plugin))?;
-            slot.vm.as_ref()?;
-            slot.generation
-        };
-        Some(
-            self.with_vm(plugin, Some(generation), f)
-                .map(|((), _, effects)| effects),
-        )
-    }
-
     /// Delivers `proxy_on_queue_ready` for enqueues made on any thread.
-    async fn deliver_queue_notifications(&self, rx: Receiver<(PluginKey, u32, u32)>) {
-        while let Ok((k, root, queue)) = rx.recv().await {
+    async fn deliver_queue_notifications(&self, rx: Receiver<QueueReady>) {
+        while let Ok((k, generation, root, queue)) = rx.recv().await {
             let plugin = self.vms.borrow().get(&k).map(|s| Arc::clone(&s.plugin));
             let Some(plugin) = plugin else { continue };
-            match self.with_vm_if_running(&plugin, |vm| vm.on_queue_ready(root, queue)) {
-                Some(Ok(effects)) => self.dispatch(&plugin, effects),
-                Some(Err(fault)) => log::warn!("{fault}"),
-                None => {}
-            }
+            let delivered = self.run(&plugin, generation, Blame::Context(root), |vm| {
+                vm.on_queue_ready(root, queue)
+            });
+            self.settle_root_call(&plugin, generation, delivered);
         }
     }
-}
 
-/// Says when the next instance starts, for the log.
-fn next_start(delay: Duration) -> String {
-    if delay.is_zero() {
-        "a fresh one starts on next use".to_string()
-    } else {
-        format!("backing off: next start in {} ms", delay.as_millis())
+    /// Starts an instance of `slot`'s plugin, wired to this worker.
+    fn start_instance(&self, k: PluginKey, slot: &mut VmSlot) -> Result<(), Fault> {
+        let mut vm = PluginVm::start_on(Arc::clone(&slot.plugin), self.replica)?;
+        let live = Arc::clone(&self.live);
+        vm.set_call_targets(Arc::new(move |name: &str| {
+            live.current()
+                .config
+                .routes
+                .upstreams
+                .iter()
+                .any(|u| u.id == name)
+        }));
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        let tx = self.queue_ready.clone();
+        vm.set_queue_notifier(Arc::new(move |root, queue| {
+            let _ = tx.try_send((k, generation, root, queue));
+        }));
+        slot.vm = Some(vm);
+        slot.generation = generation;
+        if let Some(route) = slot.replaces.take() {
+            self.count(|s| s.vm_restarted(slot.plugin.name(), &route));
+            log::info!(
+                "plugin {:?}: fresh instance started (the last one ended with a failure on \
+                 route {route:?})",
+                slot.plugin.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on instance `generation` of `plugin`; a fault that breaks
+    /// the instance discards it and is charged, with a rejected
+    /// configuration, to the root context `blame` names.
+    fn run<T>(
+        &self,
+        plugin: &Arc<Plugin>,
+        generation: u64,
+        blame: Blame<'_>,
+        f: impl FnOnce(&mut PluginVm) -> Result<T, Fault>,
+    ) -> Result<(T, Vec<Effect>), Fault> {
+        let k = key(plugin);
+        let mut vms = self.vms.borrow_mut();
+        let Some(slot) = vms
+            .get_mut(&k)
+            .filter(|s| s.generation == generation && s.vm.is_some())
+        else {
+            return Err(context_gone(plugin));
+        };
+        let vm = slot.vm.as_mut().expect("checked to be running");
+        let (root_key, route) = match blame {
+            Blame::Entry(root) => (Some(root.key), Some(root.route)),
+            Blame::Context(ctx) => (vm.root_key_of(ctx), None),
+        };
+        let result = f(vm);
+        let effects = vm.take_effects();
+        let ticks = !vm.tick_periods().is_empty();
+        if vm.is_broken() {
+            let route = route.map_or_else(|| self.route_of(root_key), str::to_owned);
+            self.discard(k, slot, &route);
+            if let Some(root_key) = root_key {
+                self.charge(slot, root_key, Some(&route), Charge::Discarded);
+            }
+        } else if let (Err(fault), Some(root_key)) = (&result, root_key) {
+            if fault.kind == FaultKind::Rejected {
+                self.charge(slot, root_key, route, Charge::Rejected);
+            }
+        }
+        drop(vms);
+        if ticks {
+            self.ensure_ticker(plugin);
+        }
+        result.map(|t| (t, effects))
+    }
+
+    /// Drops the instance of `slot` after a failure on `route`: paused
+    /// requests that had a context in it are woken to fail, and contexts
+    /// waiting for `proxy_done` in it are forgotten.
+    fn discard(&self, k: PluginKey, slot: &mut VmSlot, route: &str) {
+        slot.vm = None;
+        slot.replaces = Some(route.into());
+        let generation = slot.generation;
+        self.paused.borrow_mut().retain(|&(p, g, _), events| {
+            let gone = p == k && g == generation;
+            if gone {
+                let _ = events.try_send(Event::Gone);
+            }
+            !gone
+        });
+        self.pending_done
+            .borrow_mut()
+            .retain(|&(p, g, _)| p != k || g != generation);
+    }
+
+    /// Charges a failure to root context `root` (of route `route`, looked
+    /// up when `None`): counts it, logs it, and sets its backoff.
+    fn charge(&self, slot: &mut VmSlot, root: RootKey, route: Option<&str>, what: Charge) {
+        let now = Instant::now();
+        let health = slot.health.entry(root).or_insert_with(|| Health::new(now));
+        let delay = health.failed(now);
+        let failures = health.failures();
+        let route = route.map_or_else(|| self.route_of(Some(root)), str::to_owned);
+        self.count(|s| s.plugin_failed(slot.plugin.name(), &route));
+        let what = match what {
+            Charge::Discarded => {
+                "instance discarded after a failure (other routes get a fresh instance on \
+                 their next request)"
+            }
+            Charge::Start => "instance failed to start",
+            Charge::Rejected => "configuration rejected",
+        };
+        let next = if delay.is_zero() {
+            "its next request tries again".to_string()
+        } else {
+            format!(
+                "backing off: its requests fail at once for {} ms",
+                delay.as_millis()
+            )
+        };
+        log::warn!(
+            "plugin {:?} on route {route:?}: {what} ({failures} in a row); {next}",
+            slot.plugin.name()
+        );
+    }
+
+    /// The id of the route whose plugin entry is root context `root`, in
+    /// the gateways in use (for logs and metrics of calls made outside a
+    /// request).
+    fn route_of(&self, root: Option<RootKey>) -> String {
+        let current = Arc::clone(&self.gateway.borrow().1);
+        let retired = self.retired.borrow();
+        let found = std::iter::once(&current)
+            .chain(retired.iter())
+            .flat_map(|g| &g.config.routes.routes)
+            .find(|r| r.plugins.iter().any(|rp| Some(rp.key) == root));
+        found.map_or_else(|| "(none)".to_string(), |r| r.id.clone())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restarts_back_off_from_the_second_failure_in_a_row() {
-        let secs = |n| restart_delay(n).as_secs();
-        let table: Vec<u64> = (1..=9).map(secs).collect();
-        assert_eq!(table, [0, 1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(restart_delay(u32::MAX), RESTART_BACKOFF_MAX);
+/// The fault of a request whose context went with a discarded instance.
+#[cold]
+fn context_gone(plugin: &Plugin) -> Fault {
+    Fault {
+        plugin: plugin.name().to_string(),
+        hook: "proxy_on_context_create",
+        kind: FaultKind::ContextGone,
+        reason: "its instance was discarded after another request's failure".to_string(),
     }
 }

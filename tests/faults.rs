@@ -83,17 +83,35 @@ fn status_addr(gate: &Gate) -> SocketAddr {
         .expect("status address")
 }
 
-/// The value of counter `name{plugin="<plugin>"}` (0 when absent).
+/// The sum of counter `name{plugin="<plugin>",route=...}` over routes (0
+/// when absent).
 fn counter(gate: &Gate, name: &str, plugin: &str) -> u64 {
+    counter_where(gate, &format!("{name}{{plugin=\"{plugin}\","))
+}
+
+/// The value of counter `name{plugin="<plugin>",route="<route>"}` (0 when
+/// absent).
+fn route_counter(gate: &Gate, name: &str, plugin: &str, route: &str) -> u64 {
+    counter_where(
+        gate,
+        &format!("{name}{{plugin=\"{plugin}\",route=\"{route}\"}} "),
+    )
+}
+
+/// The sum of the metric lines that start with `prefix`.
+fn counter_where(gate: &Gate, prefix: &str) -> u64 {
     let text = send(
         status_addr(gate),
         b"GET /apisix/prometheus/metrics HTTP/1.1\r\nHost: s\r\n\r\n",
     )
     .text();
-    let prefix = format!("{name}{{plugin=\"{plugin}\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().expect("counter value"))
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|rest| {
+            let value = rest.rsplit(' ').next().unwrap_or("");
+            value.trim().parse::<u64>().expect("counter value")
+        })
+        .sum()
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
@@ -321,14 +339,23 @@ fn a_crash_loop_is_restarted_with_backoff() {
     assert_eq!(up.count(), 1, "only /ok reached the upstream");
     let log = gate.log();
     assert!(
-        log.contains("(2 in a row); backing off: next start in 1000 ms"),
+        log.contains(
+            "plugin \"crash\" on route \"crash\": instance discarded after a failure \
+             (other routes get a fresh instance on their next request) (2 in a row); \
+             backing off: its requests fail at once for 1000 ms"
+        ),
         "{log}"
     );
     assert!(
-        log.contains("restarting after 2 failures in a row; next attempt in"),
+        log.contains("backs off after 2 failure(s) in a row; next attempt in"),
         "{log}"
     );
-    assert!(log.contains("fresh instance started after"), "{log}");
+    assert!(
+        log.contains(
+            "fresh instance started (the last one ended with a failure on route \"crash\")"
+        ),
+        "{log}"
+    );
 }
 
 /// A plugin that fails now and then is never kept down: an instance that
@@ -352,6 +379,149 @@ fn an_occasional_failure_restarts_at_once() {
     assert_eq!(
         counter(&gate, "apisix_wasm_vm_backoff_refusals_total", "tenth"),
         0
+    );
+}
+
+/// Failures a root context may have at once before its restart budget runs
+/// out (`RESTART_BURST` in `src/restarts.rs`); then one per second.
+const RESTART_BURST: u64 = 5;
+
+/// Issue #14, item 2: one plugin on route `a`, whose conf makes it trap on
+/// every request, and on route `b`, whose conf is healthy. The failures are
+/// blamed on `a`'s configuration: `a` backs off, `b` gets a fresh instance
+/// at once every time `a` broke one, and never a 503.
+#[test]
+fn a_failing_route_never_takes_the_plugin_down_on_another_route() {
+    let up = Upstream::named("u");
+    let gate = Gate::start(
+        &config(&[plugin("shared", "per_root_faults", "")]),
+        &routes(up.addr, &[("a", "shared", "trap"), ("b", "shared", "ok")]),
+    );
+    let mut statuses = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        statuses.0.push(gate.get("/a").status);
+        statuses.1.push(gate.get("/b").status);
+    }
+    assert!(statuses.0.iter().all(|s| *s == 503), "a: {:?}", statuses.0);
+    assert!(
+        statuses.1.iter().all(|s| *s == 200),
+        "b: {:?}\n{}",
+        statuses.1,
+        gate.log()
+    );
+    let failures = "apisix_wasm_plugin_failures_total";
+    let refusals = "apisix_wasm_vm_backoff_refusals_total";
+    assert!(route_counter(&gate, failures, "shared", "a") >= 2);
+    assert!(route_counter(&gate, refusals, "shared", "a") >= 1);
+    for name in [failures, refusals, "apisix_wasm_vm_restarts_total"] {
+        assert_eq!(route_counter(&gate, name, "shared", "b"), 0, "{name}");
+    }
+    assert_eq!(up.count(), 50, "only b reached the upstream");
+    let log = gate.log();
+    assert!(
+        log.contains("plugin \"shared\" on route \"a\": instance discarded after a failure"),
+        "{log}"
+    );
+    assert!(!log.contains("on route \"b\""), "{log}");
+}
+
+/// A route whose plugin fails every other request (a memory bomb: each
+/// success in between ends its run of failures) cannot make the worker
+/// restart an instance per failure: after `RESTART_BURST` failures at once
+/// it gets one per second, and its requests in between are refused without
+/// running the plugin. A neighbour on the same plugin and worker (one
+/// keep-alive connection) keeps answering 200. Without the budget, every
+/// other request would fail and restart the instance.
+#[test]
+fn a_route_failing_intermittently_has_its_restarts_bounded() {
+    let up = Upstream::named("u");
+    let gate = Gate::start(
+        &config(&[plugin("bombs", "per_root_faults", ", memory_limit: 2MiB")]),
+        &routes(
+            up.addr,
+            &[("bomb", "bombs", "bomb"), ("calm", "bombs", "ok")],
+        ),
+    );
+    let mut c = Client::connect(gate.addr);
+    let started = Instant::now();
+    let mut bomb = Vec::new();
+    while started.elapsed() < Duration::from_millis(2500) && bomb.len() < 2000 {
+        bomb.push(c.request("GET /bomb HTTP/1.1\r\nHost: t\r\n\r\n").status);
+        let calm = c.request("GET /calm HTTP/1.1\r\nHost: t\r\n\r\n").status;
+        assert_eq!(calm, 200, "{}", gate.log());
+    }
+    let elapsed = started.elapsed();
+    assert!(bomb.iter().all(|s| *s == 200 || *s == 503), "{bomb:?}");
+    let count = |name, route| route_counter(&gate, name, "bombs", route);
+    let failures = count("apisix_wasm_plugin_failures_total", "bomb");
+    let restarts = count("apisix_wasm_vm_restarts_total", "bomb");
+    let refused = count("apisix_wasm_vm_backoff_refusals_total", "bomb");
+    let failed = bomb.iter().filter(|s| **s == 503).count() as u64;
+    eprintln!(
+        "{} bomb requests in {elapsed:?}: {failures} failures, {restarts} restarts, {refused} \
+         refused",
+        bomb.len()
+    );
+    assert!(failures >= RESTART_BURST, "{failures} failures");
+    assert!(
+        failures <= RESTART_BURST + elapsed.as_secs() + 1,
+        "{failures} failures in {elapsed:?}"
+    );
+    assert!(restarts <= failures, "{restarts} restarts");
+    assert_eq!(
+        failures + refused,
+        failed,
+        "every 503 failed or was refused"
+    );
+    for name in [
+        "apisix_wasm_plugin_failures_total",
+        "apisix_wasm_vm_restarts_total",
+        "apisix_wasm_vm_backoff_refusals_total",
+    ] {
+        assert_eq!(count(name, "calm"), 0, "{name}");
+    }
+    assert!(gate.log().contains("ran out of memory"), "{}", gate.log());
+}
+
+/// A request of one route paused in an instance that another route's
+/// failure discards fails at once, as its policy says (503 under
+/// `fail_closed`), instead of waiting out its pause; it is counted as a
+/// collateral failure of its own route, not as a failure of it.
+#[test]
+fn a_paused_request_fails_as_collateral_when_another_route_breaks_the_instance() {
+    let up = Upstream::named("u");
+    let one_worker =
+        config(&[plugin("shared", "per_root_faults", "")]).replace("workers: 2", "workers: 1");
+    let gate = Gate::start(
+        &one_worker,
+        &routes(
+            up.addr,
+            &[("p", "shared", "pause"), ("t", "shared", "trap")],
+        ),
+    );
+    let mut paused = Client::connect(gate.addr);
+    paused.write(b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        gate.wait_for_log("per_root_faults: paused"),
+        "{}",
+        gate.log()
+    );
+    assert_eq!(gate.get("/t").status, 503);
+    let r = paused.read_response(false);
+    assert_eq!(r.status, 503, "{}", gate.log());
+    let count = |name, route| route_counter(&gate, name, "shared", route);
+    assert_eq!(
+        count("apisix_wasm_plugin_collateral_failures_total", "p"),
+        1
+    );
+    assert_eq!(count("apisix_wasm_plugin_failures_total", "p"), 0);
+    assert_eq!(count("apisix_wasm_plugin_failures_total", "t"), 1);
+    assert_eq!(up.count(), 0);
+    assert!(
+        gate.log()
+            .contains("its instance was discarded after another request's failure"),
+        "{}",
+        gate.log()
     );
 }
 

@@ -26,14 +26,46 @@ pub struct Stats {
     requests: u64,
     /// Route id → its counters (looked up without allocating).
     routes: HashMap<String, RouteStats>,
-    /// Plugin name → instances discarded after a trap or fuel exhaustion.
-    plugin_failures: HashMap<String, u64>,
-    /// Plugin name → instances started to replace a failed one.
-    vm_restarts: HashMap<String, u64>,
-    /// Plugin name → uses refused while its instance backs off.
-    vm_backoff_refusals: HashMap<String, u64>,
-    /// Plugin name → requests that skipped it after a failure (`fail_open`).
-    fail_open: HashMap<String, u64>,
+    /// Plugin counters, each by (plugin, route); see [`PluginCounter`].
+    plugins: HashMap<(PluginCounter, String, String), u64>,
+}
+
+/// What a plugin counter counts, each by plugin and route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum PluginCounter {
+    /// Failures charged to the route's root context: instances discarded
+    /// after a trap, fuel or memory exhaustion or an exit, failed starts,
+    /// rejected configurations.
+    Failures,
+    /// Instances started to replace one the route's failure ended.
+    Restarts,
+    /// Requests refused while the route's root context backs off.
+    BackoffRefusals,
+    /// Requests that skipped the plugin after it failed (`fail_open`).
+    FailOpen,
+    /// Requests that failed because another request's failure discarded
+    /// the instance holding their context.
+    Collateral,
+}
+
+impl PluginCounter {
+    /// Every counter, with its metric name, in exposition order.
+    const ALL: [(PluginCounter, &'static str); 5] = [
+        (PluginCounter::Failures, "apisix_wasm_plugin_failures_total"),
+        (PluginCounter::Restarts, "apisix_wasm_vm_restarts_total"),
+        (
+            PluginCounter::BackoffRefusals,
+            "apisix_wasm_vm_backoff_refusals_total",
+        ),
+        (
+            PluginCounter::FailOpen,
+            "apisix_wasm_plugin_fail_open_total",
+        ),
+        (
+            PluginCounter::Collateral,
+            "apisix_wasm_plugin_collateral_failures_total",
+        ),
+    ];
 }
 
 /// One route's counters in one worker.
@@ -97,27 +129,38 @@ impl Stats {
         }
     }
 
-    /// Counts a plugin instance discarded after a failure.
-    pub fn plugin_failed(&mut self, plugin: &str) {
-        *self.plugin_failures.entry(plugin.to_string()).or_default() += 1;
+    /// Counts a failure of `plugin` charged to `route`'s root context.
+    pub fn plugin_failed(&mut self, plugin: &str, route: &str) {
+        self.count(PluginCounter::Failures, plugin, route);
     }
 
-    /// Counts an instance started to replace a failed one.
-    pub fn vm_restarted(&mut self, plugin: &str) {
-        *self.vm_restarts.entry(plugin.to_string()).or_default() += 1;
+    /// Counts an instance started to replace one `route`'s failure ended.
+    pub fn vm_restarted(&mut self, plugin: &str, route: &str) {
+        self.count(PluginCounter::Restarts, plugin, route);
     }
 
-    /// Counts a use of a plugin refused while its instance backs off.
-    pub fn vm_backoff_refused(&mut self, plugin: &str) {
+    /// Counts a request of `route` refused while its root context of
+    /// `plugin` backs off.
+    pub fn vm_backoff_refused(&mut self, plugin: &str, route: &str) {
+        self.count(PluginCounter::BackoffRefusals, plugin, route);
+    }
+
+    /// Counts a request of `route` that skipped a failed `fail_open` plugin.
+    pub fn failed_open(&mut self, plugin: &str, route: &str) {
+        self.count(PluginCounter::FailOpen, plugin, route);
+    }
+
+    /// Counts a request of `route` whose context of `plugin` went with an
+    /// instance another request's failure discarded.
+    pub fn collateral_failure(&mut self, plugin: &str, route: &str) {
+        self.count(PluginCounter::Collateral, plugin, route);
+    }
+
+    fn count(&mut self, counter: PluginCounter, plugin: &str, route: &str) {
         *self
-            .vm_backoff_refusals
-            .entry(plugin.to_string())
+            .plugins
+            .entry((counter, plugin.to_string(), route.to_string()))
             .or_default() += 1;
-    }
-
-    /// Counts a request that skipped a failed `fail_open` plugin.
-    pub fn failed_open(&mut self, plugin: &str) {
-        *self.fail_open.entry(plugin.to_string()).or_default() += 1;
     }
 }
 
@@ -155,17 +198,8 @@ pub fn prometheus_text() -> String {
                 }
             }
         }
-        for (k, v) in &s.plugin_failures {
-            *total.plugin_failures.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.vm_restarts {
-            *total.vm_restarts.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.vm_backoff_refusals {
-            *total.vm_backoff_refusals.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.fail_open {
-            *total.fail_open.entry(k.clone()).or_default() += v;
+        for (k, v) in &s.plugins {
+            *total.plugins.entry(k.clone()).or_default() += v;
         }
     }
     let mut out = String::with_capacity(4096);
@@ -200,20 +234,17 @@ pub fn prometheus_text() -> String {
         let _ = writeln!(out, "apisix_http_latency_sum{{{labels}}} {}", h.sum_ms);
         let _ = writeln!(out, "apisix_http_latency_count{{{labels}}} {}", h.count);
     }
-    for (name, counts) in [
-        ("apisix_wasm_plugin_failures_total", &total.plugin_failures),
-        ("apisix_wasm_vm_restarts_total", &total.vm_restarts),
-        (
-            "apisix_wasm_vm_backoff_refusals_total",
-            &total.vm_backoff_refusals,
-        ),
-        ("apisix_wasm_plugin_fail_open_total", &total.fail_open),
-    ] {
+    let mut counts: Vec<_> = total.plugins.iter().collect();
+    counts.sort();
+    for (counter, name) in PluginCounter::ALL {
         let _ = writeln!(out, "# TYPE {name} counter");
-        let mut counts: Vec<_> = counts.iter().collect();
-        counts.sort();
-        for (plugin, n) in counts {
-            let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {n}", label(plugin));
+        for ((_, plugin, route), n) in counts.iter().filter(|((c, ..), _)| *c == counter) {
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\",route=\"{}\"}} {n}",
+                label(plugin),
+                label(route)
+            );
         }
     }
     out.push_str(&crate::health::prometheus_lines());

@@ -80,7 +80,8 @@ where
     }
     let chain = match Chain::start(worker, gateway, route) {
         Ok(chain) => chain,
-        Err((chain, fault)) => {
+        Err(failed) => {
+            let (chain, fault) = *failed;
             chain.finish(&mut ex);
             let end = EarlyEnd::Fail(fault);
             transport.ended_early(&end);

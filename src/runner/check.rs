@@ -155,19 +155,15 @@ pub fn check(case: &Case, outcome: &Outcome) -> Vec<Mismatch> {
     out
 }
 
-/// The kind of a host fault, from its reason (see `wasm/vm.rs`).
+/// The kind of a host fault, as the test file names it.
 pub fn kind_of(f: &Fault) -> FaultKind {
-    let r = f.reason.as_str();
-    if r.contains("fuel") {
-        FaultKind::Fuel
-    } else if r.starts_with("called proc_exit") {
-        FaultKind::Exit
-    } else if r.starts_with("returned false") {
-        FaultKind::Rejected
-    } else if r.starts_with("trapped") {
-        FaultKind::Trap
-    } else {
-        FaultKind::Any
+    use crate::wasm::FaultKind as Host;
+    match f.kind {
+        Host::Fuel => FaultKind::Fuel,
+        Host::Exit(_) => FaultKind::Exit,
+        Host::Rejected => FaultKind::Rejected,
+        Host::Trap | Host::Memory => FaultKind::Trap,
+        _ => FaultKind::Any,
     }
 }
 

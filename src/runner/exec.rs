@@ -40,7 +40,7 @@ use crate::upstream::Conn;
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Fault, HttpCall, LocalResponse, MetricKind, Plugin,
 };
-use crate::worker::Worker;
+use crate::worker::{RootRef, Worker};
 use smol::channel::Sender;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::LocalExecutor;
@@ -383,13 +383,18 @@ impl Bench {
     /// so ticks before that request reach them. A failure is left for the
     /// request to meet.
     fn configure(&self, route: usize) {
-        for rp in &self.gateway.config.routes.routes[route].plugins {
+        let route = &self.gateway.config.routes.routes[route];
+        for rp in &route.plugins {
             let plugin = &self.gateway.plugins[rp.plugin];
-            if let Ok((_, _, effects)) = self
+            let root = RootRef {
+                key: rp.key,
+                route: &route.id,
+            };
+            if let Ok((_, generation, effects)) = self
                 .worker
-                .with_vm(plugin, None, |vm| vm.configure(rp.key, &rp.conf))
+                .start_context(plugin, root, |vm| vm.configure(rp.key, &rp.conf))
             {
-                self.worker.dispatch(plugin, effects);
+                self.worker.dispatch(plugin, generation, effects);
             }
         }
     }

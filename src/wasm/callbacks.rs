@@ -15,8 +15,8 @@ use std::time::Duration;
 use super::host::Hook;
 use super::vm::{len32, Lend};
 use super::{
-    shared, Action, CallTargets, Effect, Exchange, Fault, HttpCall, PluginVm, QueueNotifier,
-    StreamHooks,
+    shared, Action, CallTargets, Effect, Exchange, Fault, FaultKind, HttpCall, PluginVm,
+    QueueNotifier, StreamHooks,
 };
 
 impl PluginVm {
@@ -136,7 +136,8 @@ impl PluginVm {
         self.check_usable(HOOK)?;
         let state = self.store.data_mut();
         if state.pending_calls.get(&call.call_id) != Some(&(call.root, call.context)) {
-            return Err(self.fault_msg(HOOK, format!("no HTTP call {} is in flight", call.call_id)));
+            let reason = format!("no HTTP call {} is in flight", call.call_id);
+            return Err(self.fault_msg(HOOK, FaultKind::UnknownContext, reason));
         }
         state.pending_calls.remove(&call.call_id);
         self.check_root(HOOK, call.root)?;

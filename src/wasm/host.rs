@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::{MAX_TABLES, MAX_TABLE_ELEMENTS};
-use wasmi::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
+use wasmi::{Memory, ResourceLimiter, StoreLimits, StoreLimitsBuilder, TypedFunc};
+use wasmi_core::LimiterError;
 
 use super::ids::IdMap;
 use super::plugin::PluginInfo;
@@ -75,7 +76,7 @@ pub(crate) struct HostState {
     /// Process-unique id of the VM, naming it in the shared-queue registry.
     pub(crate) vm_uid: u64,
     /// Memory and table caps, installed with `Store::limiter`.
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     /// The guest's exported `memory`, once instantiated.
     pub(crate) memory: Option<Memory>,
     /// `proxy_on_memory_allocate`, else `malloc`, if exported.
@@ -114,6 +115,51 @@ pub(crate) struct HostState {
     pub(crate) warned: HashSet<&'static str>,
 }
 
+/// The store's caps ([`StoreLimits`]), remembering whether they refused to
+/// grow memory: a trap that follows in the same call is a
+/// [`super::FaultKind::Memory`] (the guest's allocator gave up), decided
+/// here rather than guessed from the trap's message.
+pub(crate) struct Limits {
+    caps: StoreLimits,
+    /// Set when a memory growth was refused; `vm.rs` clears it before each
+    /// call into the guest.
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        let allowed = self.caps.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        self.caps.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.caps.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.caps.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.caps.memories()
+    }
+}
+
 impl HostState {
     pub(crate) fn new(plugin: Arc<PluginInfo>, vm_uid: u64) -> HostState {
         let limits = StoreLimitsBuilder::new()
@@ -123,6 +169,10 @@ impl HostState {
             .instances(1)
             .memories(1)
             .build();
+        let limits = Limits {
+            caps: limits,
+            memory_refused: false,
+        };
         HostState {
             plugin,
             vm_uid,

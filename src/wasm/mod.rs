@@ -285,17 +285,60 @@ pub enum Action {
     Pause,
 }
 
-/// A plugin failed in a hook: it trapped, ran out of fuel, exited, returned
-/// `false` from `proxy_on_vm_start`/`proxy_on_configure`, or the hook was
-/// called with an unknown context id.
+/// A plugin failed in a hook: it trapped, ran out of fuel or memory,
+/// exited, returned `false` from `proxy_on_vm_start`/`proxy_on_configure`,
+/// or the hook was called with an unknown context id. The proxy makes some
+/// of its own (see [`FaultKind`]) for a plugin it did not run or that
+/// misbehaved between calls.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
     /// The plugin's name.
     pub plugin: String,
     /// The export that failed, e.g. `proxy_on_request_headers`.
     pub hook: &'static str,
-    /// What happened.
+    /// What happened, decided where the fault was made: callers match on
+    /// this, never on `reason`.
+    pub kind: FaultKind,
+    /// What happened, in words, for logs.
     pub reason: String,
+}
+
+/// What kind of failure a [`Fault`] is. The VM (`vm.rs`) makes `Trap`,
+/// `Fuel`, `Memory` and `Exit`, after which the instance is broken
+/// ([`PluginVm::is_broken`]), and `Rejected`, `UnknownContext` and `Broken`,
+/// after which it is not. The proxy's plugin layer makes the others, about
+/// plugins it did not run or that ended a stream between calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A wasm trap: `unreachable` (a Rust panic), an out-of-bounds access,
+    /// a stack overflow, or a host invariant the plugin broke.
+    Trap,
+    /// The call used up its CPU budget (`fuel`).
+    Fuel,
+    /// A trap after the plugin's `memory_limit` refused to grow its memory
+    /// during the call (an allocator aborting, typically), or an instance
+    /// whose memory does not fit the limit at all.
+    Memory,
+    /// `proc_exit` with this code (outside start-up, or non-zero in it).
+    Exit(i32),
+    /// `false` from `proxy_on_vm_start` or `proxy_on_configure`: the plugin
+    /// rejected its configuration. The instance stays usable.
+    Rejected,
+    /// The host named a context or call this instance does not have (it
+    /// was finished or deleted already). The instance stays usable.
+    UnknownContext,
+    /// A call into an instance an earlier fault broke.
+    Broken,
+    /// Not run: the route's root context is backing off after repeated
+    /// failures.
+    Backoff,
+    /// The instance that held this request's context was discarded after
+    /// another request's failure (collateral damage).
+    ContextGone,
+    /// The plugin kept the stream paused longer than the proxy allows.
+    PauseTimeout,
+    /// The plugin reset the stream (`proxy_close_stream`).
+    Reset,
 }
 
 impl fmt::Display for Fault {

@@ -21,7 +21,7 @@ use wasmi::{Store, TrapCode, TypedFunc, WasmParams, WasmResults};
 use super::exports::{Exports, HeadersHook};
 use super::host::{ContextKind, Hook, HostState};
 use super::plugin::{Plugin, START_FUEL_FACTOR};
-use super::{shared, Action, Exchange, Fault};
+use super::{shared, Action, Exchange, Fault, FaultKind};
 
 /// One instance of a plugin. Create one per plugin per worker thread and
 /// reuse it for every request; drop it and start a new one once
@@ -32,6 +32,8 @@ pub struct PluginVm {
     pub(super) exports: Exports,
     /// Root context id per `configure` key.
     roots: HashMap<u64, u32>,
+    /// The `configure` key of each root context id.
+    root_keys: HashMap<u32, u64>,
     last_context_id: u32,
     broken: bool,
     /// Fuel the last call into the guest consumed (for tests and traces).
@@ -105,7 +107,14 @@ impl PluginVm {
         let instance = compiled
             .linker
             .instantiate_and_start(&mut store, &compiled.module)
-            .map_err(|e| fault(&plugin, "instantiate", &e))?;
+            .map_err(|e| {
+                fault(
+                    &plugin,
+                    "instantiate",
+                    &e,
+                    store.data().limits.memory_refused,
+                )
+            })?;
         let exports = Exports::lookup(&instance, &store);
         let memory = instance.get_memory(&store, "memory");
         let state = store.data_mut();
@@ -116,6 +125,7 @@ impl PluginVm {
             store,
             exports,
             roots: HashMap::new(),
+            root_keys: HashMap::new(),
             last_context_id: 0,
             broken: false,
             last_fuel_used: 0,
@@ -152,6 +162,7 @@ impl PluginVm {
         match self.configure_root(root, conf) {
             Ok(()) => {
                 self.roots.insert(key, root);
+                self.root_keys.insert(root, key);
                 Ok(root)
             }
             Err(fault) => {
@@ -304,10 +315,22 @@ impl PluginVm {
         if self.store.data_mut().awaiting_done.remove(&ctx).is_none() {
             return Err(self.fault_msg(
                 HOOK,
+                FaultKind::UnknownContext,
                 format!("HTTP context {ctx} is not waiting for proxy_done"),
             ));
         }
         self.with_lent(exchange, |vm| vm.delete_stream(ctx))
+    }
+
+    /// The `configure` key of the root context `context` belongs to (or is):
+    /// whose configuration a failure in a callback of `context` is blamed
+    /// on. `None` for an unknown context.
+    pub fn root_key_of(&self, context: u32) -> Option<u64> {
+        let root = match self.store.data().contexts.get(&context)? {
+            ContextKind::Root => context,
+            ContextKind::Http { root } => *root,
+        };
+        self.root_keys.get(&root).copied()
     }
 
     /// True after any trap, fuel exhaustion or host-invariant failure: the
@@ -382,6 +405,7 @@ impl PluginVm {
         refuel(&mut self.store, fuel);
         let state = self.store.data_mut();
         let effects_before = state.effects.len();
+        state.limits.memory_refused = false;
         state.hook = lend.hook;
         state.effective_context = lend.context;
         state.lent_to = lend.owner;
@@ -395,7 +419,7 @@ impl PluginVm {
         result.map_err(|e| {
             state.effects.truncate(effects_before);
             self.broken = true;
-            fault(&self.plugin, name, &e)
+            fault(&self.plugin, name, &e, state.limits.memory_refused)
         })
     }
 
@@ -410,13 +434,21 @@ impl PluginVm {
     /// checks run on every call, the fault almost never).
     #[cold]
     fn broken_fault(&self, hook: &'static str) -> Fault {
-        self.fault_msg(hook, "the VM is broken by an earlier fault".into())
+        self.fault_msg(
+            hook,
+            FaultKind::Broken,
+            "the VM is broken by an earlier fault".into(),
+        )
     }
 
     /// `root` must be a live root context.
     pub(super) fn check_root(&self, hook: &'static str, root: u32) -> Result<(), Fault> {
         if self.store.data().contexts.get(&root) != Some(&ContextKind::Root) {
-            return Err(self.fault_msg(hook, format!("unknown root context id {root}")));
+            return Err(self.fault_msg(
+                hook,
+                FaultKind::UnknownContext,
+                format!("unknown root context id {root}"),
+            ));
         }
         Ok(())
     }
@@ -425,7 +457,11 @@ impl PluginVm {
     pub(super) fn check_stream(&self, hook: &'static str, ctx: u32) -> Result<(), Fault> {
         let state = self.store.data();
         if !state.is_http(ctx) || state.awaiting_done.contains_key(&ctx) {
-            return Err(self.fault_msg(hook, format!("unknown HTTP context id {ctx}")));
+            return Err(self.fault_msg(
+                hook,
+                FaultKind::UnknownContext,
+                format!("unknown HTTP context id {ctx}"),
+            ));
         }
         Ok(())
     }
@@ -454,10 +490,11 @@ impl PluginVm {
     }
 
     #[cold]
-    pub(super) fn fault_msg(&self, hook: &'static str, reason: String) -> Fault {
+    pub(super) fn fault_msg(&self, hook: &'static str, kind: FaultKind, reason: String) -> Fault {
         Fault {
             plugin: self.plugin.name().to_owned(),
             hook,
+            kind,
             reason,
         }
     }
@@ -486,6 +523,7 @@ impl PluginVm {
         fuel: u64,
     ) -> Result<(), Fault> {
         refuel(&mut self.store, fuel);
+        self.store.data_mut().limits.memory_refused = false;
         let result = f.call(&mut self.store, params);
         self.note_fuel(hook, fuel);
         match result {
@@ -493,7 +531,8 @@ impl PluginVm {
             Err(e) if e.i32_exit_status() == Some(0) => Ok(()),
             Err(e) => {
                 self.broken = true;
-                Err(fault(&self.plugin, hook, &e))
+                let memory_refused = self.store.data().limits.memory_refused;
+                Err(fault(&self.plugin, hook, &e, memory_refused))
             }
         }
     }
@@ -510,6 +549,7 @@ impl PluginVm {
             if self.invoke("proxy_on_vm_start", f, (root, size), lend)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_vm_start",
+                    FaultKind::Rejected,
                     "returned false: the plugin rejected its VM configuration".into(),
                 ));
             }
@@ -521,6 +561,7 @@ impl PluginVm {
             if self.invoke("proxy_on_configure", f, (root, size), lend)? == 0 {
                 return Err(self.fault_msg(
                     "proxy_on_configure",
+                    FaultKind::Rejected,
                     "returned false: the plugin rejected its configuration".into(),
                 ));
             }
@@ -616,19 +657,26 @@ fn refuel(store: &mut Store<HostState>, fuel: u64) {
     let _ = store.set_fuel(fuel);
 }
 
-/// A [`Fault`] describing the wasmi error `e` raised in `hook`.
+/// A [`Fault`] describing the wasmi error `e` raised in `hook`;
+/// `memory_refused` says whether the memory limit refused a growth during
+/// that call (the trap is then the plugin running out of memory).
 #[cold]
-fn fault(plugin: &Plugin, hook: &'static str, e: &wasmi::Error) -> Fault {
-    let reason = if e.as_trap_code() == Some(TrapCode::OutOfFuel) {
-        "exceeded its CPU budget (fuel)".to_owned()
+fn fault(plugin: &Plugin, hook: &'static str, e: &wasmi::Error, memory_refused: bool) -> Fault {
+    let (kind, reason) = if e.as_trap_code() == Some(TrapCode::OutOfFuel) {
+        (FaultKind::Fuel, "exceeded its CPU budget (fuel)".to_owned())
     } else if let Some(code) = e.i32_exit_status() {
-        format!("called proc_exit({code})")
+        (FaultKind::Exit(code), format!("called proc_exit({code})"))
+    } else if memory_refused {
+        let limit = plugin.info.spec.memory_limit;
+        let reason = format!("ran out of memory (memory_limit {limit} bytes), then: {e}");
+        (FaultKind::Memory, reason)
     } else {
-        format!("trapped: {e}")
+        (FaultKind::Trap, format!("trapped: {e}"))
     };
     Fault {
         plugin: plugin.name().to_owned(),
         hook,
+        kind,
         reason,
     }
 }
