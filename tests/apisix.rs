@@ -148,3 +148,191 @@ fn environment_variables_fill_the_routes_file_and_an_unset_one_is_refused() {
         "{stderr}"
     );
 }
+
+/// One route per condition (each on its own uri, all to the upstream
+/// `matched`) and a catch-all to `fallback`, so the body says whether the
+/// condition held.
+fn vars_gate(conditions: &[(&str, &str)]) -> (Gate, Upstream, Upstream) {
+    let (matched, fallback) = (Upstream::named("matched"), Upstream::named("fallback"));
+    let mut routes = format!(
+        "routes:\n  - {{uri: \"/*\", upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+        fallback.addr
+    );
+    for (uri, vars) in conditions {
+        routes.push_str(&format!(
+            "  - {{uri: {uri}, vars: {vars}, upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+            matched.addr
+        ));
+    }
+    routes.push_str("#END\n");
+    (
+        Gate::start(&config_yaml(&[], ""), &routes),
+        matched,
+        fallback,
+    )
+}
+
+/// Which upstream served `GET target` with extra header lines.
+fn served_by(gate: &Gate, target: &str, headers: &str) -> String {
+    let r = gate.request(&format!(
+        "GET {target} HTTP/1.1\r\nHost: test\r\n{headers}\r\n"
+    ));
+    assert_eq!(r.status, 200, "{target}");
+    r.text()
+}
+
+#[test]
+fn every_vars_operator_decides_whether_a_route_matches() {
+    let (gate, _m, _f) = vars_gate(&[
+        ("/eq", r#"[[arg_name, "==", "jo"]]"#),
+        ("/eq-num", r#"[[arg_n, "==", 5]]"#),
+        ("/ne", r#"[[http_x_env, "~=", prod]]"#),
+        ("/gt", r#"[[arg_age, ">", 17]]"#),
+        ("/ge", r#"[[arg_age, ">=", "18"]]"#),
+        ("/lt", r#"[[http_x_version, "<", 3]]"#),
+        ("/le", r#"[[http_x_version, "<=", 2.5]]"#),
+        (
+            "/re",
+            r#"[[http_user_agent, "~~", "^Mozilla/5\\.0 .*Firefox/[0-9]+"]]"#,
+        ),
+        ("/re-i", r#"[[http_user_agent, "~*", "firefox"]]"#),
+        (
+            "/in",
+            r#"[[request_method, "in", [GET, HEAD]], [arg_tier, "in", [gold, silver]]]"#,
+        ),
+        ("/has", r#"[[arg_tag, "has", beta]]"#),
+        (
+            "/ip",
+            r#"[[remote_addr, "ipmatch", ["10.0.0.0/8", "127.0.0.0/8"]]]"#,
+        ),
+        ("/ip-not", r#"[[remote_addr, "ipmatch", "192.168.0.0/16"]]"#),
+        ("/not", r#"[[arg_debug, "!", "==", "1"]]"#),
+        ("/cookie", r#"[[cookie_session, "~~", "^[a-f0-9]{8}$"]]"#),
+        (
+            "/host-port",
+            r#"[[host, "==", test], [server_port, ">", 0], [scheme, "==", http], [uri, "==", /host-port]]"#,
+        ),
+        (
+            "/nested",
+            r#"[OR, [AND, [arg_a, "==", "1"], [arg_b, "==", "2"]], ["!AND", [arg_c, "~=", x], [arg_d, "~=", y]]]"#,
+        ),
+    ]);
+    let firefox = "User-Agent: Mozilla/5.0 (X11; Linux) Gecko/20100101 Firefox/128\r\n";
+    for (target, headers, want) in [
+        ("/eq?name=jo", "", "matched"),
+        ("/eq?name=Jo", "", "fallback"),
+        ("/eq", "", "fallback"),
+        ("/eq-num?n=5.0", "", "matched"),
+        ("/eq-num?n=five", "", "fallback"),
+        ("/ne", "X-Env: staging\r\n", "matched"),
+        ("/ne", "", "matched"),
+        ("/ne", "X-Env: prod\r\n", "fallback"),
+        ("/gt?age=18", "", "matched"),
+        ("/gt?age=17", "", "fallback"),
+        ("/gt?age=old", "", "fallback"),
+        ("/ge?age=18", "", "matched"),
+        ("/ge?age=17.9", "", "fallback"),
+        ("/lt", "X-Version: 2\r\n", "matched"),
+        ("/lt", "X-Version: 3\r\n", "fallback"),
+        ("/lt", "", "fallback"),
+        ("/le", "X-Version: 2.5\r\n", "matched"),
+        ("/le", "X-Version: 2.51\r\n", "fallback"),
+        ("/re", firefox, "matched"),
+        ("/re", "User-Agent: curl/8\r\n", "fallback"),
+        ("/re-i", firefox, "matched"),
+        ("/re-i", "", "fallback"),
+        ("/in?tier=gold", "", "matched"),
+        ("/in?tier=bronze", "", "fallback"),
+        ("/has?tag=alpha&tag=beta", "", "matched"),
+        ("/has?tag=alpha", "", "fallback"),
+        ("/ip", "", "matched"),
+        ("/ip-not", "", "fallback"),
+        ("/not", "", "matched"),
+        ("/not?debug=0", "", "matched"),
+        ("/not?debug=1", "", "fallback"),
+        (
+            "/cookie",
+            "Cookie: theme=dark; session=0badc0de\r\n",
+            "matched",
+        ),
+        ("/cookie", "Cookie: session=nothex!\r\n", "fallback"),
+        ("/host-port", "", "matched"),
+        ("/nested?a=1&b=2&c=z&d=w", "", "matched"),
+        ("/nested?a=1&c=z&d=w", "", "fallback"),
+        ("/nested?c=z", "", "fallback"),
+        ("/nested?c=x", "", "matched"),
+    ] {
+        assert_eq!(
+            served_by(&gate, target, headers),
+            want,
+            "{target} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn a_route_whose_vars_fail_falls_through_to_the_next_candidate() {
+    let (gold, silver, plain) = (
+        Upstream::named("gold"),
+        Upstream::named("silver"),
+        Upstream::named("plain"),
+    );
+    let routes = format!(
+        "routes:
+  - {{id: gold, uri: \"/api/*\", priority: 10, vars: [[http_x_tier, \"==\", gold]], upstream: {{nodes: {{\"{}\": 1}}}}}}
+  - {{id: silver, uri: \"/api/*\", priority: 5, vars: [[http_x_tier, \"==\", silver]], upstream: {{nodes: {{\"{}\": 1}}}}}}
+  - {{id: plain, uri: \"/api/*\", upstream: {{nodes: {{\"{}\": 1}}}}}}
+  - {{id: exact-but-refused, uri: /api/x, vars: [[arg_never, \"==\", \"1\"]], upstream: {{nodes: {{\"{}\": 1}}}}}}
+#END
+",
+        gold.addr, silver.addr, plain.addr, gold.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    assert_eq!(served_by(&gate, "/api/x", "X-Tier: gold\r\n"), "gold");
+    assert_eq!(served_by(&gate, "/api/x", "X-Tier: silver\r\n"), "silver");
+    assert_eq!(served_by(&gate, "/api/x", ""), "plain");
+    assert_eq!(served_by(&gate, "/api/x?never=1", ""), "gold");
+}
+
+/// `config.yaml` listening on `ip` only.
+fn config_listening_on(ip: &str) -> String {
+    config_yaml(&[], "").replace(
+        "{ip: 127.0.0.1, port: 0}",
+        &format!("{{ip: \"{ip}\", port: 0}}"),
+    )
+}
+
+#[test]
+fn remote_addrs_take_ipv4_and_ipv6_addresses_and_cidr_ranges() {
+    let (allowed, other) = (Upstream::named("allowed"), Upstream::named("other"));
+    let routes = format!(
+        "routes:
+  - {{uri: /v6-range, remote_addrs: [\"2001:db8::/32\", \"::/64\"], upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{uri: /v6-exact, remote_addr: \"::1\", upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{uri: /v4, remote_addrs: [\"127.0.0.0/8\"], upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{uri: /elsewhere, remote_addrs: [\"fd00::/8\", \"10.0.0.0/8\"], upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{uri: /ipmatch, vars: [[remote_addr, ipmatch, \"::1/128\"]], upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{uri: \"/*\", upstream: {{nodes: {{\"{o}\": 1}}}}}}
+#END
+",
+        a = allowed.addr,
+        o = other.addr
+    );
+    let v6 = Gate::start(&config_listening_on("::1"), &routes);
+    assert!(v6.addr.is_ipv6(), "{}", v6.addr);
+    let v4 = Gate::start(&config_listening_on("127.0.0.1"), &routes);
+    for (gate, path, want) in [
+        (&v6, "/v6-range", "allowed"),
+        (&v6, "/v6-exact", "allowed"),
+        (&v6, "/v4", "other"),
+        (&v6, "/elsewhere", "other"),
+        (&v6, "/ipmatch", "allowed"),
+        (&v4, "/v6-range", "other"),
+        (&v4, "/v6-exact", "other"),
+        (&v4, "/v4", "allowed"),
+        (&v4, "/elsewhere", "other"),
+        (&v4, "/ipmatch", "other"),
+    ] {
+        assert_eq!(served_by(gate, path, ""), want, "{} {path}", gate.addr);
+    }
+}

@@ -25,8 +25,7 @@ const LUA_ROUTE_KEYS: &[&str] = &["filter_func", "script"];
 /// Route (and service) keys that are parsed and checked, but refused
 /// until the request path applies them, so a route is never served
 /// without them (see [`Named::refuse_unserved`]).
-pub(super) const NOT_SERVED_YET: &[&str] =
-    &["vars", "remote_addr", "remote_addrs", "enable_websocket"];
+pub(super) const NOT_SERVED_YET: &[&str] = &["enable_websocket"];
 
 /// What routes refer to by id.
 pub(super) struct Named<'a> {

@@ -274,7 +274,7 @@ routes:
         host: "h",
         headers: &headers,
         client: "127.0.0.1:1".parse().unwrap(),
-        listener: "127.0.0.1:2".parse().unwrap(),
+        listener: Some("127.0.0.1:2".parse().unwrap()),
         scheme: "http",
     };
     let vars = route.vars.as_ref().unwrap();
@@ -304,8 +304,6 @@ routes:
         result.unwrap_err().problems,
         [
             "apisix.yaml: global_rules: not supported by tinygate yet",
-            "apisix.yaml: routes[0].vars: not supported by tinygate yet",
-            "apisix.yaml: routes[1].remote_addr: not supported by tinygate yet",
             "apisix.yaml: routes[2].enable_websocket: not supported by tinygate yet",
         ]
     );

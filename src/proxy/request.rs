@@ -16,12 +16,14 @@ use super::relay::relay_response;
 use super::transport::Transport;
 use crate::chain::Chain;
 use crate::config::{ClientLimits, Route};
+use crate::expr::RequestVars;
 use crate::gateway::Gateway;
 use crate::http::reply;
 use crate::http::{self, Framing, RequestHead};
 use crate::wasm::{Exchange, ExchangeData};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite};
+use std::net::SocketAddr;
 
 /// A routed request being served: what every step after routing needs.
 pub(crate) struct Request<'a> {
@@ -53,7 +55,8 @@ where
 {
     let keep = KeepAlive::of(&head, worker.stopping());
     let routes = &gateway.config.routes.routes;
-    let Some(index) = pinned_route.or_else(|| find_route(gateway, &head)) else {
+    let found = || find_route(gateway, &head, client.peer, client.local);
+    let Some(index) = pinned_route.or_else(found) else {
         log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
         return answer(
             client,
@@ -103,14 +106,23 @@ where
     kept
 }
 
-/// The route for `head` in `gateway`'s table, by host, path and method.
-fn find_route(gateway: &Gateway, head: &RequestHead) -> Option<usize> {
+/// The route for `head` from `peer` in `gateway`'s table, by host, path
+/// and method, then `remote_addrs` and `vars`: a candidate they refuse
+/// falls through to the next one, as in APISIX.
+fn find_route(
+    gateway: &Gateway,
+    head: &RequestHead,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Option<usize> {
     let path = head.target.split('?').next().unwrap_or("/");
-    // Every candidate is taken until routes gain conditions of their own
-    // (`vars`, `remote_addrs`), which will refuse some and fall through.
+    let routes = &gateway.config.routes.routes;
+    let vars = RequestVars::of(head, path, peer, local, "http");
     gateway
         .router
-        .find(&head.method, &head.hostname, path, |_| true)
+        .find(&head.method, &head.hostname, path, |&i| {
+            routes[i].admits(&vars)
+        })
 }
 
 /// Runs the request hooks, reads the body through the plugins if they
