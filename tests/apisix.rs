@@ -336,3 +336,84 @@ fn remote_addrs_take_ipv4_and_ipv6_addresses_and_cidr_ranges() {
         assert_eq!(served_by(gate, path, ""), want, "{} {path}", gate.addr);
     }
 }
+
+/// A `header_mutator` entry adding `x-trace: <name>` to the request and the
+/// response, so both show the order plugins ran in.
+fn traces(name: &str) -> String {
+    format!(
+        "      {name}: {{conf: {{request: {{add: [[x-trace, {name}]]}}, response: {{add: [[x-trace, {name}]]}}}}}}\n"
+    )
+}
+
+#[test]
+fn global_rules_run_before_the_route_plugins_in_each_phase() {
+    let up = Upstream::named("u");
+    let config = config_yaml(
+        &[
+            ("route-first", 1000, "header_mutator"),
+            ("global-first", 500, "header_mutator"),
+            ("route-last", 100, "header_mutator"),
+            ("global-last", 50, "header_mutator"),
+            ("deny", 10, "local_reply"),
+        ],
+        "",
+    );
+    let routes = format!(
+        "global_rules:
+  - id: 1
+    plugins:
+{gl}  - id: 2
+    plugins:
+{gf}      deny: {{conf: '{{\"status\": 403, \"body\": \"denied\", \"when_header\": \"x-deny\"}}'}}
+routes:
+  - uri: /traced
+    upstream: {{nodes: {{\"{addr}\": 1}}}}
+    plugins:
+{rl}{rf}  - uri: /bare
+    upstream: {{nodes: {{\"{addr}\": 1}}}}
+#END
+",
+        gl = traces("global-last"),
+        gf = traces("global-first"),
+        rl = traces("route-last"),
+        rf = traces("route-first"),
+        addr = up.addr,
+    );
+    let gate = Gate::start(&config, &routes);
+    let order = ["global-first", "global-last", "route-first", "route-last"];
+
+    let r = gate.get("/traced");
+    assert_eq!(r.status, 200, "{}", gate.log());
+    let seen: Vec<String> = up
+        .last()
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-trace"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(seen, order, "request phase");
+    let answered: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-trace"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(answered, order, "response phase");
+
+    // A route without plugins still gets the global rules.
+    let r = gate.get("/bare");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-trace"), Some("global-first"));
+
+    // A global plugin's local response ends the request: the node and the
+    // route's plugins never see it.
+    let before = up.count();
+    let r = gate.request("GET /traced HTTP/1.1\r\nHost: test\r\nX-Deny: 1\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (403, "denied"));
+    assert_eq!(up.count(), before);
+
+    // Unmatched requests get APISIX's 404, without the global rules.
+    let r = gate.get("/none");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-trace"), None);
+}

@@ -24,10 +24,6 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
     "protos",
 ];
 
-/// Sections that are parsed and checked, but refused until the request
-/// path applies them.
-const NOT_SERVED_YET: &[&str] = &["global_rules"];
-
 /// Everything served from one version of the routes file.
 #[derive(Debug, Default)]
 pub struct Routes {
@@ -41,7 +37,6 @@ pub struct Routes {
     pub ssls: super::Ssls,
     /// The plugins of all `global_rules`, sorted by descending priority:
     /// they run on every routed request, before the route's.
-    #[allow(dead_code)] // run by the chain once wired (#19)
     pub global_plugins: Vec<RoutePlugin>,
 }
 
@@ -192,18 +187,7 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     let rules: Vec<(String, GlobalRuleEntries)> = with_ids(&top, "global_rules", p, |o, id, p| {
         global_rule(o, id, plugins, p)
     });
-    let mut global_plugins =
-        global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
-    for section in NOT_SERVED_YET.iter().filter(|_| refuse_unserved) {
-        match top.value(section) {
-            Some(Value::Sequence(s)) if s.is_empty() => {}
-            Some(_) if p.is_empty() => {
-                p.at(section, "not supported by tinygate yet");
-                global_plugins.clear();
-            }
-            _ => {}
-        }
-    }
+    let global_plugins = global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
     let named = Named {
         refuse_unserved,
         upstreams: upstreams_by_id,

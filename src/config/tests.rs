@@ -302,10 +302,7 @@ routes:
     );
     assert_eq!(
         result.unwrap_err().problems,
-        [
-            "apisix.yaml: global_rules: not supported by tinygate yet",
-            "apisix.yaml: routes[2].enable_websocket: not supported by tinygate yet",
-        ]
+        ["apisix.yaml: routes[2].enable_websocket: not supported by tinygate yet",]
     );
 }
 
