@@ -2,6 +2,7 @@
 //! configs with their precedence, `${{VAR}}` in `apisix.yaml` (issue #19).
 
 use crate::util::*;
+use std::time::Duration;
 
 /// `custom_response_header` under three names, each adding the header
 /// named after it with the value its conf gives.
@@ -416,4 +417,172 @@ routes:
     let r = gate.get("/none");
     assert_eq!(r.status, 404);
     assert_eq!(r.header("x-trace"), None);
+}
+
+/// A WebSocket text frame with `payload` (< 126 bytes), masked as a client
+/// must send it (RFC 6455 §5.3) or unmasked as a server sends it.
+fn ws_frame(payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![0x81];
+    match mask {
+        Some(key) => {
+            out.push(0x80 | payload.len() as u8);
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => {
+            out.push(payload.len() as u8);
+            out.extend_from_slice(payload);
+        }
+    }
+    out
+}
+
+/// Reads one short frame: (opcode, unmasked payload); `None` at the end.
+fn read_ws_frame(stream: &mut impl std::io::Read) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    let masked = head[1] & 0x80 != 0;
+    let mut key = [0u8; 4];
+    if masked {
+        stream.read_exact(&mut key).ok()?;
+    }
+    let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+    stream.read_exact(&mut payload).ok()?;
+    if masked {
+        payload
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= key[i % 4]);
+    }
+    Some((head[0] & 0x0f, payload))
+}
+
+/// A WebSocket node: answers an upgrade with 101 (recording the request),
+/// then echoes every text frame until the proxy closes; a plain request
+/// gets a 200 saying so.
+fn websocket_node() -> Scripted {
+    Scripted::start(|mut conn| {
+        let Some(req) = conn.read_request() else {
+            return;
+        };
+        if req.header("upgrade") != Some("websocket") {
+            conn.write(&ok_response("plain"));
+            return;
+        }
+        conn.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        );
+        while let Some((opcode, payload)) = read_ws_frame(&mut conn.stream) {
+            if opcode == 8 || !conn.write(&ws_frame(&payload, None)) {
+                return;
+            }
+        }
+    })
+}
+
+const UPGRADE_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+    Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn websocket_echo_through_the_proxy_with_a_plugin_on_the_route() {
+    let node = websocket_node();
+    let routes = format!(
+        "services:
+  - id: ws
+    enable_websocket: true
+    upstream: {{nodes: {{\"{}\": 1}}}}
+routes:
+  - uri: /chat
+    service_id: ws
+    plugins:
+      mark: {{conf: {{request: {{add: [[x-plugin, request]]}}, response: {{add: [[x-plugin, saw-101]]}}}}}}
+#END
+",
+        node.addr
+    );
+    let gate = Gate::start(
+        &config_yaml(&[("mark", 100, "header_mutator")], ""),
+        &routes,
+    );
+    let mut c = Client::connect(gate.addr);
+    c.write(UPGRADE_REQUEST.as_bytes());
+    let r = c.read_interim();
+    assert_eq!(r.status, 101, "{}", gate.log());
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    assert!(r
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("upgrade")));
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    assert_eq!(r.header("x-plugin"), Some("saw-101"));
+    let seen = node.received.lock().unwrap()[0].clone();
+    assert_eq!(seen.header("x-plugin"), Some("request"));
+    assert_eq!(
+        seen.header("sec-websocket-key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
+    assert!(seen
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("upgrade")));
+
+    let mut stream = c.stream().try_clone().unwrap();
+    for message in ["hello", "through tinygate", "third"] {
+        use std::io::Write;
+        stream
+            .write_all(&ws_frame(message.as_bytes(), Some([1, 2, 3, 4])))
+            .unwrap();
+        let (opcode, payload) = read_ws_frame(&mut stream).expect("an echoed frame");
+        assert_eq!((opcode, payload.as_slice()), (1, message.as_bytes()));
+    }
+}
+
+#[test]
+fn without_enable_websocket_an_upgrade_is_a_plain_request() {
+    let node = websocket_node();
+    let routes = format!(
+        "routes:\n  - {{uri: /chat, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
+        node.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    let r = gate.request(UPGRADE_REQUEST);
+    assert_eq!((r.status, r.text().as_str()), (200, "plain"));
+    let seen = node.received.lock().unwrap()[0].clone();
+    assert_eq!(seen.header("upgrade"), None);
+    assert_eq!(seen.header("connection"), None);
+}
+
+#[test]
+fn an_idle_websocket_is_closed_after_the_read_timeout() {
+    let node = websocket_node();
+    let routes = format!(
+        "routes:
+  - uri: /chat
+    enable_websocket: true
+    timeout: {{connect: 1, send: 1, read: 1}}
+    upstream: {{nodes: {{\"{}\": 1}}}}
+#END
+",
+        node.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    let mut c = Client::connect(gate.addr);
+    c.write(UPGRADE_REQUEST.as_bytes());
+    assert_eq!(c.read_interim().status, 101);
+    let mut stream = c.stream().try_clone().unwrap();
+    {
+        use std::io::Write;
+        stream
+            .write_all(&ws_frame(b"ping", Some([9, 8, 7, 6])))
+            .unwrap();
+    }
+    assert_eq!(
+        read_ws_frame(&mut stream).map(|f| f.1),
+        Some(b"ping".to_vec())
+    );
+    // Nothing moves either way now: the proxy ends the tunnel.
+    assert!(c.closed_within(Duration::from_secs(10)), "{}", gate.log());
 }

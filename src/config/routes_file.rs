@@ -119,17 +119,17 @@ pub fn parse_routes_document(
     plugins: &[PluginSpec],
 ) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
-    let routes = parse(doc, plugins, true, &mut p);
+    let routes = parse(doc, plugins, &mut p);
     (routes, p.into_vec())
 }
 
-/// [`parse_routes_skipping_invalid`] without refusing the keys the
-/// request path does not apply yet: for unit tests of their parsing.
+/// [`parse_routes_skipping_invalid`] for unit tests: every problem
+/// returned, the valid items kept.
 #[cfg(test)]
 pub(super) fn parse_all(label: &str, text: &str, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
     let doc = document(label, text).unwrap_or_else(|e| panic!("{e}"));
     let mut p = Problems::new(label);
-    let routes = parse(&doc, plugins, false, &mut p);
+    let routes = parse(&doc, plugins, &mut p);
     (routes, p.into_vec())
 }
 
@@ -139,8 +139,8 @@ fn ends_with_end_marker(text: &str) -> bool {
     text.trim_end().ends_with("#END")
 }
 
-/// The document's items; `refuse_unserved`: see [`Named::refuse_unserved`].
-fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Problems) -> Routes {
+/// The document's items.
+fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
     let empty = Value::Mapping(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let Some(top) = Obj::new(doc, String::new(), p) else {
@@ -170,15 +170,7 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     });
     let upstreams_by_id = upstreams.iter().map(|(id, u)| (id.as_str(), u)).collect();
     let services: Vec<(String, Service)> = with_ids(&top, "services", p, |o, id, p| {
-        let s = service(o, id, &upstreams_by_id, plugins, p)?;
-        if refuse_unserved && o.has("enable_websocket") {
-            p.at(
-                &o.path_of("enable_websocket"),
-                "not supported by tinygate yet",
-            );
-            return None;
-        }
-        Some(s)
+        service(o, id, &upstreams_by_id, plugins, p)
     });
     let plugin_configs: Vec<(String, PluginConfig)> =
         with_ids(&top, "plugin_configs", p, |o, _, p| {
@@ -189,7 +181,6 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     });
     let global_plugins = global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
     let named = Named {
-        refuse_unserved,
         upstreams: upstreams_by_id,
         services: services.iter().map(|(id, s)| (id.as_str(), s)).collect(),
         plugin_configs: plugin_configs

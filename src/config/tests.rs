@@ -286,27 +286,6 @@ routes:
 }
 
 #[test]
-fn unserved_keys_are_refused_until_the_request_path_applies_them() {
-    let result = parse_routes(
-        "apisix.yaml",
-        r#"
-global_rules:
-  - {id: 1, plugins: {a: {conf: "1"}}}
-routes:
-  - {uri: /a, plugins: {}, vars: [[arg_x, "==", "1"]]}
-  - {uri: /b, plugins: {}, remote_addr: "::1"}
-  - {uri: /c, plugins: {}, enable_websocket: true}
-#END
-"#,
-        &plugins(),
-    );
-    assert_eq!(
-        result.unwrap_err().problems,
-        ["apisix.yaml: routes[2].enable_websocket: not supported by tinygate yet",]
-    );
-}
-
-#[test]
 fn environment_variables_are_substituted_before_parsing() {
     // Names unlikely to be set where the tests run; PATH is always set.
     let yaml = r#"

@@ -10,16 +10,21 @@ use super::answer::{answer, answer_early_end, EarlyEnd};
 use super::body::read_through_plugins;
 use super::connection::Client;
 use super::forward::{send_request, Answered};
-use super::heads::{node_connection_reusable, request_map, response_map, status_of, stream_info};
+use super::heads::{
+    node_connection_reusable, request_map, response_map, status_of, stream_info,
+    write_response_head,
+};
 use super::keep_alive::{Ending, KeepAlive};
 use super::relay::relay_response;
 use super::transport::Transport;
+use super::upgrade;
 use crate::chain::Chain;
 use crate::config::{ClientLimits, Route};
 use crate::expr::RequestVars;
 use crate::gateway::Gateway;
 use crate::http::reply;
-use crate::http::{self, Framing, RequestHead};
+use crate::http::{self, Framing, RequestHead, ResponseHead};
+use crate::upstream::Conn;
 use crate::wasm::{Exchange, ExchangeData};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -172,6 +177,9 @@ where
     client.record.upstream_addr = Some(node.addr);
     client.record.upstream_status = Some(response.status);
     client.record.upstream_time = client.record.started.map(|t| t.elapsed());
+    if response.status == 101 {
+        return switch_protocols(req, client, transport, conn, &response).await;
+    }
     let framing = match http::parse::response_framing(&response, &req.head.method) {
         Ok(f) => f,
         Err(e) => {
@@ -213,6 +221,47 @@ where
             false
         }
     }
+}
+
+/// A node's `101` to an upgrade the route allows: the response hooks see
+/// its headers, the client gets it, then the bytes of the new protocol
+/// are copied both ways until either side closes (`upgrade.rs`).
+async fn switch_protocols<C, T>(
+    req: &mut Request<'_>,
+    client: &mut Client<C>,
+    transport: &T,
+    mut conn: Conn<T::Stream>,
+    response: &ResponseHead,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    req.ex.response_headers = response_map(response);
+    if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, false).await) {
+        return end_early(req, client, transport, end).await;
+    }
+    client.record.status = 101;
+    req.ex.info.response_code = Some(101);
+    req.chain.response_started();
+    let mut head = Vec::with_capacity(256);
+    write_response_head(
+        &mut head,
+        101,
+        &req.ex.response_headers,
+        Framing::Empty,
+        &req.head,
+        true,
+    );
+    upgrade::add_upgrade_fields(
+        &mut head,
+        response.headers.get(b"upgrade").unwrap_or(b"websocket"),
+    );
+    let idle = req.route.timeout.read;
+    if let Err(e) = upgrade::tunnel(client, &mut conn, &head, idle).await {
+        log::debug!("route {:?}: upgraded connection ended: {e}", req.route.id);
+    }
+    false
 }
 
 /// Answers a request that plugins or the client ended before the node's
