@@ -169,7 +169,8 @@ cpu_ticks() {
     local p s=0
     for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
         [[ -r /proc/$p/stat ]] || continue
-        s=$((s + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        # The process may be gone by now (pipefail must not end the script).
+        s=$((s + $({ sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null || true; } | awk '{print $12 + $13} END {if (NR == 0) print 0}')))
     done
     echo "$s"
 }
@@ -337,7 +338,9 @@ total_ticks() { # all CPUs, all states
     echo "$((u + n + s + i + w + irq + sirq + st))"
 }
 proc_snapshot() { # "pid ppid utime+stime+cutime+cstime" of every user-space process
-    cat /proc/[0-9]*/stat 2>/dev/null |
+    # A process may exit between the glob and the read: cat then fails,
+    # which must not end the script (pipefail).
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
         awk '{ pid = $1; sub(/^.*\) /, ""); if (pid == 2 || $2 == 2) next; print pid, $2, $12 + $13 + $14 + $15 }'
 }
 other_cpu_percent() { # $1 $2: snapshots, $3: ticks of the machine between them
