@@ -586,3 +586,71 @@ fn an_idle_websocket_is_closed_after_the_read_timeout() {
     // Nothing moves either way now: the proxy ends the tunnel.
     assert!(c.closed_within(Duration::from_secs(10)), "{}", gate.log());
 }
+
+#[test]
+fn the_documented_apisix_yaml_loads_unchanged_and_serves_every_item() {
+    let node = websocket_node();
+    std::env::set_var("APISIX_DOCS_NODE", node.addr.to_string());
+    let dir = temp_dir();
+    let config = config_yaml(
+        &[
+            ("custom-response-header", 300, "custom_response_header"),
+            ("header-mutator", 200, "header_mutator"),
+            ("global-marker", 100, "header_mutator"),
+        ],
+        "",
+    );
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/apisix-docs.yaml");
+    std::fs::copy(docs, dir.join("apisix.yaml")).unwrap();
+    let config_path = dir.join("config.yaml");
+    let (code, stdout, stderr) = run(&["-t", "-c", config_path.to_str().unwrap()]);
+    assert_eq!((code, stdout.trim()), (0, "configuration ok"), "{stderr}");
+
+    let gate = Gate::start_in(dir);
+    let layers = |target: &str, extra: &str| {
+        let r = gate.request(&format!(
+            "GET {target} HTTP/1.1\r\nHost: test\r\n{extra}\r\n"
+        ));
+        assert_eq!((r.status, r.text().as_str()), (200, "plain"), "{target}");
+        [
+            r.header("x-layer").map(str::to_string),
+            r.header("x-plugin-config").map(str::to_string),
+            r.header("x-global-rule").map(str::to_string),
+        ]
+    };
+    let s = |v: &str| Some(v.to_string());
+    // Route 1: vars and remote_addrs hold; its conf beats the service's.
+    assert_eq!(
+        layers("/hello?name=json&age=20&address=China-Beijing", ""),
+        [s("route"), s("1"), s("1")]
+    );
+    // Its vars fail: route 2 (OR of a header and a cookie), else route 3.
+    assert_eq!(
+        layers("/hello?name=json&age=18", "X-API-Version: v3\r\n"),
+        [s("service"), s("1"), s("1")]
+    );
+    assert_eq!(
+        layers("/hello", "Cookie: beta=on\r\n"),
+        [s("service"), s("1"), s("1")]
+    );
+    assert_eq!(layers("/hello", ""), [s("service"), None, s("1")]);
+
+    // The service's enable_websocket reaches route 4.
+    let mut c = Client::connect(gate.addr);
+    c.write(UPGRADE_REQUEST.replace("/chat", "/ws").as_bytes());
+    let r = c.read_interim();
+    assert_eq!(r.status, 101, "{}", gate.log());
+    assert_eq!(r.header("x-global-rule"), Some("1"));
+    let mut stream = c.stream().try_clone().unwrap();
+    {
+        use std::io::Write;
+        stream
+            .write_all(&ws_frame(b"docs", Some([4, 3, 2, 1])))
+            .unwrap();
+    }
+    assert_eq!(
+        read_ws_frame(&mut stream).map(|f| f.1),
+        Some(b"docs".to_vec())
+    );
+}
