@@ -63,6 +63,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Start-up, -t, reloads, `tinygate test` and `bench-plugin` run plugin
+    // code: on a thread with the plugin stack, not on the main thread,
+    // whose stack is whatever `ulimit -s` says.
+    match wasm::run_on_plugin_stack(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tinygate: cannot start the main thread: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("etcd") {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

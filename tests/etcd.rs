@@ -705,3 +705,52 @@ fn etcd_put_writes_services_and_plugin_configs_before_the_routes_that_use_them()
     assert_eq!(stored["count"], "1", "{stored}");
     assert!(!gate.log().contains("no service"), "{}", gate.log());
 }
+
+#[test]
+fn issue_14_a_deep_configure_from_etcd_runs_on_the_plugin_stack() {
+    // The watcher thread configures plugins when it applies a change. "host
+    // 250" nests 250 allocator calls inside host calls: about 3 MiB of stack
+    // in a debug build, more than a default 2 MiB thread has (the watcher's
+    // was, and the process aborted). Deeper is refused by the host's bound,
+    // and a deep wasm recursion by wasmi's own: the route is rejected, the
+    // node keeps serving (fixtures/README.md, deep_configure).
+    let etcd = Etcd::start();
+    let a = Upstream::named("a");
+    etcd.put("/apisix/routes/base", &route("/base", a.addr));
+    let config = config_yaml(
+        &[("deep", 1, "deep_configure")],
+        &format!(
+            "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n  \
+             etcd:\n    host: [\"{}\"]\n    prefix: /apisix\n    timeout: 2\n",
+            etcd.url()
+        ),
+    );
+    let gate = start_gate(&config);
+    until_all(&[&gate], "/base", from("a"));
+    let deep = |uri: &str, conf: &str| {
+        json!({"uri": uri, "upstream": {"nodes": {a.addr.to_string(): 1}},
+               "plugins": {"deep": {"conf": conf}}})
+        .to_string()
+    };
+    etcd.put("/apisix/routes/deep", &deep("/deep", "host 250"));
+    until_all(&[&gate], "/deep", from("a"));
+
+    // A state with a failing route is rejected whole until it is fixed.
+    etcd.put("/apisix/routes/deeper", &deep("/deeper", "host 100000"));
+    assert!(
+        gate.wait_for_log("(MAX_NESTED_GUEST_CALLS)"),
+        "{}",
+        gate.log()
+    );
+    etcd.delete("/apisix/routes/deeper");
+    etcd.put(
+        "/apisix/routes/recursive",
+        &deep("/recursive", "wasm 100000"),
+    );
+    assert!(gate.wait_for_log("call stack exhausted"), "{}", gate.log());
+    etcd.delete("/apisix/routes/recursive");
+    etcd.put("/apisix/routes/after", &route("/after", a.addr));
+    until_all(&[&gate], "/after", from("a"));
+    assert!(from("a")(&gate.get("/deep")));
+    assert_eq!(gate.get("/deeper").status, 404, "{}", gate.log());
+}

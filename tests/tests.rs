@@ -46,5 +46,8 @@ mod routing;
 mod runner;
 /// Plugins from every SDK and Go-sized modules; module limits (issue #14).
 mod sdks;
+/// Plugin code on the plugin stack wherever it runs; nesting bounds
+/// (issue #14.5).
+mod stacks;
 /// Balancing, retries, 502 and 504, header rules.
 mod upstreams;

@@ -99,10 +99,12 @@ pub fn spawn(live: &Arc<Live>, watcher: Watcher) -> std::io::Result<()> {
     live.set_routes_source(watcher.document.clone().into_source());
     let live = Arc::clone(live);
     let reactor = crate::net::prepare()?;
-    std::thread::Builder::new()
-        .name("etcd".into())
-        .spawn(move || reactor.block_on(watch::run(&live, watcher)))
-        .map(drop)
+    // The watcher starts and configures plugins when it applies a change:
+    // the plugin stack (`src/wasm/stack.rs`).
+    crate::wasm::spawn_plugin_thread("etcd".into(), move || {
+        reactor.block_on(watch::run(&live, watcher))
+    })
+    .map(drop)
 }
 
 fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigError> {

@@ -46,11 +46,6 @@ impl Drop for OpenConnection {
 const OVERLOADED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// Stack for worker threads: wasmi runs plugin calls on the caller's
-/// stack and needs more than the 2 MiB default for real plugins. Only the
-/// pages actually touched count towards memory use.
-const WORKER_STACK: usize = 16 << 20;
-
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 1024;
 
@@ -93,10 +88,10 @@ pub fn spawn_workers(
         let live = Arc::clone(live);
         let stop = stop.clone();
         let reactor = net::prepare()?;
-        std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .stack_size(WORKER_STACK)
-            .spawn(move || run_worker(i, reactor, live, listeners, stop))?;
+        // Workers run plugins: the plugin stack (`src/wasm/stack.rs`).
+        crate::wasm::spawn_plugin_thread(format!("worker-{i}"), move || {
+            run_worker(i, reactor, live, listeners, stop)
+        })?;
     }
     Ok(())
 }

@@ -113,6 +113,10 @@ pub(crate) struct HostState {
     /// Warnings already given at warn level for this VM (later ones go to
     /// debug, so a plugin cannot flood the log).
     pub(crate) warned: HashSet<&'static str>,
+    /// Guest calls made from host functions and not yet returned (the
+    /// allocator, called to hand the plugin data): `memory::copy_out`
+    /// bounds it.
+    pub(crate) nested_guest_calls: u32,
 }
 
 /// The store's caps ([`StoreLimits`]), remembering whether they refused to
@@ -193,6 +197,7 @@ impl HostState {
             awaiting_done: IdMap::default(),
             in_on_done: None,
             warned: HashSet::new(),
+            nested_guest_calls: 0,
         }
     }
 

@@ -142,13 +142,25 @@ pub(crate) fn write_u64(
     write(caller, ptr, &value.to_le_bytes())
 }
 
+/// Most guest calls that host functions may have in progress at once. The
+/// host calls the guest's allocator from inside a host function; an
+/// allocator that asks the host for data again nests one level deeper,
+/// each level on the thread's stack (wasmi's own recursion limit does not
+/// see them: each is a new entry into the interpreter), and fuel allows
+/// tens of thousands of levels, enough to overflow any stack and abort the
+/// process. SDK allocators never call the host, so real plugins nest once;
+/// 256 levels take about 3 MiB of stack in a debug build, well inside
+/// `stack::PLUGIN_STACK`.
+pub(crate) const MAX_NESTED_GUEST_CALLS: u32 = 256;
+
 /// Hands `data` to the guest: allocates exactly `data.len()` bytes with the
 /// guest's allocator, copies, and writes the pointer and size (`u32` LE) to
 /// `ret_ptr_ptr` and `ret_size_ptr`. Empty data writes `(0, 0)` without
 /// allocating, as cpp-host's `copyToPointerSize` does.
 ///
 /// The out-pointers are checked before allocating, so a bad one does not
-/// leak a guest allocation. A trap inside the allocator (including running
+/// leak a guest allocation. Past [`MAX_NESTED_GUEST_CALLS`] nested
+/// allocator calls it traps. A trap inside the allocator (including running
 /// out of fuel) is returned as `HostError::Trap` and ends the call. An
 /// allocator that returns 0 or a block outside memory gives
 /// `INTERNAL_FAILURE`: the Go SDKs turn it into an error, the Rust SDK panics
@@ -169,9 +181,17 @@ pub(crate) fn copy_out(
     }
     charge(caller, data.len())?;
     let allocator = caller.data().allocator.ok_or(Status::InternalFailure)?;
-    let ptr = allocator
-        .call(&mut *caller, size)
-        .map_err(HostError::Trap)?;
+    let nested = caller.data().nested_guest_calls;
+    if nested >= MAX_NESTED_GUEST_CALLS {
+        return Err(HostError::Trap(wasmi::Error::new(format!(
+            "host calls nested more than {MAX_NESTED_GUEST_CALLS} deep: the allocator asked \
+             the host for data that needed the allocator again (MAX_NESTED_GUEST_CALLS)"
+        ))));
+    }
+    caller.data_mut().nested_guest_calls = nested + 1;
+    let ptr = allocator.call(&mut *caller, size);
+    caller.data_mut().nested_guest_calls = nested;
+    let ptr = ptr.map_err(HostError::Trap)?;
     if ptr == 0 {
         return Err(Status::InternalFailure.into());
     }

@@ -75,6 +75,7 @@ mod pairs;
 mod plugin;
 mod properties;
 mod shared;
+mod stack;
 mod types;
 mod vm;
 mod wasi;
@@ -96,6 +97,7 @@ pub use plugin::{
     DEFAULT_MEMORY_LIMIT,
 };
 pub use shared::shared_value;
+pub use stack::{run_on_plugin_stack, spawn as spawn_plugin_thread};
 #[allow(unused_imports)]
 pub use types::MetricKind;
 pub use vm::PluginVm;
