@@ -76,3 +76,50 @@ fn a_module_over_a_limit_is_refused_at_load_naming_the_limit() {
         "{err}"
     );
 }
+
+/// The header-adding plugin of every SDK built here (fixtures/README.md,
+/// 31-33); each sets `x-sdk` to its configuration (`tinygate test` files
+/// check the value each sets without one).
+const SDK_PLUGINS: &[&str] = &["go_header", "as_header", "cpp_header"];
+
+#[test]
+fn every_sdks_plugin_passes_the_check_and_serves_through_the_proxy() {
+    for plugin in SDK_PLUGINS {
+        let up = Upstream::named("app");
+        let dir = one_plugin_conf(plugin, "from-routes-file", &up.addr.to_string());
+        let conf = dir.join("config.yaml");
+        let (code, out, err) = run(&["-t", "-c", conf.to_str().unwrap()]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "configuration ok"),
+            "{plugin}: {err}"
+        );
+        let gate = Gate::start_in(dir);
+        let mut c = Client::connect(gate.addr);
+        for _ in 0..3 {
+            let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!((r.status, r.text().as_str()), (200, "app"), "{plugin}");
+            let sdk = r.header("x-sdk");
+            assert_eq!(sdk, Some("from-routes-file"), "{plugin}: {}", gate.log());
+        }
+    }
+}
+
+#[test]
+fn rust_plugins_built_for_size_serve_as_the_default_build_does() {
+    for plugin in ["custom_response_header_s", "custom_response_header_z"] {
+        let up = Upstream::named("app");
+        let dir = one_plugin_conf(
+            plugin,
+            r#"{"headers":[{"name":"X-Go-Wasm","value":"APISIX"}]}"#,
+            &up.addr.to_string(),
+        );
+        let gate = Gate::start_in(dir);
+        let r = gate.get("/");
+        assert_eq!(
+            (r.status, r.header("x-go-wasm")),
+            (200, Some("APISIX")),
+            "{plugin}"
+        );
+    }
+}
