@@ -6,9 +6,10 @@
 //! configuring it with every route's conf. Workers share it through an
 //! `Arc` and never mutate it.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, RoutePlugin, Routes};
 use crate::router::Router;
 use crate::wasm::{file_content_id, Engine, Plugin, PluginSpec, PluginVm};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A configuration ready to serve.
@@ -30,12 +31,14 @@ impl Gateway {
 
     /// Like [`Gateway::build`], but a plugin whose settings and file are
     /// unchanged from `previous` keeps its compiled module (and so workers
-    /// keep its running instances).
+    /// keep its running instances), and a plugin entry whose route, plugin
+    /// and conf are unchanged keeps its key (and so its root contexts: see
+    /// [`adopt_root_keys`]).
     ///
     /// # Errors
     /// One problem per plugin that fails to load, naming plugin and file.
     pub fn build_reusing(
-        config: Config,
+        mut config: Config,
         engine: &Engine,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, ConfigError> {
@@ -65,12 +68,29 @@ impl Gateway {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        if let Some(previous) = previous {
+            adopt_root_keys(&mut config.routes, &previous.config.routes);
+        }
         let router = Router::new(&config.routes.routes);
         Ok(Gateway {
             config,
             router,
             plugins,
         })
+    }
+
+    /// Every plugin entry served (routes' and global rules'), with its
+    /// plugin.
+    pub fn plugin_entries(&self) -> impl Iterator<Item = (&Arc<Plugin>, &RoutePlugin)> {
+        entries(&self.config.routes).map(|(_, rp)| (&self.plugins[rp.plugin], rp))
+    }
+
+    /// The id of the route whose plugin entry has `key` (`None` for a
+    /// global rule's, or none).
+    pub fn route_of(&self, key: u64) -> Option<&str> {
+        entries(&self.config.routes)
+            .find(|(_, rp)| rp.key == key)
+            .and_then(|((route, ..), _)| route)
     }
 
     /// A gateway whose plugins (indexed like `config.main.plugins`) are
@@ -108,17 +128,6 @@ impl Gateway {
             })
             .collect();
         let routes_file = self.config.main.routes_file.display();
-        for rp in &self.config.routes.global_plugins {
-            let Some(vm) = vms[rp.plugin].as_mut() else {
-                continue;
-            };
-            if let Err(fault) = vm.configure(rp.key, &rp.conf) {
-                problems.push(format!(
-                    "{routes_file}: global_rules plugins.{}: {fault}",
-                    rp.name
-                ));
-            }
-        }
         for route in &self.config.routes.routes {
             for rp in &route.plugins {
                 let Some(vm) = vms[rp.plugin].as_mut() else {
@@ -140,6 +149,50 @@ impl Gateway {
     }
 }
 
+/// Gives every plugin entry of `routes` that `previous` had unchanged (same
+/// route, plugin and conf; global rules' entries count as one owner) the
+/// key it had there, so workers keep its root contexts across the reload;
+/// the others keep their fresh keys, and the root contexts of keys no
+/// served configuration has any more are retired by the workers. Each old
+/// key is given to one entry at most.
+fn adopt_root_keys(routes: &mut Routes, previous: &Routes) {
+    let mut old: HashMap<EntryIdentity<'_>, u64> = entries(previous)
+        .map(|(identity, rp)| (identity, rp.key))
+        .collect();
+    // In file order, so that with duplicates the first entry keeps the key.
+    let adopted: Vec<Option<u64>> = entries(routes)
+        .map(|(identity, _)| old.remove(&identity))
+        .collect();
+    let entries = routes
+        .routes
+        .iter_mut()
+        .flat_map(|r| r.plugins.iter_mut())
+        .chain(routes.global_plugins.iter_mut());
+    for (rp, key) in entries.zip(adopted) {
+        if let Some(key) = key {
+            rp.key = key;
+        }
+    }
+}
+
+/// What identifies a plugin entry across loads: (route id, or `None` for
+/// global rules; plugin name; conf).
+type EntryIdentity<'a> = (Option<&'a str>, &'a str, &'a [u8]);
+
+/// Every plugin entry of `routes`, routes' first, in order.
+fn entries(routes: &Routes) -> impl Iterator<Item = (EntryIdentity<'_>, &RoutePlugin)> {
+    let of_routes = routes.routes.iter().flat_map(|r| {
+        r.plugins
+            .iter()
+            .map(move |rp| ((Some(r.id.as_str()), rp.name.as_str(), &rp.conf[..]), rp))
+    });
+    let global = routes
+        .global_plugins
+        .iter()
+        .map(|rp| ((None, rp.name.as_str(), &rp.conf[..]), rp));
+    of_routes.chain(global)
+}
+
 /// True when two plugin settings would start identical instances.
 fn same_spec(a: &PluginSpec, b: &PluginSpec) -> bool {
     a.name == b.name
@@ -150,4 +203,68 @@ fn same_spec(a: &PluginSpec, b: &PluginSpec) -> bool {
         && a.env == b.env
         && a.fuel_per_callback == b.fuel_per_callback
         && a.memory_limit == b.memory_limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_routes;
+    use crate::wasm::{DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
+
+    /// `routes` parsed with plugins `p` and `q` declared.
+    fn parse(routes: &str) -> Routes {
+        let specs: Vec<PluginSpec> = ["p", "q"]
+            .iter()
+            .map(|name| PluginSpec {
+                name: name.to_string(),
+                file: format!("{name}.wasm").into(),
+                priority: 0,
+                root_id: String::new(),
+                vm_config: Vec::new(),
+                env: Vec::new(),
+                fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
+                memory_limit: DEFAULT_MEMORY_LIMIT,
+            })
+            .collect();
+        let text =
+            format!("upstreams:\n  - {{id: u, nodes: {{\"127.0.0.1:1\": 1}}}}\n{routes}#END\n");
+        parse_routes("apisix.yaml", &text, &specs).expect("valid routes")
+    }
+
+    /// The key of `plugin`'s entry on route `id`.
+    fn key_of(routes: &Routes, id: &str, plugin: &str) -> u64 {
+        let route = routes.routes.iter().find(|r| r.id == id).expect("route");
+        route
+            .plugins
+            .iter()
+            .find(|rp| rp.name == plugin)
+            .expect("entry")
+            .key
+    }
+
+    #[test]
+    fn an_unchanged_plugin_entry_keeps_its_key_across_loads() {
+        let old = parse(
+            "routes:
+  - {id: a, uri: /a, upstream_id: u, plugins: {p: {conf: x}, q: {conf: x}}}
+  - {id: b, uri: /b, upstream_id: u, plugins: {p: {conf: y}}}
+",
+        );
+        let mut new = parse(
+            "routes:
+  - {id: b, uri: /bee, upstream_id: u, plugins: {p: {conf: z}}}
+  - {id: a, uri: /a, upstream_id: u, plugins: {p: {conf: x}, q: {conf: x}}}
+  - {id: c, uri: /c, upstream_id: u, plugins: {p: {conf: x}}}
+",
+        );
+        let fresh = key_of(&new, "b", "p");
+        adopt_root_keys(&mut new, &old);
+        // Same route, plugin and conf: the old key, whatever else changed.
+        assert_eq!(key_of(&new, "a", "p"), key_of(&old, "a", "p"));
+        assert_eq!(key_of(&new, "a", "q"), key_of(&old, "a", "q"));
+        // A new conf, or the same conf on another route: its own key.
+        assert_eq!(key_of(&new, "b", "p"), fresh);
+        assert_ne!(key_of(&new, "b", "p"), key_of(&old, "b", "p"));
+        assert_ne!(key_of(&new, "c", "p"), key_of(&old, "a", "p"));
+    }
 }

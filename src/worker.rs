@@ -17,10 +17,16 @@
 //! requests get the failure policy at once, without running the plugin.
 //! Failed instance starts and rejected configurations (`false` from
 //! `proxy_on_vm_start` or `proxy_on_configure`) are charged the same way,
-//! to the root context that asked for them. When the configuration is
-//! reloaded, instances of unchanged plugins are kept; instances of plugins
-//! no gateway in use still has are dropped once the last request using
-//! them is done.
+//! to the root context that asked for them.
+//!
+//! When the configuration is reloaded, instances of unchanged plugins are
+//! kept, and so are the root contexts of unchanged plugin entries (their
+//! keys carry over). Once no request uses the old configuration any more,
+//! instances of plugins it alone had are dropped, and root contexts of
+//! entries it alone had are retired (deleted after their last request),
+//! which stops their ticks and queue notifications. Instances check
+//! `proxy_http_call` targets against this worker's gateway, the one
+//! `calls.rs` resolves them with, through a weak reference: no lock.
 
 use crate::calls;
 use crate::chain::Event;
@@ -30,7 +36,8 @@ use crate::net::{Flag, Timer};
 use crate::ops::metrics::Stats;
 use crate::restarts::Health;
 use crate::wasm::{
-    CallResponse, Effect, Exchange, ExchangeData, Fault, FaultKind, HttpCall, Plugin, PluginVm,
+    CallResponse, CallTargets, Effect, Exchange, ExchangeData, Fault, FaultKind, HttpCall, Plugin,
+    PluginVm,
 };
 use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
@@ -129,6 +136,8 @@ struct VmSlot {
     replaces: Option<Box<str>>,
     /// Root contexts that failed lately, by key (settled ones are dropped).
     health: HashMap<RootKey, Health>,
+    /// Root contexts in the instance, as last counted in the gauge.
+    roots: usize,
 }
 
 impl VmSlot {
@@ -207,14 +216,30 @@ impl Worker {
 
     /// The configuration to serve the next request with.
     pub fn gateway(&self) -> Arc<Gateway> {
+        self.refresh();
+        Arc::clone(&self.gateway.borrow().1)
+    }
+
+    /// Takes up a new configuration if `live` has one (one atomic load
+    /// when not), and collects what the gateways no request uses any more
+    /// held: instances of plugins and root contexts of plugin entries that
+    /// left the configuration.
+    fn refresh(&self) {
         let generation = self.live.generation();
         if self.gateway.borrow().0 != generation {
             let fresh = (generation, self.live.current());
             let old = std::mem::replace(&mut *self.gateway.borrow_mut(), fresh);
             self.retired.borrow_mut().push(old.1);
-            self.collect_unused_vms();
+            self.point_call_targets();
+        } else if !self
+            .retired
+            .borrow()
+            .iter()
+            .any(|g| Arc::strong_count(g) == 1)
+        {
+            return;
         }
-        Arc::clone(&self.gateway.borrow().1)
+        self.collect();
     }
 
     /// True once the process is draining: finish, don't take more.
@@ -247,16 +272,89 @@ impl Worker {
         self.access_buf.flush();
     }
 
-    /// Drops instances of plugins that no gateway in use still has.
-    fn collect_unused_vms(&self) {
-        let mut retired = self.retired.borrow_mut();
-        retired.retain(|g| Arc::strong_count(g) > 1);
-        let current = self.gateway.borrow();
-        let in_use: Vec<PluginKey> = std::iter::once(&current.1)
-            .chain(retired.iter())
+    /// Drops retired gateways no request uses, then what only they held:
+    /// instances of plugins no gateway in use has, the failure records and
+    /// root contexts of plugin entries none has (a root context is deleted
+    /// once its last request ends: see [`PluginVm::retire_root`]).
+    fn collect(&self) {
+        let dropped: Vec<Arc<Gateway>> = {
+            let mut retired = self.retired.borrow_mut();
+            let (kept, dropped) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|g| Arc::strong_count(g) > 1);
+            *retired = kept;
+            dropped
+        };
+        let current = Arc::clone(&self.gateway.borrow().1);
+        let retired = self.retired.borrow().clone();
+        let in_use: Vec<&Arc<Gateway>> = std::iter::once(&current).chain(&retired).collect();
+        let plugins: HashSet<PluginKey> = in_use
+            .iter()
             .flat_map(|g| g.plugins.iter().map(key))
             .collect();
-        self.vms.borrow_mut().retain(|k, _| in_use.contains(k));
+        let entries: HashSet<(PluginKey, RootKey)> = in_use
+            .iter()
+            .flat_map(|g| g.plugin_entries().map(|(p, rp)| (key(p), rp.key)))
+            .collect();
+        let mut to_retire = Vec::new();
+        self.vms.borrow_mut().retain(|&k, slot| {
+            if !plugins.contains(&k) {
+                self.count_roots(slot, 0);
+                return false;
+            }
+            slot.health.retain(|&root, _| entries.contains(&(k, root)));
+            if let Some(vm) = &slot.vm {
+                for root in vm.roots_to_retire(|root| entries.contains(&(k, root))) {
+                    let route = vm
+                        .root_key_of(root)
+                        .and_then(|rk| dropped.iter().find_map(|g| g.route_of(rk)))
+                        .map_or_else(|| "(a global rule)".to_string(), str::to_owned);
+                    to_retire.push((Arc::clone(&slot.plugin), slot.generation, root, route));
+                }
+            }
+            true
+        });
+        for (plugin, generation, root, route) in to_retire {
+            log::info!(
+                "plugin {:?} on route {route:?}: root context retired (its plugin entry \
+                 left the configuration); deleted once its last request ends",
+                plugin.name()
+            );
+            let retired = self.run(&plugin, generation, Blame::Context(root), |vm| {
+                vm.retire_root(root)
+            });
+            self.settle_root_call(&plugin, generation, retired);
+        }
+    }
+
+    /// Makes every running instance check `proxy_http_call` targets
+    /// against this worker's gateway, the one calls are resolved with.
+    fn point_call_targets(&self) {
+        for slot in self.vms.borrow_mut().values_mut() {
+            if let Some(vm) = &mut slot.vm {
+                vm.set_call_targets(self.call_targets());
+            }
+        }
+    }
+
+    /// The upstream ids `proxy_http_call` may name: those of this worker's
+    /// gateway (without holding it, and without a lock).
+    fn call_targets(&self) -> CallTargets {
+        let gateway = Arc::downgrade(&self.gateway.borrow().1);
+        Arc::new(move |name: &str| {
+            gateway
+                .upgrade()
+                .is_some_and(|g| g.config.routes.upstreams.iter().any(|u| u.id == name))
+        })
+    }
+
+    /// Sets the root contexts `slot`'s instance has to `now`, in the gauge.
+    fn count_roots(&self, slot: &mut VmSlot, now: usize) {
+        if slot.roots != now {
+            let (was, name) = (slot.roots, slot.plugin.name());
+            self.count(|s| s.root_contexts_changed(name, was, now));
+            slot.roots = now;
+        }
     }
 
     /// Runs `f` for root context `root` of `plugin` on this worker's
@@ -285,6 +383,7 @@ impl Worker {
                 generation: 0,
                 replaces: None,
                 health: HashMap::new(),
+                roots: 0,
             });
             if let Some((wait, failures)) = slot.backing_off(root.key, Instant::now()) {
                 self.count(|s| s.vm_backoff_refused(plugin.name(), root.route));
@@ -563,7 +662,7 @@ impl Worker {
     async fn run_ticks(&self, plugin: &Arc<Plugin>) {
         let mut last: HashMap<(u64, u32), Instant> = HashMap::new();
         loop {
-            let Some((generation, periods)) = self.tick_periods(plugin) else {
+            let Some((_, periods)) = self.tick_periods(plugin) else {
                 return;
             };
             if periods.is_empty() || self.stopping() {
@@ -575,8 +674,13 @@ impl Worker {
                 .min()
                 .unwrap_or(MIN_TICK);
             Timer::after(step).await;
+            // A reload may have retired root contexts: they tick no more.
+            self.refresh();
+            let Some((generation, periods)) = self.tick_periods(plugin) else {
+                return;
+            };
             let now = Instant::now();
-            last.retain(|(g, _), _| *g == generation);
+            last.retain(|&(g, root), _| g == generation && periods.iter().any(|p| p.0 == root));
             for (root, period) in periods {
                 let due = last
                     .get(&(generation, root))
@@ -598,6 +702,7 @@ impl Worker {
     /// Delivers `proxy_on_queue_ready` for enqueues made on any thread.
     async fn deliver_queue_notifications(&self, rx: Receiver<QueueReady>) {
         while let Ok((k, generation, root, queue)) = rx.recv().await {
+            self.refresh();
             let plugin = self.vms.borrow().get(&k).map(|s| Arc::clone(&s.plugin));
             let Some(plugin) = plugin else { continue };
             let delivered = self.run(&plugin, generation, Blame::Context(root), |vm| {
@@ -610,15 +715,7 @@ impl Worker {
     /// Starts an instance of `slot`'s plugin, wired to this worker.
     fn start_instance(&self, k: PluginKey, slot: &mut VmSlot) -> Result<(), Fault> {
         let mut vm = PluginVm::start_on(Arc::clone(&slot.plugin), self.replica)?;
-        let live = Arc::clone(&self.live);
-        vm.set_call_targets(Arc::new(move |name: &str| {
-            live.current()
-                .config
-                .routes
-                .upstreams
-                .iter()
-                .any(|u| u.id == name)
-        }));
+        vm.set_call_targets(self.call_targets());
         let generation = self.next_generation.get();
         self.next_generation.set(generation + 1);
         let tx = self.queue_ready.clone();
@@ -664,15 +761,26 @@ impl Worker {
         let result = f(vm);
         let effects = vm.take_effects();
         let ticks = !vm.tick_periods().is_empty();
+        let roots = vm.root_count();
         if vm.is_broken() {
             let route = route.map_or_else(|| self.route_of(root_key), str::to_owned);
             self.discard(k, slot, &route);
+            self.count_roots(slot, 0);
             if let Some(root_key) = root_key {
                 self.charge(slot, root_key, Some(&route), Charge::Discarded);
             }
-        } else if let (Err(fault), Some(root_key)) = (&result, root_key) {
-            if fault.kind == FaultKind::Rejected {
-                self.charge(slot, root_key, route, Charge::Rejected);
+        } else {
+            if let (Some(route), true) = (route, roots > slot.roots) {
+                log::info!(
+                    "plugin {:?} on route {route:?}: root context configured",
+                    plugin.name()
+                );
+            }
+            self.count_roots(slot, roots);
+            if let (Err(fault), Some(root_key)) = (&result, root_key) {
+                if fault.kind == FaultKind::Rejected {
+                    self.charge(slot, root_key, route, Charge::Rejected);
+                }
             }
         }
         drop(vms);
@@ -738,11 +846,13 @@ impl Worker {
     fn route_of(&self, root: Option<RootKey>) -> String {
         let current = Arc::clone(&self.gateway.borrow().1);
         let retired = self.retired.borrow();
-        let found = std::iter::once(&current)
-            .chain(retired.iter())
-            .flat_map(|g| &g.config.routes.routes)
-            .find(|r| r.plugins.iter().any(|rp| Some(rp.key) == root));
-        found.map_or_else(|| "(none)".to_string(), |r| r.id.clone())
+        let found = root.and_then(|root| {
+            std::iter::once(&current)
+                .chain(retired.iter())
+                .find_map(|g| g.route_of(root))
+                .map(str::to_owned)
+        });
+        found.unwrap_or_else(|| "(none)".to_string())
     }
 }
 

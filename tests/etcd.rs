@@ -117,7 +117,7 @@ impl Etcd {
     }
 
     /// Puts `value` (JSON text) at `key`; the new revision.
-    fn put(&self, key: &str, value: &str) -> i64 {
+    pub(crate) fn put(&self, key: &str, value: &str) -> i64 {
         let answer = self.call("/v3/kv/put", json!({"key": b64(key), "value": b64(value)}));
         revision(&answer)
     }

@@ -6,9 +6,7 @@ mod util;
 /// The whole proxy-wasm HTTP ABI: bodies, pause, calls, ticks, queues,
 /// metrics, properties.
 mod abi;
-/// APISIX's standalone files as they are (issue #19): services, plugin
-/// configs, global rules, route `vars` and `remote_addrs`, WebSocket,
-/// `${{VAR}}`.
+/// APISIX's composition: services, plugin configs, `${{VAR}}` (issue #19).
 mod apisix;
 /// The article's scenario and the shipped `conf/`.
 mod article;
@@ -40,6 +38,9 @@ mod ops;
 mod paths;
 /// Plugins editing requests and responses, answering locally, failing.
 mod plugins;
+/// Root contexts across a thousand reloads (routes file and etcd): kept
+/// when unchanged, deleted when gone; tick rate and memory flat.
+mod reloads;
 /// Route matching: exact, prefix, hosts, methods, priority, 404.
 mod routing;
 /// tinygate test: the plugin test runner.

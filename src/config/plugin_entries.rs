@@ -9,8 +9,9 @@ use crate::wasm::PluginSpec;
 use serde_yaml::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Source of [`RoutePlugin::key`]s: unique for the life of the process, so a
-/// reloaded conf never reuses an old root context.
+/// Source of fresh [`RoutePlugin::key`]s: unique for the life of the
+/// process, so a new entry never meets another's root context (`Gateway`
+/// hands an unchanged entry its old key).
 static NEXT_PLUGIN_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// The same plugin and conf under a new key: its own root context, as

@@ -111,12 +111,19 @@ where
     };
     let mut first = true;
     loop {
+        if !client.buf.has_data() {
+            // The wait's limits are copied out: an idle connection holds no
+            // gateway, so a reload while it idles retires the old one (and
+            // its plugins' root contexts), and its next request is served
+            // with the new one.
+            let idle = worker.gateway().config.main.limits.clone();
+            if !wait_for_request(worker, &mut client, &idle, first).await {
+                return;
+            }
+        }
         let gateway = worker.gateway();
         let limits = &gateway.config.main.limits;
         client.send_timeout = limits.send_timeout;
-        if !client.buf.has_data() && !wait_for_request(worker, &mut client, limits, first).await {
-            return;
-        }
         first = false;
         let head = match read_head(&mut client, limits).await {
             Ok(head) => head,

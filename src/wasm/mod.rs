@@ -46,13 +46,15 @@
 //!   keeps that context's state; when it returns `Ok(false)`, keep the
 //!   exchange, and call [`PluginVm::complete`] after [`Effect::Done`] for
 //!   that context, or after a timeout of its own;
-//! - use new VMs after a configuration reload: root contexts are kept per
-//!   `configure` key for the VM's lifetime;
+//! - after a configuration reload, [`PluginVm::retire_root`] the roots
+//!   whose key left the configuration ([`PluginVm::roots_to_retire`]):
+//!   they are deleted once their last HTTP context ends;
 //! - build with wasmi's `auto-dispatch` feature: without it a debug build
 //!   overflows the native stack on any long-running plugin call.
 //!
 //! Layout: `plugin.rs` (engine, load, linking), `vm.rs` (instance, start-up,
-//! contexts, lending), `callbacks.rs` (body, trailer, call-response, tick
+//! contexts, lending), `roots.rs` (root contexts per key, retired on
+//! reload), `callbacks.rs` (body, trailer, call-response, tick
 //! and queue callbacks, effects), `exports.rs` (callbacks the module
 //! exports), `host.rs` (the store data host functions see), `abi/` (one
 //! file per spec area of `env` host functions), `wasi.rs`, `memory.rs`
@@ -74,6 +76,7 @@ mod metrics;
 mod pairs;
 mod plugin;
 mod properties;
+mod roots;
 mod shared;
 mod stack;
 mod types;

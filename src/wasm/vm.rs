@@ -12,7 +12,6 @@
 //! into [`Fault`]s (after which the VM is broken for good). It must not know
 //! how the proxy routes requests or talks HTTP.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use wasmi::{Store, TrapCode, TypedFunc, WasmParams, WasmResults};
 use super::exports::{Exports, HeadersHook};
 use super::host::{ContextKind, Hook, HostState};
 use super::plugin::{Plugin, START_FUEL_FACTOR};
+use super::roots::Roots;
 use super::{shared, Action, Exchange, Fault, FaultKind};
 
 /// One instance of a plugin. Create one per plugin per worker thread and
@@ -30,10 +30,8 @@ pub struct PluginVm {
     pub(super) plugin: Arc<Plugin>,
     pub(super) store: Store<HostState>,
     pub(super) exports: Exports,
-    /// Root context id per `configure` key.
-    roots: HashMap<u64, u32>,
-    /// The `configure` key of each root context id.
-    root_keys: HashMap<u32, u64>,
+    /// Root contexts, per `configure` key (see `roots.rs`).
+    pub(super) roots: Roots,
     last_context_id: u32,
     broken: bool,
     /// Fuel the last call into the guest consumed (for tests and traces).
@@ -71,7 +69,7 @@ impl Lend {
 }
 
 /// The export `finish` calls first.
-const ON_DONE: &str = "proxy_on_done";
+pub(super) const ON_DONE: &str = "proxy_on_done";
 
 impl PluginVm {
     /// Instantiates the plugin (running a wasm start section), then calls
@@ -124,8 +122,7 @@ impl PluginVm {
             plugin,
             store,
             exports,
-            roots: HashMap::new(),
-            root_keys: HashMap::new(),
+            roots: Roots::default(),
             last_context_id: 0,
             broken: false,
             last_fuel_used: 0,
@@ -139,45 +136,6 @@ impl PluginVm {
     #[allow(dead_code)] // API for the proxy
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
-    }
-
-    /// The root context for one (route, plugin configuration) pair,
-    /// identified by `key`, created on first use with
-    /// `proxy_on_context_create(root, 0)`, `proxy_on_vm_start(root,
-    /// vm_config.len())` and `proxy_on_configure(root, conf.len())`, with
-    /// `conf` readable as `PLUGIN_CONFIGURATION`. Success is cached per key.
-    ///
-    /// # Errors
-    ///
-    /// A `false` from `proxy_on_vm_start` or `proxy_on_configure`, or a
-    /// trap. Failures are not cached: the root context is deleted (with its
-    /// tick period and queue registrations) and the next call tries again
-    /// with a new one.
-    pub fn configure(&mut self, key: u64, conf: &[u8]) -> Result<u32, Fault> {
-        self.check_usable("proxy_on_configure")?;
-        if let Some(&root) = self.roots.get(&key) {
-            return Ok(root);
-        }
-        let root = self.new_context(ContextKind::Root);
-        match self.configure_root(root, conf) {
-            Ok(()) => {
-                self.roots.insert(key, root);
-                self.root_keys.insert(root, key);
-                Ok(root)
-            }
-            Err(fault) => {
-                if !self.broken {
-                    // Let the plugin forget the root; a fault here breaks the
-                    // VM, which the first fault already explains.
-                    let _ = self.delete_root(root);
-                }
-                let state = self.store.data_mut();
-                state.contexts.remove(&root);
-                state.tick_periods.remove(&root);
-                shared::forget_root(state.vm_uid, root);
-                Err(fault)
-            }
-        }
     }
 
     /// A new HTTP context under `root` (an id [`PluginVm::configure`]
@@ -320,17 +278,6 @@ impl PluginVm {
             ));
         }
         self.with_lent(exchange, |vm| vm.delete_stream(ctx))
-    }
-
-    /// The `configure` key of the root context `context` belongs to (or is):
-    /// whose configuration a failure in a callback of `context` is blamed
-    /// on. `None` for an unknown context.
-    pub fn root_key_of(&self, context: u32) -> Option<u64> {
-        let root = match self.store.data().contexts.get(&context)? {
-            ContextKind::Root => context,
-            ContextKind::Http { root } => *root,
-        };
-        self.root_keys.get(&root).copied()
     }
 
     /// True after any trap, fuel exhaustion or host-invariant failure: the
@@ -537,38 +484,6 @@ impl PluginVm {
         }
     }
 
-    fn configure_root(&mut self, root: u32, conf: &[u8]) -> Result<(), Fault> {
-        let exports = self.exports;
-        if let Some(f) = exports.on_context_create {
-            let lend = Lend::bare(Hook::Idle, root);
-            self.invoke("proxy_on_context_create", f, (root, 0), lend)?;
-        }
-        if let Some(f) = exports.on_vm_start {
-            let size = len32(self.plugin.info.spec.vm_config.len());
-            let lend = Lend::bare(Hook::VmStart, root);
-            if self.invoke("proxy_on_vm_start", f, (root, size), lend)? == 0 {
-                return Err(self.fault_msg(
-                    "proxy_on_vm_start",
-                    FaultKind::Rejected,
-                    "returned false: the plugin rejected its VM configuration".into(),
-                ));
-            }
-        }
-        if let Some(f) = exports.on_configure {
-            self.store.data_mut().plugin_configuration = conf.to_vec();
-            let lend = Lend::bare(Hook::Configure, root);
-            let size = len32(conf.len());
-            if self.invoke("proxy_on_configure", f, (root, size), lend)? == 0 {
-                return Err(self.fault_msg(
-                    "proxy_on_configure",
-                    FaultKind::Rejected,
-                    "returned false: the plugin rejected its configuration".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn headers_hook(
         &mut self,
         name: &'static str,
@@ -591,7 +506,8 @@ impl PluginVm {
     }
 
     /// `proxy_on_log`, `proxy_on_delete` for HTTP context `ctx`, whose
-    /// exchange is lent; the context is released whatever happens.
+    /// exchange is lent; the context is released whatever happens, and its
+    /// root context is deleted if it was retired and this was its last.
     fn delete_stream(&mut self, ctx: u32) -> Result<(), Fault> {
         let exports = self.exports;
         let mut result = Ok(());
@@ -601,25 +517,13 @@ impl PluginVm {
         if let (Ok(()), Some(f)) = (&result, exports.on_delete) {
             result = self.invoke("proxy_on_delete", f, ctx, Lend::stream(ctx));
         }
-        self.store.data_mut().contexts.remove(&ctx);
+        let released = self.store.data_mut().contexts.remove(&ctx);
+        if let (Ok(()), Some(ContextKind::Http { root })) = (&result, released) {
+            if self.has_retiring_roots() {
+                result = self.delete_root_if_idle(root);
+            }
+        }
         result
-    }
-
-    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` for a root context
-    /// whose configuration failed (cpp-host deletes roots the same way).
-    fn delete_root(&mut self, root: u32) -> Result<(), Fault> {
-        let exports = self.exports;
-        let lend = Lend::bare(Hook::Root, root);
-        if let Some(f) = exports.on_done {
-            self.invoke(ON_DONE, f, root, lend)?;
-        }
-        if let Some(f) = exports.on_log {
-            self.invoke("proxy_on_log", f, root, lend)?;
-        }
-        if let Some(f) = exports.on_delete {
-            self.invoke("proxy_on_delete", f, root, lend)?;
-        }
-        Ok(())
     }
 
     fn note_fuel(&mut self, hook: &str, budget: u64) {
@@ -628,7 +532,7 @@ impl PluginVm {
     }
 
     /// A fresh context id (never 0, never one in use) registered as `kind`.
-    fn new_context(&mut self, kind: ContextKind) -> u32 {
+    pub(super) fn new_context(&mut self, kind: ContextKind) -> u32 {
         let contexts = &mut self.store.data_mut().contexts;
         loop {
             self.last_context_id = self.last_context_id.wrapping_add(1);

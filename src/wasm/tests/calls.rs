@@ -463,7 +463,7 @@ fn consumer(queue: &str) -> (PluginVm, u32, mpsc::Receiver<(u32, u32)>) {
 }
 
 /// Enqueues one item on `queue` from a producer VM on another thread.
-fn produce_on_another_thread(queue: &str) -> [u32; 2] {
+pub(super) fn produce_on_another_thread(queue: &str) -> [u32; 2] {
     let queue = queue.to_owned();
     std::thread::spawn(move || {
         let mut vm = start(&Wat::new().module(PRODUCER));

@@ -12,6 +12,7 @@ mod host_calls;
 mod lifecycle;
 mod main_fixtures;
 mod properties;
+mod roots;
 mod stream_fixtures;
 mod streams;
 
