@@ -9,6 +9,8 @@
 #   (c) tinygate, no plugin
 #   (d) tinygate, the article's plugin (fixtures/custom_response_header.wasm)
 #   (e) tinygate, a chain of 5 plugins (same module, 5 names, 5 headers)
+#   (r) route scaling, 1, 1,000 and 10,000 routes, nginx and tinygate side by
+#       side (scripts/bench-routes.sh, issue #20)
 # and prints a table (median over rounds), footprint figures, the plugin
 # micro-benchmark and a check against the targets of issue #6.
 #
@@ -26,14 +28,18 @@ usage: scripts/bench.sh [options]
   --duration S      seconds per wrk run (default 10)
   --connections C   wrk connections (default 50)
   --threads T       wrk threads (default 2)
-  --rows LIST       which rows to measure, letters from abcde (default abcde)
+  --rows LIST       which rows to measure, letters from abcder (default abcder;
+                    r is the route scaling section: 1, 1,000, 10,000 routes)
+  --baseline BIN    also run the route scaling rows with this older tinygate
   --quick           1 round of 3 s (CI smoke test)
   --bin PATH        measure this tinygate binary instead of building one
                     (to compare two builds back to back)
   -h, --help        this help
 
-Run time with the defaults: about 3 minutes after the build
-(5 rows x 3 rounds x 10 s of load, plus warm-up, start-up loop and checks).
+Run time with the defaults: about 11 minutes after the build
+(5 rows x 3 rounds x 10 s of load, plus warm-up, start-up loop and checks:
+about 3 minutes; route scaling, 12 rows x 3 rounds x 10 s plus start-ups
+and the scrape runs: about 8 minutes).
 May run as root; installs wrk/nginx with apt-get when they are missing.
 EOF
 }
@@ -42,7 +48,8 @@ ROUNDS=3
 DURATION=10
 CONNECTIONS=50
 THREADS=2
-ROWS=abcde
+ROWS=abcder
+BASELINE=""
 BIN_ARG=
 STARTS=20              # start-up time loop: tinygate starts
 MICRO_ITERATIONS=100000
@@ -58,6 +65,7 @@ while [[ $# -gt 0 ]]; do
         --connections) need_value "$@"; CONNECTIONS=$2; shift 2 ;;
         --threads) need_value "$@"; THREADS=$2; shift 2 ;;
         --rows) need_value "$@"; ROWS=$2; shift 2 ;;
+        --baseline) need_value "$@"; BASELINE=$2; shift 2 ;;
         --quick) ROUNDS=1; DURATION=3; shift ;;
         --bin) need_value "$@"; BIN_ARG=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
@@ -67,7 +75,8 @@ done
 for v in ROUNDS DURATION CONNECTIONS THREADS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --${v,,} must be a positive integer" >&2; exit 2; }
 done
-[[ $ROWS =~ ^[a-e]+$ ]] || { echo "bench.sh: --rows takes letters from abcde" >&2; exit 2; }
+[[ $ROWS =~ ^[a-er]+$ ]] || { echo "bench.sh: --rows takes letters from abcder" >&2; exit 2; }
+[[ -z $BASELINE || -x $BASELINE ]] || { echo "bench.sh: --baseline $BASELINE is not an executable" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURE="$ROOT/fixtures/custom_response_header.wasm"
@@ -160,7 +169,8 @@ cpu_ticks() {
     local p s=0
     for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
         [[ -r /proc/$p/stat ]] || continue
-        s=$((s + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        # The process may be gone by now (pipefail must not end the script).
+        s=$((s + $({ sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null || true; } | awk '{print $12 + $13} END {if (NR == 0) print 0}')))
     done
     echo "$s"
 }
@@ -328,7 +338,9 @@ total_ticks() { # all CPUs, all states
     echo "$((u + n + s + i + w + irq + sirq + st))"
 }
 proc_snapshot() { # "pid ppid utime+stime+cutime+cstime" of every user-space process
-    cat /proc/[0-9]*/stat 2>/dev/null |
+    # A process may exit between the glob and the read: cat then fails,
+    # which must not end the script (pipefail).
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
         awk '{ pid = $1; sub(/^.*\) /, ""); if (pid == 2 || $2 == 2) next; print pid, $2, $12 + $13 + $14 + $15 }'
 }
 other_cpu_percent() { # $1 $2: snapshots, $3: ticks of the machine between them
@@ -605,11 +617,12 @@ say "RSS: max of samples every ${SAMPLE_INTERVAL}s under load, over all rounds (
 say "row (a) shows the upstream nginx's own RSS). CPU us/req: the server's user + system CPU time (all its"
 say "processes and threads) over the requests wrk completed, median over rounds; it is less sensitive to other load"
 say "than req/s. errors: wrk 'Non-2xx or 3xx responses' + 'Socket errors', summed over rounds."
-OTHER_MAX=$(cat "$TMP"/res/*.res | awk '$6 > m {m = $6} END {print m + 0}')
-OTHER_MED=$(cat "$TMP"/res/*.res | awk '{print $6}' | median)
+OTHER_MAX=$({ cat "$TMP"/res/*.res 2>/dev/null || true; } | awk '$6 > m {m = $6} END {print m + 0}')
+OTHER_MED=$({ cat "$TMP"/res/*.res 2>/dev/null || true; } | awk '{print $6}' | median)
 say "CPU used by processes other than the benchmark's during the measured runs: median $OTHER_MED%, max $OTHER_MAX% of the machine."
 DISTURBED=""
 for f in "$TMP"/res/*.res; do
+    [[ -e $f ]] || continue
     read -r _ _ _ _ _ o <"$f"
     if cmp "$o > 5"; then
         b=$(basename "$f" .res)
@@ -679,10 +692,16 @@ fi
 say ""
 say "load avg at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# ---------------------------------------------------------------- route scaling
+if has_row r; then
+    # shellcheck source=scripts/bench-routes.sh
+    source "$ROOT/scripts/bench-routes.sh"
+fi
+
 # ---------------------------------------------------------------- logs
 say ""
 say "== stderr of the servers (RUST_LOG=warn for tinygate; nginx error_log warn)"
-for f in "$UP_DIR/stderr" "$TMP/nginx-proxy/stderr" "$TMP/gate-c/stderr" "$TMP/gate-d/stderr" "$TMP/gate-e/stderr"; do
+for f in "$UP_DIR/stderr" "$TMP/nginx-proxy/stderr" "$TMP/gate-c/stderr" "$TMP/gate-d/stderr" "$TMP/gate-e/stderr" "$TMP"/routes/*/stderr; do
     [[ -f $f ]] || continue
     n=$(wc -l <"$f")
     say "$(basename "$(dirname "$f")"): $n line(s)"

@@ -130,15 +130,19 @@ impl<'w> Chain<'w> {
         gateway: &Gateway,
         route: &Route,
     ) -> Result<Chain<'w>, Box<(Chain<'w>, Fault)>> {
+        // Global rules' plugins first, then the route's: in every phase
+        // (each hook runs the contexts in this order), as APISIX runs
+        // global rules before the route's plugins in each phase.
+        let global = &gateway.config.routes.global_plugins;
         let mut chain = Chain {
             worker,
-            contexts: Vec::with_capacity(route.plugins.len()),
+            contexts: Vec::with_capacity(global.len() + route.plugins.len()),
             route: route.id.as_str().into(),
             response_started: false,
             answered: false,
             hooks: StreamHooks::default(),
         };
-        for rp in &route.plugins {
+        for rp in global.iter().chain(&route.plugins) {
             let plugin = &gateway.plugins[rp.plugin];
             let root = RootRef {
                 key: rp.key,

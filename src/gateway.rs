@@ -128,6 +128,17 @@ impl Gateway {
             })
             .collect();
         let routes_file = self.config.main.routes_file.display();
+        for rp in &self.config.routes.global_plugins {
+            let Some(vm) = vms[rp.plugin].as_mut() else {
+                continue;
+            };
+            if let Err(fault) = vm.configure(rp.key, &rp.conf) {
+                problems.push(format!(
+                    "{routes_file}: global_rules plugins.{}: {fault}",
+                    rp.name
+                ));
+            }
+        }
         for route in &self.config.routes.routes {
             for rp in &route.plugins {
                 let Some(vm) = vms[rp.plugin].as_mut() else {

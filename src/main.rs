@@ -11,9 +11,6 @@ mod calls;
 mod chain;
 mod config;
 mod etcd;
-// Compiled with each configuration; requests are matched against it once
-// the router's fall-through lands (#19).
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod expr;
 mod gateway;
 mod health;

@@ -86,3 +86,83 @@ fn disabled_route_is_not_served() {
     assert_eq!(gate.get("/off").status, 404);
     assert_eq!(up.count(), 0);
 }
+
+/// Routes `/r<i>` (ids `r<i>`) to `up`, for each `i` of `order`.
+fn numbered_routes(order: impl Iterator<Item = usize>, up: &Upstream) -> String {
+    let mut s = String::from("routes:\n");
+    for i in order {
+        s.push_str(&format!(
+            "  - {{id: r{i}, uri: /r{i}, upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+            up.addr
+        ));
+    }
+    s.push_str("#END\n");
+    s
+}
+
+/// The scrape, once every request sent so far is counted (a request is
+/// counted just after its response is written).
+fn scrape_counting(gate: &Gate, requests: usize) -> String {
+    assert!(gate.wait_for_log("status and metrics on http://"));
+    let log = gate.log();
+    let at = log.split("status and metrics on http://").nth(1).unwrap();
+    let addr: std::net::SocketAddr = at.split('/').next().unwrap().parse().unwrap();
+    let want = format!("apisix_http_requests_total {requests}\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = send(
+            addr,
+            b"GET /apisix/prometheus/metrics HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+        )
+        .text();
+        if text.contains(&want) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Per-route counters with hundreds of routes served by both workers: each
+/// route's status count and latency histogram add up across workers, and
+/// keep counting by route id across a reload that reorders the routes and
+/// adds one.
+#[test]
+fn per_route_metrics_add_up_across_workers_and_survive_a_reload() {
+    const ROUTES: usize = 300;
+    let up = Upstream::named("up");
+    let gate = Gate::start(
+        &config_yaml(&[], "  status_listen: \"127.0.0.1:0\"\n"),
+        &numbered_routes(0..ROUTES, &up),
+    );
+    for i in 0..ROUTES {
+        for _ in 0..2 {
+            assert_eq!(gate.get(&format!("/r{i}")).status, 200);
+        }
+    }
+    let text = scrape_counting(&gate, 2 * ROUTES);
+    for i in 0..ROUTES {
+        let line = format!("apisix_http_status{{code=\"200\",route=\"r{i}\"}} 2\n");
+        assert!(text.contains(&line), "{line}in\n{text}");
+    }
+
+    std::fs::write(
+        gate.dir.join("apisix.yaml"),
+        numbered_routes((0..=ROUTES).rev(), &up),
+    )
+    .unwrap();
+    gate.signal(rustix::process::Signal::HUP);
+    assert!(gate.wait_for_log("reloaded (SIGHUP)"), "{}", gate.log());
+    for i in 0..=ROUTES {
+        assert_eq!(gate.get(&format!("/r{i}")).status, 200);
+    }
+    let text = scrape_counting(&gate, 3 * ROUTES + 1);
+    for i in 0..ROUTES {
+        let line = format!("apisix_http_status{{code=\"200\",route=\"r{i}\"}} 3\n");
+        assert!(text.contains(&line), "{line}in\n{text}");
+        let line = format!("apisix_http_latency_count{{type=\"request\",route=\"r{i}\"}} 3\n");
+        assert!(text.contains(&line), "{line}in\n{text}");
+    }
+    let new = format!("apisix_http_status{{code=\"200\",route=\"r{ROUTES}\"}} 1\n");
+    assert!(text.contains(&new), "{new}in\n{text}");
+    assert_eq!(text.matches("apisix_http_status{").count(), ROUTES + 1);
+}

@@ -6,7 +6,9 @@ mod util;
 /// The whole proxy-wasm HTTP ABI: bodies, pause, calls, ticks, queues,
 /// metrics, properties.
 mod abi;
-/// APISIX's composition: services, plugin configs, `${{VAR}}` (issue #19).
+/// APISIX's standalone files as they are (issue #19): services, plugin
+/// configs, global rules, route `vars` and `remote_addrs`, WebSocket,
+/// `${{VAR}}`.
 mod apisix;
 /// The article's scenario and the shipped `conf/`.
 mod article;

@@ -43,7 +43,7 @@ pub use upstream_tls::UpstreamTls;
 pub(crate) use main_file::{json_bytes, plugin_limits};
 
 use crate::balancer::{Algorithm, Balancer, Member};
-use crate::expr::{Expr, IpMatcher};
+use crate::expr::{Expr, IpMatcher, RequestVars};
 use crate::wasm::PluginSpec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -252,15 +252,26 @@ pub struct Route {
     #[allow(dead_code)] // read by the request path once wired (#19)
     pub service_id: Option<String>,
     /// `vars`: conditions on the request, compiled; `None` when absent.
-    #[allow(dead_code)] // read by the request path once wired (#19)
     pub vars: Option<Expr>,
     /// `remote_addr`/`remote_addrs`: the client addresses the route is
     /// for; `None` means any.
-    #[allow(dead_code)] // read by the request path once wired (#19)
     pub remote_addrs: Option<IpMatcher>,
     /// `enable_websocket` of the route, else of its service (default off).
     #[allow(dead_code)] // read by the request path once wired (#19)
     pub enable_websocket: bool,
+}
+
+impl Route {
+    /// True when the route's `remote_addrs` and `vars` hold for `request`.
+    /// The router checks them after host, uri and method, as APISIX's
+    /// radixtree does: a route that fails them is passed over for the next
+    /// candidate.
+    pub fn admits(&self, request: &RequestVars) -> bool {
+        self.remote_addrs
+            .as_ref()
+            .is_none_or(|addrs| addrs.contains(request.client.ip()))
+            && self.vars.as_ref().is_none_or(|vars| vars.eval(request))
+    }
 }
 
 /// How a route's `uri` matches a request path.

@@ -22,17 +22,8 @@ const METHODS: &[&str] = &[
 /// Route keys APISIX has and tinygate does not implement: Lua code.
 const LUA_ROUTE_KEYS: &[&str] = &["filter_func", "script"];
 
-/// Route (and service) keys that are parsed and checked, but refused
-/// until the request path applies them, so a route is never served
-/// without them (see [`Named::refuse_unserved`]).
-pub(super) const NOT_SERVED_YET: &[&str] =
-    &["vars", "remote_addr", "remote_addrs", "enable_websocket"];
-
 /// What routes refer to by id.
 pub(super) struct Named<'a> {
-    /// Refuse the keys of [`NOT_SERVED_YET`] (off only in unit tests of
-    /// their parsing).
-    pub refuse_unserved: bool,
     pub upstreams: HashMap<&'a str, &'a Arc<Upstream>>,
     pub services: HashMap<&'a str, &'a Service>,
     pub plugin_configs: HashMap<&'a str, &'a PluginConfig>,
@@ -138,11 +129,6 @@ pub(super) fn route(
             &o.path,
             "needs an upstream, an upstream_id, a service_id or plugins",
         );
-    }
-    for key in NOT_SERVED_YET.iter().filter(|_| named.refuse_unserved) {
-        if o.has(key) && p.len() == before {
-            p.at(&o.path_of(key), "not supported by tinygate yet");
-        }
     }
     if p.len() > before {
         return None;

@@ -12,6 +12,7 @@ use super::upstream::upstream;
 use super::{env_vars, parse_yaml, ConfigError, Route, RoutePlugin, Upstream};
 use crate::wasm::PluginSpec;
 use serde_yaml::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Top-level sections of APISIX's standalone file that tinygate does not
@@ -23,10 +24,6 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
     "stream_routes",
     "protos",
 ];
-
-/// Sections that are parsed and checked, but refused until the request
-/// path applies them.
-const NOT_SERVED_YET: &[&str] = &["global_rules"];
 
 /// Everything served from one version of the routes file.
 #[derive(Debug, Default)]
@@ -41,7 +38,6 @@ pub struct Routes {
     pub ssls: super::Ssls,
     /// The plugins of all `global_rules`, sorted by descending priority:
     /// they run on every routed request, before the route's.
-    #[allow(dead_code)] // run by the chain once wired (#19)
     pub global_plugins: Vec<RoutePlugin>,
 }
 
@@ -124,17 +120,17 @@ pub fn parse_routes_document(
     plugins: &[PluginSpec],
 ) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
-    let routes = parse(doc, plugins, true, &mut p);
+    let routes = parse(doc, plugins, &mut p);
     (routes, p.into_vec())
 }
 
-/// [`parse_routes_skipping_invalid`] without refusing the keys the
-/// request path does not apply yet: for unit tests of their parsing.
+/// [`parse_routes_skipping_invalid`] for unit tests: every problem
+/// returned, the valid items kept.
 #[cfg(test)]
 pub(super) fn parse_all(label: &str, text: &str, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
     let doc = document(label, text).unwrap_or_else(|e| panic!("{e}"));
     let mut p = Problems::new(label);
-    let routes = parse(&doc, plugins, false, &mut p);
+    let routes = parse(&doc, plugins, &mut p);
     (routes, p.into_vec())
 }
 
@@ -144,8 +140,8 @@ fn ends_with_end_marker(text: &str) -> bool {
     text.trim_end().ends_with("#END")
 }
 
-/// The document's items; `refuse_unserved`: see [`Named::refuse_unserved`].
-fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Problems) -> Routes {
+/// The document's items.
+fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
     let empty = Value::Mapping(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let Some(top) = Obj::new(doc, String::new(), p) else {
@@ -175,15 +171,7 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     });
     let upstreams_by_id = upstreams.iter().map(|(id, u)| (id.as_str(), u)).collect();
     let services: Vec<(String, Service)> = with_ids(&top, "services", p, |o, id, p| {
-        let s = service(o, id, &upstreams_by_id, plugins, p)?;
-        if refuse_unserved && o.has("enable_websocket") {
-            p.at(
-                &o.path_of("enable_websocket"),
-                "not supported by tinygate yet",
-            );
-            return None;
-        }
-        Some(s)
+        service(o, id, &upstreams_by_id, plugins, p)
     });
     let plugin_configs: Vec<(String, PluginConfig)> =
         with_ids(&top, "plugin_configs", p, |o, _, p| {
@@ -192,20 +180,8 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     let rules: Vec<(String, GlobalRuleEntries)> = with_ids(&top, "global_rules", p, |o, id, p| {
         global_rule(o, id, plugins, p)
     });
-    let mut global_plugins =
-        global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
-    for section in NOT_SERVED_YET.iter().filter(|_| refuse_unserved) {
-        match top.value(section) {
-            Some(Value::Sequence(s)) if s.is_empty() => {}
-            Some(_) if p.is_empty() => {
-                p.at(section, "not supported by tinygate yet");
-                global_plugins.clear();
-            }
-            _ => {}
-        }
-    }
+    let global_plugins = global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
     let named = Named {
-        refuse_unserved,
         upstreams: upstreams_by_id,
         services: services.iter().map(|(id, s)| (id.as_str(), s)).collect(),
         plugin_configs: plugin_configs
@@ -215,7 +191,10 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
     };
 
     let mut routes = Vec::new();
-    let mut ids: Vec<String> = Vec::new();
+    // Sets, not lists, here and in `with_ids`: a file with 10,000 routes is
+    // checked for repeated ids in linear time (a list made start-up
+    // quadratic).
+    let mut ids: HashSet<String> = HashSet::new();
     if let Some(items) = top.seq("routes", p) {
         for (i, item) in items.iter().enumerate() {
             let Some(o) = Obj::new(item, index("routes", i), p) else {
@@ -224,14 +203,13 @@ fn parse(doc: &Value, plugins: &[PluginSpec], refuse_unserved: bool, p: &mut Pro
             let Some((route, enabled)) = route(&o, i, &named, plugins, p) else {
                 continue;
             };
-            if ids.contains(&route.id) {
+            if !ids.insert(route.id.clone()) {
                 p.at(
                     &o.path_of("id"),
                     format!("route id {:?} is used twice", route.id),
                 );
                 continue;
             }
-            ids.push(route.id.clone());
             if enabled {
                 routes.push(route);
             }
@@ -257,7 +235,7 @@ fn with_ids<T>(
     mut parse: impl FnMut(&Obj, &str, &mut Problems) -> Option<T>,
 ) -> Vec<(String, T)> {
     let mut out: Vec<(String, T)> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (i, item) in top.seq(section, p).into_iter().flatten().enumerate() {
         let path = index(section, i);
         let Some(o) = Obj::new(item, path.clone(), p) else {
@@ -272,14 +250,13 @@ fn with_ids<T>(
             }
             continue;
         };
-        if seen.contains(&id) {
+        if !seen.insert(id.clone()) {
             p.at(
                 &o.path_of("id"),
                 format!("id {id:?} is used twice in {section}"),
             );
             continue;
         }
-        seen.push(id.clone());
         if let Some(item) = parse(&o, &id, p) {
             out.push((id, item));
         }

@@ -274,7 +274,7 @@ routes:
         host: "h",
         headers: &headers,
         client: "127.0.0.1:1".parse().unwrap(),
-        listener: "127.0.0.1:2".parse().unwrap(),
+        listener: Some("127.0.0.1:2".parse().unwrap()),
         scheme: "http",
     };
     let vars = route.vars.as_ref().unwrap();
@@ -283,32 +283,6 @@ routes:
     let addrs = route.remote_addrs.as_ref().unwrap();
     assert!(addrs.contains("2001:db8::1".parse().unwrap()));
     assert!(!addrs.contains("10.0.0.1".parse().unwrap()));
-}
-
-#[test]
-fn unserved_keys_are_refused_until_the_request_path_applies_them() {
-    let result = parse_routes(
-        "apisix.yaml",
-        r#"
-global_rules:
-  - {id: 1, plugins: {a: {conf: "1"}}}
-routes:
-  - {uri: /a, plugins: {}, vars: [[arg_x, "==", "1"]]}
-  - {uri: /b, plugins: {}, remote_addr: "::1"}
-  - {uri: /c, plugins: {}, enable_websocket: true}
-#END
-"#,
-        &plugins(),
-    );
-    assert_eq!(
-        result.unwrap_err().problems,
-        [
-            "apisix.yaml: global_rules: not supported by tinygate yet",
-            "apisix.yaml: routes[0].vars: not supported by tinygate yet",
-            "apisix.yaml: routes[1].remote_addr: not supported by tinygate yet",
-            "apisix.yaml: routes[2].enable_websocket: not supported by tinygate yet",
-        ]
-    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 use super::{Var, Vars};
 use crate::http::headers::HeaderMap;
+use crate::http::parse::RequestHead;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
@@ -20,8 +21,32 @@ pub struct RequestVars<'a> {
     /// The request's header fields.
     pub headers: &'a HeaderMap,
     pub client: SocketAddr,
-    pub listener: SocketAddr,
+    /// The listener's address (`None`: not known).
+    pub listener: Option<SocketAddr>,
     pub scheme: &'a str,
+}
+
+impl<'a> RequestVars<'a> {
+    /// The variables of a request as tinygate routes it: its parsed head
+    /// (`path` is the normalised path routes match, without the query).
+    pub fn of(
+        req: &'a RequestHead,
+        path: &'a str,
+        client: SocketAddr,
+        listener: Option<SocketAddr>,
+        scheme: &'a str,
+    ) -> RequestVars<'a> {
+        RequestVars {
+            method: &req.method,
+            path,
+            query: req.target.split_once('?').map(|(_, q)| q),
+            host: &req.hostname,
+            headers: &req.headers,
+            client,
+            listener,
+            scheme,
+        }
+    }
 }
 
 impl Vars for RequestVars<'_> {
@@ -38,8 +63,8 @@ impl Vars for RequestVars<'_> {
             Var::Args => self.query.map(Cow::Borrowed),
             Var::RemoteAddr => owned(self.client.ip().to_canonical().to_string()),
             Var::RemotePort => owned(self.client.port().to_string()),
-            Var::ServerAddr => owned(self.listener.ip().to_canonical().to_string()),
-            Var::ServerPort => owned(self.listener.port().to_string()),
+            Var::ServerAddr => owned(self.listener?.ip().to_canonical().to_string()),
+            Var::ServerPort => owned(self.listener?.port().to_string()),
             Var::Scheme => Some(Cow::Borrowed(self.scheme)),
             Var::Arg(name) => self.args(name).next(),
             Var::Http(name) => {

@@ -26,7 +26,7 @@ fn with_request<T>(f: impl FnOnce(&RequestVars) -> T) -> T {
         host: "api.example.com",
         headers: &headers,
         client: "[2001:db8::7]:51000".parse().unwrap(),
-        listener: "127.0.0.1:9080".parse().unwrap(),
+        listener: Some("127.0.0.1:9080".parse().unwrap()),
         scheme: "http",
     };
     f(&vars)

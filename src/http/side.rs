@@ -16,7 +16,7 @@ use std::rc::Rc;
 pub struct SideReply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 /// Binds `addr` and answers every request with `answer`, on a thread of
@@ -64,16 +64,24 @@ async fn serve_side(stream: net::TcpStream, answer: fn(&RequestHead) -> SideRepl
             buf.consume(n);
         }
         let reply = answer(&req);
-        let mut out = Vec::with_capacity(256 + reply.body.len());
-        super::write_status_line(&mut out, reply.status);
-        super::write_header(&mut out, b"content-type", reply.content_type.as_bytes());
-        out.extend_from_slice(b"content-length: ");
-        super::push_decimal(&mut out, reply.body.len() as u64);
-        out.extend_from_slice(b"\r\n\r\n");
-        if req.method != "HEAD" {
-            out.extend_from_slice(reply.body.as_bytes());
+        let mut head = Vec::with_capacity(256);
+        super::write_status_line(&mut head, reply.status);
+        super::write_header(&mut head, b"content-type", reply.content_type.as_bytes());
+        head.extend_from_slice(b"content-length: ");
+        super::push_decimal(&mut head, reply.body.len() as u64);
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut body: &[u8] = if req.method == "HEAD" {
+            &[]
+        } else {
+            &reply.body
+        };
+        // A large body (a scrape with 10,000 routes is tens of MiB) goes
+        // out after the head instead of being copied behind it.
+        if body.len() <= 64 * 1024 {
+            head.extend_from_slice(body);
+            body = &[];
         }
-        if (&stream).write_all(&out).await.is_err() {
+        if (&stream).write_all(&head).await.is_err() || (&stream).write_all(body).await.is_err() {
             return;
         }
     }

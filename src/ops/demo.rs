@@ -32,6 +32,6 @@ fn answer(req: &RequestHead) -> SideReply {
     SideReply {
         status: 200,
         content_type: "text/plain; charset=utf-8",
-        body: text,
+        body: text.into_bytes(),
     }
 }

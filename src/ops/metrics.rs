@@ -7,12 +7,21 @@
 //! Nearly a leaf: it knows finished requests (`Record`), plugin names and
 //! the plugins' metric registry (`wasm/`), not how requests are served or
 //! how the text is fetched (`status.rs`), so anything may count into it.
+//!
+//! Built to stay cheap with 10,000 routes: every route id gets a slot
+//! number process-wide the first time a worker sees it, so a scrape adds
+//! the workers' counters up by index, holding each worker's mutex only for
+//! that sum (no strings hashed, cloned or sorted under it), and writes the
+//! text after letting go. Counting a request touches one histogram bucket
+//! per latency, not every bucket above it.
 
 use super::access_log::Record;
+use crate::http::push_decimal;
 use crate::wasm::metrics_text;
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::io::Write as _;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// APISIX's latency buckets, in milliseconds.
 const BUCKETS_MS: [f64; 15] = [
@@ -24,9 +33,12 @@ const BUCKETS_MS: [f64; 15] = [
 #[derive(Default)]
 pub struct Stats {
     requests: u64,
-    /// Route id → its counters (looked up without allocating).
-    routes: HashMap<String, RouteStats>,
+    /// Route id → index into `routes` (looked up without allocating).
+    route_index: HashMap<Box<str>, usize>,
+    /// Each route this worker served: its process-wide slot and counters.
+    routes: Vec<(usize, RouteStats)>,
     /// Plugin counters, each by (plugin, route); see [`PluginCounter`].
+    /// Failures are rare, so these stay keyed by name.
     plugins: HashMap<(PluginCounter, String, String), u64>,
     /// Plugin name → root contexts alive in this worker's instances (a
     /// gauge).
@@ -71,8 +83,8 @@ impl PluginCounter {
     ];
 }
 
-/// One route's counters in one worker.
-#[derive(Default)]
+/// One route's counters (in one worker, or summed for a scrape).
+#[derive(Default, Clone)]
 struct RouteStats {
     /// (status, count), in order of first appearance.
     status: Vec<(u16, u64)>,
@@ -82,6 +94,7 @@ struct RouteStats {
 
 #[derive(Default, Clone)]
 struct Histogram {
+    /// Observations per bucket, not cumulative: the exposition sums them.
     buckets: [u64; BUCKETS_MS.len()],
     count: u64,
     sum_ms: f64,
@@ -89,10 +102,11 @@ struct Histogram {
 
 impl Histogram {
     fn observe(&mut self, ms: f64) {
-        for (i, le) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *le {
-                self.buckets[i] += 1;
-            }
+        // The first bucket whose bound is at least `ms`; none above 60 s,
+        // where only `+Inf` (the count) holds it.
+        let i = BUCKETS_MS.partition_point(|le| *le < ms);
+        if let Some(bucket) = self.buckets.get_mut(i) {
+            *bucket += 1;
         }
         self.count += 1;
         self.sum_ms += ms;
@@ -107,17 +121,34 @@ impl Histogram {
     }
 }
 
+impl RouteStats {
+    fn add(&mut self, other: &RouteStats) {
+        for &(code, n) in &other.status {
+            match self.status.iter_mut().find(|(s, _)| *s == code) {
+                Some((_, total)) => *total += n,
+                None => self.status.push((code, n)),
+            }
+        }
+        self.request.add(&other.request);
+        self.upstream.add(&other.upstream);
+    }
+}
+
 impl Stats {
     /// Counts one finished request.
     pub fn observe(&mut self, record: &Record) {
         self.requests += 1;
-        if !self.routes.contains_key(&record.route_id) {
-            self.routes
-                .insert(record.route_id.clone(), RouteStats::default());
-        }
-        let Some(route) = self.routes.get_mut(&record.route_id) else {
-            return;
+        let index = match self.route_index.get(record.route_id.as_str()) {
+            Some(&i) => i,
+            None => {
+                let slot = route_slot(&record.route_id);
+                self.routes.push((slot, RouteStats::default()));
+                self.route_index
+                    .insert(record.route_id.as_str().into(), self.routes.len() - 1);
+                self.routes.len() - 1
+            }
         };
+        let route = &mut self.routes[index].1;
         match route.status.iter_mut().find(|(s, _)| *s == record.status) {
             Some((_, n)) => *n += 1,
             None => route.status.push((record.status, 1)),
@@ -172,6 +203,34 @@ impl Stats {
             .entry((counter, plugin.to_string(), route.to_string()))
             .or_default() += 1;
     }
+
+    /// Adds this worker's counters into a scrape's totals: indexes and
+    /// integers only, as the worker waits for its mutex meanwhile.
+    fn add_to(&self, totals: &mut Totals) {
+        totals.requests += self.requests;
+        for (slot, route) in &self.routes {
+            if totals.routes.len() <= *slot {
+                totals.routes.resize_with(slot + 1, RouteStats::default);
+            }
+            totals.routes[*slot].add(route);
+        }
+        // Only (counter, plugin, route) triples that failed at least once.
+        for (k, v) in &self.plugins {
+            *totals.plugins.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &self.root_contexts {
+            *totals.root_contexts.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Every worker's counters summed, by route slot.
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    routes: Vec<RouteStats>,
+    plugins: HashMap<(PluginCounter, String, String), u64>,
+    root_contexts: HashMap<String, usize>,
 }
 
 /// Every worker's stats, for scrapes.
@@ -186,68 +245,178 @@ pub fn register() -> Arc<Mutex<Stats>> {
     stats
 }
 
+/// Route ids any worker has counted, each with a slot for life. Ids are
+/// never forgotten, as APISIX's exporter keeps the series of a deleted
+/// route until restart: a route that comes back keeps counting on.
+#[derive(Default)]
+struct RouteIds {
+    slots: HashMap<Box<str>, usize>,
+    /// Slot → the id escaped as a label value.
+    labels: Vec<Arc<str>>,
+}
+
+static ROUTE_IDS: LazyLock<Mutex<RouteIds>> = LazyLock::new(Mutex::default);
+
+/// The slot of `id`, given on first sight. A worker asks once per route.
+fn route_slot(id: &str) -> usize {
+    let mut ids = ROUTE_IDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&slot) = ids.slots.get(id) {
+        return slot;
+    }
+    let slot = ids.labels.len();
+    ids.labels.push(label(id).into());
+    ids.slots.insert(id.into(), slot);
+    slot
+}
+
 /// Everything, in Prometheus text exposition format.
-pub fn prometheus_text() -> String {
-    let mut total = Stats::default();
-    // (status, route id) → count; (kind, route id) → histogram.
-    let mut total_status: HashMap<(u16, String), u64> = HashMap::new();
-    let mut total_latency: HashMap<(&str, String), Histogram> = HashMap::new();
-    for stats in ALL.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let s = stats.lock().unwrap_or_else(|e| e.into_inner());
-        total.requests += s.requests;
-        for (route, r) in &s.routes {
-            for (code, n) in &r.status {
-                *total_status.entry((*code, route.clone())).or_default() += n;
+pub fn prometheus_text() -> Vec<u8> {
+    let workers: Vec<Arc<Mutex<Stats>>> = ALL.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut totals = Totals::default();
+    let started = Instant::now();
+    // The longest a worker waited for its own counters because of us.
+    let mut longest_hold = Duration::ZERO;
+    for stats in &workers {
+        let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+        let held = Instant::now();
+        stats.add_to(&mut totals);
+        drop(stats);
+        longest_hold = longest_hold.max(held.elapsed());
+    }
+    // Read after the sums: every slot a worker counted into is named.
+    let labels = ROUTE_IDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .labels
+        .clone();
+    let mut out = Vec::with_capacity(exposition_size(&totals, &labels));
+    write_routes(&mut out, &totals, &labels);
+    write_plugin_counters(&mut out, &totals);
+    out.extend_from_slice(crate::health::prometheus_lines().as_bytes());
+    out.extend_from_slice(metrics_text("apisix_wasm_").as_bytes());
+    log::debug!(
+        "scrape: {} routes, {} bytes in {:?}; a worker's counters were held at most {:?}",
+        labels.len(),
+        out.len(),
+        started.elapsed(),
+        longest_hold
+    );
+    out
+}
+
+/// Roughly the bytes [`write_routes`] writes, so the text is not copied as
+/// it grows (tens of MiB with 10,000 routes).
+fn exposition_size(totals: &Totals, labels: &[Arc<str>]) -> usize {
+    let per_histogram = |label: &str| (BUCKETS_MS.len() + 3) * (label.len() + 80);
+    let routes: usize = totals
+        .routes
+        .iter()
+        .zip(labels)
+        .map(|(r, label)| {
+            r.status.len() * (label.len() + 50)
+                + usize::from(r.request.count > 0) * per_histogram(label)
+                + usize::from(r.upstream.count > 0) * per_histogram(label)
+        })
+        .sum();
+    routes + 4096
+}
+
+/// Requests, statuses and latency histograms per route, sorted by status
+/// and route id as before.
+fn write_routes(out: &mut Vec<u8>, totals: &Totals, labels: &[Arc<str>]) {
+    let label_of = |slot: usize| labels.get(slot).map_or("", |l| &**l);
+    out.extend_from_slice(
+        b"# TYPE apisix_http_requests_total counter\napisix_http_requests_total ",
+    );
+    push_decimal(out, totals.requests);
+    out.extend_from_slice(b"\n# TYPE apisix_http_status counter\n");
+    let mut status: Vec<(u16, &str, u64)> = Vec::new();
+    for (slot, route) in totals.routes.iter().enumerate() {
+        status.extend(route.status.iter().map(|&(c, n)| (c, label_of(slot), n)));
+    }
+    status.sort_unstable();
+    for (code, route, n) in status {
+        out.extend_from_slice(b"apisix_http_status{code=\"");
+        push_decimal(out, code.into());
+        out.extend_from_slice(b"\",route=\"");
+        out.extend_from_slice(route.as_bytes());
+        out.extend_from_slice(b"\"} ");
+        push_decimal(out, n);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"# TYPE apisix_http_latency histogram\n");
+    let mut by_label: Vec<usize> = (0..totals.routes.len()).collect();
+    by_label.sort_unstable_by_key(|&slot| label_of(slot));
+    for kind in ["request", "upstream"] {
+        for &slot in &by_label {
+            let route = &totals.routes[slot];
+            let h = if kind == "request" {
+                &route.request
+            } else {
+                &route.upstream
+            };
+            if h.count > 0 {
+                write_histogram(out, kind, label_of(slot), h);
             }
-            for (kind, h) in [("request", &r.request), ("upstream", &r.upstream)] {
-                if h.count > 0 {
-                    total_latency
-                        .entry((kind, route.clone()))
-                        .or_default()
-                        .add(h);
-                }
-            }
-        }
-        for (k, v) in &s.plugins {
-            *total.plugins.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.root_contexts {
-            *total.root_contexts.entry(k.clone()).or_default() += v;
         }
     }
-    let mut out = String::with_capacity(4096);
-    out.push_str("# TYPE apisix_http_requests_total counter\n");
-    let _ = writeln!(out, "apisix_http_requests_total {}", total.requests);
-    out.push_str("# TYPE apisix_http_status counter\n");
-    let mut status: Vec<_> = total_status.iter().collect();
-    status.sort();
-    for ((code, route), n) in status {
-        let _ = writeln!(
-            out,
-            "apisix_http_status{{code=\"{code}\",route=\"{}\"}} {n}",
-            label(route)
-        );
+}
+
+/// One latency histogram: cumulative buckets, `+Inf`, sum and count.
+fn write_histogram(out: &mut Vec<u8>, kind: &str, route: &str, h: &Histogram) {
+    // Its series share everything up to the route id; written once here
+    // and copied, as a scrape writes hundreds of thousands of these lines.
+    let mut series = Vec::with_capacity(route.len() + 64);
+    series.extend_from_slice(b"{type=\"");
+    series.extend_from_slice(kind.as_bytes());
+    series.extend_from_slice(b"\",route=\"");
+    series.extend_from_slice(route.as_bytes());
+    let mut cumulative = 0;
+    for (le, n) in BUCKET_LABELS.iter().zip(h.buckets) {
+        cumulative += n;
+        out.extend_from_slice(b"apisix_http_latency_bucket");
+        out.extend_from_slice(&series);
+        out.extend_from_slice(le.as_bytes());
+        push_decimal(out, cumulative);
+        out.push(b'\n');
     }
-    out.push_str("# TYPE apisix_http_latency histogram\n");
-    let mut latency: Vec<_> = total_latency.iter().collect();
-    latency.sort_by(|a, b| a.0.cmp(b.0));
-    for ((kind, route), h) in latency {
-        let labels = format!("type=\"{kind}\",route=\"{}\"", label(route));
-        for (le, n) in BUCKETS_MS.iter().zip(h.buckets) {
-            let _ = writeln!(
-                out,
-                "apisix_http_latency_bucket{{{labels},le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "apisix_http_latency_bucket{{{labels},le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(out, "apisix_http_latency_sum{{{labels}}} {}", h.sum_ms);
-        let _ = writeln!(out, "apisix_http_latency_count{{{labels}}} {}", h.count);
-    }
-    let mut counts: Vec<_> = total.plugins.iter().collect();
+    out.extend_from_slice(b"apisix_http_latency_bucket");
+    out.extend_from_slice(&series);
+    out.extend_from_slice(b"\",le=\"+Inf\"} ");
+    push_decimal(out, h.count);
+    out.extend_from_slice(b"\napisix_http_latency_sum");
+    out.extend_from_slice(&series);
+    let _ = writeln!(out, "\"}} {}", h.sum_ms);
+    out.extend_from_slice(b"apisix_http_latency_count");
+    out.extend_from_slice(&series);
+    out.extend_from_slice(b"\"} ");
+    push_decimal(out, h.count);
+    out.push(b'\n');
+}
+
+/// [`BUCKETS_MS`] as the end of a bucket's labels.
+const BUCKET_LABELS: [&str; BUCKETS_MS.len()] = [
+    "\",le=\"1\"} ",
+    "\",le=\"2\"} ",
+    "\",le=\"5\"} ",
+    "\",le=\"10\"} ",
+    "\",le=\"20\"} ",
+    "\",le=\"50\"} ",
+    "\",le=\"100\"} ",
+    "\",le=\"200\"} ",
+    "\",le=\"500\"} ",
+    "\",le=\"1000\"} ",
+    "\",le=\"2000\"} ",
+    "\",le=\"5000\"} ",
+    "\",le=\"10000\"} ",
+    "\",le=\"30000\"} ",
+    "\",le=\"60000\"} ",
+];
+
+/// The plugin counters, by plugin and route, and the root contexts gauge,
+/// by plugin.
+fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
+    let mut counts: Vec<_> = totals.plugins.iter().collect();
     counts.sort();
     for (counter, name) in PluginCounter::ALL {
         let _ = writeln!(out, "# TYPE {name} counter");
@@ -260,8 +429,8 @@ pub fn prometheus_text() -> String {
             );
         }
     }
-    out.push_str("# TYPE apisix_wasm_root_contexts gauge\n");
-    let mut roots: Vec<_> = total.root_contexts.iter().collect();
+    let _ = writeln!(out, "# TYPE apisix_wasm_root_contexts gauge");
+    let mut roots: Vec<_> = totals.root_contexts.iter().collect();
     roots.sort();
     for (plugin, n) in roots {
         let _ = writeln!(
@@ -270,9 +439,6 @@ pub fn prometheus_text() -> String {
             label(plugin)
         );
     }
-    out.push_str(&crate::health::prometheus_lines());
-    out.push_str(&metrics_text("apisix_wasm_"));
-    out
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -292,13 +458,59 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn bucket_labels_are_the_bounds() {
+        for (text, le) in BUCKET_LABELS.iter().zip(BUCKETS_MS) {
+            assert_eq!(*text, format!("\",le=\"{le}\"}} "));
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_written_cumulative() {
         let mut h = Histogram::default();
         h.observe(3.0);
+        h.observe(5.0);
         h.observe(700.0);
-        assert_eq!(h.buckets[0], 0); // le=1
-        assert_eq!(h.buckets[2], 1); // le=5
-        assert_eq!(h.buckets[9], 2); // le=1000
-        assert_eq!(h.count, 2);
+        h.observe(90_000.0);
+        let mut out = Vec::new();
+        write_histogram(&mut out, "request", "r", &h);
+        let text = String::from_utf8(out).unwrap();
+        let bucket = |le: &str| {
+            let series =
+                format!("apisix_http_latency_bucket{{type=\"request\",route=\"r\",le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&series)).unwrap();
+            line[series.len()..].parse::<u64>().unwrap()
+        };
+        assert_eq!(bucket("2"), 0);
+        assert_eq!(bucket("5"), 2, "5 ms is within le=5");
+        assert_eq!(bucket("500"), 2);
+        assert_eq!(bucket("1000"), 3);
+        assert_eq!(bucket("60000"), 3);
+        assert_eq!(bucket("+Inf"), 4);
+        assert!(text.contains("apisix_http_latency_sum{type=\"request\",route=\"r\"} 90708\n"));
+        assert!(text.contains("apisix_http_latency_count{type=\"request\",route=\"r\"} 4\n"));
+    }
+
+    #[test]
+    fn workers_counts_add_up_by_route_id() {
+        let record = |route: &str, status: u16| Record {
+            route_id: route.into(),
+            status,
+            upstream_time: Some(std::time::Duration::from_millis(3)),
+            ..Record::default()
+        };
+        let (mut a, mut b) = (Stats::default(), Stats::default());
+        a.observe(&record("metrics-test-x", 200));
+        a.observe(&record("metrics-test-y", 404));
+        b.observe(&record("metrics-test-y", 404));
+        b.observe(&record("metrics-test-x", 502));
+        let mut totals = Totals::default();
+        a.add_to(&mut totals);
+        b.add_to(&mut totals);
+        let x = &totals.routes[route_slot("metrics-test-x")];
+        let y = &totals.routes[route_slot("metrics-test-y")];
+        assert_eq!(x.status, [(200, 1), (502, 1)]);
+        assert_eq!(y.status, [(404, 2)]);
+        assert_eq!((x.upstream.count, x.upstream.buckets[2]), (2, 2));
+        assert_eq!(totals.requests, 4);
     }
 }

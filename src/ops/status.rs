@@ -24,15 +24,15 @@ fn answer(req: &RequestHead) -> SideReply {
             (200, "text/plain; version=0.0.4", prometheus_text())
         }
         ("GET" | "HEAD", "/status" | "/status/ready") => {
-            (200, "application/json", "{\"status\":\"ok\"}\n".into())
+            (200, "application/json", b"{\"status\":\"ok\"}\n".to_vec())
         }
         ("GET" | "HEAD", _) if path.starts_with("/v1/healthcheck") => {
             match crate::health::control_api(path) {
-                Some((status, body)) => (status, "application/json", body),
-                None => (404, "text/plain", "not found\n".into()),
+                Some((status, body)) => (status, "application/json", body.into_bytes()),
+                None => (404, "text/plain", b"not found\n".to_vec()),
             }
         }
-        _ => (404, "text/plain", "not found\n".into()),
+        _ => (404, "text/plain", b"not found\n".to_vec()),
     };
     SideReply {
         status,

@@ -16,6 +16,7 @@ use super::heads::{expects_continue, node_request_head, Destination};
 use super::request::Request;
 use super::send::{forward_body, forward_spilled_body, ToNode};
 use super::transport::Transport;
+use super::upgrade;
 use crate::config::{Node, Upstream};
 use crate::http::reply;
 use crate::http::{self, Framing, Head, ReadBuf, ResponseHead};
@@ -165,7 +166,10 @@ where
         Some(conn) => conn,
         None => transport.connect(to.node, connect).await?,
     };
-    let head = node_request_head(&req.head, &req.ex.request_headers, to, body.framing);
+    let mut head = node_request_head(&req.head, &req.ex.request_headers, to, body.framing);
+    if let Some(protocol) = upgrade::requested(&req.head, req.route) {
+        upgrade::add_upgrade_fields(&mut head, protocol);
+    }
     let replayable = body.can_resend(&req.head) && is_idempotent(&req.head.method);
     let result = exchange(req, client, &mut conn, &head, body).await;
     if conn.reused && replayable && matches!(result, Err(Stage::Stale(_))) {
@@ -215,15 +219,18 @@ where
             .await
             .map_err(Stage::Stale)?;
     }
-    read_response_head(&mut conn.buf, &mut conn.stream, timeout.read).await
+    let upgrading = upgrade::requested(&req.head, req.route).is_some();
+    read_response_head(&mut conn.buf, &mut conn.stream, timeout.read, upgrading).await
 }
 
 /// Reads a node's response head from `buf` and `reader`, skipping interim
-/// (1xx) responses.
+/// (1xx) responses; a `101` is the answer when the request asked for an
+/// upgrade its route allows (`upgrading`), and a failure otherwise.
 pub(super) async fn read_response_head<R: AsyncRead + Unpin>(
     buf: &mut ReadBuf,
     reader: &mut R,
     read_timeout: Duration,
+    upgrading: bool,
 ) -> Result<ResponseHead, Stage> {
     loop {
         let head = buf.read_head(reader, http::io::MAX_RESPONSE_HEAD);
@@ -248,6 +255,7 @@ pub(super) async fn read_response_head<R: AsyncRead + Unpin>(
         let response = parsed
             .map_err(|e| Stage::Upstream(io::Error::new(io::ErrorKind::InvalidData, e.reason)))?;
         match response.status {
+            101 if upgrading => return Ok(response),
             101 => {
                 return Err(Stage::Upstream(io::Error::new(
                     io::ErrorKind::Unsupported,

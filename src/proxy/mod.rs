@@ -42,6 +42,7 @@ mod relay;
 mod request;
 mod send;
 mod transport;
+mod upgrade;
 
 pub(crate) use answer::EarlyEnd;
 pub(crate) use connection::{serve_connection, Connection};

@@ -10,18 +10,25 @@ use super::answer::{answer, answer_early_end, EarlyEnd};
 use super::body::read_through_plugins;
 use super::connection::Client;
 use super::forward::{send_request, Answered};
-use super::heads::{node_connection_reusable, request_map, response_map, status_of, stream_info};
+use super::heads::{
+    node_connection_reusable, request_map, response_map, status_of, stream_info,
+    write_response_head,
+};
 use super::keep_alive::{Ending, KeepAlive};
 use super::relay::relay_response;
 use super::transport::Transport;
+use super::upgrade;
 use crate::chain::Chain;
 use crate::config::{ClientLimits, Route};
+use crate::expr::RequestVars;
 use crate::gateway::Gateway;
 use crate::http::reply;
-use crate::http::{self, Framing, RequestHead};
+use crate::http::{self, Framing, RequestHead, ResponseHead};
+use crate::upstream::Conn;
 use crate::wasm::{Exchange, ExchangeData};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite};
+use std::net::SocketAddr;
 
 /// A routed request being served: what every step after routing needs.
 pub(crate) struct Request<'a> {
@@ -53,7 +60,8 @@ where
 {
     let keep = KeepAlive::of(&head, worker.stopping());
     let routes = &gateway.config.routes.routes;
-    let Some(index) = pinned_route.or_else(|| find_route(gateway, &head)) else {
+    let found = || find_route(gateway, &head, client.peer, client.local);
+    let Some(index) = pinned_route.or_else(found) else {
         log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
         return answer(
             client,
@@ -103,14 +111,23 @@ where
     kept
 }
 
-/// The route for `head` in `gateway`'s table, by host, path and method.
-fn find_route(gateway: &Gateway, head: &RequestHead) -> Option<usize> {
+/// The route for `head` from `peer` in `gateway`'s table, by host, path
+/// and method, then `remote_addrs` and `vars`: a candidate they refuse
+/// falls through to the next one, as in APISIX.
+fn find_route(
+    gateway: &Gateway,
+    head: &RequestHead,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Option<usize> {
     let path = head.target.split('?').next().unwrap_or("/");
-    // Every candidate is taken until routes gain conditions of their own
-    // (`vars`, `remote_addrs`), which will refuse some and fall through.
+    let routes = &gateway.config.routes.routes;
+    let vars = RequestVars::of(head, path, peer, local, "http");
     gateway
         .router
-        .find(&head.method, &head.hostname, path, |_| true)
+        .find(&head.method, &head.hostname, path, |&i| {
+            routes[i].admits(&vars)
+        })
 }
 
 /// Runs the request hooks, reads the body through the plugins if they
@@ -160,6 +177,9 @@ where
     client.record.upstream_addr = Some(node.addr);
     client.record.upstream_status = Some(response.status);
     client.record.upstream_time = client.record.started.map(|t| t.elapsed());
+    if response.status == 101 {
+        return switch_protocols(req, client, transport, conn, &response).await;
+    }
     let framing = match http::parse::response_framing(&response, &req.head.method) {
         Ok(f) => f,
         Err(e) => {
@@ -201,6 +221,47 @@ where
             false
         }
     }
+}
+
+/// A node's `101` to an upgrade the route allows: the response hooks see
+/// its headers, the client gets it, then the bytes of the new protocol
+/// are copied both ways until either side closes (`upgrade.rs`).
+async fn switch_protocols<C, T>(
+    req: &mut Request<'_>,
+    client: &mut Client<C>,
+    transport: &T,
+    mut conn: Conn<T::Stream>,
+    response: &ResponseHead,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    req.ex.response_headers = response_map(response);
+    if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, false).await) {
+        return end_early(req, client, transport, end).await;
+    }
+    client.record.status = 101;
+    req.ex.info.response_code = Some(101);
+    req.chain.response_started();
+    let mut head = Vec::with_capacity(256);
+    write_response_head(
+        &mut head,
+        101,
+        &req.ex.response_headers,
+        Framing::Empty,
+        &req.head,
+        true,
+    );
+    upgrade::add_upgrade_fields(
+        &mut head,
+        response.headers.get(b"upgrade").unwrap_or(b"websocket"),
+    );
+    let idle = req.route.timeout.read;
+    if let Err(e) = upgrade::tunnel(client, &mut conn, &head, idle).await {
+        log::debug!("route {:?}: upgraded connection ended: {e}", req.route.id);
+    }
+    false
 }
 
 /// Answers a request that plugins or the client ended before the node's

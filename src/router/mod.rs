@@ -110,9 +110,11 @@ impl Router {
     /// precedence order (route indexes), computed as it is consumed.
     pub fn candidates<'r>(&'r self, method: &str, host: &str, path: &str) -> Candidates<'r> {
         let mut streams = Streams::new(UriCursor::start(&self.any_host, path));
-        let walk = self
-            .hosts
-            .walk(host.bytes().rev().map(|b| b.to_ascii_lowercase()));
+        let method = self.method_bit(method);
+        if self.by_host.is_empty() {
+            return Candidates::new(streams, method);
+        }
+        let walk = self.hosts.walk(&HostKey::new(host));
         if walk.whole {
             if let Some(tree) = self.hosts.value(walk.node).exact {
                 streams.push(UriCursor::start(&self.by_host[tree], path));
@@ -131,11 +133,7 @@ impl Router {
             }
             node = self.hosts.up(node);
         }
-        Candidates {
-            streams,
-            method: self.method_bit(method),
-            last_rank: None,
-        }
+        Candidates::new(streams, method)
     }
 
     /// The uri tree for one host pattern, created on first use.
@@ -144,12 +142,7 @@ impl Router {
             HostMatch::Exact(h) => (h, false),
             HostMatch::Suffix(s) => (s, true),
         };
-        let key: Vec<u8> = pattern
-            .bytes()
-            .rev()
-            .map(|b| b.to_ascii_lowercase())
-            .collect();
-        let node = self.hosts.insert(&key);
+        let node = self.hosts.insert(&HostKey::new(pattern));
         let slot = self.hosts.value_mut(node);
         let id = if wildcard {
             &mut slot.wildcard
@@ -184,6 +177,16 @@ impl Router {
         match self.method_names.iter().position(|n| **n == *method) {
             Some(i) => MethodSet::bit(i),
             None => MethodSet::UNLISTED,
+        }
+    }
+}
+
+impl<'r> Candidates<'r> {
+    fn new(streams: Streams<'r>, method: MethodSet) -> Self {
+        Candidates {
+            streams,
+            method,
+            last_rank: None,
         }
     }
 }
@@ -249,6 +252,50 @@ fn add_uri(tree: &mut UriTree, uri: &UriMatch, entry: Entry) {
     }
 }
 
+/// A host as the host tree stores it: lower-case and backwards, so that
+/// `*.example.com` is a prefix of every host it matches. On the stack for
+/// any host DNS allows (253 bytes), on the heap beyond.
+struct HostKey {
+    short: [u8; HostKey::INLINE],
+    /// Bytes of `short` in use, or 0 when `long` holds the key.
+    len: usize,
+    long: Vec<u8>,
+}
+
+impl HostKey {
+    const INLINE: usize = 256;
+
+    fn new(host: &str) -> Self {
+        let bytes = host.bytes().rev().map(|b| b.to_ascii_lowercase());
+        let mut key = HostKey {
+            short: [0; Self::INLINE],
+            len: 0,
+            long: Vec::new(),
+        };
+        if host.len() > Self::INLINE {
+            key.long = bytes.collect();
+        } else {
+            for (slot, b) in key.short.iter_mut().zip(bytes) {
+                *slot = b;
+            }
+            key.len = host.len();
+        }
+        key
+    }
+}
+
+impl std::ops::Deref for HostKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        if self.long.is_empty() {
+            &self.short[..self.len]
+        } else {
+            &self.long
+        }
+    }
+}
+
 /// Which request methods a route takes: one bit per name routes list, and
 /// one for every other name.
 #[derive(Debug, Clone, Copy)]
@@ -305,7 +352,7 @@ struct UriCursor<'r> {
 
 impl<'r> UriCursor<'r> {
     fn start(tree: &'r UriTree, path: &str) -> Self {
-        let walk = tree.walk(path.bytes());
+        let walk = tree.walk(path.as_bytes());
         let slot = tree.value(walk.node);
         UriCursor {
             tree,

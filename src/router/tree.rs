@@ -117,11 +117,11 @@ impl<V> RadixTree<V> {
     }
 
     /// Walks `key` from the root as far as whole nodes match.
-    pub fn walk(&self, key: impl Iterator<Item = u8>) -> Walk {
-        let mut key = key.peekable();
+    pub fn walk(&self, key: &[u8]) -> Walk {
+        let mut rest = key;
         let mut node: NodeId = 0;
         loop {
-            let Some(&first) = key.peek() else {
+            let Some(&first) = rest.first() else {
                 return Walk { node, whole: true };
             };
             let children = &self.nodes[node as usize].children;
@@ -129,13 +129,13 @@ impl<V> RadixTree<V> {
                 return Walk { node, whole: false };
             };
             let child = children[i].1;
-            for &expected in self.nodes[child as usize].label.iter() {
-                if key.next() != Some(expected) {
-                    // The key ends inside the label or leaves it: the
-                    // child's key is not a prefix of it.
-                    return Walk { node, whole: false };
-                }
-            }
+            let label = &self.nodes[child as usize].label;
+            // A key that ends inside the label or leaves it: the child's
+            // key is not a prefix of it.
+            let Some(after) = rest.strip_prefix(&**label) else {
+                return Walk { node, whole: false };
+            };
+            rest = after;
             node = child;
         }
     }
@@ -199,7 +199,7 @@ mod tests {
 
     /// Every stored key that is a prefix of `key`, longest first.
     fn prefixes(t: &RadixTree<Option<String>>, key: &str) -> Vec<String> {
-        let walk = t.walk(key.bytes());
+        let walk = t.walk(key.as_bytes());
         let mut node = if t.value(walk.node).is_some() {
             walk.node
         } else {
@@ -230,7 +230,7 @@ mod tests {
     fn walk_says_whether_the_key_ends_on_the_node() {
         let t = tree(&["/api/", "/api/v2/"]);
         let at = |k: &str| {
-            let w = t.walk(k.bytes());
+            let w = t.walk(k.as_bytes());
             (t.value(w.node).clone(), w.whole)
         };
         assert_eq!(at("/api/"), (Some("/api/".into()), true));
