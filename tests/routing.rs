@@ -100,13 +100,18 @@ fn numbered_routes(order: impl Iterator<Item = usize>, up: &Upstream) -> String 
     s
 }
 
-/// The scrape, once every request sent so far is counted (a request is
-/// counted just after its response is written).
-fn scrape_counting(gate: &Gate, requests: usize) -> String {
+/// The status listener's address, from the start-up log.
+fn status_addr(gate: &Gate) -> std::net::SocketAddr {
     assert!(gate.wait_for_log("status and metrics on http://"));
     let log = gate.log();
     let at = log.split("status and metrics on http://").nth(1).unwrap();
-    let addr: std::net::SocketAddr = at.split('/').next().unwrap().parse().unwrap();
+    at.split('/').next().unwrap().parse().unwrap()
+}
+
+/// The scrape, once every request sent so far is counted (a request is
+/// counted just after its response is written).
+fn scrape_counting(gate: &Gate, requests: usize) -> String {
+    let addr = status_addr(gate);
     let want = format!("apisix_http_requests_total {requests}\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -165,4 +170,46 @@ fn per_route_metrics_add_up_across_workers_and_survive_a_reload() {
     let new = format!("apisix_http_status{{code=\"200\",route=\"r{ROUTES}\"}} 1\n");
     assert!(text.contains(&new), "{new}in\n{text}");
     assert_eq!(text.matches("apisix_http_status{").count(), ROUTES + 1);
+}
+
+/// A scrape is written as it is made: chunked to an HTTP/1.1 client (the
+/// connection stays usable, HEAD gets the head only), up to the close to an
+/// HTTP/1.0 one.
+#[test]
+fn a_scrape_is_streamed_chunked_or_to_the_close() {
+    let up = Upstream::named("up");
+    let gate = Gate::start(
+        &config_yaml(&[], "  status_listen: \"127.0.0.1:0\"\n"),
+        &numbered_routes(0..50, &up),
+    );
+    for i in 0..50 {
+        assert_eq!(gate.get(&format!("/r{i}")).status, 200);
+    }
+    let series = "apisix_http_status{code=\"200\",route=\"r49\"} 1\n";
+    let full = scrape_counting(&gate, 50);
+    assert!(full.contains(series), "{full}");
+
+    let mut c = Client::connect(status_addr(&gate));
+    c.write(b"HEAD /apisix/prometheus/metrics HTTP/1.1\r\nHost: s\r\n\r\n");
+    let head = c.read_response(true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert!(head.body.is_empty());
+    let r = c.request("GET /apisix/prometheus/metrics HTTP/1.1\r\nHost: s\r\n\r\n");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert!(r.text().contains(series), "{}", r.text());
+
+    let mut old = Client::connect(status_addr(&gate));
+    old.write(b"GET /apisix/prometheus/metrics HTTP/1.0\r\n\r\n");
+    let raw = old
+        .read_to_close(std::time::Duration::from_secs(10))
+        .expect("the status listener closes after an HTTP/1.0 scrape");
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("connection: close") && !head.contains("transfer-encoding"));
+    assert!(
+        body.starts_with("# TYPE apisix_http_requests_total counter\n"),
+        "{body}"
+    );
+    assert!(body.contains(series), "{body}");
 }

@@ -3,7 +3,7 @@
 //! what a plain function returns. They share the codec with the proxy and
 //! nothing else: no routes, plugins or upstreams.
 
-use super::{BodyReader, Head, ReadBuf, RequestHead};
+use super::{BodyReader, Head, ReadBuf, RequestHead, Version};
 use crate::net;
 use smol::io::AsyncWriteExt;
 use smol::LocalExecutor;
@@ -16,7 +16,17 @@ use std::rc::Rc;
 pub struct SideReply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: SideBody,
+}
+
+/// The body of a side server's reply.
+pub enum SideBody {
+    /// Known whole: sent with its length.
+    Whole(Vec<u8>),
+    /// Made piece by piece as it is sent (chunked; to an HTTP/1.0 client,
+    /// up to the close), so a large body is never held whole: a scrape with
+    /// 10,000 routes is 25 MB.
+    Pieces(Box<dyn Iterator<Item = Vec<u8>>>),
 }
 
 /// Binds `addr` and answers every request with `answer`, on a thread of
@@ -67,22 +77,58 @@ async fn serve_side(stream: net::TcpStream, answer: fn(&RequestHead) -> SideRepl
         let mut head = Vec::with_capacity(256);
         super::write_status_line(&mut head, reply.status);
         super::write_header(&mut head, b"content-type", reply.content_type.as_bytes());
-        head.extend_from_slice(b"content-length: ");
-        super::push_decimal(&mut head, reply.body.len() as u64);
-        head.extend_from_slice(b"\r\n\r\n");
-        let mut body: &[u8] = if req.method == "HEAD" {
-            &[]
-        } else {
-            &reply.body
+        let keep_alive = match reply.body {
+            SideBody::Whole(body) => {
+                head.extend_from_slice(b"content-length: ");
+                super::push_decimal(&mut head, body.len() as u64);
+                head.extend_from_slice(b"\r\n\r\n");
+                if req.method != "HEAD" {
+                    head.extend_from_slice(&body);
+                }
+                (&stream).write_all(&head).await.is_ok()
+            }
+            SideBody::Pieces(pieces) => send_pieces(&stream, head, &req, pieces).await,
         };
-        // A large body (a scrape with 10,000 routes is tens of MiB) goes
-        // out after the head instead of being copied behind it.
-        if body.len() <= 64 * 1024 {
-            head.extend_from_slice(body);
-            body = &[];
-        }
-        if (&stream).write_all(&head).await.is_err() || (&stream).write_all(body).await.is_err() {
+        if !keep_alive {
             return;
         }
     }
+}
+
+/// Sends a head ending in `head` and then `pieces`, chunked (RFC 9112
+/// §7.1) or, to an HTTP/1.0 client, delimited by the close. Returns
+/// whether the connection may carry another request.
+async fn send_pieces(
+    stream: &net::TcpStream,
+    mut head: Vec<u8>,
+    req: &RequestHead,
+    pieces: Box<dyn Iterator<Item = Vec<u8>>>,
+) -> bool {
+    let chunked = req.version == Version::Http11;
+    head.extend_from_slice(if chunked {
+        b"transfer-encoding: chunked\r\n\r\n"
+    } else {
+        b"connection: close\r\n\r\n"
+    });
+    if (&*stream).write_all(&head).await.is_err() {
+        return false;
+    }
+    if req.method == "HEAD" {
+        return chunked;
+    }
+    let mut frame = Vec::new();
+    for piece in pieces.filter(|p| !p.is_empty()) {
+        frame.clear();
+        if chunked {
+            super::io::chunk_header(&mut frame, piece.len());
+        }
+        frame.extend_from_slice(&piece);
+        if chunked {
+            frame.extend_from_slice(b"\r\n");
+        }
+        if (&*stream).write_all(&frame).await.is_err() {
+            return false;
+        }
+    }
+    chunked && (&*stream).write_all(b"0\r\n\r\n").await.is_ok()
 }

@@ -3,7 +3,7 @@
 //! configuration works on a fresh machine with nothing else running.
 //! Turned on by `tinygate.demo_upstream: ip:port`; not for production.
 
-use crate::http::side::{spawn_side_server, SideReply};
+use crate::http::side::{spawn_side_server, SideBody, SideReply};
 use crate::http::RequestHead;
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +32,6 @@ fn answer(req: &RequestHead) -> SideReply {
     SideReply {
         status: 200,
         content_type: "text/plain; charset=utf-8",
-        body: text.into_bytes(),
+        body: SideBody::Whole(text.into_bytes()),
     }
 }

@@ -269,8 +269,10 @@ fn route_slot(id: &str) -> usize {
     slot
 }
 
-/// Everything, in Prometheus text exposition format.
-pub fn prometheus_text() -> Vec<u8> {
+/// Every worker's counters summed, ready to be written in Prometheus text
+/// exposition format a piece at a time: with 10,000 active routes the text
+/// is 25 MB, which is never held whole.
+pub fn exposition() -> Exposition {
     let workers: Vec<Arc<Mutex<Stats>>> = ALL.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut totals = Totals::default();
     let started = Instant::now();
@@ -289,76 +291,140 @@ pub fn prometheus_text() -> Vec<u8> {
         .unwrap_or_else(|e| e.into_inner())
         .labels
         .clone();
-    let mut out = Vec::with_capacity(exposition_size(&totals, &labels));
-    write_routes(&mut out, &totals, &labels);
-    write_plugin_counters(&mut out, &totals);
-    out.extend_from_slice(crate::health::prometheus_lines().as_bytes());
-    out.extend_from_slice(metrics_text("apisix_wasm_").as_bytes());
+    let label_of = |slot: usize| labels.get(slot).map_or("", |l| &**l);
+    // Sorted by status, then route id; histograms by route id.
+    let mut status: Vec<(u16, usize, u64)> = Vec::new();
+    for (slot, route) in totals.routes.iter().enumerate() {
+        status.extend(route.status.iter().map(|&(c, n)| (c, slot, n)));
+    }
+    status.sort_unstable_by(|a, b| (a.0, label_of(a.1)).cmp(&(b.0, label_of(b.1))));
+    let mut by_label: Vec<usize> = (0..totals.routes.len()).collect();
+    by_label.sort_unstable_by_key(|&slot| label_of(slot));
     log::debug!(
-        "scrape: {} routes, {} bytes in {:?}; a worker's counters were held at most {:?}",
+        "scrape: {} routes summed in {:?}; a worker's counters were held at most {:?}",
         labels.len(),
-        out.len(),
         started.elapsed(),
         longest_hold
     );
-    out
-}
-
-/// Roughly the bytes [`write_routes`] writes, so the text is not copied as
-/// it grows (tens of MiB with 10,000 routes).
-fn exposition_size(totals: &Totals, labels: &[Arc<str>]) -> usize {
-    let per_histogram = |label: &str| (BUCKETS_MS.len() + 3) * (label.len() + 80);
-    let routes: usize = totals
-        .routes
-        .iter()
-        .zip(labels)
-        .map(|(r, label)| {
-            r.status.len() * (label.len() + 50)
-                + usize::from(r.request.count > 0) * per_histogram(label)
-                + usize::from(r.upstream.count > 0) * per_histogram(label)
-        })
-        .sum();
-    routes + 4096
-}
-
-/// Requests, statuses and latency histograms per route, sorted by status
-/// and route id as before.
-fn write_routes(out: &mut Vec<u8>, totals: &Totals, labels: &[Arc<str>]) {
-    let label_of = |slot: usize| labels.get(slot).map_or("", |l| &**l);
-    out.extend_from_slice(
-        b"# TYPE apisix_http_requests_total counter\napisix_http_requests_total ",
-    );
-    push_decimal(out, totals.requests);
-    out.extend_from_slice(b"\n# TYPE apisix_http_status counter\n");
-    let mut status: Vec<(u16, &str, u64)> = Vec::new();
-    for (slot, route) in totals.routes.iter().enumerate() {
-        status.extend(route.status.iter().map(|&(c, n)| (c, label_of(slot), n)));
+    Exposition {
+        totals,
+        labels,
+        status,
+        by_label,
+        next: Part::Head,
+        started,
+        written: 0,
     }
-    status.sort_unstable();
-    for (code, route, n) in status {
+}
+
+/// The exposition's text, in pieces of about [`PIECE`] bytes.
+pub struct Exposition {
+    totals: Totals,
+    /// Slot → route id as a label value.
+    labels: Vec<Arc<str>>,
+    /// (status, slot, count) in exposition order.
+    status: Vec<(u16, usize, u64)>,
+    /// Slots in exposition order.
+    by_label: Vec<usize>,
+    next: Part,
+    started: Instant,
+    written: usize,
+}
+
+/// Where the exposition goes on.
+#[derive(Clone, Copy)]
+enum Part {
+    Head,
+    /// The next status series.
+    Status(usize),
+    /// The next route's histogram of kind 0 (`request`) or 1 (`upstream`).
+    Latency(usize, usize),
+    /// Plugin counters, node health, plugins' own metrics.
+    Tail,
+    Done,
+}
+
+/// The size of the pieces a scrape is written in.
+const PIECE: usize = 64 * 1024;
+
+impl Iterator for Exposition {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(PIECE + 4096);
+        while out.len() < PIECE {
+            self.next = match self.next {
+                Part::Head => {
+                    out.extend_from_slice(
+                        b"# TYPE apisix_http_requests_total counter\napisix_http_requests_total ",
+                    );
+                    push_decimal(&mut out, self.totals.requests);
+                    out.extend_from_slice(b"\n# TYPE apisix_http_status counter\n");
+                    Part::Status(0)
+                }
+                Part::Status(i) => self.write_status(&mut out, i),
+                Part::Latency(kind, i) => self.write_latency(&mut out, kind, i),
+                Part::Tail => {
+                    write_plugin_counters(&mut out, &self.totals);
+                    out.extend_from_slice(crate::health::prometheus_lines().as_bytes());
+                    out.extend_from_slice(metrics_text("apisix_wasm_").as_bytes());
+                    Part::Done
+                }
+                Part::Done => break,
+            };
+        }
+        self.written += out.len();
+        if matches!(self.next, Part::Done) && !out.is_empty() {
+            log::debug!(
+                "scrape: {} bytes written in {:?}",
+                self.written,
+                self.started.elapsed()
+            );
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+impl Exposition {
+    fn label(&self, slot: usize) -> &str {
+        self.labels.get(slot).map_or("", |l| &**l)
+    }
+
+    /// Status series `i`, or the latency header after the last.
+    fn write_status(&self, out: &mut Vec<u8>, i: usize) -> Part {
+        let Some(&(code, slot, n)) = self.status.get(i) else {
+            out.extend_from_slice(b"# TYPE apisix_http_latency histogram\n");
+            return Part::Latency(0, 0);
+        };
         out.extend_from_slice(b"apisix_http_status{code=\"");
         push_decimal(out, code.into());
         out.extend_from_slice(b"\",route=\"");
-        out.extend_from_slice(route.as_bytes());
+        out.extend_from_slice(self.label(slot).as_bytes());
         out.extend_from_slice(b"\"} ");
         push_decimal(out, n);
         out.push(b'\n');
+        Part::Status(i + 1)
     }
-    out.extend_from_slice(b"# TYPE apisix_http_latency histogram\n");
-    let mut by_label: Vec<usize> = (0..totals.routes.len()).collect();
-    by_label.sort_unstable_by_key(|&slot| label_of(slot));
-    for kind in ["request", "upstream"] {
-        for &slot in &by_label {
-            let route = &totals.routes[slot];
-            let h = if kind == "request" {
-                &route.request
+
+    /// The histogram of kind `kind` of the `i`-th route, if it has one.
+    fn write_latency(&self, out: &mut Vec<u8>, kind: usize, i: usize) -> Part {
+        let Some(&slot) = self.by_label.get(i) else {
+            return if kind == 0 {
+                Part::Latency(1, 0)
             } else {
-                &route.upstream
+                Part::Tail
             };
-            if h.count > 0 {
-                write_histogram(out, kind, label_of(slot), h);
-            }
+        };
+        let route = &self.totals.routes[slot];
+        let (name, h) = if kind == 0 {
+            ("request", &route.request)
+        } else {
+            ("upstream", &route.upstream)
+        };
+        if h.count > 0 {
+            write_histogram(out, name, self.label(slot), h);
         }
+        Part::Latency(kind, i + 1)
     }
 }
 
@@ -488,6 +554,37 @@ mod tests {
         assert_eq!(bucket("+Inf"), 4);
         assert!(text.contains("apisix_http_latency_sum{type=\"request\",route=\"r\"} 90708\n"));
         assert!(text.contains("apisix_http_latency_count{type=\"request\",route=\"r\"} 4\n"));
+    }
+
+    #[test]
+    fn a_large_exposition_comes_in_pieces_with_every_series_once() {
+        let stats = register();
+        for i in 0..3000 {
+            stats.lock().unwrap().observe(&Record {
+                route_id: format!("pieces-test-{i}"),
+                status: 200,
+                started: Some(std::time::Instant::now()),
+                ..Record::default()
+            });
+        }
+        let pieces: Vec<Vec<u8>> = exposition().collect();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        for piece in &pieces {
+            // A piece ends after the line that crossed PIECE.
+            assert!(piece.len() < PIECE + 4096, "{}", piece.len());
+            assert_eq!(piece.last(), Some(&b'\n'));
+        }
+        let text = String::from_utf8(pieces.concat()).unwrap();
+        for i in 0..3000 {
+            let status =
+                format!("apisix_http_status{{code=\"200\",route=\"pieces-test-{i}\"}} 1\n");
+            assert_eq!(text.matches(&status).count(), 1, "{status}");
+            let count = format!(
+                "apisix_http_latency_count{{type=\"request\",route=\"pieces-test-{i}\"}} 1\n"
+            );
+            assert_eq!(text.matches(&count).count(), 1, "{count}");
+        }
+        assert!(text.contains("# TYPE apisix_wasm_plugin_failures_total counter\n"));
     }
 
     #[test]
