@@ -2,15 +2,25 @@
 //! keep-alive connections per node for reuse.
 //!
 //! One `Pool` belongs to one worker thread (no lock). A pooled connection
-//! is only ever one whose previous response was read completely, and it is
-//! checked for a close by the peer before it is handed out again. This
-//! module knows sockets and addresses, not routes, plugins or HTTP.
+//! is only ever one whose previous response was read completely. While it
+//! waits, the worker's reactor watches it ([`sweep`]): when the node closes
+//! it (or sends anything, which no idle connection may) or its idle time
+//! runs out, it is closed at once, so connections the nodes closed never
+//! pile up in `CLOSE-WAIT` waiting for the next request to their address.
+//! It is checked again when it is handed out. This module knows sockets
+//! and addresses, not routes, plugins or HTTP.
 
 use crate::http::ReadBuf;
-use crate::net::{with_timeout, TcpStream};
+use crate::net::{with_timeout, TcpStream, Timer};
+use smol::io::AsyncRead;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 /// Idle connections kept per node (APISIX's keepalive_pool.size is 320
@@ -32,17 +42,74 @@ pub struct Conn<S = TcpStream> {
     pub reused: bool,
 }
 
+/// An idle connection and what watches it.
+struct Idle {
+    conn: Conn,
+    since: Instant,
+    /// Unique in this pool: what its waker reports.
+    id: u64,
+    /// Wakes the sweeper with `id` when the socket becomes readable.
+    waker: Waker,
+    /// False until the sweeper has polled it (registered `waker`).
+    watched: bool,
+}
+
 /// Idle keep-alive connections of one worker, by node address.
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<(Conn, Instant)>>,
+    idle: HashMap<SocketAddr, Vec<Idle>>,
+    next_id: u64,
+    /// Ids of idle connections whose sockets became readable, and the
+    /// sweeper to wake (shared with the wakers, which may fire anywhere).
+    events: Arc<Events>,
+    /// Some connection was pooled but is not watched yet.
+    unwatched: bool,
+}
+
+#[derive(Default)]
+struct Events {
+    ready: Mutex<Vec<u64>>,
+    sweeper: Mutex<Option<Waker>>,
+}
+
+/// The waker of one idle connection: records which one and wakes the
+/// sweeper.
+struct ConnWaker {
+    id: u64,
+    events: Arc<Events>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.events.ready).push(self.id);
+        self.events.wake_sweeper();
+    }
+}
+
+impl Events {
+    fn wake_sweeper(&self) {
+        if let Some(w) = lock(&self.sweeper).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {
     /// A live idle connection to `addr`, if one is pooled.
     pub fn take(&mut self, addr: SocketAddr) -> Option<Conn> {
         let list = self.idle.get_mut(&addr)?;
-        while let Some((mut conn, since)) = list.pop() {
+        while let Some(Idle {
+            mut conn, since, ..
+        }) = list.pop()
+        {
             if since.elapsed() < IDLE_TIMEOUT && is_idle_and_open(&conn.stream) {
                 conn.reused = true;
                 return Some(conn);
@@ -51,16 +118,118 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange completed cleanly.
+    /// Returns a connection whose last exchange completed cleanly; the
+    /// sweeper starts watching it.
     pub fn put(&mut self, addr: SocketAddr, conn: Conn) {
         if conn.buf.has_data() {
             return; // unexpected bytes after a complete response
         }
+        let id = self.next_id;
+        self.next_id += 1;
         let list = self.idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_NODE {
-            list.push((conn, Instant::now()));
+            let waker = Waker::from(Arc::new(ConnWaker {
+                id,
+                events: Arc::clone(&self.events),
+            }));
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+                id,
+                waker,
+                watched: false,
+            });
+            self.unwatched = true;
+            self.events.wake_sweeper();
         }
     }
+
+    /// Idle connections.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+
+    /// One round of the sweeper: registers new connections with the
+    /// reactor, closes those whose sockets became readable (the node
+    /// closed them, reset them, or sent unexpected bytes) and, when `now`
+    /// is given, those idle past [`IDLE_TIMEOUT`]. Returns when the oldest
+    /// remaining connection expires.
+    fn sweep_once(&mut self, expired_by: Option<Instant>) -> Option<Instant> {
+        let ready: Vec<u64> = std::mem::take(&mut *lock(&self.events.ready));
+        let check_all = expired_by.is_some();
+        if !(self.unwatched || !ready.is_empty() || check_all) {
+            return self.oldest();
+        }
+        for list in self.idle.values_mut() {
+            list.retain_mut(|idle| {
+                if expired_by.is_some_and(|now| now >= idle.since + IDLE_TIMEOUT) {
+                    return false;
+                }
+                if idle.watched && !ready.contains(&idle.id) {
+                    return true;
+                }
+                idle.watched = true;
+                still_idle(&idle.conn.stream, &idle.waker)
+            });
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+        self.unwatched = false;
+        self.oldest()
+    }
+
+    /// When the oldest idle connection expires.
+    fn oldest(&self) -> Option<Instant> {
+        self.idle
+            .values()
+            .filter_map(|list| list.first().map(|idle| idle.since + IDLE_TIMEOUT))
+            .min()
+    }
+}
+
+/// True while `stream` has nothing to read: no byte, no close, no error.
+/// Registers `waker` with the reactor for the next event otherwise.
+fn still_idle(stream: &TcpStream, waker: &Waker) -> bool {
+    let mut cx = Context::from_waker(waker);
+    let mut probe = [0u8; 1];
+    let mut reader = stream;
+    matches!(
+        Pin::new(&mut reader).poll_read(&mut cx, &mut probe),
+        Poll::Pending
+    )
+}
+
+/// Watches `pool`'s idle connections for as long as it runs (a worker
+/// spawns it once): closes each as soon as its node closes it or its idle
+/// time is over, without waiting for a request to its address.
+pub async fn sweep(pool: &RefCell<Pool>) {
+    let events = Arc::clone(&pool.borrow().events);
+    let mut timer: Option<(Instant, Timer)> = None;
+    poll_fn(|cx| {
+        *lock(&events.sweeper) = Some(cx.waker().clone());
+        let mut expired_by = None;
+        loop {
+            let oldest = pool.borrow_mut().sweep_once(expired_by.take());
+            let Some(at) = oldest else {
+                timer = None;
+                return Poll::Pending;
+            };
+            if timer.as_ref().is_none_or(|(armed, _)| *armed != at) {
+                let wait = at.saturating_duration_since(Instant::now());
+                timer = Some((at, Timer::after(wait)));
+            }
+            let fired = match &mut timer {
+                Some((_, t)) => Pin::new(t).poll(cx).is_ready(),
+                None => false,
+            };
+            if !fired {
+                return Poll::Pending;
+            }
+            timer = None;
+            expired_by = Some(Instant::now());
+        }
+    })
+    .await
 }
 
 /// True when nothing is waiting to be read: no early data and no close.
@@ -88,4 +257,82 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
         buf: ReadBuf::new(),
         reused: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smol::io::AsyncWriteExt;
+    use std::io::Read;
+
+    /// A node closes two idle connections: the sweeper closes them on its
+    /// side at once (no `CLOSE-WAIT` left), while a third stays pooled.
+    #[test]
+    fn idle_connections_the_node_closes_are_closed_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        crate::net::block_on(async {
+            let pool = RefCell::new(Pool::default());
+            let executor = smol::LocalExecutor::new();
+            let _sweeper = executor.spawn(sweep(&pool));
+            let mut accepted = Vec::new();
+            for _ in 0..3 {
+                let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
+                accepted.push(listener.accept().unwrap().0);
+                pool.borrow_mut().put(addr, conn);
+            }
+            executor.run(Timer::after(Duration::from_millis(20))).await;
+            assert_eq!(pool.borrow().len(), 3);
+            // The node closes two; the third sends nothing.
+            let kept = accepted.pop().unwrap();
+            drop(accepted);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pool.borrow().len() > 1 && Instant::now() < deadline {
+                executor.run(Timer::after(Duration::from_millis(5))).await;
+            }
+            assert_eq!(pool.borrow().len(), 1, "closed connections left the pool");
+            // Our side closed too: the node reads end of stream.
+            let mut kept = kept;
+            kept.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            assert!(
+                kept.read(&mut [0u8; 1]).is_err(),
+                "the open one is still open"
+            );
+            let conn = pool.borrow_mut().take(addr).expect("the open one");
+            (&conn.stream).write_all(b"x").await.unwrap();
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_sweeper_closes_what_a_node_sends_unasked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        crate::net::block_on(async {
+            let pool = RefCell::new(Pool::default());
+            let executor = smol::LocalExecutor::new();
+            let _sweeper = executor.spawn(sweep(&pool));
+            let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
+            let mut node = listener.accept().unwrap().0;
+            pool.borrow_mut().put(addr, conn);
+            executor.run(Timer::after(Duration::from_millis(20))).await;
+            std::io::Write::write_all(&mut node, b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pool.borrow().len() > 0 && Instant::now() < deadline {
+                executor.run(Timer::after(Duration::from_millis(5))).await;
+            }
+            assert_eq!(pool.borrow().len(), 0);
+            let mut end = [0u8; 1];
+            node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Closed on our side: end of stream, or a reset since the
+            // node's bytes were left unread.
+            let closed = match node.read(&mut end) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            };
+            assert!(closed, "closed on our side");
+        })
+        .unwrap();
+    }
 }

@@ -470,3 +470,101 @@ fn every_access_log_line_is_written_before_a_stop() {
         );
     }
 }
+
+/// A passive check: a node answering 500 is taken out after
+/// `unhealthy.http_failures` such answers, with no probe involved (the
+/// active intervals are a minute).
+#[test]
+fn a_passive_check_stops_traffic_to_a_node_answering_500() {
+    let bad = Upstream::start(|r| {
+        if r.target == "/health" {
+            Behaviour::Respond(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec())
+        } else {
+            Behaviour::Respond(b"HTTP/1.1 500 Oops\r\ncontent-length: 3\r\n\r\nbad".to_vec())
+        }
+    });
+    let good = flipping("good", &status_of(200));
+    let routes = format!(
+        "routes:\n  - {{id: r, uri: /*, upstream_id: pair}}\nupstreams:\n  - id: pair\n    nodes:\n      \"{}\": 1\n      \"{}\": 1\n    checks:\n      active:\n        http_path: /health\n        healthy: {{interval: 60}}\n        unhealthy: {{interval: 60}}\n      passive:\n        unhealthy: {{http_statuses: [500], http_failures: 3}}\n#END\n",
+        bad.addr, good.addr
+    );
+    let gate = Gate::start(&config_with_status(""), &routes);
+    let status = status_addr(&gate);
+    let mut failures = 0;
+    for _ in 0..30 {
+        match gate.get("/").status {
+            500 => failures += 1,
+            other => assert_eq!(other, 200),
+        }
+    }
+    assert_eq!(failures, 3, "out after http_failures 500s");
+    assert_eq!(served(&bad), 3);
+    assert_eq!(probes(&bad), 0, "no probe took part");
+    let entry = node_entry(status, "/upstreams/pair", bad.addr);
+    assert_eq!(entry["status"], "unhealthy", "{entry}");
+    assert_eq!(entry["counter"]["http_failure"], 3, "{entry}");
+}
+
+/// `chash` on a header: a key stays on its node, across connections and
+/// workers; adding a fifth node to four moves about 1/5 of the keys, all
+/// of them to the new node.
+#[test]
+fn chash_keeps_a_key_on_one_node_and_moves_about_one_in_n_when_a_node_is_added() {
+    let names = ["n0", "n1", "n2", "n3", "n4"];
+    let nodes: Vec<Upstream> = names.iter().map(|n| Upstream::named(n)).collect();
+    let routes = |count: usize| {
+        let list = nodes[..count]
+            .iter()
+            .map(|n| format!("\"{}\": 1", n.addr))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "routes:\n  - uri: /*\n    upstream:\n      type: chash\n      hash_on: header\n      key: x-user\n      nodes: {{{list}}}\n#END\n"
+        )
+    };
+    let gate = Gate::start(&config_yaml(&[], ""), &routes(4));
+    let owner = |key: usize| {
+        let r = gate.request(&format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nx-user: user-{key}\r\n\r\n"
+        ));
+        assert_eq!(r.status, 200);
+        r.text()
+    };
+    const KEYS: usize = 200;
+    let before: Vec<String> = (0..KEYS).map(owner).collect();
+    for (key, node) in before.iter().enumerate().take(50) {
+        assert_eq!(&owner(key), node, "key {key} stays on its node");
+    }
+    let used: std::collections::HashSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 4, "keys spread over every node");
+    std::fs::write(gate.dir.join("apisix.yaml"), routes(5)).unwrap();
+    assert!(gate.wait_for_log("reloaded"), "{}", gate.log());
+    let after: Vec<String> = (0..KEYS).map(owner).collect();
+    let moved: Vec<usize> = (0..KEYS).filter(|&k| before[k] != after[k]).collect();
+    for &k in &moved {
+        assert_eq!(after[k], "n4", "key {k} moved to an old node");
+    }
+    let share = moved.len() as f64 / KEYS as f64;
+    println!(
+        "chash: {} of {KEYS} keys moved to the fifth node ({share:.2})",
+        moved.len()
+    );
+    assert!(
+        (0.1..=0.3).contains(&share),
+        "moved {share:.2}, expected about 0.2"
+    );
+    // A query argument as the key, and a request without the key: both stick.
+    let routes = format!(
+        "routes:\n  - uri: /*\n    upstream:\n      type: chash\n      key: arg_id\n      nodes: {{\"{}\": 1, \"{}\": 1, \"{}\": 1}}\n#END\n",
+        nodes[0].addr, nodes[1].addr, nodes[2].addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    for id in 0..20 {
+        let first = gate.get(&format!("/?id={id}")).text();
+        assert_eq!(gate.get(&format!("/x?b=1&id={id}")).text(), first);
+    }
+    let no_key = gate.get("/").text();
+    for _ in 0..5 {
+        assert_eq!(gate.get("/").text(), no_key, "no key: the client's address");
+    }
+}

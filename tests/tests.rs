@@ -24,6 +24,8 @@ mod edge;
 mod etcd;
 /// etcd over TLS with client certificates, and with user authentication.
 mod etcd_tls;
+/// Nodes that stall, reset, fail or die under load (issue #17).
+mod failover;
 /// Plugin faults in every hook, failure policies, restart backoff, memory
 /// bounds, bad pointers, host ABI fuzzing, load and reload faults (issue #4).
 mod faults;

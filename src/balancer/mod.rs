@@ -16,11 +16,14 @@
 //! sockets.
 
 mod chash;
+mod key;
 mod least_conn;
 mod roundrobin;
 
 use crate::health::Target;
 use std::sync::Arc;
+
+pub use key::request_key;
 
 /// `type` of an upstream, as a balancer runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,20 +5,31 @@
 
 use super::tree::{Obj, Problems};
 use crate::balancer::Algorithm;
+use crate::expr::Var;
 
-/// What a `chash` upstream hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a `chash` upstream hashes, read from each request's variables
+/// (`balancer::request_key`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum HashKey {
-    /// `hash_on: vars`: an nginx variable (`remote_addr`, `uri`,
-    /// `arg_<name>`, ...).
-    Var(String),
-    /// `hash_on: header`: a request header.
-    Header(String),
-    /// `hash_on: cookie`: a request cookie.
-    Cookie(String),
-    /// `hash_on: vars_combinations`: a template such as
-    /// `$remote_addr$http_user_agent`.
-    Combination(String),
+    /// `hash_on: vars` (an nginx variable: `remote_addr`, `uri`,
+    /// `arg_<name>`, ...), `header` (`http_<name>`) or `cookie`
+    /// (`cookie_<name>`).
+    Var(Var),
+    /// `hash_on: vars_combinations`: text with `$name`, `${name}` or
+    /// `${name ?? default}` in it.
+    Template(Vec<Piece>),
+    /// A variable with the same value for every request of this gateway
+    /// (`server_name`, `hostname`), or none for HTTP (`mqtt_client_id`).
+    Fixed(Option<String>),
+}
+
+/// A piece of a `vars_combinations` template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    /// A variable (`None`: a name tinygate has no such variable for, which
+    /// is never set), and the default after `??`.
+    Var(Option<Var>, Option<String>),
 }
 
 /// The variables `hash_on: vars` may name (APISIX's
@@ -88,22 +99,24 @@ pub(super) fn balancing(o: &Obj, p: &mut Problems) -> (Algorithm, Option<HashKey
         return (algorithm, None);
     };
     let checked = match hash_on {
-        "vars" if is_hash_var(key) => Some(HashKey::Var(key.to_string())),
-        "vars" => {
-            p.at(
-                &o.path_of("key"),
-                format!(
-                    "{key:?} is not a variable chash can hash on ({} or arg_<name>)",
-                    HASH_VARS.join(", ")
-                ),
-            );
-            None
-        }
-        "header" | "cookie" if is_field_name(key) => Some(if hash_on == "header" {
-            HashKey::Header(key.to_string())
+        "vars" => match hash_var(key) {
+            Some(k) => Some(k),
+            None => {
+                p.at(
+                    &o.path_of("key"),
+                    format!(
+                        "{key:?} is not a variable chash can hash on ({} or arg_<name>)",
+                        HASH_VARS.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        "header" | "cookie" if is_field_name(key) => Some(HashKey::Var(if hash_on == "header" {
+            Var::Http(key.to_ascii_lowercase().replace('_', "-"))
         } else {
-            HashKey::Cookie(key.to_string())
-        }),
+            Var::Cookie(key.to_string())
+        })),
         "header" | "cookie" => {
             p.at(
                 &o.path_of("key"),
@@ -111,16 +124,86 @@ pub(super) fn balancing(o: &Obj, p: &mut Problems) -> (Algorithm, Option<HashKey
             );
             None
         }
-        _ => Some(HashKey::Combination(key.to_string())),
+        _ => Some(HashKey::Template(template(key))),
     };
     (algorithm, checked)
 }
 
-fn is_hash_var(key: &str) -> bool {
-    HASH_VARS.contains(&key)
-        || key
-            .strip_prefix("arg_")
-            .is_some_and(|name| !name.is_empty() && is_field_name(name))
+/// A `hash_on: vars` key: one of [`HASH_VARS`] or `arg_<name>`.
+fn hash_var(key: &str) -> Option<HashKey> {
+    let is_arg = key
+        .strip_prefix("arg_")
+        .is_some_and(|name| !name.is_empty() && is_field_name(name));
+    if !(HASH_VARS.contains(&key) || is_arg) {
+        return None;
+    }
+    Some(match key {
+        // nginx's `$server_name` is APISIX's server block's `_`, and
+        // `$hostname` the machine's name: one value for every request.
+        "server_name" => HashKey::Fixed(Some("_".to_string())),
+        "hostname" => HashKey::Fixed(Some(hostname())),
+        "mqtt_client_id" => HashKey::Fixed(None),
+        _ => HashKey::Var(Var::parse(key)?),
+    })
+}
+
+/// nginx's `$hostname` (the kernel's, on Linux; `localhost` if unknown).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A `vars_combinations` key cut into text and variables, as APISIX's
+/// `resolve_var` reads it: `$name` (word characters and dots), `${name}`
+/// or `${name ?? default}`; a `$` after a backslash is text.
+fn template(key: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut rest = key;
+    while let Some(at) = rest.find('$') {
+        let (before, after) = rest.split_at(at);
+        text.push_str(before);
+        let after = &after[1..];
+        let escaped = before.ends_with('\\');
+        let var = if escaped {
+            None
+        } else if let Some(braced) = after.strip_prefix('{') {
+            braced
+                .find('}')
+                .filter(|&end| !braced[..end].trim().is_empty())
+                .map(|end| (braced[..end].trim(), end + 2))
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                .unwrap_or(after.len());
+            (end > 0).then(|| (&after[..end], end))
+        };
+        match var {
+            Some((spec, used)) => {
+                if !text.is_empty() {
+                    out.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                let (name, default) = match spec.split_once("??") {
+                    Some((n, d)) => (n.trim(), Some(d.trim().to_string())),
+                    None => (spec, None),
+                };
+                out.push(Piece::Var(Var::parse(name), default));
+                rest = &after[used..];
+            }
+            None => {
+                text.push('$');
+                rest = after;
+            }
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        out.push(Piece::Text(text));
+    }
+    out
 }
 
 /// APISIX's `upstream_hash_header_schema`: `^[a-zA-Z0-9-_]+$`.
@@ -154,30 +237,61 @@ mod tests {
             parse("{type: chash, key: remote_addr}"),
             (
                 Algorithm::Chash,
-                Some(HashKey::Var("remote_addr".into())),
+                Some(HashKey::Var(Var::RemoteAddr)),
                 vec![]
             )
         );
+        let key = |yaml: &str| parse(yaml).1;
         assert_eq!(
-            parse("{type: chash, key: arg_id}").1,
-            Some(HashKey::Var("arg_id".into()))
+            key("{type: chash, key: arg_id}"),
+            Some(HashKey::Var(Var::Arg("id".into())))
         );
         assert_eq!(
-            parse("{type: chash, hash_on: header, key: X-User}").1,
-            Some(HashKey::Header("X-User".into()))
+            key("{type: chash, hash_on: header, key: X_User}"),
+            Some(HashKey::Var(Var::Http("x-user".into())))
         );
         assert_eq!(
-            parse("{type: chash, hash_on: cookie, key: sid}").1,
-            Some(HashKey::Cookie("sid".into()))
+            key("{type: chash, hash_on: cookie, key: sid}"),
+            Some(HashKey::Var(Var::Cookie("sid".into())))
         );
         assert_eq!(
-            parse("{type: chash, hash_on: vars_combinations, key: \"$host$uri\"}").1,
-            Some(HashKey::Combination("$host$uri".into()))
+            key("{type: chash, key: server_name}"),
+            Some(HashKey::Fixed(Some("_".into())))
+        );
+        assert_eq!(
+            key("{type: chash, hash_on: vars_combinations, key: \"$host-${ arg_a ?? none }\"}"),
+            Some(HashKey::Template(vec![
+                Piece::Var(Some(Var::Host), None),
+                Piece::Text("-".into()),
+                Piece::Var(Some(Var::Arg("a".into())), Some("none".into())),
+            ]))
         );
         // As APISIX: hash_on and key mean nothing to other types.
         assert_eq!(
             parse("{hash_on: header, key: \"a b\"}").2,
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn templates_are_read_as_apisix_resolve_var() {
+        assert_eq!(template("plain"), vec![Piece::Text("plain".into())]);
+        assert_eq!(
+            template("a$uri.x$ \\$host${}"),
+            vec![
+                Piece::Text("a".into()),
+                Piece::Var(None, None),
+                Piece::Text("$ \\$host${}".into()),
+            ],
+            "`uri.x` is one name (dots are part of names); `$ `, `\\$` and `${{}}` are text"
+        );
+        assert_eq!(
+            template("${http_x}/$remote_addr"),
+            vec![
+                Piece::Var(Some(Var::Http("x".into())), None),
+                Piece::Text("/".into()),
+                Piece::Var(Some(Var::RemoteAddr), None),
+            ]
         );
     }
 

@@ -28,7 +28,7 @@ mod upstream_tls;
 #[cfg(test)]
 mod tests;
 
-pub use balancing::HashKey;
+pub use balancing::{HashKey, Piece};
 pub use checks::{ActiveCheck, Checks, Counting, Probe};
 pub use routes_file::{
     parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_skipping_invalid,
@@ -317,7 +317,6 @@ pub struct Upstream {
     /// workers.
     pub balancer: Balancer,
     /// `hash_on` and `key` of a `chash` upstream.
-    #[allow(dead_code)] // read by the proxy's chash wiring (issue #17 B)
     pub hash_key: Option<HashKey>,
     pub timeout: Timeouts,
     /// `retries`: extra nodes to try after a connect failure; `None` means
@@ -325,7 +324,6 @@ pub struct Upstream {
     pub retries: Option<u32>,
     /// `retry_timeout`: how long retries may go on, from the first try
     /// (`None`: no limit, as APISIX's 0).
-    #[allow(dead_code)] // read by the proxy's retries (issue #17 B)
     pub retry_timeout: Option<Duration>,
     pub pass_host: PassHost,
     /// `scheme: https` and `tls`; `None` for plain HTTP.

@@ -33,21 +33,9 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
         p,
     );
     let (algorithm, hash_key) = super::balancing::balancing(o, p);
-    if algorithm == crate::balancer::Algorithm::Chash {
-        p.at(
-            &o.path_of("type"),
-            "chash is refused until the proxy hashes request keys (issue #17 B)",
-        );
-    }
     let checks = o
         .obj("checks", p)
         .and_then(|c| super::checks::checks(&c, p));
-    if checks.as_ref().is_some_and(|c| c.passive_statuses) {
-        p.at(
-            &o.path_of("checks.passive"),
-            "passive checks are refused until the proxy reports what nodes answer (issue #17 B)",
-        );
-    }
     let tls = super::upstream_tls::parse(o, p);
     if let Some(k) = o.obj("keepalive_pool", p) {
         k.only(&["size", "idle_timeout", "requests"], p);

@@ -17,7 +17,7 @@
 //! It knows sockets and the probe's bytes; results go to the node's
 //! [`Target`](super::Target).
 
-use super::{registry, threshold, Report, Watched, WatchedNode};
+use super::{checked, threshold, Report, Watched, WatchedNode};
 use crate::config::{ActiveCheck, Probe};
 use crate::http::ReadBuf;
 use crate::net::{with_timeout, TcpStream, Timer};
@@ -76,7 +76,7 @@ async fn run(executor: Rc<LocalExecutor<'static>>) {
     loop {
         Timer::after(TICK).await;
         let now = Instant::now();
-        let watched: Vec<Arc<Watched>> = registry().clone();
+        let watched: Vec<Arc<Watched>> = checked();
         clocks.retain(|name, _| watched.iter().any(|w| &w.name == name));
         for up in &watched {
             let Some(checks) = &up.checks else { continue };

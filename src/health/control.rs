@@ -6,7 +6,7 @@
 //! Only upstreams with `checks` have a checker and are shown, as in APISIX
 //! (which also waits for a first request; tinygate checks from the start).
 
-use super::{registry, Watched};
+use super::{checked, Watched};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -17,19 +17,18 @@ pub fn answer(path: &str) -> Option<(u16, String)> {
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
-    let watched = registry().clone();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let known = |kind: &str| matches!(kind, "routes" | "services" | "upstreams");
     let (status, body) = match segments.as_slice() {
         [] => {
-            let all: Vec<Value> = watched.iter().filter_map(|w| checker(w)).collect();
+            let all: Vec<Value> = checked().iter().filter_map(|w| checker(w)).collect();
             (200, Value::Array(all))
         }
         [kind, ..] if !known(kind) => (400, error(&format!("invalid src type {kind}"))),
         [kind] => (404, error(&format!("missing src id for src type {kind}"))),
         [kind, id] => {
             let name = format!("/{kind}/{id}");
-            match watched.iter().find(|w| w.name == name).map(|w| checker(w)) {
+            match super::find(&name).map(|w| checker(&w)) {
                 Some(Some(info)) => (200, info),
                 Some(None) => (404, error(&format!("no checker for {kind}[{id}]"))),
                 None => (404, error(&format!("{kind}[{id}] not found"))),
@@ -81,7 +80,7 @@ pub fn prometheus_lines() -> String {
         "# HELP apisix_upstream_status Upstream status from health check\n\
          # TYPE apisix_upstream_status gauge\n",
     );
-    for w in registry().iter().filter(|w| w.checks.is_some()) {
+    for w in checked() {
         for n in &w.nodes {
             let _ = writeln!(
                 out,

@@ -53,11 +53,34 @@ struct Watched {
     nodes: Vec<WatchedNode>,
 }
 
-/// The upstreams of the configuration being served, by name.
-static REGISTRY: Mutex<Vec<Arc<Watched>>> = Mutex::new(Vec::new());
+/// The upstreams of the configuration being served.
+#[derive(Default)]
+struct Served {
+    /// Every upstream by name: where a new configuration finds the state
+    /// of its nodes.
+    by_name: HashMap<String, Arc<Watched>>,
+    /// Those with `checks`, routes' first (APISIX's order): what is probed
+    /// and shown.
+    checked: Vec<Arc<Watched>>,
+}
 
-fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<Watched>>> {
+static REGISTRY: Mutex<Option<Served>> = Mutex::new(None);
+
+fn registry() -> std::sync::MutexGuard<'static, Option<Served>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The upstream called `name` being served, with or without `checks`.
+fn find(name: &str) -> Option<Arc<Watched>> {
+    registry().as_ref()?.by_name.get(name).cloned()
+}
+
+/// The upstreams with `checks` being served.
+fn checked() -> Vec<Arc<Watched>> {
+    registry()
+        .as_ref()
+        .map(|s| s.checked.clone())
+        .unwrap_or_default()
 }
 
 /// APISIX's name for the checker of an upstream with this tinygate id:
@@ -76,9 +99,11 @@ pub fn resource_key(upstream_id: &str) -> String {
 /// ([`resource_key`]): the one being served for a node still configured,
 /// a fresh (healthy) one otherwise.
 pub fn targets(name: &str, addrs: &[SocketAddr]) -> Vec<Arc<Target>> {
-    let current: HashMap<SocketAddr, Arc<Target>> = registry()
+    let watched = registry()
+        .as_ref()
+        .and_then(|s| s.by_name.get(name).cloned());
+    let current: HashMap<SocketAddr, Arc<Target>> = watched
         .iter()
-        .filter(|w| w.name == name)
         .flat_map(|w| w.nodes.iter())
         .map(|n| (n.target.addr, Arc::clone(&n.target)))
         .collect();
@@ -98,17 +123,22 @@ pub fn targets(name: &str, addrs: &[SocketAddr]) -> Vec<Arc<Target>> {
 /// configured are forgotten. Starts the checker on first use.
 pub fn watch(routes: &Routes) {
     let inline = routes.routes.iter().filter_map(|r| r.upstream.as_ref());
-    let mut watched: Vec<Arc<Watched>> = Vec::new();
+    let mut served = Served::default();
     // Routes first, as APISIX lists its checkers.
     for up in inline.chain(routes.upstreams.iter()) {
         let name = resource_key(&up.id);
-        if !watched.iter().any(|w| w.name == name) {
-            watched.push(Arc::new(watched_upstream(name, up)));
+        if served.by_name.contains_key(&name) {
+            continue;
         }
+        let watched = Arc::new(watched_upstream(name.clone(), up));
+        if watched.checks.is_some() {
+            served.checked.push(Arc::clone(&watched));
+        }
+        served.by_name.insert(name, watched);
     }
-    let any_active = watched.iter().any(|w| w.checks.is_some());
-    *registry() = watched;
-    if any_active {
+    let any_checked = !served.checked.is_empty();
+    *registry() = Some(served);
+    if any_checked {
         active::start();
     }
 }
@@ -160,7 +190,6 @@ fn node_host(authority: &str) -> &str {
 
 /// What a response from node `index` of `up` says about it (passive
 /// check): its status counts when `checks.passive` is configured.
-#[allow(dead_code)] // called by the proxy (issue #17 B)
 pub fn report_response(up: &Upstream, index: usize, status: u16) {
     let Some(checks) = &up.checks else { return };
     if !checks.passive_statuses {
@@ -174,7 +203,6 @@ pub fn report_response(up: &Upstream, index: usize, status: u16) {
 /// A connection to node `index` of `up` failed (`Report::TcpFailure`) or
 /// timed out (`Report::Timeout`) while proxying (passive check): counted
 /// against `checks.passive`'s thresholds, or their defaults.
-#[allow(dead_code)] // called by the proxy (issue #17 B)
 pub fn report_failure(up: &Upstream, index: usize, report: Report) {
     if let Some(checks) = &up.checks {
         record(up, index, report, &checks.passive, "passive");
@@ -203,7 +231,6 @@ fn threshold(counting: &Counting, report: Report) -> u8 {
     }
 }
 
-#[allow(dead_code)] // called by the proxy (issue #17 B)
 fn record(up: &Upstream, index: usize, report: Report, counting: &Counting, how: &str) {
     let target = up.balancer.target(index);
     let limit = threshold(counting, report);

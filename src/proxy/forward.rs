@@ -1,13 +1,21 @@
-//! Forwarding a request: pick a node through the upstream's balancer, get
-//! a connection from the [`Transport`], send the head and body, read the
-//! response head. A node that cannot be reached is skipped for the next
-//! one, up to `retries`; a pooled connection the node closed while idle
-//! is replaced once by a fresh one when the request can be replayed
-//! (idempotent, body in memory). Where an exchange failed ([`Stage`])
-//! decides what the client is answered.
+//! Forwarding a request: pick a node through the upstream's balancer
+//! (its algorithm, `chash` key, priorities and node health), get a
+//! connection from the [`Transport`], send the head and body, read the
+//! response head.
 //!
-//! Each node attempt ends in [`report`], the one place that will tell a
-//! per-upstream health record how the node did.
+//! Retries (nginx's `proxy_next_upstream error timeout`, APISIX's
+//! `retries` and `retry_timeout`): a node that cannot be reached is skipped
+//! for the next untried one. A request that can be replayed (idempotent,
+//! RFC 9110 §9.2.2, with its body empty or in memory) also moves on when
+//! the node failed before any byte of its answer arrived: closed, reset or
+//! timed out; on a pooled connection, which the node may have closed just
+//! before it was used, it is first replayed once on a fresh connection to
+//! the same node. Retries stop when every node has been tried, `retries`
+//! is spent, or `retry_timeout` has passed since the first try. Where an
+//! exchange failed ([`Stage`]) decides what the client is answered.
+//!
+//! Each node attempt ends in [`report`], which tells the node's health
+//! record how it did (passive health checks).
 
 use super::answer::EarlyEnd;
 use super::body::{unreadable, NodeBody, RequestBody, Source};
@@ -17,7 +25,10 @@ use super::request::Request;
 use super::send::{forward_body, forward_spilled_body, ToNode};
 use super::transport::Transport;
 use super::upgrade;
+use crate::balancer::{request_key, Picked};
 use crate::config::{Node, Upstream};
+use crate::expr::RequestVars;
+use crate::health::{self, Report};
 use crate::http::reply;
 use crate::http::{self, Framing, Head, ReadBuf, ResponseHead};
 use crate::net::with_timeout;
@@ -25,7 +36,7 @@ use crate::upstream::Conn;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where an exchange with a node failed.
 pub(crate) enum Stage {
@@ -56,12 +67,41 @@ impl Stage {
             Stage::Plugin(_) => "a plugin ended it",
         }
     }
+
+    /// The node's failure, when the node failed (not the client or a
+    /// plugin).
+    fn node_error(&self) -> Option<&io::Error> {
+        match self {
+            Stage::Stale(e) | Stage::Upstream(e) | Stage::RequestBody(e) => Some(e),
+            Stage::Client(_) | Stage::TooLarge | Stage::Plugin(_) => None,
+        }
+    }
+
+    /// True when the node went away (closed, reset, or timed out) rather
+    /// than answered something wrong: if no byte of an answer came, the
+    /// request may be tried again elsewhere.
+    fn node_went_away(&self) -> bool {
+        self.node_error().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::TimedOut
+            )
+        })
+    }
 }
 
 /// A node's answer: the connection it came on, and its head.
 pub(super) struct Answered<'u, S> {
     pub(super) conn: Conn<S>,
     pub(super) node: &'u Node,
+    /// The node as picked: for `least_conn`, the request counts on it
+    /// until this is dropped, after the response is relayed.
+    pub(super) picked: Picked<'u>,
     pub(super) response: ResponseHead,
 }
 
@@ -96,21 +136,38 @@ where
     let attempts = 1 + upstream
         .retries
         .unwrap_or(upstream.nodes.len().saturating_sub(1) as u32) as usize;
+    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let key = upstream
+        .hash_key
+        .as_ref()
+        .map(|hash| request_key(hash, &request_vars(req, client)));
     let mut tried: Vec<usize> = Vec::with_capacity(attempts);
     let mut last_error = String::from("no upstream node has a positive weight");
     let mut timed_out = false;
     let mut body = body.for_node(&req.head, &req.ex);
+    let replayable = body.can_resend(&req.head) && is_idempotent(&req.head.method);
     for _ in 0..attempts {
-        let Some(index) = pick_untried(upstream, &tried) else {
+        if !tried.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+            // APISIX answers 502 when `retry_timeout` has passed.
+            last_error = format!(
+                "retry_timeout passed after {} tries; {last_error}",
+                tried.len()
+            );
+            timed_out = false;
+            break;
+        }
+        let Some(picked) = upstream.balancer.pick(key.as_deref(), &tried) else {
             break;
         };
+        let index = picked.index;
         tried.push(index);
         let to = Destination {
             upstream,
             node: &upstream.nodes[index],
             client: client.peer,
         };
-        let (conn, result) = match attempt(req, client, transport, &to, &mut body).await {
+        let attempted = attempt(req, client, transport, &to, &mut body, replayable).await;
+        let (conn, result) = match attempted {
             Ok(attempted) => attempted,
             Err(e) => {
                 report(upstream, index, &Attempt::ConnectFailed(&e));
@@ -120,20 +177,33 @@ where
                 continue;
             }
         };
-        return match result {
+        match result {
             Ok(response) => {
                 report(upstream, index, &Attempt::Answered(response.status));
-                Ok(Answered {
+                return Ok(Answered {
                     conn,
                     node: to.node,
+                    picked,
                     response,
-                })
+                });
             }
             Err(stage) => {
                 report(upstream, index, &Attempt::Failed(&stage));
-                Err(failure(stage, to.node.addr))
+                // Nothing of an answer came: another node may give one.
+                if replayable && stage.node_went_away() && !conn.buf.has_data() {
+                    timed_out = stage
+                        .node_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
+                    last_error = format!("upstream {}: {}", to.node.addr, stage.name());
+                    log::debug!(
+                        "upstream {:?}: {last_error}; trying the next node",
+                        upstream.id
+                    );
+                    continue;
+                }
+                return Err(failure(stage, to.node.addr));
             }
-        };
+        }
     }
     let reply = if timed_out {
         reply::gateway_timeout()
@@ -143,10 +213,21 @@ where
     Err(EarlyEnd::Refuse(reply, last_error))
 }
 
+/// The request's variables (a `chash` key's source): the head as the
+/// client sent it, with the header fields as the plugins left them.
+fn request_vars<'r, C>(req: &'r Request<'_>, client: &Client<C>) -> RequestVars<'r> {
+    let path = req.head.target.split('?').next().unwrap_or("/");
+    RequestVars {
+        headers: &req.ex.request_headers,
+        ..RequestVars::of(&req.head, path, client.peer, client.local, "http")
+    }
+}
+
 /// One attempt at the node `to` names: on an idle connection or a new
-/// one. A pooled connection the node closed while idle gets one more try
-/// on a fresh connection, which is safe when the request can be replayed
-/// (idempotent, RFC 9110 §9.2.2, with its body empty or in memory).
+/// one. A pooled connection the node closed or reset (before any byte of
+/// an answer) gets one more try on a fresh connection when the request
+/// can be `replayable`: the node may have closed it just before it was
+/// used, which says nothing about the node.
 ///
 /// # Errors
 /// When no connection could be made: the next node is tried.
@@ -156,6 +237,7 @@ async fn attempt<C, T>(
     transport: &T,
     to: &Destination<'_>,
     body: &mut NodeBody,
+    replayable: bool,
 ) -> io::Result<(Conn<T::Stream>, Result<ResponseHead, Stage>)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -170,9 +252,17 @@ where
     if let Some(protocol) = upgrade::requested(&req.head, req.route) {
         upgrade::add_upgrade_fields(&mut head, protocol);
     }
-    let replayable = body.can_resend(&req.head) && is_idempotent(&req.head.method);
     let result = exchange(req, client, &mut conn, &head, body).await;
-    if conn.reused && replayable && matches!(result, Err(Stage::Stale(_))) {
+    let stale = match &result {
+        Err(stage) => {
+            let timed_out = stage
+                .node_error()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
+            stage.node_went_away() && !timed_out && !conn.buf.has_data()
+        }
+        Ok(_) => false,
+    };
+    if conn.reused && replayable && stale {
         let mut fresh = transport.connect(to.node, connect).await?;
         let result = exchange(req, client, &mut fresh, &head, body).await;
         return Ok((fresh, result));
@@ -289,29 +379,42 @@ fn failure(stage: Stage, node: SocketAddr) -> EarlyEnd {
     }
 }
 
-/// Tells `upstream`'s health record how an attempt at node `index` went.
-/// Nothing keeps one yet (passive health checks will): the outcome is
-/// only traced.
+/// Tells node `index` of `upstream`'s health record how an attempt went
+/// (passive health checks, counted when the upstream has `checks`): no
+/// connection or a failed exchange is a TCP failure or a timeout, an
+/// answer that is not HTTP an HTTP failure, an answer's status what
+/// `checks.passive` says it is. A client or a plugin ending the exchange
+/// says nothing about the node.
 fn report(upstream: &Upstream, index: usize, attempt: &Attempt<'_>) {
     let (id, node) = (&upstream.id, upstream.nodes[index].addr);
     match attempt {
         Attempt::ConnectFailed(e) => {
-            log::trace!("upstream {id:?}: node {node}: no connection: {e}")
+            log::trace!("upstream {id:?}: node {node}: no connection: {e}");
+            health::report_failure(upstream, index, failure_kind(e));
         }
         Attempt::Failed(stage) => {
             log::trace!(
                 "upstream {id:?}: node {node}: exchange failed: {}",
                 stage.name()
             );
+            if let Some(e) = stage.node_error() {
+                health::report_failure(upstream, index, failure_kind(e));
+            }
         }
-        Attempt::Answered(status) => log::trace!("upstream {id:?}: node {node}: {status}"),
+        Attempt::Answered(status) => {
+            log::trace!("upstream {id:?}: node {node}: {status}");
+            health::report_response(upstream, index, *status);
+        }
     }
 }
 
-/// The next node in the balancer's order that has not been tried yet
-/// (healthy first; every node is reached, whatever the weights).
-fn pick_untried(upstream: &Upstream, tried: &[usize]) -> Option<usize> {
-    upstream.balancer.pick(None, tried).map(|p| p.index)
+/// How a node's I/O error counts for its health.
+pub(super) fn failure_kind(e: &io::Error) -> Report {
+    match e.kind() {
+        io::ErrorKind::TimedOut => Report::Timeout,
+        io::ErrorKind::InvalidData | io::ErrorKind::Unsupported => Report::HttpFailure,
+        _ => Report::TcpFailure,
+    }
 }
 
 /// Methods whose repetition has the same effect (RFC 9110 §9.2.2).

@@ -5,9 +5,14 @@
 //! when it has no length), gathered into few writes, and flushed whenever
 //! the node has nothing more buffered.
 //!
-//! Once the head has gone out, a failure can only close the connection
-//! (the client sees a truncated body, never a half-edited one): these
-//! functions return an error then, and the caller drops both connections.
+//! Every read from the node is bounded by the route's `timeout.read`
+//! (nginx's `proxy_read_timeout`, between two reads), so a node that
+//! stalls mid-body cannot hold the client. Once the head has gone out, a
+//! failure can only close the connection (the client sees a truncated
+//! body, never one that looks complete): these functions return an error
+//! then, and the caller drops both connections. While plugins still hold
+//! the head, a node that fails gets the client a `504` (timed out) or a
+//! `502`.
 
 use super::answer::{answer, answer_local};
 use super::body::valid_trailers;
@@ -19,12 +24,14 @@ use super::send::{encode_piece, WRITE_COALESCE};
 use crate::chain::{local_response_headers, BodyVerdict, Verdict};
 use crate::http::io::last_chunk_with;
 use crate::http::reply;
-use crate::http::{BodyReader, Framing, Version};
+use crate::http::{BodyReader, Framing, ReadBuf, Version};
+use crate::net::with_timeout;
 use crate::ops::access_log::Record;
 use crate::upstream::Conn;
 use crate::wasm::LocalResponse;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
+use std::time::Duration;
 
 /// Relays the response body (in `framing`, from `node`) with `status` and
 /// the plugin-edited head; returns whether the client connection may be
@@ -68,8 +75,42 @@ where
         &req.head,
         keep,
     );
-    stream_body(node, client, framing, out, rechunk).await?;
+    let read_timeout = req.route.timeout.read;
+    stream_body(node, client, framing, out, rechunk, read_timeout).await?;
     Ok(keep)
+}
+
+/// A read from the node failed: it closed or reset the connection early,
+/// or `timeout.read` passed. (Carried inside the `io::Error` so the caller
+/// can tell the node's failures from the client's.)
+#[derive(Debug)]
+struct NodeFailed(io::Error);
+
+impl std::fmt::Display for NodeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading from the node: {}", self.0)
+    }
+}
+
+impl std::error::Error for NodeFailed {}
+
+/// The node's own error, when a relay was cut short by the node.
+pub(super) fn node_failure(e: &io::Error) -> Option<&io::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<NodeFailed>())
+        .map(|failed| &failed.0)
+}
+
+/// The next piece of the node's body, within `timeout`.
+async fn next_piece<S: AsyncRead + Unpin>(
+    reader: &mut BodyReader,
+    buf: &mut ReadBuf,
+    stream: &mut S,
+    timeout: Duration,
+) -> io::Result<usize> {
+    with_timeout(timeout, reader.next(buf, stream))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), NodeFailed(e)))
 }
 
 /// Streams the node's body to the client, re-chunked when `rechunk`,
@@ -80,6 +121,7 @@ async fn stream_body<C, S>(
     framing: Framing,
     mut out: Vec<u8>,
     rechunk: bool,
+    read_timeout: Duration,
 ) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -91,7 +133,7 @@ where
             client.send(&out).await?;
             out.clear();
         }
-        let n = body.next(&mut node.buf, &mut node.stream).await?;
+        let n = next_piece(&mut body, &mut node.buf, &mut node.stream, read_timeout).await?;
         if n == 0 {
             break;
         }
@@ -176,7 +218,16 @@ where
             client.send(&relay.out).await?;
             relay.out.clear();
         }
-        let n = reader.next(&mut node.buf, &mut node.stream).await?;
+        let read = next_piece(
+            &mut reader,
+            &mut node.buf,
+            &mut node.stream,
+            req.route.timeout.read,
+        );
+        let n = match read.await {
+            Ok(n) => n,
+            Err(e) => return Err(relay.node_failed(req, client, e).await),
+        };
         req.ex
             .response_body
             .extend_from_slice(&node.buf.data()[..n]);
@@ -342,6 +393,27 @@ impl PluginRelay {
             let _ = answer(client, &req.head, &reply::unavailable(), keep).await;
         }
         aborted(why)
+    }
+
+    /// The node failed while plugins held the body: a `504` (it timed
+    /// out) or a `502` if the head is still held, so the client never sees
+    /// a silent close; then the close.
+    async fn node_failed<C: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        req: &mut Request<'_>,
+        client: &mut Client<C>,
+        e: io::Error,
+    ) -> io::Error {
+        if !self.head_sent {
+            let r = if e.kind() == io::ErrorKind::TimedOut {
+                reply::gateway_timeout()
+            } else {
+                reply::bad_gateway()
+            };
+            let keep = req.keep.after(Ending::Aborted);
+            let _ = answer(client, &req.head, &r, keep).await;
+        }
+        e
     }
 
     /// The plugins held more than `max_buffered_body`: a 502 if the head

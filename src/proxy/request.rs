@@ -9,13 +9,13 @@
 use super::answer::{answer, answer_early_end, EarlyEnd};
 use super::body::read_through_plugins;
 use super::connection::Client;
-use super::forward::{send_request, Answered};
+use super::forward::{failure_kind, send_request, Answered};
 use super::heads::{
     node_connection_reusable, request_map, response_map, status_of, stream_info,
     write_response_head,
 };
 use super::keep_alive::{Ending, KeepAlive};
-use super::relay::relay_response;
+use super::relay::{node_failure, relay_response};
 use super::transport::Transport;
 use super::upgrade;
 use crate::chain::Chain;
@@ -172,6 +172,7 @@ where
     let Answered {
         mut conn,
         node,
+        picked,
         response,
     } = answered;
     client.record.upstream_addr = Some(node.addr);
@@ -218,6 +219,9 @@ where
                 "route {route:?}: upstream {}: response body aborted: {e}",
                 node.addr
             );
+            if let (Some(upstream), Some(failed)) = (&req.route.upstream, node_failure(&e)) {
+                crate::health::report_failure(upstream, picked.index, failure_kind(failed));
+            }
             false
         }
     }

@@ -66,3 +66,12 @@ impl Transport for Sockets {
         self.pool.borrow_mut().put(node.addr, conn);
     }
 }
+
+impl Sockets {
+    /// Watches the idle connections for as long as the worker runs,
+    /// closing each as soon as its node closes it or its idle time is
+    /// over (see [`upstream::sweep`]).
+    pub(crate) async fn sweep_idle(&self) {
+        upstream::sweep(&self.pool).await;
+    }
+}

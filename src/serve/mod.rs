@@ -106,6 +106,10 @@ fn run_worker(
     let executor = Rc::new(LocalExecutor::new());
     let worker = Worker::new(live, stop, Rc::clone(&executor), index);
     let sockets = Rc::new(proxy::Sockets::default());
+    let sweeper = Rc::clone(&sockets);
+    executor
+        .spawn(async move { sweeper.sweep_idle().await })
+        .detach();
     let main = async {
         for listener in listeners {
             match net::TcpListener::new(listener) {
