@@ -165,11 +165,11 @@ impl<'w> Chain<'w> {
                         generation,
                         key: rp.key,
                         id,
-                        policy: policy_of(gateway, rp.plugin),
+                        policy: rp.policy,
                         skipped: false,
                     });
                 }
-                Err(fault) if policy_of(gateway, rp.plugin) == FailurePolicy::FailOpen => {
+                Err(fault) if rp.policy == FailurePolicy::FailOpen => {
                     log_fail_open(&fault, &chain.route);
                     worker.failed_open(plugin, &chain.route);
                 }
@@ -647,17 +647,6 @@ impl<'w> Chain<'w> {
         self.answered = true;
         Some(local)
     }
-}
-
-/// The failure policy of plugin `index` of `gateway`.
-fn policy_of(gateway: &Gateway, index: usize) -> FailurePolicy {
-    gateway
-        .config
-        .main
-        .failure_policies
-        .get(index)
-        .copied()
-        .unwrap_or_default()
 }
 
 /// The fault of a stream the plugin reset (`proxy_close_stream`).

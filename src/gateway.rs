@@ -8,8 +8,10 @@
 
 use crate::config::{Config, ConfigError, RoutePlugin, Routes};
 use crate::router::Router;
-use crate::wasm::{file_content_id, Engine, Plugin, PluginSpec, PluginVm};
+use crate::wasm::{file_content_id, Engine, Fault, LoadError, Plugin, PluginSpec, PluginVm};
 use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A configuration ready to serve.
@@ -25,7 +27,7 @@ impl Gateway {
     ///
     /// # Errors
     /// One problem per plugin that fails to load, naming plugin and file.
-    pub fn build(config: Config, engine: &Engine) -> Result<Gateway, ConfigError> {
+    pub fn build(config: Config, engine: &Engine) -> Result<Gateway, GatewayError> {
         Gateway::build_reusing(config, engine, None)
     }
 
@@ -41,10 +43,12 @@ impl Gateway {
         mut config: Config,
         engine: &Engine,
         previous: Option<&Gateway>,
-    ) -> Result<Gateway, ConfigError> {
+    ) -> Result<Gateway, GatewayError> {
         let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         let mut problems = Vec::new();
-        for spec in &config.main.plugins {
+        let config_file = &config.main.config_file;
+        for declared in &config.main.plugins {
+            let spec = &declared.spec;
             let reused = previous.and_then(|prev| {
                 let now = file_content_id(&spec.file)?;
                 prev.plugins
@@ -58,15 +62,15 @@ impl Gateway {
             }
             match Plugin::load_sharing(engine, spec.clone(), &plugins) {
                 Ok(p) => plugins.push(Arc::new(p)),
-                Err(e) => problems.push(format!(
-                    "{}: wasm.plugins {:?}: {e}",
-                    config.main.config_file.display(),
-                    spec.name
-                )),
+                Err(error) => problems.push(Problem::Load {
+                    config_file: config_file.clone(),
+                    plugin: spec.name.clone(),
+                    error,
+                }),
             }
         }
         if !problems.is_empty() {
-            return Err(ConfigError { problems });
+            return Err(GatewayError { problems });
         }
         if let Some(previous) = previous {
             adopt_root_keys(&mut config.routes, &previous.config.routes);
@@ -110,52 +114,153 @@ impl Gateway {
     ///
     /// # Errors
     /// Every failure, naming route, plugin and hook.
-    pub fn check_plugins(&self) -> Result<(), ConfigError> {
+    pub fn check_plugins(&self) -> Result<(), GatewayError> {
         let mut problems = Vec::new();
-        let config_file = self.config.main.config_file.display();
+        let main = &self.config.main;
         let mut vms: Vec<Option<PluginVm>> = self
             .plugins
             .iter()
             .map(|plugin| match PluginVm::start(Arc::clone(plugin)) {
                 Ok(vm) => Some(vm),
                 Err(fault) => {
-                    problems.push(format!(
-                        "{config_file}: wasm.plugins {:?}: {fault}",
-                        plugin.name()
-                    ));
+                    problems.push(Problem::Start {
+                        config_file: main.config_file.clone(),
+                        plugin: plugin.name().to_string(),
+                        fault,
+                    });
                     None
                 }
             })
             .collect();
-        let routes_file = self.config.main.routes_file.display();
-        for rp in &self.config.routes.global_plugins {
+        let owned = self
+            .config
+            .routes
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().map(move |rp| (Some(r.id.as_str()), rp)));
+        let global = self
+            .config
+            .routes
+            .global_plugins
+            .iter()
+            .map(|rp| (None, rp));
+        for (route, rp) in global.chain(owned) {
             let Some(vm) = vms[rp.plugin].as_mut() else {
                 continue;
             };
             if let Err(fault) = vm.configure(rp.key, &rp.conf) {
-                problems.push(format!(
-                    "{routes_file}: global_rules plugins.{}: {fault}",
-                    rp.name
-                ));
-            }
-        }
-        for route in &self.config.routes.routes {
-            for rp in &route.plugins {
-                let Some(vm) = vms[rp.plugin].as_mut() else {
-                    continue;
-                };
-                if let Err(fault) = vm.configure(rp.key, &rp.conf) {
-                    problems.push(format!(
-                        "{routes_file}: route {:?} plugins.{}: {fault}",
-                        route.id, rp.name
-                    ));
-                }
+                problems.push(Problem::Configure {
+                    routes_file: main.routes_file.clone(),
+                    route: route.map(str::to_string),
+                    plugin: rp.name.clone(),
+                    fault,
+                });
             }
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError { problems })
+            Err(GatewayError { problems })
+        }
+    }
+}
+
+/// Why a configuration cannot be served: every problem its plugins have.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub problems: Vec<Problem>,
+}
+
+/// One plugin problem, with the file and key it comes from.
+#[derive(Debug)]
+pub enum Problem {
+    /// A `wasm.plugins[]` entry whose module does not load.
+    Load {
+        config_file: PathBuf,
+        plugin: String,
+        error: LoadError,
+    },
+    /// A plugin whose instance does not start (`_start`, `_initialize`).
+    Start {
+        config_file: PathBuf,
+        plugin: String,
+        fault: Fault,
+    },
+    /// A plugin that fails on a route's (or a global rule's: `route` is
+    /// `None`) conf: `proxy_on_vm_start` or `proxy_on_configure` said no,
+    /// or it trapped.
+    Configure {
+        routes_file: PathBuf,
+        route: Option<String>,
+        plugin: String,
+        fault: Fault,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Load {
+                config_file,
+                plugin,
+                error,
+            } => write!(
+                f,
+                "{}: wasm.plugins {plugin:?}: {error}",
+                config_file.display()
+            ),
+            Problem::Start {
+                config_file,
+                plugin,
+                fault,
+            } => write!(
+                f,
+                "{}: wasm.plugins {plugin:?}: {fault}",
+                config_file.display()
+            ),
+            Problem::Configure {
+                routes_file,
+                route: Some(route),
+                plugin,
+                fault,
+            } => write!(
+                f,
+                "{}: route {route:?} plugins.{plugin}: {fault}",
+                routes_file.display()
+            ),
+            Problem::Configure {
+                routes_file,
+                route: None,
+                plugin,
+                fault,
+            } => write!(
+                f,
+                "{}: global_rules plugins.{plugin}: {fault}",
+                routes_file.display()
+            ),
+        }
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+impl From<GatewayError> for ConfigError {
+    /// The problems as the lines start-up and reloads print.
+    fn from(e: GatewayError) -> ConfigError {
+        ConfigError {
+            problems: e.problems.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -219,12 +324,12 @@ fn same_spec(a: &PluginSpec, b: &PluginSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::config::{parse_routes, DeclaredPlugin};
     use crate::wasm::{DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 
     /// `routes` parsed with plugins `p` and `q` declared.
     fn parse(routes: &str) -> Routes {
-        let specs: Vec<PluginSpec> = ["p", "q"]
+        let specs: Vec<DeclaredPlugin> = ["p", "q"]
             .iter()
             .map(|name| PluginSpec {
                 name: name.to_string(),
@@ -236,6 +341,7 @@ mod tests {
                 fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
                 memory_limit: DEFAULT_MEMORY_LIMIT,
             })
+            .map(DeclaredPlugin::from)
             .collect();
         let text =
             format!("upstreams:\n  - {{id: u, nodes: {{\"127.0.0.1:1\": 1}}}}\n{routes}#END\n");

@@ -184,10 +184,10 @@ impl Live {
         };
         let gateway = match Gateway::build_reusing(config, &self.engine, Some(previous)) {
             Ok(g) => g,
-            Err(e) => return log_rejected(&e),
+            Err(e) => return log_rejected(&e.into()),
         };
         if let Err(e) = gateway.check_plugins() {
-            return log_rejected(&e);
+            return log_rejected(&e.into());
         }
         if let Err(e) = crate::ops::access_log::configure(&gateway.config.main.access_log) {
             log::error!("{e}; keeping the previous access log");

@@ -167,8 +167,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
 fn check(path: &std::path::Path) -> Result<(), Vec<String>> {
     let mut config = config::load(path).map_err(|e| e.problems)?;
     etcd::load_for_check(&mut config).map_err(|e| e.problems)?;
-    let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(|e| e.problems)?;
-    gateway.check_plugins().map_err(|e| e.problems)
+    let gateway = gateway::Gateway::build(config, &wasm::Engine::new()).map_err(lines)?;
+    gateway.check_plugins().map_err(lines)
 }
 
 fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
@@ -188,10 +188,10 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     // One engine replica per worker: no plugin call touches another
     // worker's engine state.
     let engine = wasm::Engine::with_replicas(config.main.workers);
-    let gateway = gateway::Gateway::build(config, &engine).map_err(|e| e.problems)?;
+    let gateway = gateway::Gateway::build(config, &engine).map_err(lines)?;
     // What `-t` and a reload check too: every plugin starts, and
     // configures for every route that uses it, or tinygate does not start.
-    gateway.check_plugins().map_err(|e| e.problems)?;
+    gateway.check_plugins().map_err(lines)?;
     let main = gateway.config.main.clone();
     let source = match &main.etcd {
         Some(etcd) => format!("etcd {}", etcd.prefix),
@@ -229,4 +229,9 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     log::info!("serving with {} workers", main.workers);
     serve::signals::run(signals, &live, &stop_tx, main.shutdown_grace)
         .map_err(|e| vec![e.to_string()])
+}
+
+/// A gateway's problems as the lines `main` prints.
+fn lines(e: gateway::GatewayError) -> Vec<String> {
+    config::ConfigError::from(e).problems
 }

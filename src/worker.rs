@@ -161,10 +161,10 @@ enum Blame<'a> {
 /// What a failure charged to a root context did.
 #[derive(Clone, Copy)]
 enum Charge {
-    /// Broke the instance, which was discarded.
-    Discarded,
-    /// Kept an instance from starting.
-    Start,
+    /// A fault of this kind broke the instance, which was discarded.
+    Discarded(FaultKind),
+    /// A fault of this kind kept an instance from starting.
+    Start(FaultKind),
     /// The plugin rejected its configuration (the instance is fine).
     Rejected,
 }
@@ -401,7 +401,8 @@ impl Worker {
             if slot.vm.is_none() {
                 if let Err(fault) = self.start_instance(k, slot) {
                     slot.replaces = Some(root.route.into());
-                    self.charge(slot, root.key, Some(root.route), Charge::Start);
+                    let charge = Charge::Start(fault.kind);
+                    self.charge(slot, root.key, Some(root.route), charge);
                     return Err(fault);
                 }
             }
@@ -767,7 +768,8 @@ impl Worker {
             self.discard(k, slot, &route);
             self.count_roots(slot, 0);
             if let Some(root_key) = root_key {
-                self.charge(slot, root_key, Some(&route), Charge::Discarded);
+                let kind = result.as_ref().err().map_or(FaultKind::Trap, |f| f.kind);
+                self.charge(slot, root_key, Some(&route), Charge::Discarded(kind));
             }
         } else {
             if let (Some(route), true) = (route, roots > slot.roots) {
@@ -817,15 +819,16 @@ impl Worker {
         let delay = health.failed(now);
         let failures = health.failures();
         let route = route.map_or_else(|| self.route_of(Some(root)), str::to_owned);
-        self.count(|s| s.plugin_failed(slot.plugin.name(), &route));
-        let what = match what {
-            Charge::Discarded => {
+        let (kind, what) = match what {
+            Charge::Discarded(kind) => (
+                kind,
                 "instance discarded after a failure (other routes get a fresh instance on \
-                 their next request)"
-            }
-            Charge::Start => "instance failed to start",
-            Charge::Rejected => "configuration rejected",
+                 their next request)",
+            ),
+            Charge::Start(kind) => (kind, "instance failed to start"),
+            Charge::Rejected => (FaultKind::Rejected, "configuration rejected"),
         };
+        self.count(|s| s.plugin_failed(slot.plugin.name(), &route, kind.name()));
         let next = if delay.is_zero() {
             "its next request tries again".to_string()
         } else {

@@ -89,12 +89,12 @@ fn counter(gate: &Gate, name: &str, plugin: &str) -> u64 {
     counter_where(gate, &format!("{name}{{plugin=\"{plugin}\","))
 }
 
-/// The value of counter `name{plugin="<plugin>",route="<route>"}` (0 when
-/// absent).
+/// The value of counter `name{plugin="<plugin>",route="<route>"}`, summed
+/// over its other labels (0 when absent).
 fn route_counter(gate: &Gate, name: &str, plugin: &str, route: &str) -> u64 {
     counter_where(
         gate,
-        &format!("{name}{{plugin=\"{plugin}\",route=\"{route}\"}} "),
+        &format!("{name}{{plugin=\"{plugin}\",route=\"{route}\""),
     )
 }
 
@@ -472,6 +472,11 @@ fn a_route_failing_intermittently_has_its_restarts_bounded() {
         "{failures} failures in {elapsed:?}"
     );
     assert!(restarts <= failures, "{restarts} restarts");
+    let memory = counter_where(
+        &gate,
+        "apisix_wasm_plugin_failures_total{plugin=\"bombs\",route=\"bomb\",kind=\"memory\"} ",
+    );
+    assert_eq!(memory, failures, "every failure was the memory limit's");
     assert_eq!(
         failures + refused,
         failed,

@@ -4,7 +4,9 @@
 //! an error.
 
 use super::tree::{index, join, kind, Obj, Problems};
-use super::{parse_yaml, read, ClientLimits, ConfigError, FailurePolicy, MainConfig};
+use super::{
+    parse_yaml, read, ClientLimits, ConfigError, DeclaredPlugin, FailurePolicy, MainConfig,
+};
 use crate::ops::access_log::{Format, Target};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
@@ -193,12 +195,12 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         }
     }
 
-    let (plugins, failure_policies) = match top.obj("wasm", p) {
+    let plugins = match top.obj("wasm", p) {
         Some(wasm) => {
             wasm.only(&["plugins"], p);
             wasm_plugins(&wasm, dir, p)
         }
-        None => (Vec::new(), Vec::new()),
+        None => Vec::new(),
     };
 
     Some(MainConfig {
@@ -211,7 +213,6 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
         shutdown_grace,
         deny_exec_memory,
         plugins,
-        failure_policies,
         limits,
         access_log,
         access_log_format,
@@ -313,15 +314,13 @@ fn node_listen(apisix: &Obj, p: &mut Problems) -> Option<Vec<SocketAddr>> {
     Some(out)
 }
 
-/// `wasm.plugins`: each plugin's spec, and its failure policy at the same
-/// index.
-fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, Vec<FailurePolicy>) {
+/// `wasm.plugins`: each plugin's spec and failure policy.
+fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> Vec<DeclaredPlugin> {
     let Some(items) = wasm.seq("plugins", p) else {
-        return (Vec::new(), Vec::new());
+        return Vec::new();
     };
     let list_path = wasm.path_of("plugins");
-    let mut out: Vec<PluginSpec> = Vec::new();
-    let mut policies = Vec::new();
+    let mut out: Vec<DeclaredPlugin> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Some(o) = Obj::new(item, index(&list_path, i), p) else {
             continue;
@@ -384,7 +383,7 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, V
             );
             continue;
         }
-        out.push(PluginSpec {
+        let spec = PluginSpec {
             name: name.to_string(),
             file: resolve(dir, file),
             priority,
@@ -393,10 +392,13 @@ fn wasm_plugins(wasm: &Obj, dir: &Path, p: &mut Problems) -> (Vec<PluginSpec>, V
             env: limits.env,
             fuel_per_callback: limits.fuel,
             memory_limit: limits.memory_limit,
+        };
+        out.push(DeclaredPlugin {
+            spec,
+            failure_policy: limits.failure_policy,
         });
-        policies.push(limits.failure_policy);
     }
-    (out, policies)
+    out
 }
 
 /// What a plugin entry says beyond its name, file, priority and

@@ -14,8 +14,7 @@
 
 use super::plugin_entries::copy_with_own_context;
 use super::tree::Problems;
-use super::RoutePlugin;
-use crate::wasm::PluginSpec;
+use super::{DeclaredPlugin, RoutePlugin};
 
 /// A route's plugins after its plugin config and service are merged in,
 /// sorted by descending priority (ties: route's, then plugin config's,
@@ -25,7 +24,7 @@ pub(super) fn route_with_inherited(
     own: Vec<RoutePlugin>,
     plugin_config: &[RoutePlugin],
     service: &[RoutePlugin],
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
 ) -> Vec<RoutePlugin> {
     let mut out = own;
     for inherited in [plugin_config, service] {
@@ -52,7 +51,7 @@ pub(super) struct GlobalRuleEntries {
 /// second place) and is left out of the list, as APISIX leaves it out.
 pub(super) fn global_plugins(
     rules: Vec<GlobalRuleEntries>,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Vec<RoutePlugin> {
     let mut out: Vec<RoutePlugin> = Vec::new();

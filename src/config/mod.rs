@@ -85,10 +85,7 @@ pub struct MainConfig {
     /// (Linux 6.3 or later; elsewhere a warning, see `ops/hardening.rs`).
     pub deny_exec_memory: bool,
     /// `wasm.plugins`, in file order.
-    pub plugins: Vec<PluginSpec>,
-    /// `wasm.plugins[].failure_policy`, indexed like `plugins` (kept out of
-    /// [`PluginSpec`]: it is the proxy's decision, not the wasm host's).
-    pub failure_policies: Vec<FailurePolicy>,
+    pub plugins: Vec<DeclaredPlugin>,
     /// Per-connection limits and timeouts for clients.
     pub limits: ClientLimits,
     /// `tinygate.access_log`: `off` (default), `stdout`, or a file path.
@@ -102,6 +99,35 @@ pub struct MainConfig {
     /// `deployment.role_data_plane.config_provider` is `etcd`: routes and
     /// upstreams then come from etcd, not from the routes file.
     pub etcd: Option<EtcdConfig>,
+}
+
+/// One `wasm.plugins[]` entry: how to load the plugin (the wasm host's
+/// [`PluginSpec`], which it derefs to) and what a request does when it
+/// fails (the proxy's decision, so kept out of the spec). Route plugin
+/// entries copy the policy ([`RoutePlugin::policy`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredPlugin {
+    /// Name, file, priority and the settings of its instances.
+    pub spec: PluginSpec,
+    /// `failure_policy`.
+    pub failure_policy: FailurePolicy,
+}
+
+impl std::ops::Deref for DeclaredPlugin {
+    type Target = PluginSpec;
+    fn deref(&self) -> &PluginSpec {
+        &self.spec
+    }
+}
+
+impl From<PluginSpec> for DeclaredPlugin {
+    /// A plugin with the default failure policy.
+    fn from(spec: PluginSpec) -> DeclaredPlugin {
+        DeclaredPlugin {
+            spec,
+            failure_policy: FailurePolicy::default(),
+        }
+    }
 }
 
 /// `wasm.plugins[].failure_policy`: what a request does when one of its
@@ -300,6 +326,9 @@ pub struct RoutePlugin {
     pub name: String,
     /// `conf` as bytes: a string as written, an object JSON-encoded.
     pub conf: Vec<u8>,
+    /// What a request does when the plugin fails: the plugin's declared
+    /// `failure_policy`.
+    pub policy: FailurePolicy,
     /// Identifies this (route, conf) pair's root context inside a plugin
     /// instance. Fresh (never used before) when parsed; when a reload
     /// serves the same route, plugin and conf again, `Gateway` gives it

@@ -4,8 +4,7 @@
 
 use super::main_file::json_bytes;
 use super::tree::{kind, Obj, Problems};
-use super::RoutePlugin;
-use crate::wasm::PluginSpec;
+use super::{DeclaredPlugin, RoutePlugin};
 use serde_yaml::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +21,7 @@ pub(super) fn copy_with_own_context(rp: &RoutePlugin) -> RoutePlugin {
         plugin: rp.plugin,
         name: rp.name.clone(),
         conf: rp.conf.clone(),
+        policy: rp.policy,
         key: NEXT_PLUGIN_KEY.fetch_add(1, Ordering::Relaxed),
     }
 }
@@ -30,7 +30,7 @@ pub(super) fn copy_with_own_context(rp: &RoutePlugin) -> RoutePlugin {
 /// or global rule), sorted by descending plugin priority.
 pub(super) fn route_plugins(
     list: &Obj,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Vec<RoutePlugin> {
     let mut out = Vec::new();
@@ -81,6 +81,7 @@ pub(super) fn route_plugins(
             plugin: index,
             name: name.to_string(),
             conf,
+            policy: plugins[index].failure_policy,
             key: NEXT_PLUGIN_KEY.fetch_add(1, Ordering::Relaxed),
         });
     }

@@ -8,9 +8,8 @@ use super::plugin_entries::route_plugins;
 use super::services::{named_upstream, PluginConfig, Service};
 use super::tree::{index, kind, Obj, Problems};
 use super::upstream::{timeouts, upstream};
-use super::{HostMatch, Route, Upstream, UriMatch};
+use super::{DeclaredPlugin, HostMatch, Route, Upstream, UriMatch};
 use crate::expr::IpMatcher;
-use crate::wasm::PluginSpec;
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +34,7 @@ pub(super) fn route(
     o: &Obj,
     i: usize,
     named: &Named,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Option<(Route, bool)> {
     let before = p.len();

@@ -9,8 +9,7 @@ use super::route::{route, Named};
 use super::services::{global_rule, plugin_config, service, PluginConfig, Service};
 use super::tree::{index, Obj, Problems};
 use super::upstream::upstream;
-use super::{env_vars, parse_yaml, ConfigError, Route, RoutePlugin, Upstream};
-use crate::wasm::PluginSpec;
+use super::{env_vars, parse_yaml, ConfigError, DeclaredPlugin, Route, RoutePlugin, Upstream};
 use serde_yaml::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,7 +48,7 @@ pub struct Routes {
 pub fn parse_routes(
     label: &str,
     text: &str,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
 ) -> Result<Routes, ConfigError> {
     parse_routes_and_document(label, text, plugins).map(|(routes, _)| routes)
 }
@@ -62,7 +61,7 @@ pub fn parse_routes(
 pub fn parse_routes_and_document(
     label: &str,
     text: &str,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
 ) -> Result<(Routes, Value), ConfigError> {
     let doc = document(label, text)?;
     let (routes, problems) = parse_routes_document(label, &doc, plugins);
@@ -82,7 +81,7 @@ pub fn parse_routes_and_document(
 pub fn parse_routes_skipping_invalid(
     label: &str,
     text: &str,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
 ) -> Result<(Routes, Vec<String>), ConfigError> {
     let doc = document(label, text)?;
     Ok(parse_routes_document(label, &doc, plugins))
@@ -117,7 +116,7 @@ fn document(label: &str, text: &str) -> Result<Value, ConfigError> {
 pub fn parse_routes_document(
     label: &str,
     doc: &Value,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
 ) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
     let routes = parse(doc, plugins, &mut p);
@@ -127,7 +126,11 @@ pub fn parse_routes_document(
 /// [`parse_routes_skipping_invalid`] for unit tests: every problem
 /// returned, the valid items kept.
 #[cfg(test)]
-pub(super) fn parse_all(label: &str, text: &str, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
+pub(super) fn parse_all(
+    label: &str,
+    text: &str,
+    plugins: &[DeclaredPlugin],
+) -> (Routes, Vec<String>) {
     let doc = document(label, text).unwrap_or_else(|e| panic!("{e}"));
     let mut p = Problems::new(label);
     let routes = parse(&doc, plugins, &mut p);
@@ -141,7 +144,7 @@ fn ends_with_end_marker(text: &str) -> bool {
 }
 
 /// The document's items.
-fn parse(doc: &Value, plugins: &[PluginSpec], p: &mut Problems) -> Routes {
+fn parse(doc: &Value, plugins: &[DeclaredPlugin], p: &mut Problems) -> Routes {
     let empty = Value::Mapping(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let Some(top) = Obj::new(doc, String::new(), p) else {
@@ -268,10 +271,10 @@ fn with_ids<T>(
 mod tests {
     use super::*;
     use crate::config::{HostMatch, PassHost, UriMatch};
-    use crate::wasm::{DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
+    use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
     use std::time::Duration;
 
-    fn plugins() -> Vec<PluginSpec> {
+    fn plugins() -> Vec<DeclaredPlugin> {
         ["custom-response-header", "other"]
             .iter()
             .enumerate()
@@ -285,6 +288,7 @@ mod tests {
                 fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
                 memory_limit: DEFAULT_MEMORY_LIMIT,
             })
+            .map(DeclaredPlugin::from)
             .collect()
     }
 

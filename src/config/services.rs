@@ -9,8 +9,7 @@ use super::plugin_entries::route_plugins;
 use super::route::host_match;
 use super::tree::{Obj, Problems};
 use super::upstream::upstream;
-use super::{HostMatch, RoutePlugin, Upstream};
-use crate::wasm::PluginSpec;
+use super::{DeclaredPlugin, HostMatch, RoutePlugin, Upstream};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ pub(super) fn service(
     o: &Obj,
     id: &str,
     upstreams: &HashMap<&str, &Arc<Upstream>>,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Option<Service> {
     let before = p.len();
@@ -105,7 +104,7 @@ pub(super) fn named_upstream(
 /// One plugin config; `None` when it has errors.
 pub(super) fn plugin_config(
     o: &Obj,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Option<PluginConfig> {
     let before = p.len();
@@ -119,7 +118,7 @@ pub(super) fn plugin_config(
 pub(super) fn global_rule(
     o: &Obj,
     id: &str,
-    plugins: &[PluginSpec],
+    plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Option<GlobalRuleEntries> {
     let before = p.len();
@@ -134,7 +133,7 @@ pub(super) fn global_rule(
 
 /// `plugins`, which plugin configs and global rules must have (it may be
 /// empty, as in APISIX's schema).
-fn required_plugins(o: &Obj, plugins: &[PluginSpec], p: &mut Problems) -> Vec<RoutePlugin> {
+fn required_plugins(o: &Obj, plugins: &[DeclaredPlugin], p: &mut Problems) -> Vec<RoutePlugin> {
     if !o.has("plugins") {
         p.at(&o.path, "missing key plugins");
         return Vec::new();

@@ -9,7 +9,7 @@ use crate::http::headers::HeaderMap;
 use crate::wasm::{DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 
 /// Plugins `a` (priority 300), `b` (200), `c` (100), `d` (100).
-fn plugins() -> Vec<PluginSpec> {
+fn plugins() -> Vec<DeclaredPlugin> {
     [("a", 300), ("b", 200), ("c", 100), ("d", 100)]
         .iter()
         .map(|(name, priority)| PluginSpec {
@@ -22,6 +22,7 @@ fn plugins() -> Vec<PluginSpec> {
             fuel_per_callback: DEFAULT_FUEL_PER_CALLBACK,
             memory_limit: DEFAULT_MEMORY_LIMIT,
         })
+        .map(DeclaredPlugin::from)
         .collect()
 }
 

@@ -12,9 +12,8 @@
 
 use super::base64;
 use super::client::int;
-use crate::config::{parse_routes_document, MainConfig, Routes};
+use crate::config::{parse_routes_document, DeclaredPlugin, MainConfig, Routes};
 use crate::live::RoutesSource;
-use crate::wasm::PluginSpec;
 use serde_json::Value as Json;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -192,7 +191,7 @@ impl Document {
     /// Validates the document against `plugins` as the YAML provider does
     /// on reload: the valid routes, and the problems of skipped items, each
     /// naming its etcd key.
-    pub fn validate(&self, plugins: &[PluginSpec]) -> (Routes, Vec<String>) {
+    pub fn validate(&self, plugins: &[DeclaredPlugin]) -> (Routes, Vec<String>) {
         let (routes, problems) = parse_routes_document(&self.label, &self.value, plugins);
         let mut all = self.problems.clone();
         all.extend(problems.into_iter().map(|p| self.name_item(p)));

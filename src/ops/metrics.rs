@@ -37,20 +37,24 @@ pub struct Stats {
     route_index: HashMap<Box<str>, usize>,
     /// Each route this worker served: its process-wide slot and counters.
     routes: Vec<(usize, RouteStats)>,
-    /// Plugin counters, each by (plugin, route); see [`PluginCounter`].
+    /// Plugin counters, each by plugin and route; see [`PluginCounter`].
     /// Failures are rare, so these stay keyed by name.
-    plugins: HashMap<(PluginCounter, String, String), u64>,
+    plugins: HashMap<PluginSeries, u64>,
     /// Plugin name → root contexts alive in this worker's instances (a
     /// gauge).
     root_contexts: HashMap<String, usize>,
 }
+
+/// One series of a plugin counter: (counter, plugin, route, fault kind;
+/// the kind is empty for counters without that label).
+type PluginSeries = (PluginCounter, String, String, &'static str);
 
 /// What a plugin counter counts, each by plugin and route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum PluginCounter {
     /// Failures charged to the route's root context: instances discarded
     /// after a trap, fuel or memory exhaustion or an exit, failed starts,
-    /// rejected configurations.
+    /// rejected configurations; also by fault kind (label `kind`).
     Failures,
     /// Instances started to replace one the route's failure ended.
     Restarts,
@@ -164,8 +168,14 @@ impl Stats {
     }
 
     /// Counts a failure of `plugin` charged to `route`'s root context.
-    pub fn plugin_failed(&mut self, plugin: &str, route: &str) {
-        self.count(PluginCounter::Failures, plugin, route);
+    pub fn plugin_failed(&mut self, plugin: &str, route: &str, kind: &'static str) {
+        let series = (
+            PluginCounter::Failures,
+            plugin.to_string(),
+            route.to_string(),
+            kind,
+        );
+        *self.plugins.entry(series).or_default() += 1;
     }
 
     /// Counts an instance started to replace one `route`'s failure ended.
@@ -200,7 +210,7 @@ impl Stats {
     fn count(&mut self, counter: PluginCounter, plugin: &str, route: &str) {
         *self
             .plugins
-            .entry((counter, plugin.to_string(), route.to_string()))
+            .entry((counter, plugin.to_string(), route.to_string(), ""))
             .or_default() += 1;
     }
 
@@ -229,7 +239,7 @@ impl Stats {
 struct Totals {
     requests: u64,
     routes: Vec<RouteStats>,
-    plugins: HashMap<(PluginCounter, String, String), u64>,
+    plugins: HashMap<PluginSeries, u64>,
     root_contexts: HashMap<String, usize>,
 }
 
@@ -486,10 +496,15 @@ fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
     counts.sort();
     for (counter, name) in PluginCounter::ALL {
         let _ = writeln!(out, "# TYPE {name} counter");
-        for ((_, plugin, route), n) in counts.iter().filter(|((c, ..), _)| *c == counter) {
+        for ((_, plugin, route, kind), n) in counts.iter().filter(|((c, ..), _)| *c == counter) {
+            let kind = if kind.is_empty() {
+                String::new()
+            } else {
+                format!(",kind=\"{kind}\"")
+            };
             let _ = writeln!(
                 out,
-                "{name}{{plugin=\"{}\",route=\"{}\"}} {n}",
+                "{name}{{plugin=\"{}\",route=\"{}\"{kind}}} {n}",
                 label(plugin),
                 label(route)
             );

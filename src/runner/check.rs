@@ -155,15 +155,20 @@ pub fn check(case: &Case, outcome: &Outcome) -> Vec<Mismatch> {
     out
 }
 
-/// The kind of a host fault, as the test file names it.
+/// The kind of a host fault, as the test file names it (host bookkeeping
+/// kinds, which a plugin cannot cause alone, are only `any`).
 pub fn kind_of(f: &Fault) -> FaultKind {
     use crate::wasm::FaultKind as Host;
     match f.kind {
+        Host::Trap => FaultKind::Trap,
         Host::Fuel => FaultKind::Fuel,
+        Host::Memory => FaultKind::Memory,
         Host::Exit(_) => FaultKind::Exit,
         Host::Rejected => FaultKind::Rejected,
-        Host::Trap | Host::Memory => FaultKind::Trap,
-        _ => FaultKind::Any,
+        Host::Backoff => FaultKind::Backoff,
+        Host::Reset => FaultKind::Reset,
+        Host::PauseTimeout => FaultKind::Timeout,
+        Host::UnknownContext | Host::Broken | Host::ContextGone => FaultKind::Any,
     }
 }
 

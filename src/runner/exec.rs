@@ -29,8 +29,8 @@ use super::spec::{self, Answer, Case, TestFile};
 use crate::balancer::Algorithm;
 use crate::chain::PAUSE_TIMEOUT;
 use crate::config::{
-    ClientLimits, Config, MainConfig, Node, Route, RoutePlugin, Routes, Timeouts, Upstream,
-    UriMatch,
+    ClientLimits, Config, DeclaredPlugin, MainConfig, Node, Route, RoutePlugin, Routes, Timeouts,
+    Upstream, UriMatch,
 };
 use crate::gateway::Gateway;
 use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
@@ -202,6 +202,7 @@ impl Bench {
                         (Some(conf), 0) => conf.clone(),
                         _ => p.conf.clone(),
                     },
+                    policy: p.policy,
                     key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
                 })
                 .collect();
@@ -237,8 +238,14 @@ impl Bench {
             demo_upstream: None,
             shutdown_grace: Duration::from_secs(1),
             deny_exec_memory: false,
-            plugins: file.plugins.iter().map(|p| p.spec.clone()).collect(),
-            failure_policies: file.plugins.iter().map(|p| p.policy).collect(),
+            plugins: file
+                .plugins
+                .iter()
+                .map(|p| DeclaredPlugin {
+                    spec: p.spec.clone(),
+                    failure_policy: p.policy,
+                })
+                .collect(),
             limits: ClientLimits::default(),
             access_log: crate::ops::access_log::Target::Off,
             access_log_format: crate::ops::access_log::Format::Combined,

@@ -183,7 +183,8 @@ pub struct FaultExpect {
     pub contains: Option<String>,
 }
 
-/// Kinds of plugin failure, as the host reports them.
+/// Kinds of plugin failure a case may expect: the host's
+/// ([`crate::wasm::FaultKind`], by the same names), or any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     Any,
@@ -191,10 +192,18 @@ pub enum FaultKind {
     Trap,
     /// The CPU budget (fuel) ran out.
     Fuel,
-    /// `proc_exit` outside start-up.
+    /// A trap after the memory limit refused to grow the plugin's memory.
+    Memory,
+    /// `proc_exit` outside start-up (any code).
     Exit,
     /// `false` from `proxy_on_vm_start` or `proxy_on_configure`.
     Rejected,
+    /// Refused without running: the route backs off after failures.
+    Backoff,
+    /// The plugin reset the stream (`proxy_close_stream`).
+    Reset,
+    /// The plugin kept the stream paused too long.
+    Timeout,
 }
 
 impl FaultKind {
@@ -202,8 +211,12 @@ impl FaultKind {
         ("any", FaultKind::Any),
         ("trap", FaultKind::Trap),
         ("fuel", FaultKind::Fuel),
+        ("memory", FaultKind::Memory),
         ("exit", FaultKind::Exit),
         ("rejected", FaultKind::Rejected),
+        ("backoff", FaultKind::Backoff),
+        ("reset", FaultKind::Reset),
+        ("timeout", FaultKind::Timeout),
     ];
 
     pub fn name(self) -> &'static str {
@@ -1007,7 +1020,7 @@ cases:
         );
         check_err(
             &format!("{base}  - name: a\n    expect: {{fault: crash}}\n"),
-            "t.yaml: cases[0].expect.fault: expected one of any, trap, fuel, exit, rejected, got \"crash\"",
+            "t.yaml: cases[0].expect.fault: expected one of any, trap, fuel, memory, exit, rejected, backoff, reset, timeout, got \"crash\"",
         );
         check_err(
             &format!("{base}  - name: a\n    request: {{body: x, headers: {{content-length: 1}}}}\n"),

@@ -346,6 +346,25 @@ pub enum FaultKind {
     Reset,
 }
 
+impl FaultKind {
+    /// The kind's name in logs, metrics (`kind` label) and test files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Fuel => "fuel",
+            FaultKind::Memory => "memory",
+            FaultKind::Exit(_) => "exit",
+            FaultKind::Rejected => "rejected",
+            FaultKind::UnknownContext => "unknown_context",
+            FaultKind::Broken => "broken",
+            FaultKind::Backoff => "backoff",
+            FaultKind::ContextGone => "gone",
+            FaultKind::PauseTimeout => "timeout",
+            FaultKind::Reset => "reset",
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -617,3 +617,60 @@ fn default_budget_stops_busy_loops_quickly() {
         }
     }
 }
+
+/// Every fault says what kind it is, decided where it is made: the kinds
+/// that break the instance, and those that leave it usable.
+#[test]
+fn faults_carry_the_kind_decided_where_they_are_made() {
+    use crate::wasm::FaultKind;
+    // The request header hook fails as the configuration's size says.
+    let vm_wat = Wat::new().module(
+        r#"
+        (global $mode (mut i32) (i32.const 0))
+        (func (export "proxy_on_configure") (param i32) (param $size i32) (result i32)
+          (global.set $mode (local.get $size))
+          (i32.ne (local.get $size) (i32.const 9)))
+        (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+          (if (i32.eq (global.get $mode) (i32.const 1)) (then unreachable))
+          (if (i32.eq (global.get $mode) (i32.const 2)) (then (loop $l (br $l))))
+          (if (i32.eq (global.get $mode) (i32.const 3))
+            (then
+              (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+              unreachable))
+          (if (i32.eq (global.get $mode) (i32.const 4)) (then (call $wasi_proc_exit (i32.const 3))))
+          (i32.const 0))
+        "#,
+    );
+    let fault_of = |mode: usize| {
+        let mut vm = start_with(&vm_wat, |s| {
+            s.fuel_per_callback = 100_000;
+            s.memory_limit = 4 << 20;
+        });
+        let root = match vm.configure(1, &vec![b' '; mode]) {
+            Ok(root) => root,
+            Err(fault) => return (fault.kind, vm.is_broken()),
+        };
+        let ctx = vm.create_http_context(root).unwrap();
+        let fault = vm
+            .on_request_headers(ctx, &mut exchange(), true)
+            .unwrap_err();
+        (fault.kind, vm.is_broken())
+    };
+    assert_eq!(fault_of(1), (FaultKind::Trap, true));
+    assert_eq!(fault_of(2), (FaultKind::Fuel, true));
+    assert_eq!(fault_of(3), (FaultKind::Memory, true));
+    assert_eq!(fault_of(4), (FaultKind::Exit(3), true));
+    assert_eq!(fault_of(9), (FaultKind::Rejected, false));
+    let mut vm = start(&vm_wat);
+    let mut ex = exchange();
+    let unknown = vm.on_request_headers(99, &mut ex, true).unwrap_err();
+    assert_eq!(
+        (unknown.kind, vm.is_broken()),
+        (FaultKind::UnknownContext, false)
+    );
+    let root = vm.configure(1, b" ").unwrap();
+    let ctx = vm.create_http_context(root).unwrap();
+    vm.on_request_headers(ctx, &mut ex, true).unwrap_err();
+    let after = vm.on_request_headers(ctx, &mut ex, true).unwrap_err();
+    assert_eq!(after.kind, FaultKind::Broken);
+}
