@@ -11,6 +11,15 @@
 #   (e) tinygate, a chain of 5 plugins (same module, 5 names, 5 headers)
 #   (r) route scaling, 1, 1,000 and 10,000 routes, nginx and tinygate side by
 #       side (scripts/bench-routes.sh, issue #20)
+# and, over TLS (one ECDSA P-256 certificate made with openssl, the same for
+# both, TLSv1.2 and TLSv1.3 allowed on both):
+#   (f) nginx terminating TLS (as (b), `listen ssl`), keep-alive wrk
+#   (g) tinygate terminating TLS (as (d), `apisix.ssl` + `ssls`), keep-alive wrk
+#   (h) nginx, a new TLS connection per request, full handshakes
+#   (i) tinygate, a new TLS connection per request, full handshakes
+# Rows (h) and (i) use `openssl s_time -new -www /` (STIME_CLIENTS clients at
+# once): wrk's `Connection: close` resumes TLS sessions, so it would not
+# measure full handshakes.
 # and prints a table (median over rounds), footprint figures, the plugin
 # micro-benchmark and a check against the targets of issue #6.
 #
@@ -28,17 +37,18 @@ usage: scripts/bench.sh [options]
   --duration S      seconds per wrk run (default 10)
   --connections C   wrk connections (default 50)
   --threads T       wrk threads (default 2)
-  --rows LIST       which rows to measure, letters from abcder (default abcder;
-                    r is the route scaling section: 1, 1,000, 10,000 routes)
+  --rows LIST       which rows to measure, letters from abcdefghir (default all;
+                    f-i are the TLS rows; r is the route scaling section:
+                    1, 1,000, 10,000 routes)
   --baseline BIN    also run the route scaling rows with this older tinygate
   --quick           1 round of 3 s (CI smoke test)
   --bin PATH        measure this tinygate binary instead of building one
                     (to compare two builds back to back)
   -h, --help        this help
 
-Run time with the defaults: about 11 minutes after the build
-(5 rows x 3 rounds x 10 s of load, plus warm-up, start-up loop and checks:
-about 3 minutes; route scaling, 12 rows x 3 rounds x 10 s plus start-ups
+Run time with the defaults: about 13 minutes after the build
+(9 rows x 3 rounds x 10 s of load, plus warm-up, start-up loop and checks:
+about 5 minutes; route scaling, 12 rows x 3 rounds x 10 s plus start-ups
 and the scrape runs: about 8 minutes).
 May run as root; installs wrk/nginx with apt-get when they are missing.
 EOF
@@ -48,8 +58,9 @@ ROUNDS=3
 DURATION=10
 CONNECTIONS=50
 THREADS=2
-ROWS=abcder
+ROWS=abcdefghir
 BASELINE=""
+STIME_CLIENTS=4        # openssl s_time processes at once for rows h and i
 BIN_ARG=
 STARTS=20              # start-up time loop: tinygate starts
 MICRO_ITERATIONS=100000
@@ -75,7 +86,7 @@ done
 for v in ROUNDS DURATION CONNECTIONS THREADS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --${v,,} must be a positive integer" >&2; exit 2; }
 done
-[[ $ROWS =~ ^[a-er]+$ ]] || { echo "bench.sh: --rows takes letters from abcder" >&2; exit 2; }
+[[ $ROWS =~ ^[a-ir]+$ ]] || { echo "bench.sh: --rows takes letters from abcdefghir" >&2; exit 2; }
 [[ -z $BASELINE || -x $BASELINE ]] || { echo "bench.sh: --baseline $BASELINE is not an executable" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -137,6 +148,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ps >/dev/null || missing+=(procps)
 command -v strip >/dev/null || missing+=(binutils)
+command -v openssl >/dev/null || missing+=(openssl)
 if [[ ${#missing[@]} -gt 0 ]]; then
     say ".. installing ${missing[*]} with apt-get"
     SUDO=()
@@ -183,7 +195,7 @@ rss_kb() {
 wait_http() {
     local url=$1 pid=$2 name=$3 errfile=$4 i
     for ((i = 0; i < 250; i++)); do
-        curl -s -o /dev/null -m 1 "$url" && return 0
+        curl -s -k -o /dev/null -m 1 "$url" && return 0
         kill -0 "$pid" 2>/dev/null || { cat "$errfile" >&2; die "$name exited at start (stderr above)"; }
         sleep 0.02
     done
@@ -231,12 +243,17 @@ start_nginx() {
 }
 
 # tinygate config.yaml: $1 dir, then plugins as "name:priority" ...
+# With GATE_TLS=1, an HTTPS listener too (apisix.ssl).
 gate_conf() {
     local dir=$1 spec
     shift
     mkdir -p "$dir"
     {
         printf 'apisix:\n  node_listen:\n    - {ip: 127.0.0.1, port: 0}\n'
+        if [[ ${GATE_TLS:-0} == 1 ]]; then
+            # wrk, curl and s_time connect by IP address: no SNI.
+            printf '  ssl:\n    fallback_sni: bench.test\n    listen:\n      - {ip: 127.0.0.1, port: 0}\n'
+        fi
         printf 'deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: yaml\n'
         if [[ $# -gt 0 ]]; then
             printf 'wasm:\n  plugins:\n'
@@ -261,11 +278,16 @@ gate_routes() {
                 printf "      %s:\n        conf: '%s'\n" "${spec%%=*}" "${spec#*=}"
             done
         fi
+        if [[ ${GATE_TLS:-0} == 1 ]]; then
+            printf 'ssls:\n  - id: bench\n    snis: [bench.test]\n'
+            printf '    cert: "file:%s"\n    key: "file:%s"\n' "$CERT" "$KEY"
+        fi
         printf '#END\n'
     } >"$dir/apisix.yaml"
 }
 
-# Starts tinygate on $1/config.yaml; sets GATE_PID and GATE_ADDR.
+# Starts tinygate on $1/config.yaml; sets GATE_PID, GATE_ADDR and (with an
+# HTTPS listener) GATE_HTTPS.
 start_gate() {
     local dir=$1 name=$2 i addr=""
     : >"$dir/stdout"
@@ -284,13 +306,14 @@ start_gate() {
     done
     [[ -n $addr ]] || { cat "$dir/stderr" >&2; die "tinygate ($name) printed no 'listening on' line in 5 s"; }
     GATE_ADDR=$addr
+    GATE_HTTPS=$(sed -n 's/^listening on \(.*\) (https)$/\1/p' "$dir/stdout" | head -n 1)
 }
 
 # One request must return 200 and carry the given headers ("Name: value").
 sanity() {
     local name=$1 url=$2 code want
     shift 2
-    code=$(curl -sS -m 5 -o /dev/null -D "$TMP/sanity.head" -w '%{http_code}' "$url" 2>"$TMP/sanity.err") ||
+    code=$(curl -sS -k -m 5 -o /dev/null -D "$TMP/sanity.head" -w '%{http_code}' "$url" 2>"$TMP/sanity.err") ||
         die "sanity check of $name: request to $url failed: $(cat "$TMP/sanity.err")"
     [[ $code == 200 ]] || die "sanity check of $name: $url answered $code, expected 200; headers: $(tr -d '\r' <"$TMP/sanity.head")"
     for want in "$@"; do
@@ -317,6 +340,20 @@ parse_wrk() {
         /Socket errors:/ { for (i = 3; i <= NF; i++) { x = $i; sub(/,$/, "", x); if (x ~ /^[0-9]+$/) err += x } }
         END { printf "%.2f %.3f %.3f %d %d\n", rps, p50, p99, err, reqs }
     ' "$1"
+}
+
+# Full TLS handshakes per second on $1 (host:port): STIME_CLIENTS
+# `openssl s_time -new` clients for DURATION s, each connection one
+# `GET / HTTP/1.0`; $2 is a file prefix for their output. Prints
+# "connections/s connections".
+stime_run() {
+    local target=$1 out=$2 i pids=()
+    for ((i = 0; i < STIME_CLIENTS; i++)); do
+        openssl s_time -connect "$target" -new -time "$DURATION" -www / >"$out.$i" 2>&1 &
+        pids+=("$!")
+    done
+    wait "${pids[@]}" || true
+    cat "$out".* | awk -v d="$DURATION" '/connections in .* real seconds/ { n += $1 } END { printf "%.2f %d\n", n / d, n }'
 }
 
 # Median of the numbers on stdin.
@@ -388,6 +425,13 @@ start_nginx "$UP_DIR" upstream
 UP_PID=$NGINX_PID
 wait_http "http://127.0.0.1:$UP_PORT/" "$UP_PID" "upstream nginx" "$UP_DIR/stderr"
 
+# ---------------------------------------------------------------- TLS certificate
+CERT="$TMP/bench.crt"
+KEY="$TMP/bench.key"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$KEY" -out "$CERT" >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log" >&2; die "openssl req failed"; }
+
 # ---------------------------------------------------------------- plugin configs
 PLUGIN_D=("custom-response-header:7000")
 ROUTE_D=("custom-response-header=$ARTICLE_CONF")
@@ -406,6 +450,8 @@ gate_conf "$TMP/gate-d" "${PLUGIN_D[@]}"
 gate_routes "$TMP/gate-d" "${ROUTE_D[@]}"
 gate_conf "$TMP/gate-e" "${PLUGIN_E[@]}"
 gate_routes "$TMP/gate-e" "${ROUTE_E[@]}"
+GATE_TLS=1 gate_conf "$TMP/gate-tls" "${PLUGIN_D[@]}"
+GATE_TLS=1 gate_routes "$TMP/gate-tls" "${ROUTE_D[@]}"
 
 # ---------------------------------------------------------------- footprint
 say ""
@@ -482,6 +528,10 @@ LABEL[b]="(b) nginx proxy + add_header"
 LABEL[c]="(c) tinygate, no plugin"
 LABEL[d]="(d) tinygate, article plugin"
 LABEL[e]="(e) tinygate, 5-plugin chain"
+LABEL[f]="(f) nginx TLS + add_header"
+LABEL[g]="(g) tinygate TLS, article plugin"
+LABEL[h]="(h) nginx TLS, new conn/req"
+LABEL[i]="(i) tinygate TLS, new conn/req"
 
 URL[a]="http://127.0.0.1:$UP_PORT/"
 PID[a]=$UP_PID
@@ -514,13 +564,48 @@ for r in c d e; do
     URL[$r]="http://$GATE_ADDR/"
 done
 
+# One nginx and one tinygate terminate TLS for rows f/h and g/i.
+if has_row f || has_row h; then
+    TLS_PORT=$(free_port)
+    nginx_conf "$TMP/nginx-tls" 2 "    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$TLS_PORT ssl;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            add_header X-Go-Wasm APISIX;
+        }
+    }"
+    start_nginx "$TMP/nginx-tls" "nginx TLS"
+    PID[f]=$NGINX_PID
+    PID[h]=$NGINX_PID
+    URL[f]="https://127.0.0.1:$TLS_PORT/"
+    URL[h]=${URL[f]}
+    wait_http "${URL[f]}" "${PID[f]}" "nginx TLS" "$TMP/nginx-tls/stderr"
+fi
+if has_row g || has_row i; then
+    start_gate "$TMP/gate-tls" "tinygate TLS"
+    [[ -n $GATE_HTTPS ]] || die "tinygate printed no HTTPS listener"
+    PID[g]=$GATE_PID
+    PID[i]=$GATE_PID
+    URL[g]="https://$GATE_HTTPS/"
+    URL[i]=${URL[g]}
+fi
+
 say ""
 say ".. sanity checks"
-for r in a b c d e; do
+for r in a b c d e f g h i; do
     has_row "$r" || continue
     case $r in
         a | c) sanity "${LABEL[$r]}" "${URL[$r]}" ;;
-        b | d) sanity "${LABEL[$r]}" "${URL[$r]}" "X-Go-Wasm: APISIX" ;;
+        b | d | f | g | h | i) sanity "${LABEL[$r]}" "${URL[$r]}" "X-Go-Wasm: APISIX" ;;
         e) sanity "${LABEL[$r]}" "${URL[$r]}" "${HEADERS_E[@]}" ;;
     esac
     say "ok  ${LABEL[$r]}  ${URL[$r]}"
@@ -529,7 +614,7 @@ done
 # ---------------------------------------------------------------- load
 say ""
 say ".. warm-up: 1 s per row"
-for r in a b c d e; do
+for r in a b c d e f g; do
     has_row "$r" || continue
     wrk "-t$THREADS" "-c$CONNECTIONS" -d1s "${URL[$r]}" >/dev/null 2>&1 || die "warm-up wrk failed for ${LABEL[$r]}"
 done
@@ -538,7 +623,7 @@ mkdir -p "$TMP/res"
 for ((round = 1; round <= ROUNDS; round++)); do
     say ""
     say ".. round $round/$ROUNDS"
-    for r in a b c d e; do
+    for r in a b c d e f g h i; do
         has_row "$r" || continue
         out="$TMP/res/$r.$round.wrk"
         flag="$TMP/res/sampling"
@@ -557,7 +642,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
         ) &
         sampler=$!
         PIDS+=("$sampler")
-        "${WRK[@]}" "${URL[$r]}" >"$out" 2>&1 || { rm -f "$flag"; cat "$out" >&2; die "wrk failed for ${LABEL[$r]}"; }
+        if [[ $r == [hi] ]]; then
+            target=${URL[$r]#https://}
+            read -r conns n <<<"$(stime_run "${target%/}" "$TMP/res/$r.$round.stime")"
+            # As wrk would print it, for parse_wrk (no latency figures).
+            printf '  %s requests in %ss\nRequests/sec: %s\n' "$n" "$DURATION" "$conns" >"$out"
+        else
+            "${WRK[@]}" "${URL[$r]}" >"$out" 2>&1 || { rm -f "$flag"; cat "$out" >&2; die "wrk failed for ${LABEL[$r]}"; }
+        fi
         rm -f "$flag"
         cpu1=$(cpu_ticks "${PID[$r]}")
         wait "$sampler" || true
@@ -578,7 +670,7 @@ done
 
 # ---------------------------------------------------------------- report
 declare -A M_RPS M_P50 M_P99 M_RSS M_ERR M_CPU
-for r in a b c d e; do
+for r in a b c d e f g h i; do
     has_row "$r" || continue
     M_RPS[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $1}' | median)
     M_P50[$r]=$(cat "$TMP/res/$r".*.res | awk '{print $2}' | median)
@@ -600,30 +692,35 @@ say ""
 printf '| %-30s | %9s | %7s | %7s | %8s | %10s | %6s | %9s | %9s |\n' \
     row "req/s" "p50 ms" "p99 ms" "RSS MiB" "CPU us/req" errors "rps/nginx" "p99/nginx"
 say "|--------------------------------|----------:|--------:|--------:|---------:|-----------:|-------:|----------:|----------:|"
-for r in a b c d e; do
+for r in a b c d e f g h i; do
     has_row "$r" || continue
     rss="$(mib "${M_RSS[$r]}")"
     [[ $r == a ]] && rss="($rss)"
-    rr="" pr=""
-    if [[ $r == [cde] ]] && has_row b; then
-        rr=$(ratio "${M_RPS[$r]}" "${M_RPS[b]}")
-        pr=$(ratio "${M_P99[$r]}" "${M_P99[b]}")
+    rr="" pr="" ref=""
+    case $r in [cde]) ref=b ;; g) ref=f ;; i) ref=h ;; esac
+    if [[ -n $ref ]] && has_row "$ref"; then
+        rr=$(ratio "${M_RPS[$r]}" "${M_RPS[$ref]}")
+        [[ $r == i ]] || pr=$(ratio "${M_P99[$r]}" "${M_P99[$ref]}")
     fi
-    printf '| %-30s | %9.0f | %7.3f | %7.3f | %8s | %10s | %6s | %9s | %9s |\n' \
-        "${LABEL[$r]}" "${M_RPS[$r]}" "${M_P50[$r]}" "${M_P99[$r]}" "$rss" "${M_CPU[$r]}" "${M_ERR[$r]}" "$rr" "$pr"
+    p50=$(printf '%.3f' "${M_P50[$r]}") p99=$(printf '%.3f' "${M_P99[$r]}")
+    [[ $r == [hi] ]] && p50=- p99=-
+    printf '| %-30s | %9.0f | %7s | %7s | %8s | %10s | %6s | %9s | %9s |\n' \
+        "${LABEL[$r]}" "${M_RPS[$r]}" "$p50" "$p99" "$rss" "${M_CPU[$r]}" "${M_ERR[$r]}" "$rr" "$pr"
 done
 say ""
 say "RSS: max of samples every ${SAMPLE_INTERVAL}s under load, over all rounds (nginx: master + workers;"
 say "row (a) shows the upstream nginx's own RSS). CPU us/req: the server's user + system CPU time (all its"
 say "processes and threads) over the requests wrk completed, median over rounds; it is less sensitive to other load"
 say "than req/s. errors: wrk 'Non-2xx or 3xx responses' + 'Socket errors', summed over rounds."
+say "Rows h and i: req/s is full TLS handshakes per second, each with one request ($STIME_CLIENTS openssl s_time -new"
+say "clients at once), and CPU us/req the server's CPU per connection; the ratio columns of g and i compare with f and h."
 OTHER_MAX=$({ cat "$TMP"/res/*.res 2>/dev/null || true; } | awk '$6 > m {m = $6} END {print m + 0}')
 OTHER_MED=$({ cat "$TMP"/res/*.res 2>/dev/null || true; } | awk '{print $6}' | median)
 say "CPU used by processes other than the benchmark's during the measured runs: median $OTHER_MED%, max $OTHER_MAX% of the machine."
 DISTURBED=""
 for f in "$TMP"/res/*.res; do
     [[ -e $f ]] || continue
-    read -r _ _ _ _ _ o <"$f"
+    read -r _ _ _ _ _ o _ <"$f"
     if cmp "$o > 5"; then
         b=$(basename "$f" .res)
         DISTURBED+=" (${b%%.*}) round ${b#*.}: $o%;"
@@ -640,7 +737,7 @@ printf 'release binary:           %s bytes (%.2f MiB)\n' "$BIN_BYTES" "$(awk -v 
 printf 'stripped release binary:  %s bytes (%.2f MiB)\n' "$STRIPPED_BYTES" "$(awk -v b="$STRIPPED_BYTES" 'BEGIN{print b/1048576}')"
 say "config for idle RSS and start-up: $FOOT_NOTE"
 say "idle RSS after start:     $(mib "$IDLE_RSS_KB") MiB (1 s after 'listening on'; $(mib "$IDLE_RSS_1REQ_KB") MiB after one request)"
-for r in c d e; do
+for r in c d e g i; do
     has_row "$r" || continue
     say "RSS under load ($r):       $(mib "${M_RSS[$r]}") MiB"
 done
@@ -669,6 +766,12 @@ if has_row b && has_row d; then
     verdict "(d) RSS under load <= nginx (b)" "${M_RSS[d]} <= ${M_RSS[b]}" "$(mib "${M_RSS[d]}") MiB vs $(mib "${M_RSS[b]}") MiB"
 else
     verdict "(d) vs nginx (b)" n/a "rows b and d not both measured"
+fi
+if has_row f && has_row g; then
+    verdict "(g) HTTPS keep-alive req/s >= 1.0x nginx (f)" "${M_RPS[g]} >= ${M_RPS[f]}" "$(ratio "${M_RPS[g]}" "${M_RPS[f]}") ($(printf '%.0f' "${M_RPS[g]}") vs $(printf '%.0f' "${M_RPS[f]}"))"
+fi
+if has_row h && has_row i; then
+    verdict "(i) full handshakes/s vs nginx (h), for the record" "1 == 1" "$(ratio "${M_RPS[i]}" "${M_RPS[h]}") ($(printf '%.0f' "${M_RPS[i]}") vs $(printf '%.0f' "${M_RPS[h]}"))"
 fi
 if has_row c && has_row d; then
     verdict "(d) req/s within 5% of (c)" "${M_RPS[d]} >= 0.95 * ${M_RPS[c]}" "$(ratio "${M_RPS[d]}" "${M_RPS[c]}") of (c)"
@@ -701,7 +804,7 @@ fi
 # ---------------------------------------------------------------- logs
 say ""
 say "== stderr of the servers (RUST_LOG=warn for tinygate; nginx error_log warn)"
-for f in "$UP_DIR/stderr" "$TMP/nginx-proxy/stderr" "$TMP/gate-c/stderr" "$TMP/gate-d/stderr" "$TMP/gate-e/stderr" "$TMP"/routes/*/stderr; do
+for f in "$UP_DIR/stderr" "$TMP/nginx-proxy/stderr" "$TMP/gate-c/stderr" "$TMP/gate-d/stderr" "$TMP/gate-e/stderr" "$TMP/nginx-tls/stderr" "$TMP/gate-tls/stderr" "$TMP"/routes/*/stderr; do
     [[ -f $f ]] || continue
     n=$(wc -l <"$f")
     say "$(basename "$(dirname "$f")"): $n line(s)"

@@ -20,8 +20,8 @@
 # warning and serves).
 #
 # The smoke subset (for CI): the article scenario, routing, one upstream test,
-# one plugin-failure test and etcd over TLS (needs Debian's etcd-server,
-# which .ci/run installs before).
+# one plugin-failure test, HTTPS through a listener with plugins, and etcd
+# over TLS (needs Debian's etcd-server, which .ci/run installs before).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,8 @@ if [ "$smoke" = 1 ]; then
         # TLS on aarch64 (ring's assembly): etcd put and a node's watch
         # over https with client certificates, verification and SNI.
         etcd_tls::etcd_over_tls_with_client_certificates_verification_and_sni
+        # The TLS server side: an HTTPS listener, SNI, plugins, access log.
+        tls::https_requests_go_through_routing_plugins_and_the_access_log
     )
 fi
 

@@ -4,18 +4,24 @@
 //!
 //! A call runs as its own task on the worker, so it never blocks other
 //! requests; its whole response (bounded in size) is read before the plugin
-//! sees it. Any failure (connect, timeout, bad framing, too large) is
-//! reported as "no response", which plugins see as zero headers.
+//! sees it. Any failure (connect, timeout, bad framing, too large, a
+//! certificate that does not verify) is reported as "no response", which
+//! plugins see as zero headers. A call to an HTTPS upstream speaks TLS to
+//! it as requests do, with the server name its `pass_host` gives (the
+//! call's `:authority` for `pass`).
 
+use crate::config::{PassHost, Upstream};
 use crate::http::HeaderMap;
 use crate::http::{self, BodyReader, Head};
 use crate::net::with_timeout;
-use crate::upstream;
+use crate::tls;
+use crate::upstream::{self, Dial, Tls};
 use crate::wasm::{CallResponse, HttpCall};
 use crate::worker::Worker;
 use smol::io::AsyncWriteExt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 /// Largest call response body a plugin is handed.
 const MAX_CALL_RESPONSE: usize = 4 << 20;
@@ -36,9 +42,30 @@ pub async fn perform(worker: &Worker, call: &HttpCall) -> Option<CallResponse> {
 }
 
 async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
-    let addr = resolve(worker, &call.target).await?;
-    let mut conn = upstream::connect(addr, call.timeout).await?;
     let get = |name: &[u8]| call.headers.get(name).unwrap_or(b"");
+    let (addr, up) = resolve(worker, &call.target).await?;
+    let authority = String::from_utf8_lossy(get(b":authority"));
+    let name = up
+        .as_ref()
+        .map(|(u, node)| server_name(u, *node, &authority));
+    let connector = match up.as_ref().and_then(|(u, _)| u.tls.as_ref()) {
+        Some(settings) => Some(
+            settings
+                .connector()
+                .ok_or_else(|| invalid("no TLS client"))?,
+        ),
+        None => None,
+    };
+    let dial = Dial {
+        addr,
+        tls: connector
+            .zip(name.as_deref())
+            .map(|(connector, server_name)| Tls {
+                connector,
+                server_name,
+            }),
+    };
+    let mut conn = upstream::dial(&dial, call.timeout).await?;
     let method = get(b":method");
     let mut out = Vec::with_capacity(256 + call.body.len());
     out.extend_from_slice(method);
@@ -59,13 +86,12 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(&call.body);
-    (&conn.stream).write_all(&out).await?;
+    conn.stream.write_all(&out).await?;
 
-    let mut reader = &conn.stream;
     let head = loop {
         let n = match conn
             .buf
-            .read_head(&mut reader, http::io::MAX_RESPONSE_HEAD)
+            .read_head(&mut conn.stream, http::io::MAX_RESPONSE_HEAD)
             .await?
         {
             Head::Complete(n) => n,
@@ -83,8 +109,7 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     let mut body = Vec::new();
     let mut reader = BodyReader::new(framing);
     loop {
-        let mut stream = &conn.stream;
-        let n = reader.next(&mut conn.buf, &mut stream).await?;
+        let n = reader.next(&mut conn.buf, &mut conn.stream).await?;
         if n == 0 {
             break;
         }
@@ -106,9 +131,13 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     })
 }
 
-/// An upstream id of the current configuration (its next node), or
-/// `host:port`.
-async fn resolve(worker: &Worker, target: &str) -> io::Result<SocketAddr> {
+/// Where a call goes: an upstream id of the current configuration (the
+/// address of its next node, with the upstream and that node's index), or
+/// `host:port` (plain HTTP).
+async fn resolve(
+    worker: &Worker,
+    target: &str,
+) -> io::Result<(SocketAddr, Option<(Arc<Upstream>, usize)>)> {
     let gateway = worker.gateway();
     if let Some(up) = gateway
         .config
@@ -121,19 +150,30 @@ async fn resolve(worker: &Worker, target: &str) -> io::Result<SocketAddr> {
             .balancer
             .pick(None, &[])
             .ok_or_else(|| invalid("upstream has no node with a positive weight"))?;
-        return Ok(up.nodes[picked.index].addr);
+        let node = picked.index;
+        return Ok((up.nodes[node].addr, Some((Arc::clone(up), node))));
     }
     if let Ok(addr) = target.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok((addr, None));
     }
     let target = target.to_string();
     smol::unblock(move || {
-        target
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| invalid("no address"))
+        let addr = target.to_socket_addrs()?.next();
+        Ok((addr.ok_or_else(|| invalid("no address"))?, None))
     })
     .await
+}
+
+/// The TLS server name of a call to node `node` of `up`: as `pass_host`
+/// gives the `Host` of a request, with the call's `:authority` as the
+/// client's.
+fn server_name(up: &Upstream, node: usize, authority: &str) -> String {
+    let host = match &up.pass_host {
+        PassHost::Pass if !authority.is_empty() => authority,
+        PassHost::Rewrite(h) => h,
+        PassHost::Pass | PassHost::Node => &up.nodes[node].authority,
+    };
+    tls::host_of(host).to_string()
 }
 
 fn invalid(msg: &'static str) -> io::Error {

@@ -1,13 +1,15 @@
 //! One loaded configuration, ready to serve: validated config, its route
 //! table, and every wasm plugin compiled (once per worker engine replica).
 //!
-//! Building a `Gateway` is where config meets the wasm engine; it is also
-//! what `tinygate -t` checks, by additionally starting every plugin and
-//! configuring it with every route's conf. Workers share it through an
-//! `Arc` and never mutate it.
+//! Building a `Gateway` is where config meets the wasm engine (and the
+//! TLS settings of both files meet: `ssls` with `apisix.ssl`, upstream
+//! `tls` with the trusted CAs); it is also what `tinygate -t` checks, by
+//! additionally starting every plugin and configuring it with every
+//! route's conf. Workers share it through an `Arc` and never mutate it.
 
 use crate::config::{Config, ConfigError, RoutePlugin, Routes};
 use crate::router::Router;
+use crate::tls::Acceptor;
 use crate::wasm::{file_content_id, Engine, Fault, LoadError, Plugin, PluginSpec, PluginVm};
 use std::collections::HashMap;
 use std::fmt;
@@ -20,6 +22,10 @@ pub struct Gateway {
     pub router: Router,
     /// Compiled plugins, indexed like `config.main.plugins`.
     pub plugins: Vec<Arc<Plugin>>,
+    /// The certificates of `ssls` for HTTPS listeners
+    /// (`apisix.ssl.listen`). A reload brings a new one: new handshakes
+    /// use it, open connections keep what they agreed.
+    pub acceptor: Acceptor,
 }
 
 impl Gateway {
@@ -46,6 +52,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         let mut problems = Vec::new();
+        let acceptor = tls_setup(&mut config, previous, &mut problems);
         let config_file = &config.main.config_file;
         for declared in &config.main.plugins {
             let spec = &declared.spec;
@@ -80,6 +87,7 @@ impl Gateway {
             config,
             router,
             plugins,
+            acceptor,
         })
     }
 
@@ -106,6 +114,7 @@ impl Gateway {
             config,
             router,
             plugins,
+            acceptor: Acceptor::new(crate::tls::SniTable::new(None), Vec::new()),
         }
     }
 
@@ -195,11 +204,25 @@ pub enum Problem {
         plugin: String,
         fault: Fault,
     },
+    /// The TLS side of the configuration: an upstream whose TLS client
+    /// cannot be made (no CA to verify with), or `ssls` rustls refused.
+    Tls {
+        /// The routes file, or `etcd <prefix>`.
+        source: String,
+        /// `upstream "<id>"` or `ssls "<id>"`.
+        item: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Problem::Tls {
+                source,
+                item,
+                reason,
+            } => write!(f, "{source}: {item}: {reason}"),
             Problem::Load {
                 config_file,
                 plugin,
@@ -307,6 +330,68 @@ fn entries(routes: &Routes) -> impl Iterator<Item = (EntryIdentity<'_>, &RoutePl
         .iter()
         .map(|rp| ((None, rp.name.as_str(), &rp.conf[..]), rp));
     of_routes.chain(global)
+}
+
+/// The TLS side of a configuration: a TLS client for each HTTPS upstream
+/// (verifying against `apisix.ssl.ssl_trusted_certificate`), and the
+/// acceptor for HTTPS listeners. An `ssls` entry that failed its checks on
+/// reload keeps serving in the version `previous` had (APISIX keeps the
+/// last good value of an item), so a bad rotation never takes a
+/// certificate away.
+fn tls_setup(
+    config: &mut Config,
+    previous: Option<&Gateway>,
+    problems: &mut Vec<Problem>,
+) -> Acceptor {
+    let routes_file = match &config.main.etcd {
+        Some(etcd) => format!("etcd {}", etcd.prefix),
+        None => config.main.routes_file.display().to_string(),
+    };
+    let trusted = &config.main.ssl.trusted;
+    let inline = config
+        .routes
+        .routes
+        .iter()
+        .filter_map(|r| r.upstream.as_ref());
+    for upstream in config.routes.upstreams.iter().chain(inline) {
+        let check = upstream.checks.as_ref().and_then(|c| c.active.tls.as_ref());
+        for tls in upstream.tls.iter().chain(check) {
+            if let Err(reason) = tls.prepare(trusted) {
+                problems.push(Problem::Tls {
+                    source: routes_file.clone(),
+                    item: format!("upstream {:?}", upstream.id),
+                    reason,
+                });
+            }
+        }
+    }
+    let ssls = &mut config.routes.ssls;
+    if let Some(previous) = previous {
+        for id in &ssls.invalid_ids {
+            let old = previous
+                .config
+                .routes
+                .ssls
+                .entries
+                .iter()
+                .find(|e| &e.id == id);
+            if let Some(old) = old {
+                log::warn!(
+                    "ssls {id:?}: keeping the version served before (the new one is invalid)"
+                );
+                ssls.entries.push(Arc::clone(old));
+            }
+        }
+    }
+    ssls.acceptor(&config.main.ssl)
+        .unwrap_or_else(|(id, reason)| {
+            problems.push(Problem::Tls {
+                source: routes_file,
+                item: format!("ssls {id:?}"),
+                reason,
+            });
+            Acceptor::new(crate::tls::SniTable::new(None), Vec::new())
+        })
 }
 
 /// True when two plugin settings would start identical instances.

@@ -128,7 +128,10 @@ impl Live {
             Ok(m) => m,
             Err(e) => return log_rejected(&e),
         };
-        if main.listen != current.config.main.listen || main.workers != current.config.main.workers
+        let was = &current.config.main;
+        if main.listen != was.listen
+            || main.ssl.listen != was.ssl.listen
+            || main.workers != was.workers
         {
             log::warn!(
                 "{}: listeners and workers change only on restart; keeping the current ones",

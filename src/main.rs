@@ -211,8 +211,12 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         let bound = ops::status::start(addr).map_err(|e| vec![e.to_string()])?;
         log::info!("status and metrics on http://{bound}/apisix/prometheus/metrics");
     }
+    let listen: Vec<serve::Endpoint> = (main.listen.iter())
+        .map(|&a| (a, serve::Scheme::Http))
+        .chain(main.ssl.listen.iter().map(|&a| (a, serve::Scheme::Https)))
+        .collect();
     let (sockets, bound) =
-        serve::bind_all(&main.listen, main.workers).map_err(|e| vec![e.to_string()])?;
+        serve::bind_all(&listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);
     if let Some(watcher) = etcd {
         etcd::spawn(&live, watcher).map_err(|e| vec![e.to_string()])?;
@@ -221,8 +225,12 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     serve::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
     let signals = serve::signals::install().map_err(|e| vec![e.to_string()])?;
     let mut stdout = std::io::stdout().lock();
-    for addr in &bound {
-        let _ = writeln!(stdout, "listening on {addr}");
+    for (addr, scheme) in &bound {
+        match scheme {
+            serve::Scheme::Http => writeln!(stdout, "listening on {addr}"),
+            serve::Scheme::Https => writeln!(stdout, "listening on {addr} (https)"),
+        }
+        .ok();
     }
     let _ = stdout.flush();
     drop(stdout);

@@ -1,5 +1,6 @@
-//! Connections to upstream nodes: connect with a timeout, and keep idle
-//! keep-alive connections per node for reuse.
+//! Connections to upstream nodes: connect with a timeout (and the TLS
+//! handshake of an HTTPS upstream), and keep idle keep-alive connections
+//! per node for reuse.
 //!
 //! One `Pool` belongs to one worker thread (no lock). A pooled connection
 //! is only ever one whose previous response was read completely. While it
@@ -7,15 +8,20 @@
 //! it (or sends anything, which no idle connection may) or its idle time
 //! runs out, it is closed at once, so connections the nodes closed never
 //! pile up in `CLOSE-WAIT` waiting for the next request to their address.
-//! It is checked again when it is handed out. This module knows sockets
-//! and addresses, not routes, plugins or HTTP.
+//! It is checked again when it is handed out. A TLS connection is pooled
+//! under its node and its server name, so it is only reused for the name
+//! it was verified for (and anything readable on its socket while idle, a
+//! `close_notify` included, closes it). This module knows sockets,
+//! addresses and TLS clients, not routes, plugins or HTTP.
 
 use crate::http::ReadBuf;
 use crate::net::{with_timeout, TcpStream, Timer};
+use crate::tls::{Connector, Stream};
 use smol::io::AsyncRead;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -42,9 +48,50 @@ pub struct Conn<S = TcpStream> {
     pub reused: bool,
 }
 
+/// Where a connection goes: a node's address, and for an HTTPS upstream
+/// its TLS client and the name to send (SNI) and verify.
+#[derive(Clone, Copy)]
+pub struct Dial<'a> {
+    pub addr: SocketAddr,
+    pub tls: Option<Tls<'a>>,
+}
+
+/// The TLS side of a [`Dial`].
+#[derive(Clone, Copy)]
+pub struct Tls<'a> {
+    pub connector: &'a Connector,
+    /// A DNS name or an IP address (verified against the certificate's
+    /// IP addresses, and not sent as SNI).
+    pub server_name: &'a str,
+}
+
+impl Dial<'_> {
+    /// A plain connection to `addr`.
+    #[cfg(test)]
+    pub fn plain(addr: SocketAddr) -> Dial<'static> {
+        Dial { addr, tls: None }
+    }
+
+    /// The pool's key: the address, and for TLS the client configuration
+    /// and the server name (0 for plain connections).
+    fn key(&self) -> PoolKey {
+        let Some(tls) = &self.tls else {
+            return (self.addr, 0);
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        tls.connector.id().hash(&mut h);
+        tls.server_name.hash(&mut h);
+        (self.addr, h.finish() | 1)
+    }
+}
+
+/// A node's address, and a hash of the TLS client and server name (0 for
+/// plain connections).
+type PoolKey = (SocketAddr, u64);
+
 /// An idle connection and what watches it.
 struct Idle {
-    conn: Conn,
+    conn: Conn<Stream>,
     since: Instant,
     /// Unique in this pool: what its waker reports.
     id: u64,
@@ -54,10 +101,10 @@ struct Idle {
     watched: bool,
 }
 
-/// Idle keep-alive connections of one worker, by node address.
+/// Idle keep-alive connections of one worker, by [`Dial`].
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    idle: HashMap<PoolKey, Vec<Idle>>,
     next_id: u64,
     /// Ids of idle connections whose sockets became readable, and the
     /// sweeper to wake (shared with the wakers, which may fire anywhere).
@@ -103,14 +150,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// A live idle connection to `addr`, if one is pooled.
-    pub fn take(&mut self, addr: SocketAddr) -> Option<Conn> {
-        let list = self.idle.get_mut(&addr)?;
+    /// A live idle connection for `dial`, if one is pooled.
+    pub fn take(&mut self, dial: &Dial<'_>) -> Option<Conn<Stream>> {
+        let list = self.idle.get_mut(&dial.key())?;
         while let Some(Idle {
             mut conn, since, ..
         }) = list.pop()
         {
-            if since.elapsed() < IDLE_TIMEOUT && is_idle_and_open(&conn.stream) {
+            if since.elapsed() < IDLE_TIMEOUT && is_idle_and_open(conn.stream.tcp()) {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -120,13 +167,13 @@ impl Pool {
 
     /// Returns a connection whose last exchange completed cleanly; the
     /// sweeper starts watching it.
-    pub fn put(&mut self, addr: SocketAddr, conn: Conn) {
+    pub fn put(&mut self, dial: &Dial<'_>, conn: Conn<Stream>) {
         if conn.buf.has_data() {
             return; // unexpected bytes after a complete response
         }
         let id = self.next_id;
         self.next_id += 1;
-        let list = self.idle.entry(addr).or_default();
+        let list = self.idle.entry(dial.key()).or_default();
         if list.len() < MAX_IDLE_PER_NODE {
             let waker = Waker::from(Arc::new(ConnWaker {
                 id,
@@ -170,7 +217,7 @@ impl Pool {
                     return true;
                 }
                 idle.watched = true;
-                still_idle(&idle.conn.stream, &idle.waker)
+                still_idle(idle.conn.stream.tcp(), &idle.waker)
             });
         }
         self.idle.retain(|_, list| !list.is_empty());
@@ -232,8 +279,9 @@ pub async fn sweep(pool: &RefCell<Pool>) {
     .await
 }
 
-/// True when nothing is waiting to be read: no early data and no close.
-/// Usually the reactor knows; otherwise a peek asks the kernel.
+/// True when nothing is waiting to be read: no early data and no close
+/// (for TLS, a `close_notify` is something to read too). Usually the
+/// reactor knows; otherwise a peek asks the kernel.
 fn is_idle_and_open(stream: &TcpStream) -> bool {
     if stream.is_drained() {
         return true;
@@ -259,6 +307,26 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
     })
 }
 
+/// Opens a new connection for `dial` within `timeout`, and makes its TLS
+/// handshake within `timeout` again (nginx bounds the upstream handshake by
+/// `proxy_connect_timeout` too).
+///
+/// # Errors
+/// `TimedOut`, the connect error, or why the handshake failed (a
+/// certificate that does not verify says why).
+pub async fn dial(dial: &Dial<'_>, timeout: Duration) -> io::Result<Conn<Stream>> {
+    let Conn { stream, buf, .. } = connect(dial.addr, timeout).await?;
+    let stream = match &dial.tls {
+        None => Stream::from(stream),
+        Some(tls) => with_timeout(timeout, tls.connector.connect(stream, tls.server_name)).await?,
+    };
+    Ok(Conn {
+        stream,
+        buf,
+        reused: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,9 +345,11 @@ mod tests {
             let _sweeper = executor.spawn(sweep(&pool));
             let mut accepted = Vec::new();
             for _ in 0..3 {
-                let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
+                let conn = dial(&Dial::plain(addr), Duration::from_secs(1))
+                    .await
+                    .unwrap();
                 accepted.push(listener.accept().unwrap().0);
-                pool.borrow_mut().put(addr, conn);
+                pool.borrow_mut().put(&Dial::plain(addr), conn);
             }
             executor.run(Timer::after(Duration::from_millis(20))).await;
             assert_eq!(pool.borrow().len(), 3);
@@ -299,8 +369,11 @@ mod tests {
                 kept.read(&mut [0u8; 1]).is_err(),
                 "the open one is still open"
             );
-            let conn = pool.borrow_mut().take(addr).expect("the open one");
-            (&conn.stream).write_all(b"x").await.unwrap();
+            let mut conn = pool
+                .borrow_mut()
+                .take(&Dial::plain(addr))
+                .expect("the open one");
+            conn.stream.write_all(b"x").await.unwrap();
         })
         .unwrap();
     }
@@ -313,9 +386,11 @@ mod tests {
             let pool = RefCell::new(Pool::default());
             let executor = smol::LocalExecutor::new();
             let _sweeper = executor.spawn(sweep(&pool));
-            let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
+            let conn = dial(&Dial::plain(addr), Duration::from_secs(1))
+                .await
+                .unwrap();
             let mut node = listener.accept().unwrap().0;
-            pool.borrow_mut().put(addr, conn);
+            pool.borrow_mut().put(&Dial::plain(addr), conn);
             executor.run(Timer::after(Duration::from_millis(20))).await;
             std::io::Write::write_all(&mut node, b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -54,5 +54,10 @@ mod sdks;
 /// Plugin code on the plugin stack wherever it runs; nesting bounds
 /// (issue #14.5).
 mod stacks;
+/// HTTPS listeners with SNI certificates, HTTPS upstreams, mTLS both
+/// ways, certificate rotation (issue #18).
+mod tls;
+/// The TLS clients and upstreams of `tls.rs`.
+mod tls_peers;
 /// Balancing, retries, 502 and 504, header rules.
 mod upstreams;

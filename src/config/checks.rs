@@ -24,6 +24,8 @@ pub struct Checks {
 pub enum Probe {
     /// Connect, send a request, read its status line.
     Http,
+    /// The same over TLS ([`ActiveCheck::tls`]).
+    Https,
     /// Connect only.
     Tcp,
 }
@@ -33,6 +35,7 @@ impl Probe {
     pub fn name(self) -> &'static str {
         match self {
             Probe::Http => "http",
+            Probe::Https => "https",
             Probe::Tcp => "tcp",
         }
     }
@@ -41,8 +44,12 @@ impl Probe {
 /// `checks.active`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveCheck {
-    /// `type`: `http` (default) or `tcp`.
+    /// `type`: `http` (default), `https` or `tcp`.
     pub probe: Probe,
+    /// For `https`: `https_verify_certificate` (default true) against
+    /// `apisix.ssl.ssl_trusted_certificate`, and the upstream's
+    /// `tls.client_cert` when it has one (set by `upstream.rs`).
+    pub tls: Option<super::UpstreamTls>,
     /// `timeout` (default 1 s): for each of connect, send and receive.
     pub timeout: Duration,
     /// `concurrency` (default 10): nodes of this upstream probed at once.
@@ -167,13 +174,7 @@ fn active(o: &Obj, p: &mut Problems) -> Option<ActiveCheck> {
     let probe = match o.str("type", p).unwrap_or("http") {
         "http" => Probe::Http,
         "tcp" => Probe::Tcp,
-        "https" => {
-            p.at(
-                &o.path_of("type"),
-                "https checks need upstream TLS, which tinygate does not have yet",
-            );
-            Probe::Http
-        }
+        "https" => Probe::Https,
         other => {
             p.at(
                 &o.path_of("type"),
@@ -206,7 +207,8 @@ fn active(o: &Obj, p: &mut Problems) -> Option<ActiveCheck> {
         );
     }
     let http_req_body = o.str("http_req_body", p).unwrap_or("").to_string();
-    let _ = o.bool("https_verify_certificate", p);
+    let verify = o.bool("https_verify_certificate", p).unwrap_or(true);
+    let tls = (probe == Probe::Https).then(|| super::UpstreamTls::new(verify, None));
     let req_headers = match o.value("req_headers") {
         Some(v) => req_headers(v, &o.path_of("req_headers"), p),
         None => Vec::new(),
@@ -234,6 +236,7 @@ fn active(o: &Obj, p: &mut Problems) -> Option<ActiveCheck> {
     }
     Some(ActiveCheck {
         probe,
+        tls,
         timeout: Duration::from_secs_f64(timeout),
         concurrency,
         host,
@@ -519,7 +522,6 @@ passive:
         assert_eq!(
             problems,
             vec![
-                format!("{at}.active.type: https checks need upstream TLS, which tinygate does not have yet"),
                 format!("{at}.active.timeout: 0 is not a number of seconds in (0, 86400]"),
                 format!("{at}.active.port: 70000 is out of range 1..=65535"),
                 format!("{at}.active.http_method: \"FETCH\" is not one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, CONNECT, TRACE, PURGE"),

@@ -321,7 +321,7 @@ mod tests {
         let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
         let mut p = Problems::new("config.yaml");
         let d = Obj::new(&doc, "deployment".into(), &mut p).unwrap();
-        let out = parse(&d, Path::new("/conf"), &Roots::system(), &mut p);
+        let out = parse(&d, Path::new("/conf"), &Roots::default(), &mut p);
         if p.is_empty() {
             Ok(out)
         } else {

@@ -106,12 +106,6 @@ pub(super) fn parse(apisix: &Obj, dir: &Path, p: &mut Problems) -> SslConfig {
         if let Err(m) = tls::available() {
             p.at(&s.path_of("enable"), m);
         }
-        // Listeners do not accept TLS yet (issue #18, the wiring after the
-        // proxy split): refuse rather than serve plain HTTP on them.
-        p.at(
-            &s.path_of("enable"),
-            "HTTPS listeners are not served by this version yet (set enable: false)",
-        );
     }
     out
 }

@@ -43,6 +43,37 @@ pub struct Ssls {
     pub invalid_ids: Vec<String>,
 }
 
+impl Ssls {
+    /// The acceptor that serves these entries on HTTPS listeners, with
+    /// `ssl`'s `fallback_sni` and protocol versions (an entry's own
+    /// `ssl_protocols` wins). A name two entries claim is served by the
+    /// first, with a warning.
+    ///
+    /// # Errors
+    /// An entry rustls cannot make a configuration of, as (its id, why):
+    /// its problems were all reported at parse time, so this is not
+    /// expected.
+    pub fn acceptor(&self, ssl: &super::SslConfig) -> Result<tls::Acceptor, (String, String)> {
+        let mut table = tls::SniTable::new(ssl.fallback_sni.as_deref());
+        let mut served = Vec::with_capacity(self.entries.len());
+        for (i, entry) in self.entries.iter().enumerate() {
+            let versions = entry.versions.unwrap_or(ssl.versions);
+            let server = tls::ServerEntry::new(&entry.keys, entry.client.as_ref(), versions)
+                .map_err(|m| (entry.id.clone(), m))?;
+            served.push(server);
+            for name in &entry.snis {
+                if !table.insert(name, i) {
+                    log::warn!(
+                        "ssls {:?}: SNI {name:?} is already served by an earlier entry; ignored here",
+                        entry.id
+                    );
+                }
+            }
+        }
+        Ok(tls::Acceptor::new(table, served))
+    }
+}
+
 /// Parses `ssls`.
 pub(super) fn parse(top: &Obj, p: &mut Problems) -> Ssls {
     let base = base_dir(p);
@@ -312,7 +343,10 @@ pub(super) fn pem_text(
         None => {
             p.at(
                 path,
-                format!("{}: file paths must be absolute here", file.display()),
+                format!(
+                    "file:{}: the path must be absolute in etcd (each node reads it from its own disk)",
+                    file.display()
+                ),
             );
             return None;
         }

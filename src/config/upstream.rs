@@ -37,6 +37,14 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
         .obj("checks", p)
         .and_then(|c| super::checks::checks(&c, p));
     let tls = super::upstream_tls::parse(o, p);
+    // An https check presents the upstream's client certificate, as its
+    // requests do (a node that requires one would fail every probe).
+    let mut checks = checks;
+    if let (Some(check_tls), Some(tls)) =
+        (checks.as_mut().and_then(|c| c.active.tls.as_mut()), &tls)
+    {
+        check_tls.client_cert.clone_from(&tls.client_cert);
+    }
     if let Some(k) = o.obj("keepalive_pool", p) {
         k.only(&["size", "idle_timeout", "requests"], p);
     }

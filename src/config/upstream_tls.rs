@@ -4,13 +4,18 @@
 //! given (mTLS). Unlike APISIX, whose `tls.verify` defaults to false (and
 //! is documented as applying to Kafka only), verification is on by
 //! default: an HTTPS upstream that is not verified has to say so.
+//!
+//! The trusted CAs are `config.yaml`'s (`apisix.ssl.ssl_trusted_certificate`),
+//! which the routes file is parsed without: [`UpstreamTls::prepare`] makes
+//! the connector once both are loaded (`Gateway::build`).
 
 use super::ssls::{base_dir, pem_text};
 use super::tree::{Obj, Problems};
-use crate::tls::{self, CertKey, PairError};
+use crate::tls::{self, CertKey, ClientSettings, Connector, PairError, Roots};
+use std::sync::OnceLock;
 
 /// How to speak TLS to an upstream's nodes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct UpstreamTls {
     /// `tls.verify` (default true): check the node's certificate against
     /// `apisix.ssl.ssl_trusted_certificate` (or the system store) for the
@@ -18,6 +23,50 @@ pub struct UpstreamTls {
     pub verify: bool,
     /// `tls.client_cert` + `tls.client_key`.
     pub client_cert: Option<CertKey>,
+    /// The client configuration, shared by every connection to the nodes
+    /// (with its session cache); made by [`UpstreamTls::prepare`].
+    connector: OnceLock<Connector>,
+}
+
+impl PartialEq for UpstreamTls {
+    /// The settings; the connector follows from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.verify == other.verify && self.client_cert == other.client_cert
+    }
+}
+
+impl UpstreamTls {
+    /// Settings whose connector [`UpstreamTls::prepare`] makes later.
+    pub(super) fn new(verify: bool, client_cert: Option<CertKey>) -> UpstreamTls {
+        UpstreamTls {
+            verify,
+            client_cert,
+            connector: OnceLock::new(),
+        }
+    }
+
+    /// Makes the connector, verifying against `roots`.
+    ///
+    /// # Errors
+    /// Verification needs the system store and there is none (an image
+    /// built FROM scratch has no CA certificates).
+    pub fn prepare(&self, roots: &Roots) -> Result<(), String> {
+        if self.connector.get().is_some() {
+            return Ok(());
+        }
+        let connector = Connector::new(&ClientSettings {
+            verify: self.verify,
+            roots: roots.clone(),
+            client_cert: self.client_cert.clone(),
+        })?;
+        let _ = self.connector.set(connector);
+        Ok(())
+    }
+
+    /// The connector made by [`UpstreamTls::prepare`].
+    pub fn connector(&self) -> Option<&Connector> {
+        self.connector.get()
+    }
 }
 
 /// `scheme` and `tls` of upstream `o`: `Some` for `https`, `None` for
@@ -47,18 +96,11 @@ pub(super) fn parse(o: &Obj, p: &mut Problems) -> Option<UpstreamTls> {
     if !https {
         return None;
     }
-    // The request path does not speak TLS to nodes yet (issue #18, the
-    // wiring after the proxy split): refuse rather than send plain HTTP
-    // to an HTTPS node.
-    p.at(
-        &o.path_of("scheme"),
-        "https is not served by this version yet (plain http only)",
-    );
+    if let Err(m) = tls::available() {
+        p.at(&o.path_of("scheme"), m);
+    }
     let Some(t) = t else {
-        return Some(UpstreamTls {
-            verify: true,
-            client_cert: None,
-        });
+        return Some(UpstreamTls::new(true, None));
     };
     if t.has("client_cert_id") {
         p.at(
@@ -91,8 +133,5 @@ pub(super) fn parse(o: &Obj, p: &mut Problems) -> Option<UpstreamTls> {
             None
         }
     };
-    Some(UpstreamTls {
-        verify,
-        client_cert,
-    })
+    Some(UpstreamTls::new(verify, client_cert))
 }

@@ -373,7 +373,7 @@ async fn connect(host: &EtcdHost, timeout: Duration) -> io::Result<Conn> {
                         let connector = Connector::new(settings).map_err(io::Error::other)?;
                         let name = match &host.access.sni {
                             Some(sni) => sni.as_str(),
-                            None => host_name(&host.authority),
+                            None => crate::tls::host_of(&host.authority),
                         };
                         connector.connect(conn.stream, name).await?
                     }
@@ -387,11 +387,6 @@ async fn connect(host: &EtcdHost, timeout: Duration) -> io::Result<Conn> {
         }
     }
     Err(last)
-}
-
-/// The host of `host:port` (an IPv6 address keeps its brackets).
-fn host_name(authority: &str) -> &str {
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 /// The message of an error answer: grpc-gateway's `{"error": "...",

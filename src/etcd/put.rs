@@ -105,6 +105,12 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     let text = std::fs::read_to_string(file).map_err(|e| vec![format!("{label}: {e}")])?;
     let (_, doc) = config::parse_routes_and_document(&label, &text, &main.plugins)
         .map_err(|e: ConfigError| e.problems)?;
+    // What every node will check when it reads the keys: a `file:` path
+    // relative to this file's folder means nothing there.
+    let (_, problems) = config::parse_routes_document("etcd", &doc, &main.plugins);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let wanted = keys_of(&doc, &etcd.prefix).map_err(|e| vec![format!("{label}: {e}")])?;
     let mut errors = Vec::new();
     for host in &etcd.hosts {

@@ -4,8 +4,10 @@
 //!
 //! APISIX's layout is one JSON value per item: `<prefix>/routes/<id>`,
 //! `<prefix>/upstreams/<id>`, `<prefix>/services/<id>`,
-//! `<prefix>/plugin_configs/<id>`, `<prefix>/global_rules/<id>`. Keys of
-//! kinds tinygate does not implement (`consumers`, `ssls`, ...) are
+//! `<prefix>/plugin_configs/<id>`, `<prefix>/global_rules/<id>`,
+//! `<prefix>/ssls/<id>` (certificates inline as PEM, as the Admin API
+//! stores them, or `file:` with an absolute path on every node). Keys of
+//! kinds tinygate does not implement (`consumers`, ...) are
 //! reported and skipped; APISIX's own
 //! bookkeeping keys (`<prefix>/routes/` placeholders holding `init_dir`,
 //! `<prefix>/plugins`, `<prefix>/data_plane/...`) are ignored.
@@ -25,7 +27,6 @@ use std::sync::Arc;
 const UNSUPPORTED_KINDS: &[&str] = &[
     "consumers",
     "consumer_groups",
-    "ssls",
     "plugin_metadata",
     "stream_routes",
     "protos",
@@ -36,6 +37,7 @@ const UNSUPPORTED_KINDS: &[&str] = &[
 /// document (`<prefix>/<kind>/<id>`, one JSON value each); a kind comes
 /// after the kinds its items refer to.
 pub const KINDS: &[&str] = &[
+    "ssls",
     "upstreams",
     "services",
     "plugin_configs",
@@ -319,7 +321,7 @@ mod tests {
             ("/apisix/consumers/c1", "{}"),
             (
                 "/apisix/upstreams/u1",
-                r#"{"nodes":{"127.0.0.1:80":1},"scheme":"https"}"#,
+                r#"{"nodes":{"127.0.0.1:80":1},"scheme":"grpcs"}"#,
             ),
             ("/apisix/upstreams/u2", r#"{"nodes":{"127.0.0.1:80":1}}"#),
         ]);
@@ -331,7 +333,7 @@ mod tests {
             [
                 "etcd /apisix/consumers/c1: consumers are not supported by tinygate yet",
                 "etcd /apisix/routes/junk: value is not JSON: key must be a string at line 1 column 2",
-                "etcd /apisix/upstreams/u1: scheme: https is not served by this version yet (plain http only)",
+                "etcd /apisix/upstreams/u1: scheme: only http and https are supported, not \"grpcs\"",
                 "etcd /apisix/routes/bad: uri \"nope\" must start with / and be at most 4096 bytes",
                 "etcd /apisix/routes/bad: upstream_id: no upstream \"u1\"",
                 "etcd /apisix/routes/good: upstream_id: no upstream \"u1\"",

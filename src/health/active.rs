@@ -9,10 +9,14 @@
 //! first round comes one interval after an upstream appears. A round
 //! probes at most `concurrency` nodes at once; a node still being probed
 //! (a slow one near its timeout) is not probed again until that probe
-//! ends. A probe connects (TCP failure or timeout), and for `http` sends
-//! `http_method http_path` with `Connection: close`, `req_headers` and
-//! `Host`, and reads the status line within `timeout` (each step has the
-//! whole `timeout`); a status in neither list does not count.
+//! ends. A probe connects (TCP failure or timeout), for `https` makes the
+//! TLS handshake (a failure, a certificate that does not verify included,
+//! is a TCP failure, as lua-resty-healthcheck counts it), and for `http`
+//! and `https` sends `http_method http_path` with `Connection: close`,
+//! `req_headers` and `Host`, and reads the status line within `timeout`
+//! (each step has the whole `timeout`); a status in neither list does not
+//! count. An `https` probe sends the `Host`'s name as SNI and verifies the
+//! certificate for it (unless `https_verify_certificate: false`).
 //!
 //! It knows sockets and the probe's bytes; results go to the node's
 //! [`Target`](super::Target).
@@ -20,9 +24,9 @@
 use super::{checked, threshold, Report, Watched, WatchedNode};
 use crate::config::{ActiveCheck, Probe};
 use crate::http::ReadBuf;
-use crate::net::{with_timeout, TcpStream, Timer};
-use crate::upstream::connect;
-use smol::io::AsyncWriteExt;
+use crate::net::{with_timeout, Timer};
+use crate::upstream::{self, Dial, Tls};
+use smol::io::{AsyncRead, AsyncWriteExt};
 use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -177,7 +181,15 @@ pub(super) async fn probe(check: &ActiveCheck, addr: SocketAddr, host: &str) -> 
             Report::TcpFailure
         })
     };
-    let mut conn = match connect(addr, check.timeout).await {
+    let tls = check.tls.as_ref().and_then(|t| t.connector());
+    let dial = Dial {
+        addr,
+        tls: tls.map(|connector| Tls {
+            connector,
+            server_name: crate::tls::host_of(host),
+        }),
+    };
+    let mut conn = match upstream::dial(&dial, check.timeout).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
@@ -185,10 +197,11 @@ pub(super) async fn probe(check: &ActiveCheck, addr: SocketAddr, host: &str) -> 
         return Some(Report::Success);
     }
     let request = probe_request(check, host);
-    if let Err(e) = with_timeout(check.timeout, (&conn.stream).write_all(&request)).await {
+    if let Err(e) = with_timeout(check.timeout, conn.stream.write_all(&request)).await {
         return failure(e);
     }
-    let status = match with_timeout(check.timeout, status_line(&mut conn.buf, &conn.stream)).await {
+    let line = status_line(&mut conn.buf, &mut conn.stream);
+    let status = match with_timeout(check.timeout, line).await {
         Ok(line) => parse_status(&line),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => 0,
         Err(e) => return failure(e),
@@ -218,8 +231,10 @@ fn probe_request(check: &ActiveCheck, host: &str) -> Vec<u8> {
 }
 
 /// Reads up to the end of the first line.
-async fn status_line(buf: &mut ReadBuf, stream: &TcpStream) -> io::Result<Vec<u8>> {
-    let mut reader = stream;
+async fn status_line<S: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    reader: &mut S,
+) -> io::Result<Vec<u8>> {
     loop {
         if let Some(end) = buf.data().iter().position(|&b| b == b'\n') {
             return Ok(buf.data()[..end].to_vec());
@@ -230,7 +245,7 @@ async fn status_line(buf: &mut ReadBuf, stream: &TcpStream) -> io::Result<Vec<u8
                 "status line too long",
             ));
         }
-        if buf.fill(&mut reader).await? == 0 {
+        if buf.fill(reader).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed before a status line",
@@ -270,6 +285,7 @@ mod tests {
     fn check(probe: Probe) -> ActiveCheck {
         ActiveCheck {
             probe,
+            tls: None,
             timeout: Duration::from_millis(500),
             concurrency: 10,
             host: None,

@@ -16,10 +16,12 @@ use crate::http::reply::{self, Reply};
 use crate::http::{self, Framing, Head, ReadBuf, RequestHead};
 use crate::net::with_timeout;
 use crate::ops::access_log::Record;
+use crate::tls::TlsInfo;
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A client connection, as a listener (or the test runner) hands it over.
@@ -30,6 +32,8 @@ pub(crate) struct Connection<C> {
     pub(crate) peer: SocketAddr,
     /// The listener address the client reached.
     pub(crate) local: Option<SocketAddr>,
+    /// What the TLS handshake settled, on an HTTPS listener.
+    pub(crate) tls: Option<Arc<TlsInfo>>,
     /// Serves every request on this route of the configuration instead of
     /// routing it (each `tinygate test` case has its own route).
     pub(crate) pinned_route: Option<usize>,
@@ -42,10 +46,24 @@ pub(crate) struct Client<C> {
     pub(super) buf: ReadBuf,
     pub(super) peer: SocketAddr,
     pub(super) local: Option<SocketAddr>,
+    /// The handshake of an HTTPS client (`:scheme` is `https` then).
+    pub(super) tls: Option<Arc<TlsInfo>>,
     /// `send_timeout` of the configuration serving the request.
     send_timeout: Duration,
     /// The access log record of the request being served.
     pub(super) record: Record,
+}
+
+impl<C> Client<C> {
+    /// `https` for a client of an HTTPS listener, else `http` (the
+    /// `scheme` variable of route `vars` and `chash` keys).
+    pub(super) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Client<C> {
@@ -99,6 +117,7 @@ where
         stream,
         peer,
         local,
+        tls,
         pinned_route,
     } = conn;
     let mut client = Client {
@@ -106,6 +125,7 @@ where
         buf: ReadBuf::new(),
         peer,
         local,
+        tls,
         send_timeout: worker.gateway().config.main.limits.send_timeout,
         record: Record::default(),
     };

@@ -20,7 +20,7 @@
 use super::answer::EarlyEnd;
 use super::body::{unreadable, NodeBody, RequestBody, Source};
 use super::connection::Client;
-use super::heads::{expects_continue, node_request_head, Destination};
+use super::heads::{expects_continue, host_field, node_request_head, Destination};
 use super::request::Request;
 use super::send::{forward_body, forward_spilled_body, ToNode};
 use super::transport::Transport;
@@ -30,9 +30,10 @@ use crate::config::{Node, Upstream};
 use crate::expr::RequestVars;
 use crate::health::{self, Report};
 use crate::http::reply;
-use crate::http::{self, Framing, Head, ReadBuf, ResponseHead};
+use crate::http::{self, Framing, Head, HeaderMap, ReadBuf, ResponseHead};
 use crate::net::with_timeout;
-use crate::upstream::Conn;
+use crate::tls::{self, Connector};
+use crate::upstream::{Conn, Dial, Tls};
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::net::SocketAddr;
@@ -102,7 +103,55 @@ pub(super) struct Answered<'u, S> {
     /// The node as picked: for `least_conn`, the request counts on it
     /// until this is dropped, after the response is relayed.
     pub(super) picked: Picked<'u>,
+    /// Where the connection goes back to when it can be reused.
+    pub(super) target: Target<'u>,
     pub(super) response: ResponseHead,
+}
+
+/// Where connections to one node of an upstream go, for one request: the
+/// node, and for an HTTPS upstream its TLS client and the server name
+/// (the `Host` the node is sent, without port: APISIX's `$upstream_host`).
+/// Owns the name, so the connection can go back to the pool under it once
+/// the request's maps have moved on.
+pub(super) struct Target<'u> {
+    node: &'u Node,
+    tls: Option<(&'u Connector, Box<str>)>,
+}
+
+impl<'u> Target<'u> {
+    /// The target for a request whose (plugin-edited) headers are `map`.
+    ///
+    /// # Errors
+    /// An HTTPS upstream whose TLS client was not made (a bug), or a
+    /// `Host` that is not text.
+    fn new(to: &Destination<'u>, map: &HeaderMap) -> io::Result<Target<'u>> {
+        let Some(settings) = &to.upstream.tls else {
+            return Ok(Target {
+                node: to.node,
+                tls: None,
+            });
+        };
+        let connector = settings
+            .connector()
+            .ok_or_else(|| io::Error::other("the upstream's TLS client was not prepared"))?;
+        let host = std::str::from_utf8(host_field(map, to))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "Host is not text"))?;
+        Ok(Target {
+            node: to.node,
+            tls: Some((connector, tls::host_of(host).into())),
+        })
+    }
+
+    /// The [`Dial`] the transport is given.
+    pub(super) fn dial(&self) -> Dial<'_> {
+        Dial {
+            addr: self.node.addr,
+            tls: self.tls.as_ref().map(|(connector, name)| Tls {
+                connector,
+                server_name: name,
+            }),
+        }
+    }
 }
 
 /// How one attempt at a node went: what passive health checks count.
@@ -165,9 +214,10 @@ where
             upstream,
             node: &upstream.nodes[index],
             client: client.peer,
+            client_https: client.tls.is_some(),
         };
         let attempted = attempt(req, client, transport, &to, &mut body, replayable).await;
-        let (conn, result) = match attempted {
+        let (conn, target, result) = match attempted {
             Ok(attempted) => attempted,
             Err(e) => {
                 report(upstream, index, &Attempt::ConnectFailed(&e));
@@ -184,6 +234,7 @@ where
                     conn,
                     node: to.node,
                     picked,
+                    target,
                     response,
                 });
             }
@@ -219,7 +270,7 @@ fn request_vars<'r, C>(req: &'r Request<'_>, client: &Client<C>) -> RequestVars<
     let path = req.head.target.split('?').next().unwrap_or("/");
     RequestVars {
         headers: &req.ex.request_headers,
-        ..RequestVars::of(&req.head, path, client.peer, client.local, "http")
+        ..RequestVars::of(&req.head, path, client.peer, client.local, client.scheme())
     }
 }
 
@@ -231,22 +282,24 @@ fn request_vars<'r, C>(req: &'r Request<'_>, client: &Client<C>) -> RequestVars<
 ///
 /// # Errors
 /// When no connection could be made: the next node is tried.
-async fn attempt<C, T>(
+async fn attempt<'u, C, T>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
     transport: &T,
-    to: &Destination<'_>,
+    to: &Destination<'u>,
     body: &mut NodeBody,
     replayable: bool,
-) -> io::Result<(Conn<T::Stream>, Result<ResponseHead, Stage>)>
+) -> io::Result<(Conn<T::Stream>, Target<'u>, Result<ResponseHead, Stage>)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: Transport,
 {
     let connect = req.route.timeout.connect;
-    let mut conn = match transport.take_idle(to.node) {
+    let target = Target::new(to, &req.ex.request_headers)?;
+    let dial = target.dial();
+    let mut conn = match transport.take_idle(&dial) {
         Some(conn) => conn,
-        None => transport.connect(to.node, connect).await?,
+        None => transport.connect(&dial, connect).await?,
     };
     let mut head = node_request_head(&req.head, &req.ex.request_headers, to, body.framing);
     if let Some(protocol) = upgrade::requested(&req.head, req.route) {
@@ -263,11 +316,11 @@ where
         Ok(_) => false,
     };
     if conn.reused && replayable && stale {
-        let mut fresh = transport.connect(to.node, connect).await?;
+        let mut fresh = transport.connect(&dial, connect).await?;
         let result = exchange(req, client, &mut fresh, &head, body).await;
-        return Ok((fresh, result));
+        return Ok((fresh, target, result));
     }
-    Ok((conn, result))
+    Ok((conn, target, result))
 }
 
 /// Sends `head` and the body to `conn` and reads the response head.

@@ -4,6 +4,7 @@
 //! receives, built back from the maps the plugins edited. No I/O, no
 //! state: each is tested on exact bytes below.
 
+use super::connection::Client;
 use super::keep_alive::has_token;
 use crate::config::{Node, PassHost, Route, Upstream};
 use crate::http::{self, push_decimal, Framing, HeaderMap, RequestHead, ResponseHead, Version};
@@ -11,13 +12,14 @@ use crate::wasm::StreamInfo;
 use std::net::SocketAddr;
 
 /// The request as plugins see it: pseudo-headers first, then the fields
-/// without `Host` and without hop-by-hop fields.
-pub(crate) fn request_map(req: &RequestHead) -> HeaderMap {
+/// without `Host` and without hop-by-hop fields. `:scheme` is `https` for
+/// a client of an HTTPS listener.
+pub(crate) fn request_map(req: &RequestHead, https: bool) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
     map.add_lowercase(b":method", req.method.as_bytes());
     map.add_lowercase(b":path", req.target.as_bytes());
     map.add_lowercase(b":authority", req.host.as_deref().unwrap_or("").as_bytes());
-    map.add_lowercase(b":scheme", b"http");
+    map.add_lowercase(b":scheme", scheme(https));
     let tokens: Vec<&[u8]> = http::connection_tokens(req.headers.iter()).collect();
     for (k, v) in &req.headers {
         if k != b"host" && !http::is_hop_by_hop(k, &tokens) {
@@ -58,6 +60,30 @@ pub(crate) struct Destination<'a> {
     pub(crate) node: &'a Node,
     /// The client's address (`X-Forwarded-For`, `X-Real-IP`).
     pub(crate) client: SocketAddr,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) client_https: bool,
+}
+
+/// `http` or `https`, as `:scheme` and `X-Forwarded-Proto` say it.
+fn scheme(https: bool) -> &'static [u8] {
+    if https {
+        b"https"
+    } else {
+        b"http"
+    }
+}
+
+/// The `Host` a node is sent, as `pass_host` says: the client's (as the
+/// plugins left `:authority`), the node's `host:port`, or `upstream_host`.
+/// Without its port, it is also the name an HTTPS node is sent (SNI) and
+/// verified against (APISIX's `$upstream_host`, nginx's `proxy_ssl_name`).
+pub(crate) fn host_field<'a>(map: &'a HeaderMap, to: &Destination<'a>) -> &'a [u8] {
+    let authority = map.get(b":authority").unwrap_or(b"");
+    match &to.upstream.pass_host {
+        PassHost::Pass if !authority.is_empty() => authority,
+        PassHost::Pass | PassHost::Node => to.node.authority.as_bytes(),
+        PassHost::Rewrite(h) => h.as_bytes(),
+    }
 }
 
 /// The request head for the node, built from the (plugin-edited) map
@@ -70,20 +96,15 @@ pub(crate) fn node_request_head(
 ) -> Vec<u8> {
     let method = map.get(b":method").unwrap_or(req.method.as_bytes());
     let path = map.get(b":path").unwrap_or(req.target.as_bytes());
-    let authority = map.get(b":authority").unwrap_or(b"");
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(method);
     out.push(b' ');
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match &to.upstream.pass_host {
-        PassHost::Pass if !authority.is_empty() => out.extend_from_slice(authority),
-        PassHost::Pass | PassHost::Node => out.extend_from_slice(to.node.authority.as_bytes()),
-        PassHost::Rewrite(h) => out.extend_from_slice(h.as_bytes()),
-    }
+    out.extend_from_slice(host_field(map, to));
     out.extend_from_slice(b"\r\n");
     let forwarded_for = write_plugin_fields(&mut out, map);
-    write_forwarding_fields(&mut out, req, to.client, forwarded_for);
+    write_forwarding_fields(&mut out, req, to, forwarded_for);
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -129,10 +150,10 @@ fn write_plugin_fields<'m>(out: &mut Vec<u8>, map: &'m HeaderMap) -> Option<&'m 
 fn write_forwarding_fields(
     out: &mut Vec<u8>,
     req: &RequestHead,
-    client: SocketAddr,
+    to: &Destination<'_>,
     forwarded_for: Option<&[u8]>,
 ) {
-    let client_ip = client.ip().to_string();
+    let client_ip = to.client.ip().to_string();
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prev) = forwarded_for {
         out.extend_from_slice(prev);
@@ -141,7 +162,9 @@ fn write_forwarding_fields(
     out.extend_from_slice(client_ip.as_bytes());
     out.extend_from_slice(b"\r\nx-real-ip: ");
     out.extend_from_slice(client_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(scheme(to.client_https));
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = &req.host {
         http::write_header(out, b"x-forwarded-host", host.as_bytes());
     }
@@ -210,21 +233,18 @@ pub(crate) fn expects_continue(req: &RequestHead) -> bool {
 }
 
 /// What plugins can read about this stream through properties: `source`
-/// is the client, `destination` the listener it reached.
-pub(crate) fn stream_info(
-    source: SocketAddr,
-    destination: Option<SocketAddr>,
-    req: &RequestHead,
-    route: &Route,
-) -> StreamInfo {
+/// is the client, `destination` the listener it reached, `tls` its
+/// handshake.
+pub(crate) fn stream_info<C>(client: &Client<C>, req: &RequestHead, route: &Route) -> StreamInfo {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let start_time_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
     let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     StreamInfo {
-        source: Some(source),
-        destination,
+        source: Some(client.peer),
+        destination: client.local,
+        tls: client.tls.clone(),
         request_id: format!("{}-{n:x}", request_id_prefix()),
         route_name: route.id.clone(),
         protocol: protocol(req.version),
@@ -305,7 +325,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        assert_eq!(text(&request_map(&req)), expected);
+        assert_eq!(text(&request_map(&req, false)), expected);
     }
 
     #[test]
@@ -330,7 +350,7 @@ mod tests {
             "POST /a HTTP/1.1\r\nHost: gw.example\r\nX-Forwarded-For: 203.0.113.9\r\n\
              Expect: 100-continue\r\nX-Real-IP: spoofed\r\nx-keep: yes\r\ncontent-length: 5\r\n\r\n",
         );
-        let mut map = request_map(&req);
+        let mut map = request_map(&req, false);
         map.replace(b":path", b"/rewritten");
         map.add(b"x-added", b"by plugin");
         map.add(b"x-bad", b"line\r\nbreak");
@@ -342,6 +362,7 @@ mod tests {
             upstream: &up,
             node: &node,
             client: CLIENT.parse().expect("an address"),
+            client_https: false,
         };
         let head = node_request_head(&req, &map, &to, Framing::Length(5));
         #[rustfmt::skip]
@@ -363,23 +384,31 @@ mod tests {
     #[test]
     fn pass_host_node_and_rewrite_and_chunked_framing() {
         let req = request("GET / HTTP/1.1\r\nHost: gw\r\n\r\n");
-        let map = request_map(&req);
         let node = node();
         let client = CLIENT.parse().expect("an address");
-        for (pass_host, host) in [
-            (PassHost::Node, "10.0.0.7:8080"),
-            (PassHost::Rewrite("api.internal".into()), "api.internal"),
+        for (pass_host, host, https) in [
+            (PassHost::Node, "10.0.0.7:8080", false),
+            (
+                PassHost::Rewrite("api.internal".into()),
+                "api.internal",
+                true,
+            ),
         ] {
+            let map = request_map(&req, https);
+            let scheme = if https { "https" } else { "http" };
+            assert_eq!(map.get(b":scheme"), Some(scheme.as_bytes()));
             let up = upstream(pass_host);
             let to = Destination {
                 upstream: &up,
                 node: &node,
                 client,
+                client_https: https,
             };
+            assert_eq!(host_field(&map, &to), host.as_bytes());
             let head = node_request_head(&req, &map, &to, Framing::Chunked);
             let expected = format!(
                 "GET / HTTP/1.1\r\nhost: {host}\r\nx-forwarded-for: 192.0.2.1\r\n\
-                 x-real-ip: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: gw\r\n\
+                 x-real-ip: 192.0.2.1\r\nx-forwarded-proto: {scheme}\r\nx-forwarded-host: gw\r\n\
                  transfer-encoding: chunked\r\n\r\n"
             );
             assert_eq!(String::from_utf8_lossy(&head), expected);

@@ -28,7 +28,6 @@ use crate::upstream::Conn;
 use crate::wasm::{Exchange, ExchangeData};
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite};
-use std::net::SocketAddr;
 
 /// A routed request being served: what every step after routing needs.
 pub(crate) struct Request<'a> {
@@ -60,7 +59,7 @@ where
 {
     let keep = KeepAlive::of(&head, worker.stopping());
     let routes = &gateway.config.routes.routes;
-    let found = || find_route(gateway, &head, client.peer, client.local);
+    let found = || find_route(gateway, &head, client);
     let Some(index) = pinned_route.or_else(found) else {
         log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
         return answer(
@@ -75,8 +74,8 @@ where
     client.record.route_id.clone_from(&route.id);
     let limits = &gateway.config.main.limits;
     let mut ex = Exchange::from(ExchangeData {
-        request_headers: request_map(&head),
-        info: stream_info(client.peer, client.local, &head, route),
+        request_headers: request_map(&head, client.tls.is_some()),
+        info: stream_info(client, &head, route),
         ..ExchangeData::default()
     });
     if let Framing::Length(n) = head.framing {
@@ -114,15 +113,10 @@ where
 /// The route for `head` from `peer` in `gateway`'s table, by host, path
 /// and method, then `remote_addrs` and `vars`: a candidate they refuse
 /// falls through to the next one, as in APISIX.
-fn find_route(
-    gateway: &Gateway,
-    head: &RequestHead,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) -> Option<usize> {
+fn find_route<C>(gateway: &Gateway, head: &RequestHead, client: &Client<C>) -> Option<usize> {
     let path = head.target.split('?').next().unwrap_or("/");
     let routes = &gateway.config.routes.routes;
-    let vars = RequestVars::of(head, path, peer, local, "http");
+    let vars = RequestVars::of(head, path, client.peer, client.local, client.scheme());
     gateway
         .router
         .find(&head.method, &head.hostname, path, |&i| {
@@ -173,6 +167,7 @@ where
         mut conn,
         node,
         picked,
+        target,
         response,
     } = answered;
     client.record.upstream_addr = Some(node.addr);
@@ -209,7 +204,7 @@ where
     match relay_response(req, client, &mut conn, framing, status).await {
         Ok(keep) => {
             if node_connection_reusable(&response, framing) {
-                transport.release(node, conn);
+                transport.release(&target.dial(), conn);
             }
             keep
         }

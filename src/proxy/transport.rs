@@ -6,13 +6,15 @@
 //! upstream (`runner/exec.rs`), so a test case runs every decision of the
 //! request path and differs only here. The client side is the other half
 //! of the network: any `AsyncRead + AsyncWrite` stream given to
-//! [`serve_connection`](super::serve_connection), a TCP socket when
-//! serving, a script under test (a TLS stream next).
+//! [`serve_connection`](super::serve_connection): a [`tls::Stream`]
+//! (plain or TLS) when serving, a script under test.
+//!
+//! Serving uses one stream type for both sides, plain or TLS, so the
+//! request path is compiled once for every kind of listener and upstream.
 
 use super::answer::EarlyEnd;
-use crate::config::Node;
-use crate::net::TcpStream;
-use crate::upstream::{self, Conn, Pool};
+use crate::tls::{self, Stream};
+use crate::upstream::{self, Conn, Dial, Pool};
 use smol::io::{AsyncRead, AsyncWrite};
 use std::cell::RefCell;
 use std::io;
@@ -23,20 +25,21 @@ pub(crate) trait Transport {
     /// The byte stream of a connection to a node.
     type Stream: AsyncRead + AsyncWrite + Unpin;
 
-    /// An idle connection to `node` kept from an earlier request, if any
+    /// An idle connection for `dial` kept from an earlier request, if any
     /// (it may have been closed by the node since: see `Conn::reused`).
-    fn take_idle(&self, node: &Node) -> Option<Conn<Self::Stream>>;
+    fn take_idle(&self, dial: &Dial<'_>) -> Option<Conn<Self::Stream>>;
 
-    /// A new connection to `node`, within `timeout`.
+    /// A new connection for `dial` (with its TLS handshake for an HTTPS
+    /// upstream), within `timeout`.
     ///
     /// # Errors
     /// `TimedOut` when the timeout passes, otherwise why the connection
-    /// failed (refused, unreachable, ...).
-    async fn connect(&self, node: &Node, timeout: Duration) -> io::Result<Conn<Self::Stream>>;
+    /// failed (refused, unreachable, a certificate that does not verify).
+    async fn connect(&self, dial: &Dial<'_>, timeout: Duration) -> io::Result<Conn<Self::Stream>>;
 
     /// Takes back a connection whose response was read completely, for a
-    /// later request to `node`.
-    fn release(&self, node: &Node, conn: Conn<Self::Stream>);
+    /// later request with the same `dial`.
+    fn release(&self, dial: &Dial<'_>, conn: Conn<Self::Stream>);
 
     /// A request that plugins or the client ended before the node's answer
     /// was relayed (the answer is already logged and sent): serving has
@@ -45,25 +48,25 @@ pub(crate) trait Transport {
 }
 
 /// The network when serving: a worker thread's keep-alive pool, and new
-/// TCP connections.
+/// TCP (and TLS) connections.
 #[derive(Default)]
 pub(crate) struct Sockets {
     pool: RefCell<Pool>,
 }
 
 impl Transport for Sockets {
-    type Stream = TcpStream;
+    type Stream = tls::Stream;
 
-    fn take_idle(&self, node: &Node) -> Option<Conn> {
-        self.pool.borrow_mut().take(node.addr)
+    fn take_idle(&self, dial: &Dial<'_>) -> Option<Conn<Stream>> {
+        self.pool.borrow_mut().take(dial)
     }
 
-    async fn connect(&self, node: &Node, timeout: Duration) -> io::Result<Conn> {
-        upstream::connect(node.addr, timeout).await
+    async fn connect(&self, dial: &Dial<'_>, timeout: Duration) -> io::Result<Conn<Stream>> {
+        upstream::dial(dial, timeout).await
     }
 
-    fn release(&self, node: &Node, conn: Conn) {
-        self.pool.borrow_mut().put(node.addr, conn);
+    fn release(&self, dial: &Dial<'_>, conn: Conn<Stream>) {
+        self.pool.borrow_mut().put(dial, conn);
     }
 }
 

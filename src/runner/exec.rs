@@ -36,7 +36,7 @@ use crate::gateway::Gateway;
 use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
 use crate::live::Live;
 use crate::proxy::{self, EarlyEnd, Transport};
-use crate::upstream::Conn;
+use crate::upstream::{Conn, Dial};
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Fault, HttpCall, LocalResponse, MetricKind, Plugin,
 };
@@ -493,13 +493,13 @@ impl Script {
 impl Transport for Script {
     type Stream = Peer;
 
-    fn take_idle(&self, _: &Node) -> Option<Conn<Peer>> {
+    fn take_idle(&self, _: &Dial<'_>) -> Option<Conn<Peer>> {
         None
     }
 
-    async fn connect(&self, node: &Node, _: Duration) -> io::Result<Conn<Peer>> {
+    async fn connect(&self, dial: &Dial<'_>, _: Duration) -> io::Result<Conn<Peer>> {
         let Some(answer) = self.answer.take() else {
-            let why = format!("{}: the test scripts one connection", node.addr);
+            let why = format!("{}: the test scripts one connection", dial.addr);
             return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
         };
         self.connected.set(true);
@@ -513,7 +513,7 @@ impl Transport for Script {
         })
     }
 
-    fn release(&self, _: &Node, _: Conn<Peer>) {}
+    fn release(&self, _: &Dial<'_>, _: Conn<Peer>) {}
 
     fn ended_early(&self, how: &EarlyEnd) {
         match how {
@@ -620,6 +620,7 @@ async fn exchange(
         },
         peer: CLIENT,
         local: Some(LISTENER),
+        tls: None,
         pinned_route: Some(route),
     };
     proxy::serve_connection(&worker, &script, connection).await;

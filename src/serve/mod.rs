@@ -6,13 +6,21 @@
 //! across workers without a shared accept queue), and a [`Worker`] with its
 //! plugin instances and connection pool. Nothing on the request path is
 //! shared between threads except the read-only gateway. This module knows
-//! sockets and threads, not routes or plugins.
+//! sockets, threads and TLS handshakes, not routes or plugins.
+//!
+//! On an HTTPS listener (`apisix.ssl.listen`) a connection is first a TLS
+//! handshake with the gateway's acceptor (the `ssls` certificates current
+//! when it starts), bounded by `client_header_timeout`; a handshake that
+//! fails costs that connection only and is logged (rate-limited, see
+//! `tls/failures.rs`). After it, the connection is served exactly as a
+//! plain one, knowing what the handshake settled.
 
 pub mod signals;
 
 use crate::live::Live;
 use crate::net::{self, tcp, Timer};
 use crate::proxy;
+use crate::tls::{self, HandshakeError, TlsInfo};
 use crate::worker::Worker;
 use smol::future::FutureExt;
 use smol::LocalExecutor;
@@ -49,6 +57,24 @@ const OVERLOADED: &[u8] =
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 1024;
 
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `apisix.node_listen`.
+    Http,
+    /// `apisix.ssl.listen`: TLS first, with the `ssls` certificates.
+    Https,
+}
+
+/// A listening address and what it speaks.
+pub type Endpoint = (SocketAddr, Scheme);
+
+/// One worker's listening socket.
+pub struct Listener {
+    socket: TcpListener,
+    scheme: Scheme,
+}
+
 /// Opens one listening socket per worker for every address in `listen`.
 /// Port 0 is resolved once, so all workers share the same real port.
 /// Returns `sockets[worker][listener]` and the bound addresses.
@@ -56,22 +82,28 @@ const BACKLOG: i32 = 1024;
 /// # Errors
 /// The address that could not be bound, and why.
 pub fn bind_all(
-    listen: &[SocketAddr],
+    listen: &[Endpoint],
     workers: usize,
-) -> io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+) -> io::Result<(Vec<Vec<Listener>>, Vec<Endpoint>)> {
+    let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::with_capacity(listen.len());
-    for &addr in listen {
+    for &(addr, scheme) in listen {
         let first = tcp::bind_reuseport(addr, BACKLOG)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let real = first.local_addr()?;
-        per_worker[0].push(first);
+        per_worker[0].push(Listener {
+            socket: first,
+            scheme,
+        });
         for sockets in per_worker.iter_mut().skip(1) {
             let next = tcp::bind_reuseport(real, BACKLOG)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {real}: {e}")))?;
-            sockets.push(next);
+            sockets.push(Listener {
+                socket: next,
+                scheme,
+            });
         }
-        bound.push(real);
+        bound.push((real, scheme));
     }
     Ok((per_worker, bound))
 }
@@ -81,7 +113,7 @@ pub fn bind_all(
 /// and close idle connections (the process then drains).
 pub fn spawn_workers(
     live: &Arc<Live>,
-    sockets: Vec<Vec<TcpListener>>,
+    sockets: Vec<Vec<Listener>>,
     stop: &smol::channel::Receiver<()>,
 ) -> io::Result<()> {
     for (i, listeners) in sockets.into_iter().enumerate() {
@@ -100,7 +132,7 @@ fn run_worker(
     index: usize,
     reactor: net::Prepared,
     live: Arc<Live>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     stop: smol::channel::Receiver<()>,
 ) {
     let executor = Rc::new(LocalExecutor::new());
@@ -111,11 +143,12 @@ fn run_worker(
         .spawn(async move { sweeper.sweep_idle().await })
         .detach();
     let main = async {
-        for listener in listeners {
-            match net::TcpListener::new(listener) {
+        for Listener { socket, scheme } in listeners {
+            match net::TcpListener::new(socket) {
                 Ok(listener) => executor
                     .spawn(accept_loop(
                         listener,
+                        scheme,
                         Rc::clone(&worker),
                         Rc::clone(&sockets),
                         Rc::clone(&executor),
@@ -135,6 +168,7 @@ fn run_worker(
 
 async fn accept_loop(
     listener: net::TcpListener,
+    scheme: Scheme,
     worker: Rc<Worker>,
     sockets: Rc<proxy::Sockets>,
     executor: Rc<LocalExecutor<'static>>,
@@ -159,17 +193,11 @@ async fn accept_loop(
                 let open = OpenConnection::new();
                 let worker = Rc::clone(&worker);
                 let sockets = Rc::clone(&sockets);
-                let connection = proxy::Connection {
-                    local: stream.get_ref().local_addr().ok(),
-                    stream,
-                    peer,
-                    pinned_route: None,
-                };
                 executor
                     .spawn(async move {
                         // A bug must cost one connection, never the worker.
-                        let served = std::panic::AssertUnwindSafe(proxy::serve_connection(
-                            &worker, &*sockets, connection,
+                        let served = std::panic::AssertUnwindSafe(serve_client(
+                            &worker, &sockets, stream, peer, scheme,
                         ));
                         if served.catch_unwind().await.is_err() {
                             log::error!("{peer}: connection aborted by an internal error");
@@ -186,4 +214,52 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Serves one accepted connection: the TLS handshake first on an HTTPS
+/// listener, then the requests.
+async fn serve_client(
+    worker: &Worker,
+    sockets: &proxy::Sockets,
+    tcp: net::TcpStream,
+    peer: SocketAddr,
+    scheme: Scheme,
+) {
+    let local = tcp.get_ref().local_addr().ok();
+    let (stream, tls) = match scheme {
+        Scheme::Http => (tls::Stream::from(tcp), None),
+        Scheme::Https => match handshake(worker, tcp).await {
+            Ok((stream, info)) => (stream, Some(Arc::new(info))),
+            Err(e) => return tls::log_handshake_failure(peer, &e),
+        },
+    };
+    let connection = proxy::Connection {
+        stream,
+        peer,
+        local,
+        tls,
+        pinned_route: None,
+    };
+    proxy::serve_connection(worker, sockets, connection).await;
+}
+
+/// The TLS handshake of a client of an HTTPS listener, with the
+/// certificates of the gateway being served, within
+/// `client_header_timeout` (nginx bounds its handshake by
+/// `client_header_timeout` too).
+///
+/// # Errors
+/// Why it failed, for the log.
+async fn handshake(
+    worker: &Worker,
+    tcp: net::TcpStream,
+) -> Result<(tls::Stream, TlsInfo), HandshakeError> {
+    let gateway = worker.gateway();
+    let timeout = gateway.config.main.limits.client_header_timeout;
+    smol::future::or(gateway.acceptor.accept(tcp), async {
+        Timer::after(timeout).await;
+        let e = io::Error::new(io::ErrorKind::TimedOut, "timed out");
+        Err(HandshakeError::Failed(e))
+    })
+    .await
 }

@@ -18,7 +18,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, Signatur
 use std::io;
 use std::sync::{Arc, OnceLock};
 
-/// The CAs a server certificate must chain to.
+/// The CAs a server certificate must chain to; the default is the
+/// system's CA store (`/etc/ssl/certs` and the other places OpenSSL looks,
+/// or `SSL_CERT_FILE`), read the first time it is used.
 #[derive(Debug, Clone, Default)]
 pub struct Roots(Option<Arc<RootCertStore>>);
 
@@ -33,12 +35,6 @@ impl PartialEq for Roots {
 }
 
 impl Roots {
-    /// The system's CA store (`/etc/ssl/certs` and the other places
-    /// OpenSSL looks, or `SSL_CERT_FILE`), read the first time it is used.
-    pub fn system() -> Roots {
-        Roots(None)
-    }
-
     /// The certificates of a PEM bundle
     /// (`apisix.ssl.ssl_trusted_certificate`).
     ///
@@ -119,6 +115,12 @@ impl Connector {
         Ok(Connector {
             config: Arc::new(config),
         })
+    }
+
+    /// Identifies this client configuration while it lives (pooled
+    /// connections made with it are kept apart from others').
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.config) as usize
     }
 
     /// The TLS handshake over `tcp` for `server_name` (a DNS name, sent

@@ -2,12 +2,11 @@
 //! constructor refuses with [`DISABLED`](super::DISABLED), and [`Stream`]
 //! is plain TCP. Keeps `config/`, `etcd/` and the proxy free of `cfg`s.
 
-use super::{SniTable, UnknownSniLog, Versions, DISABLED};
+use super::{SniTable, TlsInfo, Versions, DISABLED};
 use crate::net::tcp::TcpStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Never made in this build.
@@ -52,10 +51,6 @@ pub fn load_client_ca(_: &str, _: u32) -> Result<ClientCa, String> {
 pub struct Roots(());
 
 impl Roots {
-    pub fn system() -> Roots {
-        Roots(())
-    }
-
     /// # Errors
     /// Always: TLS is not built in.
     pub fn from_pem(_: &str) -> Result<Roots, String> {
@@ -81,6 +76,10 @@ impl Connector {
         Err(DISABLED.into())
     }
 
+    pub fn id(&self) -> usize {
+        0
+    }
+
     /// # Errors
     /// Never called: no `Connector` exists.
     pub async fn connect(&self, _: TcpStream, _: &str) -> io::Result<Stream> {
@@ -90,25 +89,14 @@ impl Connector {
 
 /// Never made in this build.
 #[derive(Debug, Clone)]
-pub struct ServerEntry {
-    pub id: String,
-}
+pub struct ServerEntry(());
 
 impl ServerEntry {
     /// # Errors
     /// Always: TLS is not built in.
-    pub fn new(_: &str, _: &[CertKey], _: Option<&ClientCa>, _: Versions) -> Result<Self, String> {
+    pub fn new(_: &[CertKey], _: Option<&ClientCa>, _: Versions) -> Result<Self, String> {
         Err(DISABLED.into())
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsInfo {
-    pub version: &'static str,
-    pub sni: Option<String>,
-    pub cipher: String,
-    pub mtls: bool,
-    pub peer_certificate: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -121,7 +109,7 @@ pub enum HandshakeError {
 pub struct Acceptor(());
 
 impl Acceptor {
-    pub fn new(_: SniTable, _: Vec<ServerEntry>, _: Arc<UnknownSniLog>) -> Acceptor {
+    pub fn new(_: SniTable, _: Vec<ServerEntry>) -> Acceptor {
         Acceptor(())
     }
 
@@ -142,10 +130,6 @@ impl Stream {
         match self {
             Stream::Plain(s) => s,
         }
-    }
-
-    pub fn is_tls(&self) -> bool {
-        false
     }
 }
 

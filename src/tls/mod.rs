@@ -1,7 +1,9 @@
 //! TLS for tinygate: certificates and keys from PEM, the SNI table that
 //! picks an `ssls` entry for a handshake, client-certificate verification
 //! with APISIX's `client.depth`, client configurations for HTTPS upstreams
-//! and etcd, and one stream type that is plain TCP or TLS.
+//! and etcd, one stream type that is plain TCP or TLS, what a handshake
+//! settled ([`TlsInfo`], with certificate names read by `x509.rs`), and the
+//! rate-limited log of failed handshakes (`failures.rs`).
 //!
 //! Built on rustls with the *ring* crypto provider (see the README's
 //! dependency table for why ring and not aws-lc-rs), and futures-rustls for
@@ -14,14 +16,17 @@
 //! [`DISABLED`], and [`Stream`] is plain TCP only: the build then has no C
 //! code (ring has some) and a configuration that asks for TLS is refused.
 
-// The server side (SNI table, acceptor, stream) is used by the HTTPS
-// listener wiring that lands after the proxy split (issue #18 B); until
-// then only the etcd client and the config use this module.
-#![allow(dead_code, unused_imports)]
+// Without the `tls` feature, nothing looks names up or tells pairs apart:
+// the types stay so that the code above this module compiles unchanged.
+#![cfg_attr(not(feature = "tls"), allow(dead_code))]
 
+mod failures;
 mod sni;
+mod x509;
 
-pub use sni::{is_valid_sni, SniTable, UnknownSniLog};
+pub use failures::log_handshake_failure;
+pub use sni::{is_valid_sni, SniTable};
+pub use x509::CertNames;
 
 #[cfg(feature = "tls")]
 mod client_auth;
@@ -39,7 +44,7 @@ pub use connect::{ClientSettings, Connector, Roots};
 #[cfg(feature = "tls")]
 pub use pem::{load_client_ca, load_pair, CertKey, ClientCa, PairError};
 #[cfg(feature = "tls")]
-pub use server::{Acceptor, HandshakeError, ServerEntry, TlsInfo};
+pub use server::{Acceptor, HandshakeError, ServerEntry};
 #[cfg(feature = "tls")]
 pub use stream::Stream;
 
@@ -60,6 +65,59 @@ pub fn available() -> Result<(), &'static str> {
         Ok(())
     } else {
         Err(DISABLED)
+    }
+}
+
+/// What a completed handshake settled, for plugins (Envoy's
+/// `connection.*` attributes, nginx's `$ssl_*` variables) and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The SNI the client sent, lower-case.
+    pub sni: Option<String>,
+    /// The negotiated cipher suite, IANA name (`TLS_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
+    /// The names of the certificate served (the entry's first).
+    pub local: std::sync::Arc<CertNames>,
+    /// The client's certificate, when it sent one (it was verified: a
+    /// certificate that fails fails the handshake).
+    pub peer: Option<PeerCert>,
+}
+
+/// A client certificate that passed verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCert {
+    pub names: CertNames,
+    /// SHA-256 of its DER, lower-case hex.
+    pub sha256: String,
+}
+
+/// OpenSSL's name of a cipher suite given by its IANA name, as nginx's
+/// `$ssl_cipher` shows it (TLS 1.3 suites have the same name in both).
+pub fn openssl_cipher_name(iana: &str) -> &str {
+    match iana {
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => other,
+    }
+}
+
+/// The host of an authority (`host`, `host:port`, `[v6]:port`, `[v6]`):
+/// the name a TLS client sends (SNI) and verifies the certificate for.
+pub fn host_of(authority: &str) -> &str {
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map_or(authority, |(host, _)| host);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => authority,
     }
 }
 
@@ -86,3 +144,21 @@ impl Default for Versions {
 #[cfg(all(test, feature = "tls"))]
 #[path = "../../tests/certs.rs"]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_an_authority() {
+        for (authority, host) in [
+            ("api.example.com", "api.example.com"),
+            ("api.example.com:8443", "api.example.com"),
+            ("10.0.0.1:443", "10.0.0.1"),
+            ("[::1]:443", "::1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("a:b", "a:b"),
+        ] {
+            assert_eq!(super::host_of(authority), host, "{authority}");
+        }
+    }
+}

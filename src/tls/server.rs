@@ -14,7 +14,8 @@ use super::client_auth::DepthLimitedVerifier;
 use super::pem::{CertKey, ClientCa};
 use super::sni::{SniTable, UnknownSniLog};
 use super::stream::Stream;
-use super::Versions;
+use super::x509::{self, CertNames};
+use super::{PeerCert, TlsInfo, Versions};
 use crate::net::tcp::TcpStream;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -53,9 +54,9 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// One `ssls` entry, ready for handshakes.
 #[derive(Debug, Clone)]
 pub struct ServerEntry {
-    /// The entry's `id`, for logs.
-    pub id: String,
     config: Arc<ServerConfig>,
+    /// The names of its first certificate (`connection.*_local_certificate`).
+    local: Arc<CertNames>,
 }
 
 impl ServerEntry {
@@ -67,7 +68,6 @@ impl ServerEntry {
     /// No versions, or no pair (callers validate both, so this is a bug
     /// report rather than a user error).
     pub fn new(
-        id: &str,
         keys: &[CertKey],
         client: Option<&ClientCa>,
         versions: Versions,
@@ -86,9 +86,14 @@ impl ServerEntry {
             keys.iter().map(|k| Arc::clone(&k.0)).collect(),
         )));
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        let local = keys[0]
+            .0
+            .end_entity_cert()
+            .ok()
+            .and_then(|c| x509::names(c));
         Ok(ServerEntry {
-            id: id.to_string(),
             config: Arc::new(config),
+            local: Arc::new(local.unwrap_or_default()),
         })
     }
 }
@@ -110,28 +115,11 @@ impl ResolvesServerCert for Pairs {
     }
 }
 
-/// What a completed handshake tells plugins and logs (Envoy's
-/// `connection.*` attributes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// `TLSv1.2` or `TLSv1.3`.
-    pub version: &'static str,
-    /// The SNI the client sent, lower-case.
-    pub sni: Option<String>,
-    /// The negotiated cipher suite, IANA name.
-    pub cipher: String,
-    /// True when the client presented a certificate that was verified.
-    pub mtls: bool,
-    /// The client's certificate (DER), when it sent one.
-    pub peer_certificate: Option<Vec<u8>>,
-}
-
 /// Picks the entry for each handshake and runs it. Shared by every worker
 /// through an `Arc`; a new configuration brings a new one.
 pub struct Acceptor {
     sni: SniTable,
     entries: Vec<ServerEntry>,
-    unknown: Arc<UnknownSniLog>,
 }
 
 /// Why a handshake failed, for the connection's log line.
@@ -146,15 +134,9 @@ pub enum HandshakeError {
 }
 
 impl Acceptor {
-    /// An acceptor over `entries`, indexed by `sni`. `unknown` is the
-    /// process-wide rate limit for "unknown SNI" lines, kept across
-    /// reloads.
-    pub fn new(sni: SniTable, entries: Vec<ServerEntry>, unknown: Arc<UnknownSniLog>) -> Acceptor {
-        Acceptor {
-            sni,
-            entries,
-            unknown,
-        }
+    /// An acceptor over `entries`, indexed by `sni`.
+    pub fn new(sni: SniTable, entries: Vec<ServerEntry>) -> Acceptor {
+        Acceptor { sni, entries }
     }
 
     /// Reads the ClientHello from `tcp`, picks the entry and completes the
@@ -180,33 +162,67 @@ impl Acceptor {
             // answer with a fatal alert instead of a silent close.
             let _ = start.into_stream(reject_config()).await;
             let name = sni.clone().unwrap_or_default();
-            let log = self.unknown.should_log(&name, Instant::now());
+            let log = UnknownSniLog::process().should_log(&name, Instant::now());
             return Err(HandshakeError::UnknownSni { sni, log });
         };
         let tls = start
             .into_stream(Arc::clone(&entry.config))
             .await
             .map_err(HandshakeError::Failed)?;
-        let conn = tls.get_ref().1;
-        let info = TlsInfo {
-            version: match conn.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                _ => "TLSv1.2",
-            },
-            sni,
-            cipher: conn
-                .negotiated_cipher_suite()
-                .and_then(|s| s.suite().as_str())
-                .unwrap_or_default()
-                .to_string(),
-            mtls: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
-            peer_certificate: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.to_vec()),
-        };
+        let info = handshake_info(tls.get_ref().1, sni, &entry.local);
         Ok((Stream::Server(Box::new(tls)), info))
     }
+}
+
+/// What the handshake on `conn` settled.
+fn handshake_info(
+    conn: &rustls::ServerConnection,
+    sni: Option<String>,
+    local: &Arc<CertNames>,
+) -> TlsInfo {
+    let peer = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|der| PeerCert {
+            names: x509::names(der).unwrap_or_default(),
+            sha256: sha256_hex(der),
+        });
+    TlsInfo {
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "TLSv1.2",
+        },
+        sni,
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map_or("", |s| iana_name(s.suite())),
+        local: Arc::clone(local),
+        peer,
+    }
+}
+
+/// The IANA name of a cipher suite (rustls writes TLS 1.3 ones as
+/// `TLS13_...`; the registry, Envoy and OpenSSL as `TLS_...`).
+fn iana_name(suite: rustls::CipherSuite) -> &'static str {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        S::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        S::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        other => other.as_str().unwrap_or(""),
+    }
+}
+
+/// SHA-256 of `der`, lower-case hex (Envoy's
+/// `connection.sha256_peer_certificate_digest`).
+fn sha256_hex(der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// A configuration with no certificate at all: handshakes fail with an

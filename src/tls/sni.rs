@@ -11,7 +11,7 @@
 //! exists in builds without TLS.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Names to entry indexes.
@@ -61,10 +61,6 @@ impl SniTable {
         let (_, parent) = name.split_once('.')?;
         self.wildcard.get(parent).copied()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
-    }
 }
 
 /// Whether `name` is a valid `snis` item: a host name (letters, digits,
@@ -108,6 +104,13 @@ impl Default for UnknownSniLog {
 }
 
 impl UnknownSniLog {
+    /// The process's log: one for every listener and worker, kept across
+    /// reloads.
+    pub fn process() -> &'static UnknownSniLog {
+        static LOG: OnceLock<UnknownSniLog> = OnceLock::new();
+        LOG.get_or_init(UnknownSniLog::default)
+    }
+
     /// True when `name` was not logged in the last minute (and is now
     /// counted as logged).
     pub fn should_log(&self, name: &str, now: Instant) -> bool {

@@ -31,11 +31,6 @@ impl Stream {
             Stream::Client(s) => s.get_ref().0,
         }
     }
-
-    /// True for TLS.
-    pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
-    }
 }
 
 impl From<TcpStream> for Stream {

@@ -168,6 +168,8 @@ pub struct StreamInfo {
     pub source: Option<std::net::SocketAddr>,
     /// The listener the client reached (`destination.*`).
     pub destination: Option<std::net::SocketAddr>,
+    /// The TLS handshake of an HTTPS client (`connection.*`, `ssl_*`).
+    pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
     /// `request.id`: unique per request.
     pub request_id: String,
     /// `route_name`: the route's id.

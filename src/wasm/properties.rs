@@ -41,7 +41,13 @@
 //! | `source.port` | int | client port |
 //! | `destination.address` | string | listener `ip:port` |
 //! | `destination.port` | int | listener port |
-//! | `connection.mtls` | bool | always false (tinygate does not terminate TLS) |
+//! | `connection.mtls` | bool | the client presented a certificate (and it was verified); false on plain HTTP |
+//! | `connection.tls_version` | string | `TLSv1.2` or `TLSv1.3` (HTTPS listeners only, like every `connection.*` below) |
+//! | `connection.requested_server_name` | string | the SNI the client sent, lower-case |
+//! | `connection.subject_local_certificate`, `connection.subject_peer_certificate` | string | RFC 4514 subject of the certificate served, of the client's |
+//! | `connection.dns_san_local_certificate`, `connection.dns_san_peer_certificate` | string | their first DNS subject alternative name |
+//! | `connection.uri_san_local_certificate`, `connection.uri_san_peer_certificate` | string | their first URI subject alternative name |
+//! | `connection.sha256_peer_certificate_digest` | string | SHA-256 of the client's certificate, lower-case hex |
 //! | `route_name`, `xds.route_name` | string | `StreamInfo::route_name` |
 //!
 //! APISIX/nginx variables (single segment; strings, as nginx variables
@@ -57,12 +63,18 @@
 //! | `host` | `:authority` without its port and trailing dot, lower-cased |
 //! | `request_method`, `scheme`, `server_protocol` | as `request.method`, `request.scheme`, `request.protocol` |
 //! | `http_<name>` | request header `<name>` with `_` read as `-`; repeated headers joined with `, ` (`; ` for `cookie`), as nginx ≥ 1.23 |
+//! | `https` | `on` on an HTTPS listener, empty otherwise |
+//! | `ssl_protocol`, `ssl_server_name` | as `connection.tls_version`, `connection.requested_server_name` |
+//! | `ssl_cipher` | OpenSSL's name of the cipher suite (`ECDHE-RSA-AES128-GCM-SHA256`, `TLS_AES_128_GCM_SHA256`) |
+//! | `ssl_client_verify` | `SUCCESS` when the client presented a certificate, `NONE` otherwise (a certificate that fails fails the handshake) |
+//! | `ssl_client_s_dn`, `ssl_client_i_dn`, `ssl_client_serial` | the client certificate's subject and issuer (RFC 4514) and serial (hex) |
 
 use std::net::SocketAddr;
 
 use super::pairs;
 use super::plugin::PluginSpec;
 use super::Exchange;
+use crate::tls::TlsInfo;
 
 /// The value of property `path`, computed for the plugin `spec` and, during
 /// a stream callback, that stream's `exchange`.
@@ -113,14 +125,47 @@ fn stream_property(name: &str, ex: &Exchange) -> Option<Vec<u8>> {
         "source.port" => int(i64::from(source()?.port())),
         "destination.address" => destination()?.to_string().into_bytes(),
         "destination.port" => int(i64::from(destination()?.port())),
-        "connection.mtls" => vec![0],
+        "connection.mtls" => vec![u8::from(
+            info.tls.as_ref().is_some_and(|t| t.peer.is_some()),
+        )],
+        "https" if info.tls.is_some() => b"on".to_vec(),
+        "https" => Vec::new(),
         "route_name" | "xds.route_name" => non_empty(&info.route_name)?,
         "remote_addr" => ip(source()?),
         "remote_port" => source()?.port().to_string().into_bytes(),
         "server_addr" => ip(destination()?),
         "server_port" => destination()?.port().to_string().into_bytes(),
+        _ if name.starts_with("connection.") || name.starts_with("ssl_") => {
+            tls_property(name, info.tls.as_deref()?)?
+        }
         _ => nginx_http_var(name, ex)?,
     })
+}
+
+/// The `connection.*` and `ssl_*` properties of a TLS client.
+fn tls_property(name: &str, tls: &TlsInfo) -> Option<Vec<u8>> {
+    let peer = || tls.peer.as_ref().map(|p| &p.names);
+    let text = |s: &str| non_empty(s);
+    match name {
+        "connection.tls_version" | "ssl_protocol" => text(tls.version),
+        "connection.requested_server_name" | "ssl_server_name" => text(tls.sni.as_deref()?),
+        "connection.subject_local_certificate" => text(&tls.local.subject),
+        "connection.dns_san_local_certificate" => text(tls.local.dns_san.as_deref()?),
+        "connection.uri_san_local_certificate" => text(tls.local.uri_san.as_deref()?),
+        "connection.subject_peer_certificate" | "ssl_client_s_dn" => text(&peer()?.subject),
+        "ssl_client_i_dn" => text(&peer()?.issuer),
+        "ssl_client_serial" => text(&peer()?.serial),
+        "connection.dns_san_peer_certificate" => text(peer()?.dns_san.as_deref()?),
+        "connection.uri_san_peer_certificate" => text(peer()?.uri_san.as_deref()?),
+        "connection.sha256_peer_certificate_digest" => text(&tls.peer.as_ref()?.sha256),
+        "ssl_cipher" => text(crate::tls::openssl_cipher_name(tls.cipher)),
+        "ssl_client_verify" => text(if tls.peer.is_some() {
+            "SUCCESS"
+        } else {
+            "NONE"
+        }),
+        _ => None,
+    }
 }
 
 /// `http_<name>`: the request header `<name>`, with `_` read as `-`.

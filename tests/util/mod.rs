@@ -57,6 +57,8 @@ pub struct Gate {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     stderr: Arc<Mutex<String>>,
+    /// Every `listening on` line after the first, as printed.
+    more_listeners: Arc<Mutex<Vec<String>>>,
 }
 
 impl Gate {
@@ -606,15 +608,20 @@ impl Gate {
             }
         });
         let stdout = Arc::new(Mutex::new(String::new()));
+        let more_listeners = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let out = BufReader::new(child.stdout.take().unwrap());
         let kept = Arc::clone(&stdout);
+        let more = Arc::clone(&more_listeners);
         std::thread::spawn(move || {
+            let mut first = true;
             for line in out.lines().map_while(Result::ok) {
                 match line.strip_prefix("listening on ") {
-                    Some(addr) => {
+                    Some(addr) if first => {
+                        first = false;
                         let _ = tx.send(addr.trim().to_string());
                     }
+                    Some(addr) => more.lock().unwrap().push(addr.trim().to_string()),
                     None => {
                         let mut s = kept.lock().unwrap();
                         s.push_str(&line);
@@ -643,8 +650,26 @@ impl Gate {
             addr: addr.parse().expect("listening address"),
             dir,
             stderr,
+            more_listeners,
         };
         (gate, stdout)
+    }
+
+    /// The address of the first HTTPS listener (`listening on ADDR
+    /// (https)`, printed with the others, after the plain ones).
+    pub fn https_addr(&self) -> SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.more_listeners.lock().unwrap().clone();
+            if let Some(addr) = lines.iter().find_map(|l| l.strip_suffix(" (https)")) {
+                return addr.parse().expect("an HTTPS listening address");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no HTTPS listener printed; other listeners: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -89,6 +89,7 @@ fn stream() -> Exchange {
         protocol: "HTTP/1.1",
         start_time_ns: 1_700_000_000_123_456_789,
         response_code: None,
+        tls: None,
     };
     ex
 }
@@ -210,6 +211,106 @@ fn every_property_has_its_envoy_encoding() {
         assert_eq!(value, want_value, "{path}");
     }
     assert_eq!(got.len(), want.len());
+}
+
+const TLS_PATHS: &[&str] = &[
+    "connection\0mtls",
+    "connection\0tls_version",
+    "connection\0requested_server_name",
+    "connection\0subject_local_certificate",
+    "connection\0dns_san_local_certificate",
+    "connection\0uri_san_local_certificate",
+    "connection\0subject_peer_certificate",
+    "connection\0dns_san_peer_certificate",
+    "connection\0uri_san_peer_certificate",
+    "connection\0sha256_peer_certificate_digest",
+    "https",
+    "ssl_protocol",
+    "ssl_server_name",
+    "ssl_cipher",
+    "ssl_client_verify",
+    "ssl_client_s_dn",
+    "ssl_client_i_dn",
+    "ssl_client_serial",
+    "ssl_nope",
+];
+
+/// What plugins read about an HTTPS client with a certificate, without
+/// one, and on plain HTTP (Envoy's `connection.*` and nginx's `ssl_*`).
+#[test]
+fn tls_properties_follow_the_handshake() {
+    use crate::tls::{CertNames, PeerCert, TlsInfo};
+    let w = Wat::new();
+    let body = reads(&w, TLS_PATHS);
+    let module = w.module(&format!(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {body} (i32.const 0))"#
+    ));
+    let mut vm = start(&module);
+    let root = vm.configure(1, b"").unwrap();
+    let local = CertNames {
+        subject: "CN=api.example.com".into(),
+        issuer: "CN=ca".into(),
+        serial: "01".into(),
+        dns_san: Some("api.example.com".into()),
+        uri_san: None,
+    };
+    let peer = PeerCert {
+        names: CertNames {
+            subject: "CN=client,O=Example".into(),
+            issuer: "CN=client ca".into(),
+            serial: "0A1B".into(),
+            dns_san: None,
+            uri_san: Some("spiffe://example/client".into()),
+        },
+        sha256: "ab".repeat(32),
+    };
+    let info = |peer: Option<PeerCert>| TlsInfo {
+        version: "TLSv1.2",
+        sni: Some("api.example.com".into()),
+        cipher: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        local: std::sync::Arc::new(local.clone()),
+        peer,
+    };
+    let read = |vm: &mut PluginVm, tls: Option<TlsInfo>| {
+        let ctx = vm.create_http_context(root).unwrap();
+        let mut ex = stream();
+        ex.info.tls = tls.map(std::sync::Arc::new);
+        vm.on_request_headers(ctx, &mut ex, true).unwrap();
+        results(vm, TLS_PATHS)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    let digest = "ab".repeat(32);
+    let with_cert = read(&mut vm, Some(info(Some(peer.clone()))));
+    #[rustfmt::skip]
+    let want = vec![
+        Some(vec![1]), string("TLSv1.2"), string("api.example.com"),
+        string("CN=api.example.com"), string("api.example.com"), None,
+        string("CN=client,O=Example"), None, string("spiffe://example/client"),
+        string(&digest),
+        string("on"), string("TLSv1.2"), string("api.example.com"),
+        string("ECDHE-ECDSA-AES128-GCM-SHA256"), string("SUCCESS"),
+        string("CN=client,O=Example"), string("CN=client ca"), string("0A1B"),
+        None,
+    ];
+    assert_eq!(with_cert, want);
+    let without_cert = read(&mut vm, Some(info(None)));
+    #[rustfmt::skip]
+    let want = vec![
+        Some(vec![0]), string("TLSv1.2"), string("api.example.com"),
+        string("CN=api.example.com"), string("api.example.com"), None,
+        None, None, None, None,
+        string("on"), string("TLSv1.2"), string("api.example.com"),
+        string("ECDHE-ECDSA-AES128-GCM-SHA256"), string("NONE"),
+        None, None, None, None,
+    ];
+    assert_eq!(without_cert, want);
+    let plain = read(&mut vm, None);
+    let mut want = vec![None; TLS_PATHS.len()];
+    want[0] = Some(vec![0]);
+    want[10] = Some(Vec::new());
+    assert_eq!(plain, want);
 }
 
 #[test]

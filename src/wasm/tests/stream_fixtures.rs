@@ -412,6 +412,7 @@ fn properties_probe_sees_envoy_encodings() {
         protocol: "HTTP/1.1",
         start_time_ns: 1_700_000_000_000_000_001,
         response_code: None,
+        tls: None,
     };
     assert_eq!(
         vm.on_request_headers(ctx, &mut ex, true),
