@@ -20,8 +20,9 @@
 # Rows (h) and (i) use `openssl s_time -new -www /` (STIME_CLIENTS clients at
 # once): wrk's `Connection: close` resumes TLS sessions, so it would not
 # measure full handshakes.
-# and prints a table (median over rounds), footprint figures, the plugin
-# micro-benchmark and a check against the targets of issue #6.
+# and prints a table (median over rounds), footprint figures, memory per idle
+# keep-alive connection on (b) and (c) (scripts/idle_connections.py), the
+# plugin micro-benchmark and a check against the targets of issue #6.
 #
 # Everything listens on 127.0.0.1 only, on ports chosen at run time, and
 # everything started is stopped on exit (also on Ctrl-C).
@@ -44,6 +45,9 @@ usage: scripts/bench.sh [options]
   --quick           1 round of 3 s (CI smoke test)
   --bin PATH        measure this tinygate binary instead of building one
                     (to compare two builds back to back)
+  --idle N          memory per idle keep-alive connection: N connections held
+                    open on tinygate (c) and on nginx (b), 3 rounds (1 with
+                    --quick); 0 skips it (default 3000)
   -h, --help        this help
 
 Run time with the defaults: about 13 minutes after the build
@@ -62,6 +66,8 @@ ROWS=abcdefghir
 BASELINE=""
 STIME_CLIENTS=4        # openssl s_time processes at once for rows h and i
 BIN_ARG=
+IDLE_CONNS=3000
+IDLE_ROUNDS=3
 STARTS=20              # start-up time loop: tinygate starts
 MICRO_ITERATIONS=100000
 SAMPLE_INTERVAL=0.2    # seconds between RSS samples under load
@@ -77,8 +83,9 @@ while [[ $# -gt 0 ]]; do
         --threads) need_value "$@"; THREADS=$2; shift 2 ;;
         --rows) need_value "$@"; ROWS=$2; shift 2 ;;
         --baseline) need_value "$@"; BASELINE=$2; shift 2 ;;
-        --quick) ROUNDS=1; DURATION=3; shift ;;
+        --quick) ROUNDS=1; DURATION=3; IDLE_ROUNDS=1; shift ;;
         --bin) need_value "$@"; BIN_ARG=$2; shift 2 ;;
+        --idle) need_value "$@"; IDLE_CONNS=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -88,6 +95,7 @@ for v in ROUNDS DURATION CONNECTIONS THREADS; do
 done
 [[ $ROWS =~ ^[a-ir]+$ ]] || { echo "bench.sh: --rows takes letters from abcdefghir" >&2; exit 2; }
 [[ -z $BASELINE || -x $BASELINE ]] || { echo "bench.sh: --baseline $BASELINE is not an executable" >&2; exit 2; }
+[[ $IDLE_CONNS =~ ^[0-9]+$ ]] || { echo "bench.sh: --idle takes a number of connections" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURE="$ROOT/fixtures/custom_response_header.wasm"
@@ -747,6 +755,42 @@ if [[ $START_MED == nan ]]; then
 else
     say "start to 'listening on':  median $START_MED ms over $STARTS starts (min $START_MIN, max $START_MAX)"
 fi
+# ---------------------------------------------------------------- idle connections
+# Memory per idle keep-alive connection (issue #16): fresh servers, N client
+# connections each after one complete request, held open, then closed;
+# scripts/idle_connections.py measures RSS (nginx: master + workers).
+if [[ $IDLE_CONNS -gt 0 ]]; then
+    say ""
+    say "== idle keep-alive connections: $IDLE_CONNS held open, $IDLE_ROUNDS round(s)"
+    IDLE_PORT=$(free_port)
+    nginx_conf "$TMP/nginx-idle" 2 "    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$IDLE_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            add_header X-Go-Wasm APISIX;
+        }
+    }"
+    start_nginx "$TMP/nginx-idle" "nginx (idle)"
+    wait_http "http://127.0.0.1:$IDLE_PORT/" "$NGINX_PID" "nginx (idle)" "$TMP/nginx-idle/stderr"
+    say "(b) nginx proxy:"
+    python3 "$ROOT/scripts/idle_connections.py" "$NGINX_PID" "127.0.0.1:$IDLE_PORT" "$IDLE_CONNS" "$IDLE_ROUNDS" |
+        sed 's/^/    /'
+    stop "$NGINX_PID"
+    mkdir -p "$TMP/gate-idle"
+    cp "$TMP/gate-c/config.yaml" "$TMP/gate-c/apisix.yaml" "$TMP/gate-idle/"
+    start_gate "$TMP/gate-idle" "tinygate (idle)"
+    say "(c) tinygate, no plugin:"
+    python3 "$ROOT/scripts/idle_connections.py" "$GATE_PID" "$GATE_ADDR" "$IDLE_CONNS" "$IDLE_ROUNDS" |
+        sed 's/^/    /'
+    stop "$GATE_PID"
+fi
+
 say ""
 say "== plugin micro-benchmark: tinygate bench-plugin custom_response_header.wasm '$ARTICLE_CONF' $MICRO_ITERATIONS"
 say "$MICRO_TEXT"

@@ -15,6 +15,8 @@ mod expr;
 mod gateway;
 mod health;
 mod http;
+#[cfg(test)]
+mod layers;
 mod live;
 mod net;
 mod ops;
@@ -222,7 +224,8 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         etcd::spawn(&live, watcher).map_err(|e| vec![e.to_string()])?;
     }
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    serve::spawn_workers(&live, sockets, &stop_rx).map_err(|e| vec![e.to_string()])?;
+    let workers = serve::WorkerThread::maker(&live, &stop_rx);
+    serve::spawn_workers(sockets, workers).map_err(|e| vec![e.to_string()])?;
     let signals = serve::signals::install().map_err(|e| vec![e.to_string()])?;
     let mut stdout = std::io::stdout().lock();
     for (addr, scheme) in &bound {

@@ -167,10 +167,13 @@ impl Pool {
 
     /// Returns a connection whose last exchange completed cleanly; the
     /// sweeper starts watching it.
-    pub fn put(&mut self, dial: &Dial<'_>, conn: Conn<Stream>) {
+    pub fn put(&mut self, dial: &Dial<'_>, mut conn: Conn<Stream>) {
         if conn.buf.has_data() {
             return; // unexpected bytes after a complete response
         }
+        // An idle connection holds no read buffer (it takes one again on
+        // its next read).
+        conn.buf.release();
         let id = self.next_id;
         self.next_id += 1;
         let list = self.idle.entry(dial.key()).or_default();

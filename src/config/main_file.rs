@@ -3,11 +3,11 @@
 //! warning so an existing APISIX file still loads; anything else unknown is
 //! an error.
 
+use super::access_log::{Format, Target};
 use super::tree::{index, join, kind, Obj, Problems};
 use super::{
     parse_yaml, read, ClientLimits, ConfigError, DeclaredPlugin, FailurePolicy, MainConfig,
 };
-use crate::ops::access_log::{Format, Target};
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

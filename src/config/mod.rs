@@ -8,6 +8,7 @@
 //! does not open sockets or compile plugins. Every problem is reported with
 //! its file and key path, and all of them are listed, not only the first.
 
+pub mod access_log;
 mod balancing;
 mod checks;
 mod deployment;
@@ -89,9 +90,9 @@ pub struct MainConfig {
     /// Per-connection limits and timeouts for clients.
     pub limits: ClientLimits,
     /// `tinygate.access_log`: `off` (default), `stdout`, or a file path.
-    pub access_log: crate::ops::access_log::Target,
+    pub access_log: access_log::Target,
     /// `tinygate.access_log_format`: `combined` (default) or `json`.
-    pub access_log_format: crate::ops::access_log::Format,
+    pub access_log_format: access_log::Format,
     /// `tinygate.status_listen`: where to serve Prometheus metrics and
     /// status (off by default; `true` means 127.0.0.1:9091).
     pub status_listen: Option<SocketAddr>,

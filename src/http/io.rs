@@ -7,13 +7,22 @@
 
 use super::parse::Framing;
 use smol::io::{AsyncRead, AsyncReadExt};
+use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 
 /// Largest response head accepted from an upstream.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Bytes read per `read` call when the buffer needs more.
+/// Most bytes read per `read` call while a body streams: a buffer grows
+/// to this on demand.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The storage a buffer starts with: enough for a usual request or
+/// response head, small enough that taking and giving it back per request
+/// costs next to nothing.
+const FIRST_STORAGE: usize = 2 * 1024;
 
 /// Largest chunk-size line or trailer section we read in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -21,11 +30,42 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// A read buffer that outlives single messages on a keep-alive connection.
 /// `buf[start..end]` is unconsumed data; the vector's length is its
 /// capacity, so reading never re-zeroes memory.
+///
+/// The storage comes and goes: a new buffer has none, the first read takes
+/// [`FIRST_STORAGE`] bytes (from the thread's spares when it has some), a
+/// read that fills all the room doubles it for the next one (up to
+/// [`READ_CHUNK`], or what a head needs), and [`ReadBuf::release`] gives it
+/// back once nothing is buffered. So an idle keep-alive connection, or a
+/// pooled one, holds no read buffer at all; [`ReadBuf::fill_idle`] waits
+/// for its next bytes without one.
 #[derive(Debug, Default)]
 pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled all the room: more was probably waiting.
+    filled: bool,
+}
+
+/// Released buffers a thread keeps for its next reads, at most: enough for
+/// a busy worker's connections to take and give back buffers without
+/// calling the allocator (128 KiB), few enough that memory freed after a
+/// burst of connections goes back to it.
+const MAX_SPARES: usize = 64;
+
+thread_local! {
+    /// This thread's released buffers, each [`FIRST_STORAGE`] long.
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Where idle connections of this thread read their first bytes: one
+    /// buffer for all of them, since a read fills it and returns at once.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.start = self.end;
+        self.release();
+    }
 }
 
 /// What reading a head produced.
@@ -40,12 +80,74 @@ pub enum Head {
 }
 
 impl ReadBuf {
+    /// An empty buffer, holding no storage until its first read.
     pub fn new() -> Self {
-        ReadBuf {
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
+        ReadBuf::default()
+    }
+
+    /// Gives the storage back to the thread (for another connection's next
+    /// read) when nothing is buffered; the next read takes some again.
+    pub fn release(&mut self) {
+        if self.has_data() || self.buf.is_empty() {
+            return;
         }
+        let storage = std::mem::take(&mut self.buf);
+        self.start = 0;
+        self.end = 0;
+        self.filled = false;
+        if storage.len() == FIRST_STORAGE {
+            SPARES.with_borrow_mut(|spares| {
+                if spares.len() < MAX_SPARES {
+                    spares.push(storage);
+                }
+            });
+        }
+    }
+
+    /// Storage for a buffer that has none, at least `len` bytes: a spare,
+    /// or fresh memory.
+    fn take_storage(&mut self, len: usize) {
+        debug_assert!(self.buf.is_empty());
+        self.buf = match SPARES.with_borrow_mut(Vec::pop) {
+            Some(spare) if len <= FIRST_STORAGE => spare,
+            Some(spare) => {
+                SPARES.with_borrow_mut(|spares| spares.push(spare));
+                vec![0; len]
+            }
+            None => vec![0; len.max(FIRST_STORAGE)],
+        };
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads the next bytes of a connection whose buffer holds nothing,
+    /// without holding storage while it waits: the read goes to the
+    /// thread's scratch buffer, and only bytes that arrived are copied into
+    /// storage taken then. Returns how many (0 at end of stream).
+    pub async fn fill_idle<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<usize> {
+        if !self.buf.is_empty() {
+            return self.fill(io).await;
+        }
+        std::future::poll_fn(|cx| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.is_empty() {
+                    scratch.resize(READ_CHUNK, 0);
+                }
+                match Pin::new(&mut *io).poll_read(cx, scratch) {
+                    Poll::Ready(Ok(n)) => {
+                        if n > 0 {
+                            self.take_storage(n.next_power_of_two());
+                            self.buf[..n].copy_from_slice(&scratch[..n]);
+                            self.end = n;
+                            self.filled = n == scratch.len();
+                        }
+                        Poll::Ready(Ok(n))
+                    }
+                    other => other,
+                }
+            })
+        })
+        .await
     }
 
     /// The unconsumed bytes.
@@ -69,17 +171,23 @@ impl ReadBuf {
 
     /// Reads more bytes from `io`; returns how many (0 at end of stream).
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> io::Result<usize> {
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                self.buf.resize((self.buf.len() * 2).max(READ_CHUNK), 0);
-            }
+        if self.buf.is_empty() {
+            self.take_storage(FIRST_STORAGE);
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
         }
+        // Full (a head longer than the storage), or emptied after a read
+        // that filled it (a body streaming): more room for the next read.
+        let emptied_after_full = self.filled && self.end == 0 && self.buf.len() < READ_CHUNK;
+        if self.end == self.buf.len() || emptied_after_full {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let room = self.buf.len() - self.end;
         let n = io.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.filled = n == room;
         Ok(n)
     }
 
@@ -519,5 +627,69 @@ mod tests {
     #[test]
     fn bare_lf_head_ends_instead_of_hanging() {
         assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
+    }
+
+    /// A buffer starts small and doubles while reads fill it (a body
+    /// streaming), up to the read size; a head grows it as far as it needs.
+    #[test]
+    fn storage_grows_on_demand() {
+        smol::block_on(async {
+            let body = vec![7u8; 100_000];
+            let mut io = Trickle {
+                data: &body,
+                step: 1 << 20,
+            };
+            let mut buf = ReadBuf::new();
+            let mut sizes = Vec::new();
+            loop {
+                let n = buf.fill(&mut io).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                sizes.push(buf.buf.len());
+                buf.consume(n);
+            }
+            assert_eq!(sizes[..5], [2048, 4096, 8192, 16384, 16384]);
+            let head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(5000));
+            let mut io = Trickle {
+                data: head.as_bytes(),
+                step: 1000,
+            };
+            let mut buf = ReadBuf::new();
+            let got = buf.read_head(&mut io, 64 * 1024).await.unwrap();
+            assert!(
+                matches!(got, Head::Complete(n) if n == head.len()),
+                "{got:?}"
+            );
+        });
+    }
+
+    /// An idle buffer holds no storage: it takes some when bytes arrive
+    /// (through the scratch buffer), gives it back once they are used, and
+    /// the next buffer of the thread reuses it.
+    #[test]
+    fn storage_is_taken_when_bytes_arrive_and_given_back_when_idle() {
+        smol::block_on(async {
+            let mut buf = ReadBuf::new();
+            assert_eq!(buf.buf.capacity(), 0, "a new buffer has no storage");
+            let mut io = Trickle {
+                data: b"GET / HTTP/1.1\r\n\r\nrest",
+                step: 100,
+            };
+            assert_eq!(buf.fill_idle(&mut io).await.unwrap(), 22);
+            assert_eq!(buf.data(), b"GET / HTTP/1.1\r\n\r\nrest");
+            buf.consume(18);
+            buf.release();
+            assert_eq!(buf.data(), b"rest", "buffered bytes keep their storage");
+            buf.consume(4);
+            let storage = buf.buf.as_ptr();
+            buf.release();
+            assert_eq!(buf.buf.capacity(), 0, "released");
+            let mut next = ReadBuf::new();
+            let n = next.fill(&mut &b"x"[..]).await.unwrap();
+            assert_eq!((n, next.buf.as_ptr()), (1, storage), "a spare is reused");
+            assert_eq!(buf.fill_idle(&mut &b""[..]).await.unwrap(), 0);
+            assert_eq!(buf.buf.capacity(), 0, "end of stream takes no storage");
+        });
     }
 }

@@ -14,28 +14,10 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where access log lines go (`tinygate.access_log`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Target {
-    #[default]
-    Off,
-    Stdout,
-    File(PathBuf),
-}
-
-/// The line format (`tinygate.access_log_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// APISIX's default: nginx combined plus host and upstream fields.
-    #[default]
-    Combined,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::config::access_log::{Format, Target};
 
 /// What a finished request looked like.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! Operating the gateway, beside the request path: metrics and the status
-//! listener, the access log, the start-up memory lock, and the built-in
-//! demo upstream.
+//! listener, the access log, the start-up memory lock, giving memory back
+//! after a burst, and the built-in demo upstream.
 //!
 //! Everything here is reached from above (workers count into `metrics`,
 //! the request path fills an access-log `Record`, `main` starts the
@@ -10,5 +10,6 @@
 pub mod access_log;
 pub mod demo;
 pub mod hardening;
+pub mod memory;
 pub mod metrics;
 pub mod status;

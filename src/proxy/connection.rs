@@ -16,6 +16,7 @@ use crate::http::reply::{self, Reply};
 use crate::http::{self, Framing, Head, ReadBuf, RequestHead};
 use crate::net::with_timeout;
 use crate::ops::access_log::Record;
+use crate::ops::memory;
 use crate::tls::TlsInfo;
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -52,6 +53,9 @@ pub(crate) struct Client<C> {
     send_timeout: Duration,
     /// The access log record of the request being served.
     pub(super) record: Record,
+    /// Counts the connection as busy (holding buffers) for `ops::memory`,
+    /// from its first bytes until it has idled for [`IDLE_RELEASE`].
+    busy: Option<memory::Held>,
 }
 
 impl<C> Client<C> {
@@ -120,6 +124,7 @@ where
         tls,
         pinned_route,
     } = conn;
+    let _connection = memory::hold();
     let mut client = Client {
         stream,
         buf: ReadBuf::new(),
@@ -128,6 +133,7 @@ where
         tls,
         send_timeout: worker.gateway().config.main.limits.send_timeout,
         record: Record::default(),
+        busy: None,
     };
     let mut first = true;
     loop {
@@ -154,8 +160,10 @@ where
         };
         start_record(&mut client.record, client.peer, &head);
         let had_body = head.framing != Framing::Empty;
+        // What serving a request needs lives in its own allocation while
+        // it runs, so an idle connection's task is only this loop.
         let keep = serve_request(worker, &gateway, &mut client, transport, head, pinned_route);
-        let keep = keep.await;
+        let keep = Box::pin(keep).await;
         worker.record_request(&gateway, &client.record);
         if !keep {
             if had_body {
@@ -167,6 +175,12 @@ where
         }
     }
 }
+
+/// How long a connection may wait for its next request and keep its
+/// read buffer and log record: a busy keep-alive connection's next request
+/// comes well within it; an idle one gives them back, so that thousands of
+/// idle connections cost only their tasks and sockets.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Waits until the client sends something, reading it into the buffer.
 /// Gives up (false) when the connection idles past its timeout, closes, or
@@ -184,12 +198,18 @@ async fn wait_for_request<C: AsyncRead + AsyncWrite + Unpin>(
     } else {
         limits.keepalive_timeout
     };
-    let filled = with_timeout(idle_limit, client.buf.fill(&mut client.stream));
-    let ready = smol::future::or(async { Some(filled.await) }, async {
-        worker.stopped().await;
-        None
-    });
-    match ready.await {
+    let soon = IDLE_RELEASE.min(idle_limit);
+    let mut waited = wait_for_bytes(worker, client, soon).await;
+    if matches!(&waited, Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut) && soon < idle_limit {
+        client.buf.release();
+        client.record = Record::default();
+        client.busy = None;
+        waited = wait_for_bytes(worker, client, idle_limit - soon).await;
+    }
+    if matches!(waited, Some(Ok(n)) if n > 0) {
+        client.busy.get_or_insert_with(memory::hold);
+    }
+    match waited {
         Some(Ok(n)) => n > 0,
         Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut && first => {
             log::debug!("{}: 408: nothing received in time", client.peer);
@@ -199,6 +219,21 @@ async fn wait_for_request<C: AsyncRead + AsyncWrite + Unpin>(
         }
         _ => false,
     }
+}
+
+/// The next bytes from the client within `limit` (`TimedOut` after it);
+/// `None` once the process drains.
+async fn wait_for_bytes<C: AsyncRead + AsyncWrite + Unpin>(
+    worker: &Worker,
+    client: &mut Client<C>,
+    limit: Duration,
+) -> Option<io::Result<usize>> {
+    let filled = with_timeout(limit, client.buf.fill_idle(&mut client.stream));
+    smol::future::or(async { Some(filled.await) }, async {
+        worker.stopped().await;
+        None
+    })
+    .await
 }
 
 /// Reads and parses the next request head.

@@ -182,34 +182,15 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: Transport,
 {
-    let attempts = 1 + upstream
-        .retries
-        .unwrap_or(upstream.nodes.len().saturating_sub(1) as u32) as usize;
-    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
     let key = upstream
         .hash_key
         .as_ref()
         .map(|hash| request_key(hash, &request_vars(req, client)));
-    let mut tried: Vec<usize> = Vec::with_capacity(attempts);
-    let mut last_error = String::from("no upstream node has a positive weight");
-    let mut timed_out = false;
+    let mut tries = Tries::new(upstream);
     let mut body = body.for_node(&req.head, &req.ex);
     let replayable = body.can_resend(&req.head) && is_idempotent(&req.head.method);
-    for _ in 0..attempts {
-        if !tried.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
-            // APISIX answers 502 when `retry_timeout` has passed.
-            last_error = format!(
-                "retry_timeout passed after {} tries; {last_error}",
-                tried.len()
-            );
-            timed_out = false;
-            break;
-        }
-        let Some(picked) = upstream.balancer.pick(key.as_deref(), &tried) else {
-            break;
-        };
+    while let Some(picked) = tries.next(key.as_deref()) {
         let index = picked.index;
-        tried.push(index);
         let to = Destination {
             upstream,
             node: &upstream.nodes[index],
@@ -221,47 +202,115 @@ where
             Ok(attempted) => attempted,
             Err(e) => {
                 report(upstream, index, &Attempt::ConnectFailed(&e));
-                timed_out = e.kind() == io::ErrorKind::TimedOut;
-                last_error = format!("connect to {} failed: {e}", to.node.addr);
-                log::debug!("upstream {:?}: {last_error}", upstream.id);
+                let timed_out = e.kind() == io::ErrorKind::TimedOut;
+                tries.failed(
+                    format!("connect to {} failed: {e}", to.node.addr),
+                    timed_out,
+                );
                 continue;
             }
         };
-        match result {
+        let stage = match result {
             Ok(response) => {
                 report(upstream, index, &Attempt::Answered(response.status));
+                let node = to.node;
                 return Ok(Answered {
                     conn,
-                    node: to.node,
+                    node,
                     picked,
                     target,
                     response,
                 });
             }
-            Err(stage) => {
-                report(upstream, index, &Attempt::Failed(&stage));
-                // Nothing of an answer came: another node may give one.
-                if replayable && stage.node_went_away() && !conn.buf.has_data() {
-                    timed_out = stage
-                        .node_error()
-                        .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
-                    last_error = format!("upstream {}: {}", to.node.addr, stage.name());
-                    log::debug!(
-                        "upstream {:?}: {last_error}; trying the next node",
-                        upstream.id
-                    );
-                    continue;
-                }
-                return Err(failure(stage, to.node.addr));
-            }
+            Err(stage) => stage,
+        };
+        report(upstream, index, &Attempt::Failed(&stage));
+        // Nothing of an answer came: another node may give one.
+        if !(replayable && stage.node_went_away() && !conn.buf.has_data()) {
+            return Err(failure(stage, to.node.addr));
+        }
+        let timed_out = stage
+            .node_error()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
+        tries.failed(
+            format!("upstream {}: {}", to.node.addr, stage.name()),
+            timed_out,
+        );
+    }
+    Err(tries.refusal())
+}
+
+/// The attempts at an upstream's nodes so far: which were tried, and why
+/// the last one failed.
+struct Tries<'u> {
+    upstream: &'u Upstream,
+    /// One, plus `retries` (every other node by default).
+    attempts: usize,
+    /// `retry_timeout`: no new attempt starts after it.
+    deadline: Option<Instant>,
+    tried: Vec<usize>,
+    last_error: String,
+    timed_out: bool,
+}
+
+impl<'u> Tries<'u> {
+    fn new(upstream: &'u Upstream) -> Tries<'u> {
+        let attempts = 1 + upstream
+            .retries
+            .unwrap_or(upstream.nodes.len().saturating_sub(1) as u32)
+            as usize;
+        Tries {
+            upstream,
+            attempts,
+            deadline: upstream.retry_timeout.map(|t| Instant::now() + t),
+            tried: Vec::with_capacity(attempts),
+            last_error: String::from("no upstream node has a positive weight"),
+            timed_out: false,
         }
     }
-    let reply = if timed_out {
-        reply::gateway_timeout()
-    } else {
-        reply::bad_gateway()
-    };
-    Err(EarlyEnd::Refuse(reply, last_error))
+
+    /// The next node to try, through the balancer (with the request's
+    /// hash `key`): none once the attempts are spent, `retry_timeout` has
+    /// passed, or no untried node is left.
+    fn next(&mut self, key: Option<&[u8]>) -> Option<Picked<'u>> {
+        if self.tried.len() >= self.attempts {
+            return None;
+        }
+        if !self.tried.is_empty() && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            // APISIX answers 502 when `retry_timeout` has passed.
+            let tries = self.tried.len();
+            self.last_error = format!(
+                "retry_timeout passed after {tries} tries; {}",
+                self.last_error
+            );
+            self.timed_out = false;
+            return None;
+        }
+        let picked = self.upstream.balancer.pick(key, &self.tried)?;
+        self.tried.push(picked.index);
+        Some(picked)
+    }
+
+    /// The attempt just made failed, as `why` says.
+    fn failed(&mut self, why: String, timed_out: bool) {
+        log::debug!(
+            "upstream {:?}: {why}; trying the next node",
+            self.upstream.id
+        );
+        self.last_error = why;
+        self.timed_out = timed_out;
+    }
+
+    /// The answer when no node answered: 504 if the last one timed out,
+    /// 502 otherwise.
+    fn refusal(self) -> EarlyEnd {
+        let reply = if self.timed_out {
+            reply::gateway_timeout()
+        } else {
+            reply::bad_gateway()
+        };
+        EarlyEnd::Refuse(reply, self.last_error)
+    }
 }
 
 /// The request's variables (a `chash` key's source): the head as the

@@ -194,52 +194,11 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + Unpin,
 {
-    let promised = match framing {
-        Framing::Length(n) if req.ex.response_headers.contains(b"content-length") => Some(n),
-        _ => None,
-    };
-    let mut relay = PluginRelay {
-        status,
-        upstream: framing,
-        promised,
-        head_sent: false,
-        chunked: false,
-        keep: false,
-        written: 0,
-        out: Vec::with_capacity(1024),
-    };
-    if let Some(n) = promised {
-        relay.send_head(req, Framing::Length(n));
-    }
+    let mut relay = PluginRelay::start(req, framing, status);
     let mut reader = BodyReader::new(framing);
     let mut from = 0;
     loop {
-        if !relay.out.is_empty() && !reader.has_buffered(&node.buf) {
-            client.send(&relay.out).await?;
-            relay.out.clear();
-        }
-        let read = next_piece(
-            &mut reader,
-            &mut node.buf,
-            &mut node.stream,
-            req.route.timeout.read,
-        );
-        let n = match read.await {
-            Ok(n) => n,
-            Err(e) => return Err(relay.node_failed(req, client, e).await),
-        };
-        req.ex
-            .response_body
-            .extend_from_slice(&node.buf.data()[..n]);
-        node.buf.consume(n);
-        // A Content-Length body ends with its last piece: say so in the
-        // same call instead of one more call with nothing.
-        let end_of_stream = n == 0 || reader.is_done();
-        if req.ex.response_body.len() > req.limits.max_buffered_body {
-            return Err(relay
-                .refuse(req, client, "buffered response body over the limit")
-                .await);
-        }
+        let end_of_stream = relay.next_piece(req, client, node, &mut reader).await?;
         match req
             .chain
             .on_response_body(&mut req.ex, end_of_stream, from)
@@ -268,6 +227,69 @@ where
 }
 
 impl PluginRelay {
+    /// A relay of a body in `framing` with `status`; the head goes out at
+    /// once when the plugins kept the node's `content-length`.
+    fn start(req: &mut Request<'_>, framing: Framing, status: u16) -> PluginRelay {
+        let promised = match framing {
+            Framing::Length(n) if req.ex.response_headers.contains(b"content-length") => Some(n),
+            _ => None,
+        };
+        let mut relay = PluginRelay {
+            status,
+            upstream: framing,
+            promised,
+            head_sent: false,
+            chunked: false,
+            keep: false,
+            written: 0,
+            out: Vec::with_capacity(1024),
+        };
+        if let Some(n) = promised {
+            relay.send_head(req, Framing::Length(n));
+        }
+        relay
+    }
+
+    /// Sends what is gathered when the node has nothing more buffered,
+    /// then reads the next piece of body into `ex.response_body`; returns
+    /// whether the body ended with it.
+    ///
+    /// # Errors
+    /// The node failed or was too slow, or the plugins held more than
+    /// `max_buffered_body` (the client got a reply if the head was held).
+    async fn next_piece<C, S>(
+        &mut self,
+        req: &mut Request<'_>,
+        client: &mut Client<C>,
+        node: &mut Conn<S>,
+        reader: &mut BodyReader,
+    ) -> io::Result<bool>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + Unpin,
+    {
+        if !self.out.is_empty() && !reader.has_buffered(&node.buf) {
+            client.send(&self.out).await?;
+            self.out.clear();
+        }
+        let timeout = req.route.timeout.read;
+        let n = match next_piece(reader, &mut node.buf, &mut node.stream, timeout).await {
+            Ok(n) => n,
+            Err(e) => return Err(self.node_failed(req, client, e).await),
+        };
+        req.ex
+            .response_body
+            .extend_from_slice(&node.buf.data()[..n]);
+        node.buf.consume(n);
+        if req.ex.response_body.len() > req.limits.max_buffered_body {
+            let why = "buffered response body over the limit";
+            return Err(self.refuse(req, client, why).await);
+        }
+        // A Content-Length body ends with its last piece: say so in the
+        // same call instead of one more call with nothing.
+        Ok(n == 0 || reader.is_done())
+    }
+
     /// Writes the head for the client, with the body in `to_client`.
     fn send_head(&mut self, req: &mut Request<'_>, to_client: Framing) {
         self.chunked = to_client == Framing::Chunked && req.head.version == Version::Http11;
