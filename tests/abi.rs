@@ -203,10 +203,10 @@ fn issue_14_http_call_with_timeout_0_waits_for_the_answer() {
 #[test]
 fn failed_callout_reports_zero_headers() {
     let up = Upstream::named("app");
+    let auth = ClosedPort::reserve();
     let routes = format!(
         "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    plugins:\n      auth:\n        conf: '{{\"upstream\": \"{}\", \"timeout_ms\": 300}}'\n#END\n",
-        up.addr,
-        dead_port()
+        up.addr, auth.addr
     );
     let gate = Gate::start(&config_yaml(&[("auth", 1, "auth_callout")], ""), &routes);
     let r = gate.get("/");
@@ -272,14 +272,14 @@ fn queue_producer_and_consumer() {
 #[test]
 fn plugin_metrics_are_exported_on_the_status_listener() {
     let up = Upstream::named("u");
-    let status = dead_port();
     let gate = Gate::start(
         &config_yaml(
             &[("probe", 1, "metrics_probe")],
-            &format!("  status_listen: \"{status}\"\n"),
+            "  status_listen: \"127.0.0.1:0\"\n",
         ),
         &route_with("probe", "{}", &up),
     );
+    let status = gate.status_addr();
     for _ in 0..3 {
         assert_eq!(gate.get("/abc").status, 200);
     }

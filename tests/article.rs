@@ -43,7 +43,10 @@ fn custom_response_header_plugin_adds_x_go_wasm() {
 #[test]
 fn shipped_conf_serves_the_article_scenario() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let demo = dead_port(); // a currently free port for the demo upstream
+    // The routes file must name the demo upstream's address before
+    // tinygate starts, so the test picks it (held until tinygate binds it).
+    let demo_port = PortForServer::reserve();
+    let demo = demo_port.addr;
     let dir = temp_dir();
     let config = read(&std::path::Path::new(root).join("conf/config.yaml"))
         .replace("port: 9080", "port: 0")

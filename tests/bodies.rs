@@ -1,7 +1,6 @@
 use crate::util::*;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -214,13 +213,13 @@ fn a_plugin_holding_a_request_body_past_the_buffer_limit_gets_413() {
 /// fresh upstream connection.
 #[test]
 fn a_plugin_failing_at_the_end_of_a_spilled_body_fails_only_that_request() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
+    // What the first connection got, sent once tinygate has closed it.
+    let (first_connection, seen) = std::sync::mpsc::channel();
     let up = Scripted::start(move |mut conn| {
         if conn.index == 0 {
             let mut bytes = Vec::new();
             let _ = conn.stream.read_to_end(&mut bytes);
-            log.lock().unwrap().push(bytes);
+            let _ = first_connection.send(bytes);
         } else if conn.read_request().is_some() {
             conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         }
@@ -249,8 +248,10 @@ fn a_plugin_failing_at_the_end_of_a_spilled_body_fails_only_that_request() {
         2,
         "the broken upstream connection was reused"
     );
-    let seen = seen.lock().unwrap();
-    let sent = &seen[0];
+    let sent = seen
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the first upstream connection was never closed");
+    let sent = &sent[..];
     let head_end = find(sent, b"\r\n\r\n").expect("the node got the head") + 4;
     assert!(sent.starts_with(b"POST /big HTTP/1.1\r\n"));
     let got = &sent[head_end..];

@@ -24,6 +24,8 @@ pub(crate) struct Etcd {
     child: Option<Child>,
     pub(crate) client: SocketAddr,
     peer: SocketAddr,
+    /// The client and peer ports, held for every launch.
+    _ports: [PortForServer; 2],
     pub(crate) dir: PathBuf,
     /// More command-line flags (`etcd_tls.rs`: `--auth-token-ttl`).
     args: Vec<String>,
@@ -48,10 +50,12 @@ impl Etcd {
             "the etcd tests need the `etcd` binary (Debian's etcd-server package); \
              .ci/run installs it: apt-get install -y etcd-server"
         );
+        let ports = [PortForServer::reserve(), PortForServer::reserve()];
         let mut etcd = Etcd {
             child: None,
-            client: free_port(),
-            peer: free_port(),
+            client: ports[0].addr,
+            peer: ports[1].addr,
+            _ports: ports,
             dir: temp_dir(),
             args: args.iter().map(|a| a.to_string()).collect(),
         };
@@ -147,14 +151,6 @@ fn revision(answer: &Value) -> i64 {
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("header.revision")
-}
-
-/// A loopback port that was free a moment ago.
-pub(crate) fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// One POST with a JSON body to etcd's gateway: (status, JSON answer).
@@ -499,7 +495,8 @@ fn a_lost_endpoint_fails_over_to_the_next_one() {
     let etcd = Etcd::start();
     let a = Upstream::named("a");
     let (first, second) = (Relay::start(etcd.client), Relay::start(etcd.client));
-    let dead = format!("http://{}", dead_port());
+    let closed = ClosedPort::reserve();
+    let dead = format!("http://{}", closed.addr);
     let gate = start_gate(&etcd_config(&[dead, first.url(), second.url()], ""));
     assert!(gate.wait_for_log(&format!("on {}", first.url())));
 
@@ -517,7 +514,8 @@ fn a_lost_endpoint_fails_over_to_the_next_one() {
 
 #[test]
 fn etcd_unreachable_at_start_is_a_clear_error() {
-    let dead = format!("http://{}", dead_port());
+    let closed = ClosedPort::reserve();
+    let dead = format!("http://{}", closed.addr);
     let dir = temp_dir();
     let config = dir.join("config.yaml");
     std::fs::write(

@@ -5,7 +5,7 @@
 //! (rcgen); etcd is Debian's, on loopback ports.
 
 use crate::certs::{client_config, tls_exchange, Ca, Leaf};
-use crate::etcd::{free_port, from, post, until_all, Etcd};
+use crate::etcd::{from, post, until_all, Etcd};
 use crate::util::*;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 struct SecureEtcd {
     child: Child,
     client: SocketAddr,
+    /// The client and peer ports, held while etcd runs.
+    _ports: [PortForServer; 2],
     dir: PathBuf,
 }
 
@@ -26,7 +28,8 @@ impl SecureEtcd {
         let dir = temp_dir();
         let ca_file = ca.write(&dir, "etcd-ca.pem");
         let (cert, key) = server.write(&dir, "etcd-server");
-        let (client_addr, peer) = (free_port(), free_port());
+        let ports = [PortForServer::reserve(), PortForServer::reserve()];
+        let (client_addr, peer) = (ports[0].addr, ports[1].addr);
         let url = format!("https://{client_addr}");
         let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
         let child = Command::new("etcd")
@@ -55,6 +58,7 @@ impl SecureEtcd {
         let etcd = SecureEtcd {
             child,
             client: client_addr,
+            _ports: ports,
             dir,
         };
         let config = client_config(ca, Some(client));

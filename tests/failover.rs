@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// again on the same port.
 struct Node {
     addr: SocketAddr,
+    /// The node's port, held across kill and restart so that no other
+    /// test's socket takes it in between.
+    port: Arc<PortForServer>,
     name: String,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -23,12 +26,16 @@ struct Node {
 }
 
 impl Node {
-    /// Listens on `addr` (port 0 for a free one) and answers every
-    /// request with `200` and body `name`.
-    fn start(addr: SocketAddr, name: &str) -> Node {
+    /// Listens on a port of its own and answers every request with `200`
+    /// and body `name`.
+    fn start(name: &str) -> Node {
+        Node::listen(Arc::new(PortForServer::reserve()), name)
+    }
+
+    fn listen(port: Arc<PortForServer>, name: &str) -> Node {
+        let addr = port.addr;
         let listener = TcpListener::bind(addr).expect("bind node");
         listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(AtomicUsize::new(0));
@@ -53,6 +60,7 @@ impl Node {
         };
         Node {
             addr,
+            port,
             name: name.to_string(),
             stop,
             conns,
@@ -86,7 +94,7 @@ impl Node {
 
     /// A new process on the same port.
     fn restart(&mut self) {
-        *self = Node::start(self.addr, &self.name.clone());
+        *self = Node::listen(Arc::clone(&self.port), &self.name.clone());
     }
 
     fn served(&self) -> usize {
@@ -212,10 +220,7 @@ fn load(gate: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<JoinHand
 /// README (`cargo test --release --test tests failover::load -- --nocapture`).
 #[test]
 fn load_with_a_node_killed_and_restarted_loses_no_request() {
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Node::start("127.0.0.1:0".parse().unwrap(), n))
-        .collect();
+    let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| Node::start(n)).collect();
     let routes = format!(
         "routes:\n  - uri: /*\n    upstream:\n      nodes:\n        \"{}\": 1\n        \"{}\": 1\n        \"{}\": 1\n      checks:\n        active:\n          type: tcp\n          healthy: {{interval: 1, successes: 1}}\n          unhealthy: {{interval: 1, tcp_failures: 1}}\n#END\n",
         nodes[0].addr, nodes[1].addr, nodes[2].addr
@@ -433,7 +438,7 @@ fn close_wait_to(port: u16) -> usize {
 /// leaving them in `CLOSE-WAIT` until the next request to that node.
 #[test]
 fn idle_connections_a_node_closes_do_not_linger_in_close_wait() {
-    let node = Node::start("127.0.0.1:0".parse().unwrap(), "n");
+    let node = Node::start("n");
     let routes = format!(
         "routes:\n  - {{uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
         node.addr

@@ -56,21 +56,6 @@ fn config_with_status(extra: &str) -> String {
     config_yaml(&[], &format!("  status_listen: \"127.0.0.1:0\"\n{extra}"))
 }
 
-/// The status listener's address, from the start-up log.
-fn status_addr(gate: &Gate) -> SocketAddr {
-    assert!(gate.wait_for_log("status and metrics on http://"));
-    let log = gate.log();
-    let rest = log
-        .split("status and metrics on http://")
-        .nth(1)
-        .expect("status line");
-    rest.split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("status address")
-}
-
 /// `GET path` on the status listener: (status, body).
 fn status_get(status: SocketAddr, path: &str) -> (u16, String) {
     let r = send(
@@ -149,7 +134,7 @@ fn an_active_check_takes_a_failing_node_out_and_brings_it_back() {
         a.addr, b.addr
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     for _ in 0..10 {
         assert_eq!(gate.get("/").status, 200);
     }
@@ -221,7 +206,7 @@ fn when_every_node_fails_its_check_every_node_still_serves() {
         a.addr, b.addr
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     for up in [&a, &b] {
         wait_for_state(status, "/upstreams/pair", up.addr, "unhealthy");
     }
@@ -249,7 +234,7 @@ fn a_lower_priority_node_serves_only_when_the_higher_one_cannot() {
         backup.addr.port()
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     for _ in 0..20 {
         assert_eq!(gate.get("/").text(), "main");
     }
@@ -268,10 +253,10 @@ fn a_lower_priority_node_serves_only_when_the_higher_one_cannot() {
 
     // Without checks: the higher node failing for this request (nothing
     // listens) moves the request to the lower one.
-    let dead = dead_port();
+    let dead = ClosedPort::reserve();
     let routes = format!(
         "routes:\n  - {{uri: /*, upstream: {{nodes: [{{host: 127.0.0.1, port: {}, weight: 1}}, {{host: 127.0.0.1, port: {}, weight: 1, priority: -5}}]}}}}\n#END\n",
-        dead.port(),
+        dead.addr.port(),
         backup.addr.port()
     );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
@@ -285,9 +270,10 @@ fn a_lower_priority_node_serves_only_when_the_higher_one_cannot() {
 #[test]
 fn retries_reach_the_light_node_when_the_heavy_one_is_dead() {
     let light = Upstream::named("light");
+    let heavy = ClosedPort::reserve();
     let routes = format!(
         "routes:\n  - uri: /*\n    upstream:\n      nodes:\n        \"{}\": 100\n        \"{}\": 1\n#END\n",
-        dead_port(),
+        heavy.addr,
         light.addr
     );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
@@ -302,14 +288,15 @@ fn retries_reach_the_light_node_when_the_heavy_one_is_dead() {
 /// on its port again (a node killed and restarted).
 #[test]
 fn a_tcp_check_follows_a_node_that_dies_and_comes_back() {
-    let spare = dead_port();
+    let node = ClosedPort::reserve();
+    let spare = node.addr;
     let other = Upstream::named("other");
     let routes = format!(
         "routes:\n  - id: r7\n    uri: /*\n    upstream:\n      nodes:\n        \"{spare}\": 1\n        \"{}\": 1\n      checks:\n        active:\n          type: tcp\n          healthy: {{interval: 1, successes: 1}}\n          unhealthy: {{interval: 1, tcp_failures: 2}}\n#END\n",
         other.addr
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     let out = wait_for_state(status, "/routes/r7", spare, "unhealthy");
     assert_eq!(out["counter"]["tcp_failure"], 2, "{out}");
     let (_, body) = status_get(status, "/v1/healthcheck/routes/r7");
@@ -320,7 +307,7 @@ fn a_tcp_check_follows_a_node_that_dies_and_comes_back() {
         assert_eq!(gate.get("/").text(), "other");
     }
     // The node comes back on its port.
-    let listener = std::net::TcpListener::bind(spare).expect("the spare port is free again");
+    let listener = node.listen();
     let back = wait_for_state(status, "/routes/r7", spare, "healthy");
     assert_eq!(back["counter"]["success"], 1, "{back}");
     drop(listener);
@@ -335,7 +322,7 @@ fn the_control_api_answers_like_apisix() {
         a.addr
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     let (code, body) = status_get(status, "/v1/healthcheck/upstreams/checked");
     assert_eq!(code, 200, "{body}");
     let one: Value = serde_json::from_str(&body).unwrap();
@@ -400,7 +387,7 @@ fn a_reload_keeps_the_state_of_nodes_still_configured() {
         )
     };
     let gate = Gate::start(&config_with_status(""), &routes("/*"));
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     wait_for_state(status, "/upstreams/pair", a.addr, "unhealthy");
     std::fs::write(gate.dir.join("apisix.yaml"), routes("/v2/*")).unwrap();
     assert!(gate.wait_for_log("reloaded"), "{}", gate.log());
@@ -489,7 +476,7 @@ fn a_passive_check_stops_traffic_to_a_node_answering_500() {
         bad.addr, good.addr
     );
     let gate = Gate::start(&config_with_status(""), &routes);
-    let status = status_addr(&gate);
+    let status = gate.status_addr();
     let mut failures = 0;
     for _ in 0..30 {
         match gate.get("/").status {

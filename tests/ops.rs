@@ -609,10 +609,10 @@ fn access_log_combined_line_has_route_upstream_and_status() {
 #[test]
 fn access_log_json_lines_parse() {
     let up = Upstream::named("u");
-    let dead = dead_port();
+    let dead = ClosedPort::reserve();
     let routes = format!(
-        "routes:\n  - {{id: live, uri: /live, upstream: {{nodes: {{\"{}\": 1}}}}}}\n  - {{id: dead, uri: /dead, upstream: {{nodes: {{\"{dead}\": 1}}}}}}\n#END\n",
-        up.addr
+        "routes:\n  - {{id: live, uri: /live, upstream: {{nodes: {{\"{}\": 1}}}}}}\n  - {{id: dead, uri: /dead, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
+        up.addr, dead.addr
     );
     let gate = Gate::start(
         &config_yaml(&[], "  access_log: access.log\n  access_log_format: json\n"),

@@ -100,18 +100,10 @@ fn numbered_routes(order: impl Iterator<Item = usize>, up: &Upstream) -> String 
     s
 }
 
-/// The status listener's address, from the start-up log.
-fn status_addr(gate: &Gate) -> std::net::SocketAddr {
-    assert!(gate.wait_for_log("status and metrics on http://"));
-    let log = gate.log();
-    let at = log.split("status and metrics on http://").nth(1).unwrap();
-    at.split('/').next().unwrap().parse().unwrap()
-}
-
 /// The scrape, once every request sent so far is counted (a request is
 /// counted just after its response is written).
 fn scrape_counting(gate: &Gate, requests: usize) -> String {
-    let addr = status_addr(gate);
+    let addr = gate.status_addr();
     let want = format!("apisix_http_requests_total {requests}\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -189,7 +181,7 @@ fn a_scrape_is_streamed_chunked_or_to_the_close() {
     let full = scrape_counting(&gate, 50);
     assert!(full.contains(series), "{full}");
 
-    let mut c = Client::connect(status_addr(&gate));
+    let mut c = Client::connect(gate.status_addr());
     c.write(b"HEAD /apisix/prometheus/metrics HTTP/1.1\r\nHost: s\r\n\r\n");
     let head = c.read_response(true);
     assert_eq!(head.status, 200);
@@ -199,7 +191,7 @@ fn a_scrape_is_streamed_chunked_or_to_the_close() {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert!(r.text().contains(series), "{}", r.text());
 
-    let mut old = Client::connect(status_addr(&gate));
+    let mut old = Client::connect(gate.status_addr());
     old.write(b"GET /apisix/prometheus/metrics HTTP/1.0\r\n\r\n");
     let raw = old
         .read_to_close(std::time::Duration::from_secs(10))

@@ -629,14 +629,7 @@ fn https_health_checks_verify_the_node_and_send_sni() {
     std::fs::write(dir.join("config.yaml"), config).unwrap();
     std::fs::write(dir.join("apisix.yaml"), routes).unwrap();
     let gate = Gate::start_in(dir);
-    assert!(gate.wait_for_log("status and metrics on http://"));
-    let log = gate.log();
-    let status: std::net::SocketAddr = log
-        .split("status and metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .expect("the status listener's address");
+    let status = gate.status_addr();
     let state = |port: u16| -> String {
         let r = send(status, b"GET /v1/healthcheck/upstreams/checked HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
         let checker: serde_json::Value = serde_json::from_str(&r.text()).expect("JSON");

@@ -28,10 +28,10 @@ fn weights_three_to_one_give_exactly_300_and_100_interleaved() {
 #[test]
 fn retries_skip_a_dead_node() {
     let live = Upstream::named("live");
-    let dead = dead_port();
+    let dead = ClosedPort::reserve();
     let routes = format!(
-        "routes:\n  - uri: /*\n    upstream:\n      retries: 1\n      nodes:\n        \"{dead}\": 1\n        \"{}\": 1\n#END\n",
-        live.addr
+        "routes:\n  - uri: /*\n    upstream:\n      retries: 1\n      nodes:\n        \"{}\": 1\n        \"{}\": 1\n#END\n",
+        dead.addr, live.addr
     );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     for _ in 0..10 {
@@ -43,9 +43,10 @@ fn retries_skip_a_dead_node() {
 
 #[test]
 fn nothing_listening_is_502_with_a_log_line() {
+    let dead = ClosedPort::reserve();
     let routes = format!(
         "routes:\n  - {{id: gone, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
-        dead_port()
+        dead.addr
     );
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let mut c = Client::connect(gate.addr);

@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,7 +57,7 @@ pub struct Gate {
     child: Child,
     pub addr: SocketAddr,
     pub dir: PathBuf,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<StderrLog>>,
     /// Every `listening on` line after the first, as printed.
     more_listeners: Arc<Mutex<Vec<String>>>,
 }
@@ -75,9 +76,12 @@ impl Gate {
         Gate::start_in_capturing_stdout(dir).0
     }
 
-    /// Everything tinygate logged so far.
+    /// Everything tinygate logged so far: every line it wrote before this
+    /// call, including those of the request whose response the test just
+    /// read (see [`StderrLog`]). Lines it writes after a response (the
+    /// access log) need [`Gate::wait_for_log`].
     pub fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.lock().unwrap().text()
     }
 
     /// Waits (bounded) until the log contains `needle`.
@@ -105,6 +109,23 @@ impl Gate {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The status listener's address (`status_listen`, e.g. port 0), from
+    /// the start-up log.
+    pub fn status_addr(&self) -> SocketAddr {
+        let line = "status and metrics on http://";
+        assert!(
+            self.wait_for_log(line),
+            "no status listener: {}",
+            self.log()
+        );
+        let log = self.log();
+        let rest = log.split(line).nth(1).expect("the status line");
+        rest.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("the status listener's address")
+    }
 }
 
 impl Drop for Gate {
@@ -112,6 +133,69 @@ impl Drop for Gate {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// tinygate's stderr as far as the test has read it.
+///
+/// Reading happens under the lock, both on a thread (so that the pipe never
+/// fills and blocks tinygate) and in [`StderrLog::text`], which first takes
+/// whatever the pipe holds: a line tinygate wrote before it sent a response
+/// is in the log a test reads after that response, and after tinygate has
+/// exited the log is whole.
+pub struct StderrLog {
+    pipe: std::process::ChildStderr,
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl StderrLog {
+    /// Follows `pipe` (set non-blocking) on a thread of its own.
+    fn follow(pipe: std::process::ChildStderr) -> Arc<Mutex<StderrLog>> {
+        rustix::io::ioctl_fionbio(&pipe, true).expect("a non-blocking stderr pipe");
+        let readable = std::os::fd::AsFd::as_fd(&pipe)
+            .try_clone_to_owned()
+            .expect("dup the stderr pipe");
+        let log = Arc::new(Mutex::new(StderrLog {
+            pipe,
+            bytes: Vec::new(),
+            closed: false,
+        }));
+        let follower = Arc::clone(&log);
+        std::thread::spawn(move || loop {
+            use rustix::event::{poll, PollFd, PollFlags};
+            let mut fds = [PollFd::new(&readable, PollFlags::IN)];
+            match poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => panic!("poll tinygate's stderr: {e}"),
+            }
+            let mut log = follower.lock().unwrap();
+            log.drain();
+            if log.closed {
+                return;
+            }
+        });
+        log
+    }
+
+    /// Appends what the pipe holds now, without waiting.
+    fn drain(&mut self) {
+        let mut chunk = [0u8; 16384];
+        while !self.closed {
+            match self.pipe.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Everything read so far, after reading what the pipe holds.
+    fn text(&mut self) -> String {
+        self.drain();
+        String::from_utf8_lossy(&self.bytes).into_owned()
     }
 }
 
@@ -177,22 +261,35 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
     c.read_response(raw.starts_with(b"HEAD "))
 }
 
+/// How long a [`Client`] waits for bytes before it gives up on a
+/// response, unless a test that waits on purpose asks for longer.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A keep-alive client connection.
 pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
+    read_timeout: Duration,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).unwrap();
         Client {
             stream,
             buf: Vec::new(),
+            read_timeout: CLIENT_READ_TIMEOUT,
         }
+    }
+
+    /// Waits up to `timeout` for each read instead: longer than any bound
+    /// on the server's side that the test checks, so that a slow answer
+    /// fails the test's assertion (with the time it took), not a read.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Client {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self.read_timeout = timeout;
+        self
     }
 
     /// The client's own port (the proxy sees it as `source.port`).
@@ -545,10 +642,85 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Received> {
     })
 }
 
-/// A loopback port with nothing listening on it.
-pub fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+// ---- Loopback ports a test holds for as long as it needs them ----
+//
+// A port is only ever named by a socket the test keeps bound, never by one
+// it let go of: a dropped listener's port is free again at once, and a test
+// running beside this one (cargo runs them in parallel) may bind it and
+// answer where this test expects nothing.
+
+/// A loopback port where nothing listens for as long as this value lives:
+/// connects to [`ClosedPort::addr`] are refused.
+///
+/// A socket is bound to the port and never listens. While it is bound the
+/// kernel gives the port to no other socket: not to a bind to port 0 (any
+/// test's listener, any tinygate's), not to an outgoing connect, and,
+/// since it does not set `SO_REUSEADDR`, not to a bind naming the port.
+pub struct ClosedPort {
+    socket: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn reserve() -> ClosedPort {
+        let (socket, addr) = bound_loopback_socket(false);
+        ClosedPort { socket, addr }
+    }
+
+    /// Starts listening on the same port (a node that comes back): no other
+    /// socket can have taken it in between.
+    pub fn listen(self) -> TcpListener {
+        rustix::net::listen(&self.socket, 128).expect("listen on the reserved port");
+        TcpListener::from(self.socket)
+    }
+}
+
+/// A loopback port for a server the test starts on an address it must
+/// know first (tinygate's demo upstream named in a routes file, etcd, a
+/// node restarted on its port): no other socket can take the port for as
+/// long as this value lives, so hold it until the server is done with it.
+///
+/// A socket is bound to the port with `SO_REUSEADDR` and never listens.
+/// A bind to port 0 and an outgoing connect never get a port that is
+/// bound; a bind naming the port succeeds only for a socket that sets
+/// `SO_REUSEADDR` too, and Linux lets that socket listen beside this one.
+/// std's `TcpListener::bind` (tinygate's listeners, the tests' servers)
+/// and Go's `net.Listen` (etcd) set it.
+pub struct PortForServer {
+    _socket: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl PortForServer {
+    pub fn reserve() -> PortForServer {
+        let (socket, addr) = bound_loopback_socket(true);
+        PortForServer {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// A TCP socket bound to 127.0.0.1 on a port the kernel picks, not
+/// listening, closed on exec; `SO_REUSEADDR` as asked.
+fn bound_loopback_socket(reuse_address: bool) -> (OwnedFd, SocketAddr) {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    // CLOEXEC: the tinygate a test starts must not hold the port too.
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("a TCP socket");
+    rustix::net::sockopt::set_socket_reuseaddr(&socket, reuse_address).expect("SO_REUSEADDR");
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    rustix::net::bind(&socket, &any_port).expect("bind 127.0.0.1:0");
+    let addr = rustix::net::getsockname(&socket)
+        .ok()
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .expect("the bound address");
+    (socket, addr)
 }
 
 /// The file's content with `path` replaced in `conf/` style tests.
@@ -597,16 +769,7 @@ impl Gate {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tinygate");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stderr = StderrLog::follow(child.stderr.take().unwrap());
         let stdout = Arc::new(Mutex::new(String::new()));
         let more_listeners = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -633,16 +796,10 @@ impl Gate {
         let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
             let _ = child.kill();
             let status = child.wait();
-            // Give the stderr thread the rest of the pipe.
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline && !stderr.lock().unwrap().contains("error")
-            {
-                std::thread::yield_now();
-            }
             panic!(
                 "tinygate did not start listening ({status:?});\nconfig:\n{}\nstderr:\n{}",
                 std::fs::read_to_string(dir.join("config.yaml")).unwrap_or_default(),
-                stderr.lock().unwrap()
+                stderr.lock().unwrap().text()
             );
         };
         let gate = Gate {
@@ -687,7 +844,7 @@ impl Client {
         let mut b = [0u8; 64];
         let r = self.stream.read(&mut b);
         self.stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
+            .set_read_timeout(Some(self.read_timeout))
             .unwrap();
         match r {
             Ok(0) => self.buf.is_empty(),
