@@ -13,17 +13,15 @@
 # or the port is unreachable from outside it.
 
 FROM rust:1-alpine AS build
-# musl-dev: the C runtime the static link needs; gcc: ring (TLS) builds C.
-RUN apk add --no-cache musl-dev gcc
+# musl-dev: the C runtime the static link needs; gcc: ring (TLS) builds C
+# (and brings binutils' readelf, for the static check).
+RUN apk add --no-cache bash musl-dev gcc
 WORKDIR /src
 COPY . .
-RUN cargo build --locked --release \
- && strip target/release/tinygate \
- && mkdir -p /out/conf /out/fixtures \
- && cp target/release/tinygate /out/tinygate \
- && cp conf/apisix.yaml /out/conf/ \
- && sed 's/ip: 127\.0\.0\.1/ip: 0.0.0.0/' conf/config.yaml > /out/conf/config.yaml \
- && cp fixtures/custom_response_header.wasm /out/fixtures/
+# Builds, checks the binary needs no libc or loader, and lays out /out:
+# tinygate, conf/ (listening on 0.0.0.0) and the article's plugin. CI runs
+# the same script on its own build to check the layout (.ci/run).
+RUN scripts/image-root.sh /out
 
 FROM scratch
 COPY --from=build /out/ /

@@ -19,7 +19,7 @@ use crate::gateway::Gateway;
 use crate::wasm::Engine;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The gateway being served, swappable at run time.
@@ -33,6 +33,9 @@ pub struct Live {
     /// `SIGHUP` can re-validate them against a new `config.yaml`. Its lock
     /// also makes those applies one at a time.
     routes_source: Mutex<Option<RoutesSource>>,
+    /// Whether plugin metrics follow the plugins served
+    /// ([`Live::follow_plugin_metrics`]).
+    plugin_metrics_follow: AtomicBool,
 }
 
 /// Routes that do not come from the routes file: validates them against a
@@ -49,7 +52,16 @@ impl Live {
             engine,
             routes_seen: Mutex::new(seen),
             routes_source: Mutex::new(None),
+            plugin_metrics_follow: AtomicBool::new(false),
         })
+    }
+
+    /// From now on the plugins' metrics follow the plugins served: those
+    /// only removed plugins defined leave the scrape. For a server; the
+    /// test runner keeps every metric, as its files share the process.
+    pub fn follow_plugin_metrics(&self) {
+        self.plugin_metrics_follow.store(true, Ordering::Release);
+        serve_plugin_metrics(&self.current());
     }
 
     /// Remembers where the routes being served came from (for `SIGHUP`).
@@ -197,10 +209,18 @@ impl Live {
         }
         let routes = gateway.config.routes.routes.len();
         crate::health::watch(&gateway.config.routes);
+        if self.plugin_metrics_follow.load(Ordering::Acquire) {
+            serve_plugin_metrics(&gateway);
+        }
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gateway);
         self.generation.fetch_add(1, Ordering::AcqRel);
         log::info!("config file {label} reloaded ({why}): {routes} routes");
     }
+}
+
+/// Tells the plugin metrics which plugins `gateway` serves.
+fn serve_plugin_metrics(gateway: &Gateway) {
+    crate::wasm::set_serving_plugins(gateway.config.main.plugins.iter().map(|p| p.name.as_str()));
 }
 
 fn log_rejected(e: &ConfigError) {

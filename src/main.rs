@@ -220,6 +220,7 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
     let (sockets, bound) =
         serve::bind_all(&listen, main.workers).map_err(|e| vec![e.to_string()])?;
     let live = live::Live::new(gateway, engine);
+    live.follow_plugin_metrics();
     if let Some(watcher) = etcd {
         etcd::spawn(&live, watcher).map_err(|e| vec![e.to_string()])?;
     }

@@ -35,6 +35,9 @@ mod framing;
 mod hardening;
 /// Health checks, failover, balancers and timeouts that hold (issue #17).
 mod health;
+/// The scrape as Prometheus text, plugin families across reloads, and the
+/// Grafana dashboard checked against a running tinygate (issue #21).
+mod metrics;
 /// Reload, graceful drain, signals and the access log.
 mod ops;
 /// Path and host normalisation: one path for routing, plugins, the access

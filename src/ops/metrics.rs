@@ -16,6 +16,7 @@
 //! per latency, not every bucket above it.
 
 use super::access_log::Record;
+use super::families::{self, Family};
 use crate::http::push_decimal;
 use crate::wasm::metrics_text;
 use std::collections::HashMap;
@@ -69,20 +70,17 @@ enum PluginCounter {
 
 impl PluginCounter {
     /// Every counter, with its metric name, in exposition order.
-    const ALL: [(PluginCounter, &'static str); 5] = [
-        (PluginCounter::Failures, "apisix_wasm_plugin_failures_total"),
-        (PluginCounter::Restarts, "apisix_wasm_vm_restarts_total"),
+    const ALL: [(PluginCounter, &'static Family); 5] = [
+        (PluginCounter::Failures, &families::PLUGIN_FAILURES),
+        (PluginCounter::Restarts, &families::VM_RESTARTS),
         (
             PluginCounter::BackoffRefusals,
-            "apisix_wasm_vm_backoff_refusals_total",
+            &families::VM_BACKOFF_REFUSALS,
         ),
-        (
-            PluginCounter::FailOpen,
-            "apisix_wasm_plugin_fail_open_total",
-        ),
+        (PluginCounter::FailOpen, &families::PLUGIN_FAIL_OPEN),
         (
             PluginCounter::Collateral,
-            "apisix_wasm_plugin_collateral_failures_total",
+            &families::PLUGIN_COLLATERAL_FAILURES,
         ),
     ];
 }
@@ -365,11 +363,11 @@ impl Iterator for Exposition {
         while out.len() < PIECE {
             self.next = match self.next {
                 Part::Head => {
-                    out.extend_from_slice(
-                        b"# TYPE apisix_http_requests_total counter\napisix_http_requests_total ",
-                    );
+                    families::HTTP_REQUESTS.write_header(&mut out);
+                    out.extend_from_slice(b"apisix_http_requests_total ");
                     push_decimal(&mut out, self.totals.requests);
-                    out.extend_from_slice(b"\n# TYPE apisix_http_status counter\n");
+                    out.push(b'\n');
+                    families::HTTP_STATUS.write_header(&mut out);
                     Part::Status(0)
                 }
                 Part::Status(i) => self.write_status(&mut out, i),
@@ -377,7 +375,9 @@ impl Iterator for Exposition {
                 Part::Tail => {
                     write_plugin_counters(&mut out, &self.totals);
                     out.extend_from_slice(crate::health::prometheus_lines().as_bytes());
-                    out.extend_from_slice(metrics_text("apisix_wasm_").as_bytes());
+                    let taken = families::sample_names();
+                    let taken: Vec<&str> = taken.iter().map(String::as_str).collect();
+                    out.extend_from_slice(metrics_text("apisix_wasm_", &taken).as_bytes());
                     Part::Done
                 }
                 Part::Done => break,
@@ -403,7 +403,7 @@ impl Exposition {
     /// Status series `i`, or the latency header after the last.
     fn write_status(&self, out: &mut Vec<u8>, i: usize) -> Part {
         let Some(&(code, slot, n)) = self.status.get(i) else {
-            out.extend_from_slice(b"# TYPE apisix_http_latency histogram\n");
+            families::HTTP_LATENCY.write_header(out);
             return Part::Latency(0, 0);
         };
         out.extend_from_slice(b"apisix_http_status{code=\"");
@@ -494,8 +494,9 @@ const BUCKET_LABELS: [&str; BUCKETS_MS.len()] = [
 fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
     let mut counts: Vec<_> = totals.plugins.iter().collect();
     counts.sort();
-    for (counter, name) in PluginCounter::ALL {
-        let _ = writeln!(out, "# TYPE {name} counter");
+    for (counter, family) in PluginCounter::ALL {
+        family.write_header(out);
+        let name = family.name;
         for ((_, plugin, route, kind), n) in counts.iter().filter(|((c, ..), _)| *c == counter) {
             let kind = if kind.is_empty() {
                 String::new()
@@ -510,7 +511,7 @@ fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
             );
         }
     }
-    let _ = writeln!(out, "# TYPE apisix_wasm_root_contexts gauge");
+    families::ROOT_CONTEXTS.write_header(out);
     let mut roots: Vec<_> = totals.root_contexts.iter().collect();
     roots.sort();
     for (plugin, n) in roots {

@@ -1,6 +1,7 @@
-//! Operating the gateway, beside the request path: metrics and the status
-//! listener, the access log, the start-up memory lock, giving memory back
-//! after a burst, and the built-in demo upstream.
+//! Operating the gateway, beside the request path: metrics (their families
+//! and help texts) and the status listener, the access log, the start-up
+//! memory lock, giving memory back after a burst, and the built-in demo
+//! upstream.
 //!
 //! Everything here is reached from above (workers count into `metrics`,
 //! the request path fills an access-log `Record`, `main` starts the
@@ -9,6 +10,7 @@
 
 pub mod access_log;
 pub mod demo;
+pub mod families;
 pub mod hardening;
 pub mod memory;
 pub mod metrics;

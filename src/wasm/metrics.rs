@@ -2,15 +2,18 @@
 //! registry shared by every VM on every thread, and its export as
 //! [`metrics_snapshot`] and Prometheus text ([`metrics_text`]).
 //!
-//! Owns metric ids, values, the histogram buckets and the registry limits.
-//! The registry is a `static Mutex` held only to update or copy values. A
-//! metric is identified by `(kind, name)`, so every VM (and every worker)
-//! defining the same name shares one value, as Envoy's stats do. Knows
-//! nothing about wasm or HTTP.
+//! Owns metric ids, values, the histogram buckets, the registry limits and
+//! which plugins defined each metric. The registry is a `static Mutex` held
+//! only to update or copy values. A metric is identified by `(kind, name)`,
+//! so every VM (and every worker) defining the same name shares one value,
+//! as Envoy's stats do. A metric lives as long as a plugin of the
+//! configuration being served has defined it ([`set_serving_plugins`]):
+//! the families of plugins a reload removed leave the scrape. Knows nothing
+//! about wasm or HTTP.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use super::types::{MetricKind, Status};
 
@@ -42,6 +45,8 @@ pub(crate) const HISTOGRAM_BUCKETS: [u64; 10] = [
 struct Metric {
     name: String,
     kind: MetricKind,
+    /// The plugins (`wasm.plugins[].name`) that defined it, in order.
+    definers: Vec<Arc<str>>,
     /// Counter and gauge: the value. Histogram: the sum of the samples.
     value: i64,
     /// Histogram: the number of samples.
@@ -54,133 +59,252 @@ struct Metric {
 #[derive(Default)]
 struct Metrics {
     ids: HashMap<(MetricKind, String), u32>,
-    list: Vec<Metric>,
+    /// By id, in definition order. Ids are never reused: an instance of a
+    /// removed plugin that still holds one gets NOT_FOUND, never another
+    /// plugin's metric.
+    by_id: BTreeMap<u32, Metric>,
+    last_id: u32,
+    /// The plugins of the configuration being served; `None` until a
+    /// server says (`tinygate test` shows every metric).
+    serving: Option<HashSet<Arc<str>>>,
+}
+
+impl Metrics {
+    /// Whether `m` is exported: some plugin being served defined it.
+    fn visible(&self, m: &Metric) -> bool {
+        self.serving
+            .as_ref()
+            .is_none_or(|serving| m.definers.iter().any(|d| serving.contains(d)))
+    }
+
+    /// See [`define_metric`].
+    fn define(&mut self, kind: MetricKind, name: &str, plugin: &str) -> u32 {
+        if let Some(&id) = self.ids.get(&(kind, name.to_owned())) {
+            if let Some(m) = self.by_id.get_mut(&id) {
+                if !m.definers.iter().any(|d| &**d == plugin) {
+                    m.definers.push(plugin.into());
+                }
+            }
+            return id;
+        }
+        if name.len() > MAX_METRIC_NAME || self.by_id.len() >= MAX_METRICS {
+            return INVALID_METRIC_ID;
+        }
+        let Some(id) = self.last_id.checked_add(1) else {
+            return INVALID_METRIC_ID;
+        };
+        self.last_id = id;
+        self.by_id.insert(
+            id,
+            Metric {
+                name: name.to_owned(),
+                kind,
+                definers: vec![plugin.into()],
+                value: 0,
+                count: 0,
+                buckets: [0; HISTOGRAM_BUCKETS.len()],
+            },
+        );
+        self.ids.insert((kind, name.to_owned()), id);
+        id
+    }
+
+    /// See [`record_metric`].
+    fn record(&mut self, id: u32, value: u64) -> Result<(), Status> {
+        let metric = self.by_id.get_mut(&id).ok_or(Status::NotFound)?;
+        let signed = i64::try_from(value).unwrap_or(i64::MAX);
+        match metric.kind {
+            MetricKind::Counter | MetricKind::Gauge => metric.value = signed,
+            MetricKind::Histogram => {
+                metric.value = metric.value.saturating_add(signed);
+                metric.count = metric.count.saturating_add(1);
+                if let Some(i) = HISTOGRAM_BUCKETS.iter().position(|&le| value <= le) {
+                    metric.buckets[i] = metric.buckets[i].saturating_add(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`increment_metric`].
+    fn increment(&mut self, id: u32, delta: i64) -> Result<(), Status> {
+        let metric = self.by_id.get_mut(&id).ok_or(Status::NotFound)?;
+        match metric.kind {
+            MetricKind::Counter if delta < 0 => Err(Status::BadArgument),
+            MetricKind::Histogram => Err(Status::BadArgument),
+            MetricKind::Counter | MetricKind::Gauge => {
+                metric.value = metric.value.saturating_add(delta);
+                Ok(())
+            }
+        }
+    }
+
+    /// See [`get_metric`].
+    fn get(&self, id: u32) -> Result<u64, Status> {
+        let metric = self.by_id.get(&id).ok_or(Status::NotFound)?;
+        match metric.kind {
+            MetricKind::Histogram => Err(Status::BadArgument),
+            MetricKind::Counter | MetricKind::Gauge => Ok(metric.value as u64),
+        }
+    }
+
+    /// See [`set_serving_plugins`].
+    fn serve(&mut self, serving: HashSet<Arc<str>>) {
+        let mut dropped = Vec::new();
+        for (&id, m) in self.by_id.iter_mut() {
+            m.definers.retain(|d| serving.contains(d));
+            if m.definers.is_empty() {
+                dropped.push((id, m.kind, std::mem::take(&mut m.name)));
+            }
+        }
+        for (id, kind, name) in dropped {
+            self.by_id.remove(&id);
+            self.ids.remove(&(kind, name));
+        }
+        self.serving = Some(serving);
+    }
+
+    /// See [`metrics_text`].
+    fn text(&self, prefix: &str, taken: &[&str]) -> String {
+        let mut out = String::new();
+        let mut used: HashSet<String> = taken.iter().map(|s| s.to_string()).collect();
+        for (id, m) in self.by_id.iter().filter(|(_, m)| self.visible(m)) {
+            let base = sanitize(&format!("{prefix}{}", m.name));
+            let kind = kind_name(m.kind);
+            let name = (0u32..)
+                .map(|n| match n {
+                    0 => base.clone(),
+                    1 => format!("{base}_{kind}"),
+                    2 => format!("{base}_{kind}_{id}"),
+                    n => format!("{base}_{kind}_{id}_{n}"),
+                })
+                .find(|n| sample_names(n, m.kind).all(|s| !used.contains(&s)))
+                .unwrap_or(base);
+            used.extend(sample_names(&name, m.kind));
+            let serving = |d: &&Arc<str>| self.serving.as_ref().is_none_or(|s| s.contains(*d));
+            let definers: Vec<&str> = m.definers.iter().filter(serving).map(|d| &**d).collect();
+            let buckets = if m.kind == MetricKind::Histogram {
+                " (buckets: powers of ten)"
+            } else {
+                ""
+            };
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}",
+                help_escape(&format!(
+                    "Plugin {kind} {:?} of wasm plugin {} (proxy_define_metric); \
+                     the unit is the plugin's{buckets}",
+                    m.name,
+                    definers.join(", ")
+                ))
+            );
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if m.kind != MetricKind::Histogram {
+                let _ = writeln!(out, "{name} {}", m.value);
+                continue;
+            }
+            let mut cumulative = 0u64;
+            for (le, n) in HISTOGRAM_BUCKETS.iter().zip(m.buckets) {
+                cumulative = cumulative.saturating_add(n);
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.count);
+            let _ = writeln!(out, "{name}_sum {}", m.value);
+            let _ = writeln!(out, "{name}_count {}", m.count);
+        }
+        out
+    }
 }
 
 static METRICS: LazyLock<Mutex<Metrics>> = LazyLock::new(Mutex::default);
 
-/// The stable id of metric `(kind, name)`, defined on first use; ids start
-/// at 1. A name too long, or a full registry, gives [`INVALID_METRIC_ID`].
-pub(crate) fn define_metric(kind: MetricKind, name: &str) -> u32 {
-    let mut metrics = lock();
-    if let Some(&id) = metrics.ids.get(&(kind, name.to_owned())) {
-        return id;
-    }
-    if name.len() > MAX_METRIC_NAME || metrics.list.len() >= MAX_METRICS {
-        return INVALID_METRIC_ID;
-    }
-    metrics.list.push(Metric {
-        name: name.to_owned(),
-        kind,
-        value: 0,
-        count: 0,
-        buckets: [0; HISTOGRAM_BUCKETS.len()],
-    });
-    let id = u32::try_from(metrics.list.len()).unwrap_or(INVALID_METRIC_ID);
-    metrics.ids.insert((kind, name.to_owned()), id);
-    id
+/// The stable id of metric `(kind, name)`, defined on first use by plugin
+/// `plugin`; ids start at 1. A name too long, or a full registry, gives
+/// [`INVALID_METRIC_ID`].
+pub(crate) fn define_metric(kind: MetricKind, name: &str, plugin: &str) -> u32 {
+    lock().define(kind, name, plugin)
+}
+
+/// The plugins (`wasm.plugins[].name`) of the configuration now being
+/// served. A metric that only other plugins defined is dropped: its family
+/// leaves the scrape, and if a plugin defines it again it starts from zero.
+/// A metric defined by a plugin that stays keeps its value, whoever else
+/// defined it too. One defined later by a plugin not served (an instance
+/// still finishing a request of the old configuration, a reload being
+/// checked) is not exported.
+pub fn set_serving_plugins<'a>(plugins: impl IntoIterator<Item = &'a str>) {
+    lock().serve(plugins.into_iter().map(Arc::from).collect());
 }
 
 /// Counter/gauge: set to `value`. Histogram: record one sample.
 pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), Status> {
-    let mut metrics = lock();
-    let metric = metric_mut(&mut metrics, id)?;
-    let signed = i64::try_from(value).unwrap_or(i64::MAX);
-    match metric.kind {
-        MetricKind::Counter | MetricKind::Gauge => metric.value = signed,
-        MetricKind::Histogram => {
-            metric.value = metric.value.saturating_add(signed);
-            metric.count = metric.count.saturating_add(1);
-            if let Some(i) = HISTOGRAM_BUCKETS.iter().position(|&le| value <= le) {
-                metric.buckets[i] = metric.buckets[i].saturating_add(1);
-            }
-        }
-    }
-    Ok(())
+    lock().record(id, value)
 }
 
 /// Adds `delta`. A counter may not go down and a histogram cannot be
 /// incremented: both `BAD_ARGUMENT` (spec).
 pub(crate) fn increment_metric(id: u32, delta: i64) -> Result<(), Status> {
-    let mut metrics = lock();
-    let metric = metric_mut(&mut metrics, id)?;
-    match metric.kind {
-        MetricKind::Counter if delta < 0 => Err(Status::BadArgument),
-        MetricKind::Histogram => Err(Status::BadArgument),
-        MetricKind::Counter | MetricKind::Gauge => {
-            metric.value = metric.value.saturating_add(delta);
-            Ok(())
-        }
-    }
+    lock().increment(id, delta)
 }
 
 /// The value of a counter or gauge (a gauge's negative value as its
 /// two's-complement `u64`); a histogram is `BAD_ARGUMENT`.
 pub(crate) fn get_metric(id: u32) -> Result<u64, Status> {
-    let mut metrics = lock();
-    let metric = metric_mut(&mut metrics, id)?;
-    match metric.kind {
-        MetricKind::Histogram => Err(Status::BadArgument),
-        MetricKind::Counter | MetricKind::Gauge => Ok(metric.value as u64),
-    }
+    lock().get(id)
 }
 
-/// Every plugin metric: `(name, kind, value)`, in definition order. A
-/// histogram's value is the sum of its recorded samples; [`metrics_text`]
-/// has its count and buckets too.
+/// Every exported plugin metric: `(name, kind, value)`, in definition
+/// order. A histogram's value is the sum of its recorded samples;
+/// [`metrics_text`] has its count and buckets too.
 pub fn metrics_snapshot() -> Vec<(String, MetricKind, i64)> {
-    lock()
-        .list
-        .iter()
+    let metrics = lock();
+    metrics
+        .by_id
+        .values()
+        .filter(|m| metrics.visible(m))
         .map(|m| (m.name.clone(), m.kind, m.value))
         .collect()
 }
 
-/// Every plugin metric in the Prometheus text exposition format (0.0.4),
-/// named `<prefix><name>` with every character outside `[a-zA-Z0-9_:]`
-/// replaced by `_` (and a leading `_` if the result would start with a
-/// digit). Each metric gets a `# TYPE` line; a histogram gets cumulative
-/// `_bucket{le="..."}` lines for [`HISTOGRAM_BUCKETS`] and `+Inf`, then
-/// `_sum` and `_count`. Two metrics whose names collide after sanitizing
-/// (or that share a name across kinds) get `_<kind>`, then `_<id>`,
-/// appended, so every family is named once.
-#[allow(dead_code)] // for the proxy's metrics endpoint
-pub fn metrics_text(prefix: &str) -> String {
-    let metrics = lock();
-    let mut out = String::new();
-    let mut used = HashSet::new();
-    for (index, m) in metrics.list.iter().enumerate() {
-        let base = sanitize(&format!("{prefix}{}", m.name));
-        let kind = match m.kind {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            MetricKind::Histogram => "histogram",
-        };
-        let name = [
-            base.clone(),
-            format!("{base}_{kind}"),
-            format!("{base}_{kind}_{}", index + 1),
-        ]
-        .into_iter()
-        .find(|n| !used.contains(n))
-        .unwrap_or_else(|| format!("{base}_{kind}_{}_{}", index + 1, used.len()));
-        used.insert(name.clone());
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        if m.kind != MetricKind::Histogram {
-            let _ = writeln!(out, "{name} {}", m.value);
-            continue;
-        }
-        let mut cumulative = 0u64;
-        for (le, n) in HISTOGRAM_BUCKETS.iter().zip(m.buckets) {
-            cumulative = cumulative.saturating_add(n);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.count);
-        let _ = writeln!(out, "{name}_sum {}", m.value);
-        let _ = writeln!(out, "{name}_count {}", m.count);
+/// Every exported plugin metric in the Prometheus text exposition format
+/// (0.0.4), named `<prefix><name>` with every character outside
+/// `[a-zA-Z0-9_:]` replaced by `_` (and a leading `_` if the result would
+/// start with a digit). Each metric gets `# HELP` (its plugin's name for
+/// it, the plugins that defined it) and `# TYPE` lines; a histogram gets
+/// cumulative `_bucket{le="..."}` lines for [`HISTOGRAM_BUCKETS`] and
+/// `+Inf`, then `_sum` and `_count`.
+///
+/// `taken` are the sample names the caller exports itself. A metric whose
+/// family or sample names would collide with one of those, or with another
+/// metric's (same name after sanitizing, same name across kinds, a
+/// histogram's `_bucket`/`_sum`/`_count`), gets `_<kind>`, then
+/// `_<kind>_<id>`, appended, so every family and series is named once.
+pub fn metrics_text(prefix: &str, taken: &[&str]) -> String {
+    lock().text(prefix, taken)
+}
+
+fn kind_name(kind: MetricKind) -> &'static str {
+    match kind {
+        MetricKind::Counter => "counter",
+        MetricKind::Gauge => "gauge",
+        MetricKind::Histogram => "histogram",
     }
-    out
+}
+
+/// The names a family's samples take: a histogram's `_bucket`, `_sum` and
+/// `_count` series, and its own name (so no other family takes it).
+fn sample_names(family: &str, kind: MetricKind) -> impl Iterator<Item = String> + '_ {
+    let suffixes: &[&str] = match kind {
+        MetricKind::Histogram => &["", "_bucket", "_sum", "_count"],
+        MetricKind::Counter | MetricKind::Gauge => &[""],
+    };
+    suffixes.iter().map(move |s| format!("{family}{s}"))
+}
+
+/// `# HELP` text escaped as the text format wants: `\` and newlines.
+fn help_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
@@ -201,11 +325,6 @@ fn sanitize(name: &str) -> String {
     out
 }
 
-fn metric_mut(metrics: &mut Metrics, id: u32) -> Result<&mut Metric, Status> {
-    let index = (id as usize).checked_sub(1).ok_or(Status::NotFound)?;
-    metrics.list.get_mut(index).ok_or(Status::NotFound)
-}
-
 fn lock() -> MutexGuard<'static, Metrics> {
     METRICS.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -214,19 +333,20 @@ fn lock() -> MutexGuard<'static, Metrics> {
 mod tests {
     use super::*;
 
-    // The registry is process-wide and tests run in parallel: every test
-    // uses its own names.
+    // The process-wide registry is shared by tests running in parallel:
+    // tests of it use their own names; the others use a `Metrics` of their
+    // own.
 
     #[test]
     fn metrics_define_increment_record_get() {
-        let c = define_metric(MetricKind::Counter, "metrics_test_counter");
+        let c = define_metric(MetricKind::Counter, "metrics_test_counter", "t");
         assert_ne!(c, INVALID_METRIC_ID);
         assert_eq!(
-            define_metric(MetricKind::Counter, "metrics_test_counter"),
+            define_metric(MetricKind::Counter, "metrics_test_counter", "t"),
             c,
             "stable id"
         );
-        let g = define_metric(MetricKind::Gauge, "metrics_test_counter");
+        let g = define_metric(MetricKind::Gauge, "metrics_test_counter", "t");
         assert_ne!(g, c, "same name, other type: another metric");
         assert_eq!(increment_metric(c, 2), Ok(()));
         assert_eq!(increment_metric(c, 3), Ok(()));
@@ -236,7 +356,7 @@ mod tests {
         assert_eq!(get_metric(g), Ok(-7i64 as u64));
         assert_eq!(record_metric(g, 42), Ok(()));
         assert_eq!(get_metric(g), Ok(42));
-        let h = define_metric(MetricKind::Histogram, "metrics_test_histogram");
+        let h = define_metric(MetricKind::Histogram, "metrics_test_histogram", "t");
         assert_eq!(record_metric(h, 10), Ok(()));
         assert_eq!(record_metric(h, 5), Ok(()));
         assert_eq!(get_metric(h), Err(Status::BadArgument));
@@ -257,7 +377,10 @@ mod tests {
             Some(15)
         );
         let long = "x".repeat(MAX_METRIC_NAME + 1);
-        assert_eq!(define_metric(MetricKind::Counter, &long), INVALID_METRIC_ID);
+        assert_eq!(
+            define_metric(MetricKind::Counter, &long, "t"),
+            INVALID_METRIC_ID
+        );
     }
 
     /// The lines of `text` that belong to metric families starting with
@@ -266,6 +389,7 @@ mod tests {
         text.lines()
             .filter(|l| {
                 let l = l.strip_prefix("# TYPE ").unwrap_or(l);
+                let l = l.strip_prefix("# HELP ").unwrap_or(l);
                 l.starts_with(name)
             })
             .collect()
@@ -273,20 +397,25 @@ mod tests {
 
     #[test]
     fn prometheus_text_sanitizes_names_and_exports_histograms() {
-        let c = define_metric(MetricKind::Counter, "text.test/requests-total");
-        increment_metric(c, 3).unwrap();
-        let g = define_metric(MetricKind::Gauge, "text.test/requests-total");
-        increment_metric(g, -2).unwrap();
-        let h = define_metric(MetricKind::Histogram, "text_test_latency");
+        let mut m = Metrics::default();
+        let c = m.define(MetricKind::Counter, "text.test/requests-total", "p");
+        m.increment(c, 3).unwrap();
+        let g = m.define(MetricKind::Gauge, "text.test/requests-total", "p");
+        m.increment(g, -2).unwrap();
+        let h = m.define(MetricKind::Histogram, "text_test_latency", "p");
         for v in [0, 1, 5, 10, 250, 2_000_000_000] {
-            record_metric(h, v).unwrap();
+            m.record(h, v).unwrap();
         }
-        let text = metrics_text("tg_");
+        let text = m.text("tg_", &[]);
         assert_eq!(
             family(&text, "tg_text_test_requests_total"),
             [
+                "# HELP tg_text_test_requests_total Plugin counter \"text.test/requests-total\" \
+                 of wasm plugin p (proxy_define_metric); the unit is the plugin's",
                 "# TYPE tg_text_test_requests_total counter",
                 "tg_text_test_requests_total 3",
+                "# HELP tg_text_test_requests_total_gauge Plugin gauge \"text.test/requests-total\" \
+                 of wasm plugin p (proxy_define_metric); the unit is the plugin's",
                 "# TYPE tg_text_test_requests_total_gauge gauge",
                 "tg_text_test_requests_total_gauge -2",
             ]
@@ -295,6 +424,8 @@ mod tests {
         assert_eq!(
             family(&text, "tg_text_test_latency"),
             [
+                "# HELP tg_text_test_latency Plugin histogram \"text_test_latency\" of wasm plugin p \
+                 (proxy_define_metric); the unit is the plugin's (buckets: powers of ten)",
                 "# TYPE tg_text_test_latency histogram",
                 // 0 and 1
                 "tg_text_test_latency_bucket{le=\"1\"} 2",
@@ -318,5 +449,87 @@ mod tests {
         assert_eq!(sanitize("9lives"), "_9lives");
         assert_eq!(sanitize("a:b.c d"), "a:b_c_d");
         assert_eq!(sanitize(""), "_");
+    }
+
+    /// The family names in `text`, in order.
+    fn families(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn no_series_is_named_twice() {
+        let mut m = Metrics::default();
+        // Taken by the caller (tinygate's own families).
+        m.define(MetricKind::Counter, "plugin_failures_total", "p");
+        // A histogram's series after a counter that took one of its names,
+        // and a counter named like an earlier histogram's series.
+        m.define(MetricKind::Counter, "lat_count", "p");
+        m.define(MetricKind::Histogram, "lat", "p");
+        m.define(MetricKind::Histogram, "size", "p");
+        m.define(MetricKind::Gauge, "size_bucket", "p");
+        let text = m.text("w_", &["w_plugin_failures_total"]);
+        assert_eq!(
+            families(&text),
+            [
+                "w_plugin_failures_total_counter",
+                "w_lat_count",
+                "w_lat_histogram",
+                "w_size",
+                "w_size_bucket_gauge",
+            ]
+        );
+        // Help text is escaped: a backslash and a newline in a name.
+        let mut m = Metrics::default();
+        m.define(MetricKind::Counter, "a\\b\nc", "p");
+        let text = m.text("w_", &[]);
+        assert!(
+            text.starts_with("# HELP w_a_b_c Plugin counter \"a\\\\\\\\b\\\\nc\""),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
+    fn metrics_of_plugins_no_longer_served_are_dropped() {
+        let mut m = Metrics::default();
+        let kept = m.define(MetricKind::Counter, "kept", "a");
+        let shared = m.define(MetricKind::Counter, "shared", "a");
+        assert_eq!(m.define(MetricKind::Counter, "shared", "b"), shared);
+        let gone = m.define(MetricKind::Histogram, "gone", "b");
+        for id in [kept, shared] {
+            m.increment(id, 5).unwrap();
+        }
+        m.record(gone, 3).unwrap();
+        // Before a server says what it serves, everything is exported.
+        assert_eq!(families(&m.text("", &[])), ["kept", "shared", "gone"]);
+        m.serve(["a".into(), "c".into()].into());
+        assert_eq!(families(&m.text("", &[])), ["kept", "shared"]);
+        assert!(m.text("", &[]).contains("kept 5\n"));
+        assert!(m.text("", &[]).contains("shared 5\n"), "a defined it too");
+        assert!(
+            !m.text("", &[]).contains("plugin a, b"),
+            "b no longer defines it"
+        );
+        assert_eq!(m.get(kept), Ok(5), "counters of plugins that stay go on");
+        // An instance of b that still holds its id cannot reach the metric.
+        assert_eq!(m.record(gone, 1), Err(Status::NotFound));
+        // b defining it again (an old instance, or b back in a later
+        // configuration) starts it anew, under a new id, not exported
+        // while b is not served.
+        let again = m.define(MetricKind::Histogram, "gone", "b");
+        assert_ne!(again, gone);
+        assert_eq!(families(&m.text("", &[])), ["kept", "shared"]);
+        m.serve(["a".into(), "b".into()].into());
+        assert!(m.text("", &[]).contains("gone_count 0\n"));
+        // A metric only plugins that left defined goes, and its name is
+        // free again.
+        m.serve(["b".into()].into());
+        assert_eq!(families(&m.text("", &[])), ["gone"]);
+        assert_eq!(m.get(kept), Err(Status::NotFound));
+        assert_eq!(m.by_id.len(), 1);
+        assert_eq!(m.ids.len(), 1);
     }
 }

@@ -93,7 +93,7 @@ use crate::http::HeaderMap;
 // The whole API is exported even where the proxy does not use it yet
 // (`LoadError` by name, the metrics export).
 #[allow(unused_imports)]
-pub use metrics::{metrics_snapshot, metrics_text};
+pub use metrics::{metrics_snapshot, metrics_text, set_serving_plugins};
 #[allow(unused_imports)]
 pub use plugin::{
     file_content_id, Engine, LoadError, Plugin, PluginSpec, DEFAULT_FUEL_PER_CALLBACK,

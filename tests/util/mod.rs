@@ -232,6 +232,19 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Polls `cond` every 20 ms until it holds (true) or `within` passes
+/// (false): for state that changes after a request, never as a sleep.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {

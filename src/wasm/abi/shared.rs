@@ -155,7 +155,9 @@ pub(super) fn proxy_define_metric(
         name_ptr,
         name_size.min(metrics::MAX_METRIC_NAME as u32 + 1),
     )?;
-    let id = metrics::define_metric(kind, &String::from_utf8_lossy(&name));
+    // Metrics are dropped once no plugin served defines them (reloads).
+    let plugin = caller.data().plugin.spec.name.clone();
+    let id = metrics::define_metric(kind, &String::from_utf8_lossy(&name), &plugin);
     if id == metrics::INVALID_METRIC_ID {
         let state = caller.data();
         log::warn!(target: state.log_target(), "[{}] proxy_define_metric: name too long or too many metrics", state.effective_context);

@@ -358,7 +358,7 @@ fn metrics_probe_counts_and_exports() {
         value("fixture_mp_path_len", MetricKind::Histogram),
         Some(12)
     );
-    let text = crate::wasm::metrics_text("tinygate_plugin_");
+    let text = crate::wasm::metrics_text("tinygate_plugin_", &[]);
     for line in [
         "# TYPE tinygate_plugin_fixture_mp_requests_total counter",
         "tinygate_plugin_fixture_mp_requests_total 2",
