@@ -200,7 +200,8 @@ fn a_scrape_is_streamed_chunked_or_to_the_close() {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.contains("connection: close") && !head.contains("transfer-encoding"));
     assert!(
-        body.starts_with("# TYPE apisix_http_requests_total counter\n"),
+        body.starts_with("# HELP apisix_http_requests_total ")
+            && body.contains("\n# TYPE apisix_http_requests_total counter\n"),
         "{body}"
     );
     assert!(body.contains(series), "{body}");
