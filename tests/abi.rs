@@ -4,6 +4,8 @@
 //! `fixtures/README.md`.
 
 use crate::util::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn route_with(plugin: &str, conf: &str, up: &Upstream) -> String {
@@ -130,10 +132,18 @@ fn auth_callout_continues_or_answers_401() {
 
 #[test]
 fn several_paused_requests_wait_on_their_own_calls() {
-    // The auth service answers slowly: requests in flight at once each get
-    // their own call and their own answer.
-    let auth = Upstream::start(|r| {
-        std::thread::sleep(Duration::from_millis(200));
+    // The auth service answers no call before all six are in flight: if
+    // calls waited for each other the first one would be answered alone.
+    // The calls' timeout (30 s) is longer than that wait.
+    const REQUESTS: usize = 6;
+    let arrived = Checkpoint::new();
+    let answered_alone = Arc::new(AtomicBool::new(false));
+    let alone = Arc::clone(&answered_alone);
+    let auth = Upstream::start(move |r| {
+        arrived.pass();
+        if !arrived.wait_for(REQUESTS, Duration::from_secs(10)) {
+            alone.store(true, Ordering::SeqCst);
+        }
         let user = r.header("authorization").unwrap_or("").to_string();
         Behaviour::Respond(
             format!("HTTP/1.1 200 OK\r\nx-user: {user}\r\ncontent-length: 0\r\n\r\n").into_bytes(),
@@ -150,12 +160,11 @@ fn several_paused_requests_wait_on_their_own_calls() {
         )
     });
     let routes = format!(
-        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    plugins:\n      auth:\n        conf: '{{\"upstream\": \"{}\"}}'\n#END\n",
+        "routes:\n  - uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    plugins:\n      auth:\n        conf: '{{\"upstream\": \"{}\", \"timeout_ms\": 30000}}'\n#END\n",
         up.addr, auth.addr
     );
     let gate = Gate::start(&config_yaml(&[("auth", 1, "auth_callout")], ""), &routes);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..6)
+    let threads: Vec<_> = (0..REQUESTS)
         .map(|i| {
             let addr = gate.addr;
             std::thread::spawn(move || {
@@ -172,11 +181,10 @@ fn several_paused_requests_wait_on_their_own_calls() {
         let (i, status, body) = t.join().unwrap();
         assert_eq!((status, body), (200, format!("user{i}")));
     }
-    // Six 200 ms calls on two workers: concurrent, not one after another.
+    // Six calls from two workers: concurrent, not one after another.
     assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
+        !answered_alone.load(Ordering::SeqCst),
+        "a call was answered before all {REQUESTS} were in flight: calls waited for each other"
     );
 }
 

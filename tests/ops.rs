@@ -260,8 +260,11 @@ fn reload_under_load_loses_nothing_and_serves_only_valid_versions() {
 /// configuration.
 #[test]
 fn in_flight_request_finishes_on_the_config_it_started_with() {
-    let old = Upstream::start(|_| {
-        std::thread::sleep(Duration::from_millis(1500));
+    // The old node answers once the reload is done, however long it takes.
+    let reloaded = Checkpoint::new();
+    let hold = reloaded.clone();
+    let old = Upstream::start(move |_| {
+        hold.wait_for(1, Duration::from_secs(20));
         Behaviour::Respond(ok_response("old"))
     });
     let new = Upstream::named("new");
@@ -278,6 +281,7 @@ fn in_flight_request_finishes_on_the_config_it_started_with() {
     gate.signal(Signal::HUP);
     assert!(gate.wait_for_log("reloaded (SIGHUP)"), "{}", gate.log());
     assert_eq!(gate.get("/slow").text(), "new");
+    reloaded.pass();
     let (r, next) = in_flight.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "old"));
     assert_eq!((next.status, next.text().as_str()), (200, "new"));
@@ -378,9 +382,13 @@ fn routes_file_poll_skips_bad_items_and_refuses_bad_files() {
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_0() {
     const IN_FLIGHT: usize = 10;
-    let slow = Upstream::start(|r| {
+    // The slow requests are answered once the test has seen the drain
+    // start, so they are in flight during it however slow the machine.
+    let checked = Checkpoint::new();
+    let hold = checked.clone();
+    let slow = Upstream::start(move |r| {
         if r.target == "/slow" {
-            std::thread::sleep(Duration::from_millis(1000));
+            hold.wait_for(1, Duration::from_secs(20));
         }
         Behaviour::Respond(ok_response("done"))
     });
@@ -404,7 +412,6 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         })
         .collect();
     assert!(wait_until(Duration::from_secs(5), || slow.count() == IN_FLIGHT + 1));
-    let signalled = Instant::now();
     gate.signal(Signal::TERM);
     assert!(gate.wait_for_log("stopping"), "{}", gate.log());
     let refused = wait_until(Duration::from_millis(500), || {
@@ -415,6 +422,8 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         idle.closed_within(Duration::from_millis(500)),
         "an idle keep-alive connection held the drain"
     );
+    checked.pass();
+    let answered = Instant::now();
     for client in clients {
         let (status, body, closed) = client.join().unwrap();
         assert_eq!((status, body.as_str()), (200, "done"));
@@ -423,9 +432,9 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     let status = gate
         .wait_exit(Duration::from_secs(5))
         .expect("still running after the drain");
-    let took = signalled.elapsed();
+    let took = answered.elapsed();
     eprintln!(
-        "drain: {IN_FLIGHT} in-flight requests finished, exit {status:?} {took:?} after SIGTERM"
+        "drain: {IN_FLIGHT} in-flight requests finished, exit {status:?} {took:?} after the node answered them"
     );
     assert!(status.success(), "exit status {status:?}\n{}", gate.log());
     assert!(took < Duration::from_secs(3), "exit took {took:?}");

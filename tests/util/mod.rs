@@ -84,9 +84,10 @@ impl Gate {
         self.stderr.lock().unwrap().text()
     }
 
-    /// Waits (bounded) until the log contains `needle`.
+    /// Waits (bounded: as long as for the start) until the log contains
+    /// `needle`.
     pub fn wait_for_log(&self, needle: &str) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             if self.log().contains(needle) {
                 return true;
@@ -734,6 +735,37 @@ fn bound_loopback_socket(reuse_address: bool) -> (OwnedFd, SocketAddr) {
         .and_then(|a| SocketAddr::try_from(a).ok())
         .expect("the bound address");
     (socket, addr)
+}
+
+/// A count that test threads raise and wait on, bounded: an upstream that
+/// holds its answer until the test has checked what it must see while the
+/// request is in flight (instead of sleeping and hoping the check came
+/// first), or until enough requests are in flight at once.
+#[derive(Clone, Default)]
+pub struct Checkpoint(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Checkpoint {
+    pub fn new() -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// Raises the count by one and wakes the waiters.
+    pub fn pass(&self) {
+        let (count, changed) = &*self.0;
+        *count.lock().unwrap() += 1;
+        changed.notify_all();
+    }
+
+    /// Waits until the count is at least `n`; false if `within` passed
+    /// first.
+    pub fn wait_for(&self, n: usize, within: Duration) -> bool {
+        let (count, changed) = &*self.0;
+        let guard = count.lock().unwrap();
+        let (guard, _) = changed
+            .wait_timeout_while(guard, within, |c| *c < n)
+            .unwrap();
+        *guard >= n
+    }
 }
 
 /// The file's content with `path` replaced in `conf/` style tests.
