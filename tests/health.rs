@@ -555,3 +555,47 @@ fn chash_keeps_a_key_on_one_node_and_moves_about_one_in_n_when_a_node_is_added()
         assert_eq!(gate.get("/").text(), no_key, "no key: the client's address");
     }
 }
+
+/// `least_conn`: with three requests held (two on one node, one on the
+/// other), every new request goes to the node with fewer in flight, across
+/// both workers; round-robin would alternate.
+#[test]
+fn least_conn_sends_requests_to_the_node_with_fewer_in_flight() {
+    let node = |name: &'static str| {
+        Upstream::start(move |r| {
+            if r.target == "/hold" {
+                Behaviour::Hang
+            } else {
+                Behaviour::Respond(ok_response(name))
+            }
+        })
+    };
+    let (a, b) = (node("a"), node("b"));
+    let routes = format!(
+        "routes:\n  - uri: /*\n    timeout: {{connect: 1, send: 5, read: 10}}\n    upstream:\n      type: least_conn\n      nodes: {{\"{}\": 1, \"{}\": 1}}\n#END\n",
+        a.addr, b.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    let held: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = Client::connect(gate.addr);
+            c.write(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count() + b.count() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (on_a, on_b) = (a.count(), b.count());
+    assert_eq!(on_a + on_b, 3);
+    assert!(
+        on_a >= 1 && on_b >= 1,
+        "held requests spread: {on_a} {on_b}"
+    );
+    let less_busy = if on_a < on_b { "a" } else { "b" };
+    for _ in 0..10 {
+        assert_eq!(gate.get("/").text(), less_busy);
+    }
+    drop(held);
+}
