@@ -7,8 +7,6 @@
 
 mod balancer;
 mod bench;
-mod calls;
-mod chain;
 mod config;
 mod etcd;
 mod expr;
@@ -20,8 +18,8 @@ mod layers;
 mod live;
 mod net;
 mod ops;
+mod plugins;
 mod proxy;
-mod restarts;
 mod router;
 mod runner;
 mod serve;

@@ -28,13 +28,13 @@
 //! `proxy_http_call` targets against this worker's gateway, the one
 //! `calls.rs` resolves them with, through a weak reference: no lock.
 
-use crate::calls;
-use crate::chain::Event;
 use crate::gateway::Gateway;
 use crate::live::Live;
 use crate::net::{Flag, Timer};
 use crate::ops::metrics::Stats;
-use crate::restarts::Health;
+use crate::plugins::calls;
+use crate::plugins::chain::Event;
+use crate::plugins::restarts::Health;
 use crate::wasm::{
     CallResponse, CallTargets, Effect, Exchange, ExchangeData, Fault, FaultKind, HttpCall, Plugin,
     PluginVm,

@@ -8,10 +8,10 @@
 
 use super::connection::Client;
 use super::heads::status_of;
-use crate::chain::{local_response_headers, Verdict};
 use crate::config::Route;
 use crate::http::reply::{self, Reply};
 use crate::http::{self, RequestHead, Version};
+use crate::plugins::chain::{local_response_headers, Verdict};
 use crate::wasm::{Exchange, Fault, LocalResponse};
 use smol::io::{AsyncRead, AsyncWrite};
 

@@ -11,12 +11,12 @@
 use super::answer::EarlyEnd;
 use super::connection::Client;
 use super::request::Request;
-use crate::chain::BodyVerdict;
 use crate::config::ClientLimits;
 use crate::http::io::{chunk_header, last_chunk_with};
 use crate::http::reply;
 use crate::http::{self, BodyReader, Framing, HeaderMap, ReadBuf, RequestHead};
 use crate::net::with_timeout;
+use crate::plugins::chain::BodyVerdict;
 use crate::wasm::Exchange;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;

@@ -16,12 +16,12 @@ use super::body::{
 use super::connection::Client;
 use super::forward::Stage;
 use super::request::Request;
-use crate::chain::BodyVerdict;
 use crate::config::ClientLimits;
 use crate::http::io::{chunk_header, last_chunk_with};
 use crate::http::reply;
 use crate::http::{BodyReader, Framing};
 use crate::net::with_timeout;
+use crate::plugins::chain::BodyVerdict;
 use crate::wasm::Exchange;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::time::Duration;

@@ -27,7 +27,6 @@
 use super::capture::{self, Line};
 use super::spec::{self, Answer, Case, TestFile};
 use crate::balancer::Algorithm;
-use crate::chain::PAUSE_TIMEOUT;
 use crate::config::{
     ClientLimits, Config, DeclaredPlugin, MainConfig, Node, Route, RoutePlugin, Routes, Timeouts,
     Upstream, UriMatch,
@@ -35,6 +34,7 @@ use crate::config::{
 use crate::gateway::Gateway;
 use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
 use crate::live::Live;
+use crate::plugins::chain::PAUSE_TIMEOUT;
 use crate::proxy::{self, EarlyEnd, Transport};
 use crate::upstream::{Conn, Dial};
 use crate::wasm::{
