@@ -187,3 +187,87 @@ fn a_thousand_etcd_changes_keep_root_contexts_ticks_and_memory_flat() {
         wait_for_lines(&gate, &format!("(etcd revision {revision})"), 1);
     });
 }
+
+/// An auth service answering every check with 200 and `x-user: user`.
+fn auth_service(user: &str) -> Upstream {
+    let answer = format!("HTTP/1.1 200 OK\r\nx-user: {user}\r\ncontent-length: 2\r\n\r\nok");
+    Upstream::start(move |_| Behaviour::Respond(answer.clone().into_bytes()))
+}
+
+/// How long a request waits in the pause plugin before its call.
+const PAUSE_MS: usize = 2000;
+
+/// The routes file of configuration `n`: route `r`, whose requests wait
+/// about `PAUSE_MS` (a plugin pauses them, its root context's tick resumes
+/// them; the delay changes by 1 ms with `n`, so each configuration has its
+/// own root context, configured, and logged, by its first request), then
+/// call upstream `auth` (`auth_callout`): `auth` when given, else absent.
+fn paused_callout_routes(n: usize, app: SocketAddr, auth: Option<SocketAddr>) -> String {
+    let upstreams = match auth {
+        Some(auth) => format!("upstreams:\n  - id: auth\n    nodes: {{\"{auth}\": 1}}\n"),
+        None => String::new(),
+    };
+    let delay = PAUSE_MS + n;
+    format!(
+        "routes:\n  - id: r\n    uri: /*\n    upstream: {{nodes: {{\"{app}\": 1}}}}\n    \
+         plugins:\n      pause: {{conf: '{{\"delay_ms\": {delay}}}'}}\n      \
+         auth: {{conf: '{{\"upstream\": \"auth\"}}'}}\n{upstreams}#END\n"
+    )
+}
+
+/// A request paused across a reload makes its `proxy_http_call` with the
+/// configuration it was routed with: the target is checked against it and
+/// resolved with it, although the worker (its tick task) has taken up the
+/// new configuration meanwhile. Issue #16, item 6: calls take the worker's
+/// own gateway, the request's, never the process-wide newest one.
+#[test]
+fn a_request_paused_across_a_reload_calls_with_its_own_configuration() {
+    let app = Upstream::named("app");
+    let (alice, bob) = (auth_service("alice"), auth_service("bob"));
+    let plugins = [
+        ("pause", 2, "pause_then_continue"),
+        ("auth", 1, "auth_callout"),
+    ];
+    let gate = Gate::start(
+        &config_yaml(&plugins, ""),
+        &paused_callout_routes(0, app.addr, Some(alice.addr)),
+    );
+    let routes = gate.dir.join("apisix.yaml");
+    let request = "GET /data HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n";
+    // Request `n` is routed with configuration `n - 1`; while it waits,
+    // configuration `n` (auth at `to`) replaces it.
+    let paused_across_reload = |n: usize, to: Option<SocketAddr>| {
+        let addr = gate.addr;
+        let waiting = std::thread::spawn(move || send(addr, request.as_bytes()));
+        let routed = "plugin \"pause\" on route \"r\": root context configured";
+        wait_for_lines(&gate, routed, n);
+        std::fs::write(&routes, paused_callout_routes(n, app.addr, to)).unwrap();
+        gate.signal(rustix::process::Signal::HUP);
+        wait_for_lines(&gate, "reloaded (SIGHUP)", n);
+        assert!(
+            !waiting.is_finished(),
+            "the request made its call before the reload was served:\n{}",
+            gate.log()
+        );
+        waiting.join().expect("the request's thread")
+    };
+
+    // Routed while `auth` was alice; the reload makes it bob.
+    let r = paused_across_reload(1, Some(bob.addr));
+    assert_eq!(r.status, 200, "{}", gate.log());
+    assert_eq!(app.last().header("x-auth-user"), Some("alice"));
+    assert_eq!((alice.count(), bob.count()), (1, 0));
+
+    // Routed while `auth` was bob; the reload removes `auth`, so a check
+    // against the newest configuration would refuse the target.
+    let r = paused_across_reload(2, None);
+    assert_eq!(r.status, 200, "{}", gate.log());
+    assert_eq!(app.last().header("x-auth-user"), Some("bob"));
+    assert_eq!((alice.count(), bob.count()), (1, 1));
+
+    // Routed now, with no `auth`: the plugin's call is refused and it
+    // answers 500 itself.
+    let r = gate.request(request);
+    assert_eq!(r.status, 500, "{}", gate.log());
+    assert_eq!((alice.count(), bob.count()), (1, 1));
+}

@@ -8,16 +8,19 @@
 //! certificate that does not verify) is reported as "no response", which
 //! plugins see as zero headers. A call to an HTTPS upstream speaks TLS to
 //! it as requests do, with the server name its `pass_host` gives (the
-//! call's `:authority` for `pass`).
+//! call's `:authority` for `pass`). An upstream id is resolved when the
+//! call is made ([`Target::of`]), with the configuration the call serves
+//! (the one its instance checked the target against): the task performing
+//! it holds only the upstream, never the configuration or a lock.
 
 use crate::config::{PassHost, Upstream};
+use crate::gateway::Gateway;
 use crate::http::HeaderMap;
 use crate::http::{self, BodyReader, Head};
 use crate::net::with_timeout;
 use crate::tls;
 use crate::upstream::{self, Dial, Tls};
 use crate::wasm::{CallResponse, HttpCall};
-use crate::worker::Worker;
 use smol::io::AsyncWriteExt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,9 +29,46 @@ use std::sync::Arc;
 /// Largest call response body a plugin is handed.
 const MAX_CALL_RESPONSE: usize = 4 << 20;
 
-/// Performs `call`; `None` when it failed or timed out.
-pub async fn perform(worker: &Worker, call: &HttpCall) -> Option<CallResponse> {
-    match with_timeout(call.timeout, attempt(worker, call)).await {
+/// Where a call goes, as far as the configuration says.
+pub enum Target {
+    /// The node an upstream's balancer picked.
+    Node {
+        upstream: Arc<Upstream>,
+        /// Its index in `upstream.nodes`.
+        node: usize,
+    },
+    /// An upstream with no node to pick.
+    NoNode,
+    /// A `host:port` to look up.
+    Name(String),
+}
+
+impl Target {
+    /// Where a call to `target` goes: an upstream id of `gateway` (its
+    /// balancer picks the node now), else a `host:port`.
+    pub fn of(gateway: &Gateway, target: &str) -> Target {
+        let Some(up) = gateway
+            .config
+            .routes
+            .upstreams
+            .iter()
+            .find(|u| u.id == target)
+        else {
+            return Target::Name(target.to_string());
+        };
+        match up.balancer.pick(None, &[]) {
+            Some(picked) => Target::Node {
+                upstream: Arc::clone(up),
+                node: picked.index,
+            },
+            None => Target::NoNode,
+        }
+    }
+}
+
+/// Performs `call`, sent to `target`; `None` when it failed or timed out.
+pub async fn perform(target: Target, call: &HttpCall) -> Option<CallResponse> {
+    match with_timeout(call.timeout, attempt(target, call)).await {
         Ok(response) => Some(response),
         Err(e) => {
             log::warn!(
@@ -41,9 +81,9 @@ pub async fn perform(worker: &Worker, call: &HttpCall) -> Option<CallResponse> {
     }
 }
 
-async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
+async fn attempt(target: Target, call: &HttpCall) -> io::Result<CallResponse> {
     let get = |name: &[u8]| call.headers.get(name).unwrap_or(b"");
-    let (addr, up) = resolve(worker, &call.target).await?;
+    let (addr, up) = resolve(target).await?;
     let authority = String::from_utf8_lossy(get(b":authority"));
     let name = up
         .as_ref()
@@ -131,34 +171,21 @@ async fn attempt(worker: &Worker, call: &HttpCall) -> io::Result<CallResponse> {
     })
 }
 
-/// Where a call goes: an upstream id of the current configuration (the
-/// address of its next node, with the upstream and that node's index), or
-/// `host:port` (plain HTTP).
-async fn resolve(
-    worker: &Worker,
-    target: &str,
-) -> io::Result<(SocketAddr, Option<(Arc<Upstream>, usize)>)> {
-    let gateway = worker.gateway();
-    if let Some(up) = gateway
-        .config
-        .routes
-        .upstreams
-        .iter()
-        .find(|u| u.id == target)
-    {
-        let picked = up
-            .balancer
-            .pick(None, &[])
-            .ok_or_else(|| invalid("upstream has no node with a positive weight"))?;
-        let node = picked.index;
-        return Ok((up.nodes[node].addr, Some((Arc::clone(up), node))));
-    }
-    if let Ok(addr) = target.parse::<SocketAddr>() {
+/// Where a call goes: the node picked for an upstream (with the upstream
+/// and that node's index), or a `host:port` (plain HTTP).
+async fn resolve(target: Target) -> io::Result<(SocketAddr, Option<(Arc<Upstream>, usize)>)> {
+    let name = match target {
+        Target::Node { upstream, node } => {
+            return Ok((upstream.nodes[node].addr, Some((upstream, node))));
+        }
+        Target::NoNode => return Err(invalid("upstream has no node with a positive weight")),
+        Target::Name(name) => name,
+    };
+    if let Ok(addr) = name.parse::<SocketAddr>() {
         return Ok((addr, None));
     }
-    let target = target.to_string();
     smol::unblock(move || {
-        let addr = target.to_socket_addrs()?.next();
+        let addr = name.to_socket_addrs()?.next();
         Ok((addr.ok_or_else(|| invalid("no address"))?, None))
     })
     .await

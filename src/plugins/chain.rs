@@ -23,13 +23,13 @@
 //! keeps it paused too long is not failing: that ends the request under
 //! either policy. This module knows plugins and the exchange, not sockets.
 
+use super::{Plugins, RootKey, RootRef};
 use crate::config::{FailurePolicy, Route};
 use crate::gateway::Gateway;
 use crate::wasm::{
     Action, CallResponse, Effect, Exchange, Fault, FaultKind, HttpCall, LocalResponse, Plugin,
     StreamHooks,
 };
-use crate::worker::{RootKey, RootRef, Worker};
 use smol::channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +70,9 @@ pub enum Event {
     /// Its context went with an instance another request's failure
     /// discarded.
     Gone,
+    /// A `proxy_http_call` made for its context from another callback: the
+    /// request performs it with its own configuration.
+    Call(HttpCall),
 }
 
 impl Event {
@@ -77,7 +80,8 @@ impl Event {
         match effect {
             Effect::Continue { .. } => Event::Continue,
             Effect::LocalResponse { response, .. } => Event::Respond(response),
-            Effect::Close { .. } | Effect::Done { .. } | Effect::HttpCall(_) => Event::Close,
+            Effect::HttpCall(call) => Event::Call(call),
+            Effect::Close { .. } | Effect::Done { .. } => Event::Close,
         }
     }
 }
@@ -104,7 +108,10 @@ struct Context {
 
 /// The route's plugins for one request.
 pub struct Chain<'w> {
-    worker: &'w Worker,
+    plugins: &'w Plugins,
+    /// The configuration the request was routed with: calls are checked
+    /// and resolved with it.
+    gateway: &'w Gateway,
     contexts: Vec<Context>,
     /// The route's id, for logs.
     route: Box<str>,
@@ -126,8 +133,8 @@ impl<'w> Chain<'w> {
     /// The first `fail_closed` plugin that fails to start or configure,
     /// with the chain so far (whose contexts the caller still finishes).
     pub fn start(
-        worker: &'w Worker,
-        gateway: &Gateway,
+        plugins: &'w Plugins,
+        gateway: &'w Gateway,
         route: &Route,
     ) -> Result<Chain<'w>, Box<(Chain<'w>, Fault)>> {
         // Global rules' plugins first, then the route's: in every phase
@@ -135,7 +142,8 @@ impl<'w> Chain<'w> {
         // global rules before the route's plugins in each phase.
         let global = &gateway.config.routes.global_plugins;
         let mut chain = Chain {
-            worker,
+            plugins,
+            gateway,
             contexts: Vec::with_capacity(global.len() + route.plugins.len()),
             route: route.id.as_str().into(),
             response_started: false,
@@ -147,15 +155,16 @@ impl<'w> Chain<'w> {
             let root = RootRef {
                 key: rp.key,
                 route: &route.id,
+                gateway,
             };
-            let created = worker.start_context(plugin, root, |vm| {
+            let created = plugins.start_context(plugin, root, |vm| {
                 let root = vm.configure(rp.key, &rp.conf)?;
                 let hooks = vm.stream_hooks();
                 vm.create_http_context(root).map(|ctx| (ctx, hooks))
             });
             match created {
                 Ok(((id, hooks), generation, effects)) => {
-                    worker.dispatch(plugin, generation, effects);
+                    plugins.dispatch(plugin, generation, gateway, effects);
                     chain.hooks.request_body |= hooks.request_body;
                     chain.hooks.response_body |= hooks.response_body;
                     chain.hooks.request_trailers |= hooks.request_trailers;
@@ -171,7 +180,7 @@ impl<'w> Chain<'w> {
                 }
                 Err(fault) if rp.policy == FailurePolicy::FailOpen => {
                     log_fail_open(&fault, &chain.route);
-                    worker.failed_open(plugin, &chain.route);
+                    plugins.failed_open(plugin, &chain.route);
                 }
                 Err(fault) => return Err(Box::new((chain, fault))),
             }
@@ -288,7 +297,7 @@ impl<'w> Chain<'w> {
     /// the failure that discarded it was already logged.
     pub fn finish(self, ex: &mut Exchange) {
         for c in &self.contexts {
-            if !self.worker.is_live(&c.plugin, c.generation) {
+            if !self.plugins.is_live(&c.plugin, c.generation) {
                 log::debug!(
                     "plugin {:?}: context {} went with its discarded instance",
                     c.plugin.name(),
@@ -297,18 +306,19 @@ impl<'w> Chain<'w> {
                 continue;
             }
             let finished = self
-                .worker
+                .plugins
                 .with_context(&c.plugin, c.generation, self.root(c), |vm| {
                     vm.finish(c.id, ex)
                 });
             match finished {
                 Ok((done, effects)) => {
                     if !done {
-                        self.worker.await_done(&c.plugin, c.generation, c.id);
+                        self.plugins.await_done(&c.plugin, c.generation, c.id);
                     }
-                    self.worker.dispatch(&c.plugin, c.generation, effects);
+                    self.plugins
+                        .dispatch(&c.plugin, c.generation, self.gateway, effects);
                     if !c.skipped {
-                        self.worker.completed(&c.plugin, c.key);
+                        self.plugins.completed(&c.plugin, c.key);
                     }
                 }
                 Err(fault) => log::warn!("route {:?}: {fault}", self.route),
@@ -370,7 +380,7 @@ impl<'w> Chain<'w> {
                 continue;
             }
             let result = self
-                .worker
+                .plugins
                 .with_context(&c.plugin, c.generation, self.root(c), |vm| match phase {
                     Phase::Request => vm.on_request_body(c.id, ex, end_of_stream),
                     Phase::Response => vm.on_response_body(c.id, ex, end_of_stream),
@@ -419,7 +429,7 @@ impl<'w> Chain<'w> {
         }
         let id = c.id;
         let result = self
-            .worker
+            .plugins
             .with_context(&c.plugin, c.generation, self.root(c), |vm| f(vm, id, ex));
         match result {
             Ok((action, effects)) => self.settle(i, phase, ex, action, effects, hook).await,
@@ -442,14 +452,14 @@ impl<'w> Chain<'w> {
     fn fail_open(&mut self, i: usize, fault: Fault) -> Option<Fault> {
         let c = &mut self.contexts[i];
         if fault.kind == FaultKind::ContextGone {
-            self.worker.failed_collaterally(&c.plugin, &self.route);
+            self.plugins.failed_collaterally(&c.plugin, &self.route);
         }
         if c.policy != FailurePolicy::FailOpen || self.response_started {
             return Some(fault);
         }
         log_fail_open(&fault, &self.route);
         c.skipped = true;
-        self.worker.failed_open(&c.plugin, &self.route);
+        self.plugins.failed_open(&c.plugin, &self.route);
         None
     }
 
@@ -500,11 +510,11 @@ impl<'w> Chain<'w> {
         let (tx, rx) = smol::channel::unbounded();
         let plugin = Arc::clone(&self.contexts[i].plugin);
         let (generation, id) = (self.contexts[i].generation, self.contexts[i].id);
-        self.worker.pause(&plugin, generation, id, tx.clone());
+        self.plugins.pause(&plugin, generation, id, tx.clone());
         let verdict = self
             .wait_events(i, phase, ex, effects, hook, &tx, &rx)
             .await;
-        self.worker.unpause(&plugin, generation, id);
+        self.plugins.unpause(&plugin, generation, id);
         verdict
     }
 
@@ -551,6 +561,7 @@ impl<'w> Chain<'w> {
                     return Verdict::Respond(local);
                 }
                 Event::Close => return Verdict::Fail(reset(&plugin)),
+                Event::Call(call) => self.plugins.spawn_call(call, self.gateway, tx.clone()),
                 Event::Gone => {
                     let gone = Fault {
                         plugin: plugin.name().to_string(),
@@ -567,7 +578,7 @@ impl<'w> Chain<'w> {
                     ex.call_response = response;
                     let c = &self.contexts[i];
                     let result =
-                        self.worker
+                        self.plugins
                             .with_context(&plugin, generation, self.root(c), |vm| {
                                 vm.on_http_call_response(&call, ex)
                             });
@@ -605,7 +616,7 @@ impl<'w> Chain<'w> {
             match effect {
                 Effect::HttpCall(call) if call.context == id && waiting.is_some() => {
                     let tx = waiting.expect("checked is_some").clone();
-                    self.worker.spawn_call(call, tx);
+                    self.plugins.spawn_call(call, self.gateway, tx);
                 }
                 Effect::Continue { context, .. } if context == id => {
                     verdict.get_or_insert(Verdict::Continue);
@@ -627,7 +638,8 @@ impl<'w> Chain<'w> {
     /// Hands effects of plugin `i`'s last call to the worker.
     fn dispatch(&self, i: usize, effects: Vec<Effect>) {
         let c = &self.contexts[i];
-        self.worker.dispatch(&c.plugin, c.generation, effects);
+        self.plugins
+            .dispatch(&c.plugin, c.generation, self.gateway, effects);
     }
 
     /// The root context `c` belongs to, for the worker to charge failures.
@@ -635,6 +647,7 @@ impl<'w> Chain<'w> {
         RootRef {
             key: c.key,
             route: &self.route,
+            gateway: self.gateway,
         }
     }
 

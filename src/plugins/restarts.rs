@@ -1,6 +1,6 @@
 //! When a root context that failed may run again: the restart policy of one
 //! route's plugin entry, kept per worker by the plugin supervisor
-//! (`worker.rs`). Pure arithmetic on instants, so it is tested without
+//! (`supervisor.rs`). Pure arithmetic on instants, so it is tested without
 //! plugins or clocks.
 //!
 //! Two bounds, whichever is longer:

@@ -85,7 +85,7 @@ where
             return answer(client, &head, &r, keep.after(Ending::Reply)).await;
         }
     }
-    let chain = match Chain::start(worker, gateway, route) {
+    let chain = match Chain::start(worker.plugins(), gateway, route) {
         Ok(chain) => chain,
         Err(failed) => {
             let (chain, fault) = *failed;

@@ -35,12 +35,13 @@ use crate::gateway::Gateway;
 use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
 use crate::live::Live;
 use crate::plugins::chain::PAUSE_TIMEOUT;
+use crate::plugins::Mode;
 use crate::proxy::{self, EarlyEnd, Transport};
 use crate::upstream::{Conn, Dial};
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Fault, HttpCall, LocalResponse, MetricKind, Plugin,
 };
-use crate::worker::{RootRef, Worker};
+use crate::worker::Worker;
 use smol::channel::Sender;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::LocalExecutor;
@@ -264,10 +265,10 @@ impl Bench {
         let live = Live::new(gateway, engine.clone());
         let (stop, stopped) = smol::channel::bounded(1);
         let executor = Rc::new(LocalExecutor::new());
-        let worker = Worker::new(live, stopped, Rc::clone(&executor), 0);
         let calls = Rc::new(RefCell::new(CallBook::default()));
         let book = Rc::clone(&calls);
-        worker.script_calls(Rc::new(move |call: &HttpCall| answer(&book, call)));
+        let script = Mode::Scripted(Rc::new(move |call: &HttpCall| answer(&book, call)));
+        let worker = Worker::new(live, stopped, Rc::clone(&executor), 0, script);
         let gateway = worker.gateway();
         Ok(Bench {
             executor,
@@ -319,7 +320,7 @@ impl Bench {
                 break false;
             }
             expired = true;
-            self.worker.expire_pauses();
+            self.bench().expire_pauses();
         };
         if ticks > 0 {
             outcome.notes.push(format!(
@@ -368,6 +369,14 @@ impl Bench {
         outcome
     }
 
+    /// The test bench controls of the worker's plugins.
+    fn bench(&self) -> crate::plugins::Bench<'_> {
+        self.worker
+            .plugins()
+            .bench()
+            .expect("the runner's worker is made with Mode::Scripted")
+    }
+
     /// Runs every task that can run now.
     fn settle(&self) {
         for _ in 0..MAX_STEPS {
@@ -382,28 +391,15 @@ impl Bench {
     fn tick(&self) -> usize {
         self.plugins
             .iter()
-            .map(|plugin| self.worker.tick_now(plugin))
+            .map(|plugin| self.bench().tick(plugin))
             .sum()
     }
 
     /// Creates the root contexts of `route`, as its first request would,
-    /// so ticks before that request reach them. A failure is left for the
-    /// request to meet.
+    /// so ticks before that request reach them.
     fn configure(&self, route: usize) {
         let route = &self.gateway.config.routes.routes[route];
-        for rp in &route.plugins {
-            let plugin = &self.gateway.plugins[rp.plugin];
-            let root = RootRef {
-                key: rp.key,
-                route: &route.id,
-            };
-            if let Ok((_, generation, effects)) = self
-                .worker
-                .start_context(plugin, root, |vm| vm.configure(rp.key, &rp.conf))
-            {
-                self.worker.dispatch(plugin, generation, effects);
-            }
-        }
+        self.bench().configure(&self.gateway, route);
     }
 }
 

@@ -14,6 +14,7 @@
 use super::server::{Scheme, Service};
 use crate::live::Live;
 use crate::net::{TcpStream, Timer};
+use crate::plugins::Mode;
 use crate::proxy::{self, Sockets};
 use crate::tls::{self, HandshakeError, TlsInfo};
 use crate::worker::Worker;
@@ -49,7 +50,13 @@ impl WorkerThread {
                 .spawn(async move { sweeper.sweep_idle().await })
                 .detach();
             Rc::new(WorkerThread {
-                plugins: Worker::new(Arc::clone(&live), stop.clone(), executor, index),
+                plugins: Worker::new(
+                    Arc::clone(&live),
+                    stop.clone(),
+                    executor,
+                    index,
+                    Mode::Serving,
+                ),
                 sockets,
             })
         }
