@@ -412,11 +412,65 @@ routes:
     let r = gate.request("GET /traced HTTP/1.1\r\nHost: test\r\nX-Deny: 1\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (403, "denied"));
     assert_eq!(up.count(), before);
+}
 
-    // Unmatched requests get APISIX's 404, without the global rules.
+/// APISIX runs the global rules on a request no route matched
+/// (`http_access_phase`: their `rewrite` and `access` before the 404,
+/// then `header_filter` and `log` on it): a global plugin may answer it
+/// itself, sees the 404's headers, and fails it as it fails a routed one.
+#[test]
+fn global_rules_run_on_a_request_no_route_matched() {
+    let up = Upstream::named("u");
+    let config = config_yaml(
+        &[
+            ("global-first", 500, "header_mutator"),
+            ("deny", 10, "local_reply"),
+            ("faulty", 5, "hook_faults"),
+        ],
+        "",
+    );
+    let routes = |faulty: &str| {
+        format!(
+            "global_rules:
+  - id: 1
+    plugins:
+{gf}      deny: {{conf: '{{\"status\": 403, \"body\": \"denied\", \"when_header\": \"x-deny\"}}'}}
+{faulty}routes:
+  - uri: /bare
+    upstream: {{nodes: {{\"{addr}\": 1}}}}
+#END
+",
+            gf = traces("global-first"),
+            addr = up.addr,
+        )
+    };
+    let gate = Gate::start(&config, &routes(""));
+
+    // Through the global rules to APISIX's 404, whose headers they saw.
     let r = gate.get("/none");
+    assert_eq!(r.status, 404, "{}", gate.log());
+    assert_eq!(r.text(), "{\"error_msg\":\"404 Route Not Found\"}\n");
+    assert_eq!(r.header("x-trace"), Some("global-first"));
+    // A global plugin's local response instead of the 404.
+    let r = gate.request("GET /none HTTP/1.1\r\nHost: test\r\nX-Deny: 1\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (403, "denied"));
+    // A body too: the request is read through the plugins that want it.
+    let r = gate.request("POST /none HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("x-trace"), None);
+    assert_eq!(up.count(), 0, "nothing reaches a node");
+    // Routed requests are as before.
+    assert_eq!(gate.get("/bare").header("x-trace"), Some("global-first"));
+
+    // A global plugin that fails fails the request no route matched (503,
+    // as a routed one), and the log says which plugin.
+    let faulty = "      faulty: {conf: 'trap proxy_on_request_headers'}\n";
+    let gate = Gate::start(&config, &routes(faulty));
+    assert_eq!(gate.get("/none").status, 503);
+    assert!(
+        gate.wait_for_log("plugin \"faulty\" failed in proxy_on_request_headers"),
+        "{}",
+        gate.log()
+    );
 }
 
 /// A WebSocket text frame with `payload` (< 126 bytes), masked as a client

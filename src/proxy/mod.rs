@@ -26,6 +26,7 @@
 //! - `relay.rs`: the response body to the client, streamed or through the
 //!   plugins;
 //! - `answer.rs`: replies the proxy makes itself, and `EarlyEnd`;
+//! - `unmatched.rs`: a request no route matched, through the global rules;
 //! - `keep_alive.rs`: the one keep-alive decision;
 //! - `transport.rs`: the network behind the request path.
 //!
@@ -42,6 +43,7 @@ mod relay;
 mod request;
 mod send;
 mod transport;
+mod unmatched;
 mod upgrade;
 
 pub(crate) use answer::EarlyEnd;

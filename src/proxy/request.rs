@@ -17,7 +17,7 @@ use super::heads::{
 use super::keep_alive::{Ending, KeepAlive};
 use super::relay::{node_failure, relay_response};
 use super::transport::Transport;
-use super::upgrade;
+use super::{unmatched, upgrade};
 use crate::config::{ClientLimits, Route};
 use crate::expr::RequestVars;
 use crate::gateway::Gateway;
@@ -60,17 +60,20 @@ where
     let keep = KeepAlive::of(&head, worker.stopping());
     let routes = &gateway.config.routes.routes;
     let found = || find_route(gateway, &head, client);
-    let Some(index) = pinned_route.or_else(found) else {
-        log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
-        return answer(
-            client,
-            &head,
-            &reply::not_found(),
-            keep.after(Ending::Reply),
-        )
-        .await;
+    let no_route;
+    let route = match pinned_route.or_else(found) {
+        Some(index) => &routes[index],
+        None if gateway.config.routes.global_plugins.is_empty() => {
+            log::debug!("{}: 404 {} {}", client.peer, head.method, head.target);
+            let kept = keep.after(Ending::Reply);
+            return answer(client, &head, &reply::not_found(), kept).await;
+        }
+        // The global rules run before the 404, as in APISIX.
+        None => {
+            no_route = unmatched::no_route();
+            &no_route
+        }
     };
-    let route = &routes[index];
     client.record.route_id.clone_from(&route.id);
     let limits = &gateway.config.main.limits;
     let mut ex = Exchange::from(ExchangeData {
@@ -140,6 +143,9 @@ where
         Err(end) => return end_early(req, client, transport, end).await,
     };
     let route = req.route;
+    if unmatched::is_no_route(route) {
+        return unmatched::answer_not_found(req, client, transport).await;
+    }
     let Some(upstream) = &route.upstream else {
         log::warn!("route {:?}: no upstream and no plugin answered", route.id);
         let keep = req.keep.after(Ending::Reply);
@@ -266,7 +272,7 @@ where
 /// Answers a request that plugins or the client ended before the node's
 /// answer was relayed (the rest of a request body is never read then, so
 /// the connection stays open only for a request without one).
-async fn end_early<C, T>(
+pub(super) async fn end_early<C, T>(
     req: &Request<'_>,
     client: &mut Client<C>,
     transport: &T,
