@@ -116,6 +116,51 @@ routes:
     assert_eq!(get("elsewhere.example.com", "/a").0, 404);
 }
 
+/// A route naming a service, plugin config or upstream that is not there
+/// is an invalid route, like any other: `-t` (the start's check) refuses the
+/// file with every such key path, and a reload (as etcd) skips just those
+/// routes, each with its key path, while the rest serves. (APISIX does not
+/// check references when it loads a file: it keeps the route and answers
+/// its requests 404, 503 or 502.)
+#[test]
+fn a_route_naming_a_missing_service_plugin_config_or_upstream_is_skipped_with_its_key_path() {
+    let up = Upstream::named("u");
+    let good = format!(
+        "routes:\n  - {{id: good, uri: /good, service_id: s}}\nservices:\n  - id: s\n    upstream: {{nodes: {{\"{}\": 1}}}}\n",
+        up.addr
+    );
+    let bad_file = format!(
+        "routes:\n  - {{id: good, uri: /good, service_id: s}}\n  - {{id: svc, uri: /svc, service_id: nope}}\n  - {{id: pc, uri: /pc, plugin_config_id: nope, service_id: s}}\n  - {{id: ups, uri: /ups, upstream_id: nope}}\nservices:\n  - id: s\n    upstream: {{nodes: {{\"{}\": 1}}}}\n#END\n",
+        up.addr
+    );
+    let problems = [
+        "routes[1].service_id: no service \"nope\"",
+        "routes[2].plugin_config_id: no plugin config \"nope\"",
+        "routes[3].upstream_id: no upstream \"nope\"",
+    ];
+
+    let gate = Gate::start(&config_yaml(&[], ""), &format!("{good}#END\n"));
+    assert_eq!(gate.get("/good").text(), "u");
+    let routes = gate.dir.join("apisix.yaml");
+    replace_file(&routes, &bad_file);
+    for problem in problems {
+        let line = format!("apisix.yaml: {problem} (item skipped)");
+        assert!(gate.wait_for_log(&line), "no {line:?} in\n{}", gate.log());
+    }
+    assert!(gate.wait_for_log("reloaded (routes file changed): 1 routes"));
+    assert_eq!(gate.get("/good").text(), "u");
+    for path in ["/svc", "/pc", "/ups"] {
+        assert_eq!(gate.get(path).status, 404, "{path} was served");
+    }
+
+    let config = gate.dir.join("config.yaml");
+    let (code, _, stderr) = run(&["-t", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    for problem in problems {
+        assert!(stderr.contains(problem), "no {problem:?} in\n{stderr}");
+    }
+}
+
 #[test]
 fn environment_variables_fill_the_routes_file_and_an_unset_one_is_refused() {
     let up = Upstream::named("from-env");

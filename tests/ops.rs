@@ -27,14 +27,6 @@ fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Replaces `path` at once (write a temporary file, then rename), as
-/// deployment tools do, so the poll never sees a half-written file.
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn occurrences(gate: &Gate, needle: &str) -> usize {
     gate.log().matches(needle).count()
 }

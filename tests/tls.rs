@@ -451,9 +451,7 @@ fn write_routes(dir: &Path, cert: &str, key: &str, up: std::net::SocketAddr) {
         json(key),
         route_to(up)
     );
-    let tmp = dir.join("apisix.yaml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join("apisix.yaml")).unwrap();
+    replace_file(&dir.join("apisix.yaml"), &text);
 }
 
 #[test]

@@ -768,6 +768,14 @@ impl Checkpoint {
     }
 }
 
+/// Replaces `path` at once (write a temporary file, then rename), as
+/// deployment tools do, so tinygate's poll never sees a half-written file.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// The file's content with `path` replaced in `conf/` style tests.
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
