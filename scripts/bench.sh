@@ -21,7 +21,8 @@
 # once): wrk's `Connection: close` resumes TLS sessions, so it would not
 # measure full handshakes.
 # and prints a table (median over rounds), footprint figures, memory per idle
-# keep-alive connection on (b) and (c) (scripts/idle_connections.py), the
+# keep-alive connection on (b) and (c), over HTTP and HTTPS
+# (scripts/idle_connections.py), the
 # plugin micro-benchmark and a check against the targets of issue #6.
 #
 # Everything listens on 127.0.0.1 only, on ports chosen at run time, and
@@ -46,8 +47,8 @@ usage: scripts/bench.sh [options]
   --bin PATH        measure this tinygate binary instead of building one
                     (to compare two builds back to back)
   --idle N          memory per idle keep-alive connection: N connections held
-                    open on tinygate (c) and on nginx (b), 3 rounds (1 with
-                    --quick); 0 skips it (default 3000)
+                    open on tinygate (c) and on nginx (b), then N HTTPS ones,
+                    3 rounds (1 with --quick); 0 skips it (default 3000)
   -h, --help        this help
 
 Run time with the defaults: about 13 minutes after the build
@@ -758,17 +759,21 @@ fi
 # ---------------------------------------------------------------- idle connections
 # Memory per idle keep-alive connection (issue #16): fresh servers, N client
 # connections each after one complete request, held open, then closed;
-# scripts/idle_connections.py measures RSS (nginx: master + workers).
-if [[ $IDLE_CONNS -gt 0 ]]; then
-    say ""
-    say "== idle keep-alive connections: $IDLE_CONNS held open, $IDLE_ROUNDS round(s)"
-    IDLE_PORT=$(free_port)
-    nginx_conf "$TMP/nginx-idle" 2 "    upstream backend {
+# scripts/idle_connections.py measures RSS (nginx: master + workers). Plain
+# HTTP on (b) and (c), then HTTPS on nginx as (f) and tinygate as (c) with
+# an HTTPS listener (the same certificate; a full handshake per connection).
+idle_nginx() { # $1 dir, $2 listen directive
+    local tls=""
+    [[ $2 == *ssl ]] && tls="
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+    nginx_conf "$1" 2 "    upstream backend {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$IDLE_PORT;
+        listen $2;$tls
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -776,18 +781,38 @@ if [[ $IDLE_CONNS -gt 0 ]]; then
             add_header X-Go-Wasm APISIX;
         }
     }"
+}
+idle_measure() { # $1 label, $2 pid, $3 host:port, then --tls for HTTPS
+    say "$1:"
+    python3 "$ROOT/scripts/idle_connections.py" "${@:4}" "$2" "$3" "$IDLE_CONNS" "$IDLE_ROUNDS" |
+        sed 's/^/    /'
+}
+if [[ $IDLE_CONNS -gt 0 ]]; then
+    say ""
+    say "== idle keep-alive connections: $IDLE_CONNS held open, $IDLE_ROUNDS round(s)"
+    IDLE_PORT=$(free_port)
+    idle_nginx "$TMP/nginx-idle" "127.0.0.1:$IDLE_PORT"
     start_nginx "$TMP/nginx-idle" "nginx (idle)"
     wait_http "http://127.0.0.1:$IDLE_PORT/" "$NGINX_PID" "nginx (idle)" "$TMP/nginx-idle/stderr"
-    say "(b) nginx proxy:"
-    python3 "$ROOT/scripts/idle_connections.py" "$NGINX_PID" "127.0.0.1:$IDLE_PORT" "$IDLE_CONNS" "$IDLE_ROUNDS" |
-        sed 's/^/    /'
+    idle_measure "(b) nginx proxy" "$NGINX_PID" "127.0.0.1:$IDLE_PORT"
     stop "$NGINX_PID"
     mkdir -p "$TMP/gate-idle"
     cp "$TMP/gate-c/config.yaml" "$TMP/gate-c/apisix.yaml" "$TMP/gate-idle/"
     start_gate "$TMP/gate-idle" "tinygate (idle)"
-    say "(c) tinygate, no plugin:"
-    python3 "$ROOT/scripts/idle_connections.py" "$GATE_PID" "$GATE_ADDR" "$IDLE_CONNS" "$IDLE_ROUNDS" |
-        sed 's/^/    /'
+    idle_measure "(c) tinygate, no plugin" "$GATE_PID" "$GATE_ADDR"
+    stop "$GATE_PID"
+
+    IDLE_PORT=$(free_port)
+    idle_nginx "$TMP/nginx-idle-tls" "127.0.0.1:$IDLE_PORT ssl"
+    start_nginx "$TMP/nginx-idle-tls" "nginx TLS (idle)"
+    wait_http "https://127.0.0.1:$IDLE_PORT/" "$NGINX_PID" "nginx TLS (idle)" "$TMP/nginx-idle-tls/stderr"
+    idle_measure "(f) nginx TLS proxy, HTTPS" "$NGINX_PID" "127.0.0.1:$IDLE_PORT" --tls
+    stop "$NGINX_PID"
+    GATE_TLS=1 gate_conf "$TMP/gate-idle-tls"
+    GATE_TLS=1 gate_routes "$TMP/gate-idle-tls"
+    start_gate "$TMP/gate-idle-tls" "tinygate TLS (idle)"
+    [[ -n $GATE_HTTPS ]] || die "tinygate printed no HTTPS listener"
+    idle_measure "tinygate TLS, no plugin, HTTPS" "$GATE_PID" "$GATE_HTTPS" --tls
     stop "$GATE_PID"
 fi
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Memory per idle keep-alive connection of one HTTP server (issue #16, 5).
 
-usage: scripts/idle_connections.py PID HOST:PORT [N] [ROUNDS]
+usage: scripts/idle_connections.py [--tls] PID HOST:PORT [N] [ROUNDS]
 
 Measures the resident memory of process PID (plus its direct children, as
 for nginx's master and workers) while N client connections sit idle on
 HOST:PORT, each after one complete keep-alive request, and after they close;
-ROUNDS times, to show whether the memory comes back. Prints one line per
+ROUNDS times, to show whether the memory comes back. With --tls each
+connection is an HTTPS one (a full handshake, no SNI, the certificate not
+checked: the server's memory is what is measured). Prints one line per
 round and a last line `idle-per-conn-kb K after-close-kb C` for scripts
 (K: the growth per idle connection in the first round; C: the RSS after the
 last round's close, minus the RSS before the first).
@@ -15,10 +17,10 @@ Loopback only, bounded: N connections (default 3000) at most, each sending
 one small GET and reading its whole response (Content-Length framing).
 """
 
-import os
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -63,9 +65,35 @@ def response_complete(data):
     return len(data) >= end + 4 + length
 
 
+def request_for(addr):
+    return f"GET / HTTP/1.1\r\nHost: {addr[0]}\r\nUser-Agent: idle-bench\r\n\r\n".encode()
+
+
+def open_idle_tls(addr, n):
+    """Opens n HTTPS connections one after the other (a handshake each),
+    each with one request answered in full."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = request_for(addr)
+    conns = []
+    for _ in range(n):
+        raw = socket.create_connection(addr, timeout=30)
+        s = context.wrap_socket(raw)
+        s.sendall(request)
+        data = b""
+        while not response_complete(data):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("idle_connections: the server closed a connection early")
+            data += chunk
+        conns.append(s)
+    return conns
+
+
 def open_idle(addr, n):
     """Opens n connections, each with one request answered in full."""
-    request = f"GET / HTTP/1.1\r\nHost: {addr[0]}\r\nUser-Agent: idle-bench\r\n\r\n".encode()
+    request = request_for(addr)
     sel = selectors.DefaultSelector()
     conns = []
     pending = {}
@@ -98,12 +126,15 @@ def open_idle(addr, n):
 
 
 def main():
-    if len(sys.argv) < 3:
+    args = [a for a in sys.argv[1:] if a != "--tls"]
+    tls = len(args) < len(sys.argv) - 1
+    if len(args) < 2:
         raise SystemExit(__doc__)
-    pid = int(sys.argv[1])
-    host, port = sys.argv[2].rsplit(":", 1)
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 3000
-    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+    pid = int(args[0])
+    host, port = args[1].rsplit(":", 1)
+    n = int(args[2]) if len(args) > 2 else 3000
+    rounds = int(args[3]) if len(args) > 3 else 3
+    opener = open_idle_tls if tls else open_idle
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n + 100)), hard))
     before = settle(pid, 0.2)
@@ -111,7 +142,7 @@ def main():
     closed = before
     for round_ in range(1, rounds + 1):
         start = rss_kb(pid)
-        conns = open_idle((host, int(port)), n)
+        conns = opener((host, int(port)), n)
         idle = settle(pid)
         for s in conns:
             s.close()

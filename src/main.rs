@@ -211,6 +211,15 @@ fn serve(path: &std::path::Path) -> Result<(), Vec<String>> {
         let bound = ops::status::start(addr).map_err(|e| vec![e.to_string()])?;
         log::info!("status and metrics on http://{bound}/apisix/prometheus/metrics");
     }
+    match net::fd_limit::raise_to_hard() {
+        Ok(Some(n)) if n < main.limits.max_connections as u64 => log::warn!(
+            "only {n} open files allowed (ulimit -Hn): fewer than max_connections ({}); \
+             connections past it are refused by the kernel",
+            main.limits.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
     let listen: Vec<serve::Endpoint> = (main.listen.iter())
         .map(|&a| (a, serve::Scheme::Http))
         .chain(main.ssl.listen.iter().map(|&a| (a, serve::Scheme::Https)))

@@ -35,6 +35,8 @@ mod framing;
 mod hardening;
 /// Health checks, failover, balancers and timeouts that hold (issue #17).
 mod health;
+/// Memory per idle keep-alive connection, and given back (issue #16.5).
+mod idle;
 /// The scrape as Prometheus text, plugin families across reloads, and the
 /// Grafana dashboard checked against a running tinygate (issue #21).
 mod metrics;

@@ -38,6 +38,27 @@ pub struct Record {
     pub upstream_time: Option<Duration>,
 }
 
+impl Record {
+    /// A record with nothing in it (as `Record::default()`), usable where
+    /// a `'static` one is needed.
+    pub const EMPTY: Record = Record {
+        remote: None,
+        host: String::new(),
+        method: String::new(),
+        target: String::new(),
+        version: "",
+        status: 0,
+        body_bytes_sent: 0,
+        started: None,
+        referer: String::new(),
+        user_agent: String::new(),
+        route_id: String::new(),
+        upstream_addr: None,
+        upstream_status: None,
+        upstream_time: None,
+    };
+}
+
 struct Sink {
     target: Target,
     file: Option<File>,

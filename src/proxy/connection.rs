@@ -20,8 +20,10 @@ use crate::ops::memory;
 use crate::tls::TlsInfo;
 use crate::worker::Worker;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,10 +54,38 @@ pub(crate) struct Client<C> {
     /// `send_timeout` of the configuration serving the request.
     send_timeout: Duration,
     /// The access log record of the request being served.
-    pub(super) record: Record,
+    pub(super) record: RecordSlot,
     /// Counts the connection as busy (holding buffers) for `ops::memory`,
     /// from its first bytes until it has idled for [`IDLE_RELEASE`].
     busy: Option<memory::Held>,
+}
+
+/// A client's access log record, allocated when a request first writes
+/// to it and given back while the connection idles ([`RecordSlot::release`]):
+/// the record is most of a client's size, and an idle connection needs
+/// none. Reads and writes go through it as through the record itself.
+#[derive(Default)]
+pub(crate) struct RecordSlot(Option<Box<Record>>);
+
+impl RecordSlot {
+    /// Gives the record's memory back; the next write starts a new one.
+    fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl std::ops::Deref for RecordSlot {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        static NONE: Record = Record::EMPTY;
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl std::ops::DerefMut for RecordSlot {
+    fn deref_mut(&mut self) -> &mut Record {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl<C> Client<C> {
@@ -112,9 +142,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Client<C> {
 const LINGERING_MAX_BYTES: usize = 8 << 20;
 
 /// Serves one client connection until it closes or must be closed.
-pub(crate) async fn serve_connection<C, T>(worker: &Worker, transport: &T, conn: Connection<C>)
+///
+/// Request after request. While the connection waits, its task holds the
+/// client and the wait, nothing more: what serving a request needs lives
+/// in its own allocation while it runs ([`one_request`]). A plain function
+/// returning an `async move` block, because an `async fn` would hold its
+/// arguments twice (as given, and moved into its body) for as long as the
+/// connection lives.
+pub(crate) fn serve_connection<'a, C, T>(
+    worker: &'a Worker,
+    transport: &'a T,
+    conn: Connection<C>,
+) -> impl Future<Output = ()> + 'a
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'a,
     T: Transport,
 {
     let Connection {
@@ -124,7 +165,6 @@ where
         tls,
         pinned_route,
     } = conn;
-    let _connection = memory::hold();
     let mut client = Client {
         stream,
         buf: ReadBuf::new(),
@@ -132,48 +172,72 @@ where
         local,
         tls,
         send_timeout: worker.gateway().config.main.limits.send_timeout,
-        record: Record::default(),
+        record: RecordSlot::default(),
         busy: None,
     };
-    let mut first = true;
-    loop {
-        if !client.buf.has_data() {
-            // The wait's limits are copied out: an idle connection holds no
-            // gateway, so a reload while it idles retires the old one (and
-            // its plugins' root contexts), and its next request is served
-            // with the new one.
-            let idle = worker.gateway().config.main.limits.clone();
-            if !wait_for_request(worker, &mut client, &idle, first).await {
+    async move {
+        let _connection = memory::hold();
+        let mut first = true;
+        loop {
+            if !client.buf.has_data() {
+                // The wait's limit is copied out: an idle connection holds
+                // no gateway, so a reload while it idles retires the old
+                // one (and its plugins' root contexts), and its next
+                // request is served with the new one.
+                let limit = {
+                    let limits = &worker.gateway().config.main.limits;
+                    if first {
+                        limits.client_header_timeout
+                    } else {
+                        limits.keepalive_timeout
+                    }
+                };
+                if !wait_for_request(worker, &mut client, limit, first).await {
+                    return;
+                }
+            }
+            first = false;
+            let request = one_request(worker, transport, &mut client, pinned_route);
+            if !Box::pin(request).await {
                 return;
             }
         }
-        let gateway = worker.gateway();
-        let limits = &gateway.config.main.limits;
-        client.send_timeout = limits.send_timeout;
-        first = false;
-        let head = match read_head(&mut client, limits).await {
-            Ok(head) => head,
-            Err(None) => return,
-            Err(Some(refusal)) => {
-                return refuse(worker, &gateway, &mut client, &refusal, limits).await
-            }
-        };
-        start_record(&mut client.record, client.peer, &head);
-        let had_body = head.framing != Framing::Empty;
-        // What serving a request needs lives in its own allocation while
-        // it runs, so an idle connection's task is only this loop.
-        let keep = serve_request(worker, &gateway, &mut client, transport, head, pinned_route);
-        let keep = Box::pin(keep).await;
-        worker.record_request(&gateway, &client.record);
-        if !keep {
-            if had_body {
-                // Maybe answered before the body was read (413, 400, a
-                // plugin's reply): let the client read it.
-                client.linger(limits).await;
-            }
-            return;
-        }
     }
+}
+
+/// Reads, serves and logs one request; returns whether the connection
+/// carries another.
+async fn one_request<C, T>(
+    worker: &Worker,
+    transport: &T,
+    client: &mut Client<C>,
+    pinned_route: Option<usize>,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
+{
+    let gateway = worker.gateway();
+    let limits = &gateway.config.main.limits;
+    client.send_timeout = limits.send_timeout;
+    let head = match read_head(client, limits).await {
+        Ok(head) => head,
+        Err(None) => return false,
+        Err(Some(refusal)) => {
+            refuse(worker, &gateway, client, &refusal, limits).await;
+            return false;
+        }
+    };
+    start_record(&mut client.record, client.peer, &head);
+    let had_body = head.framing != Framing::Empty;
+    let keep = serve_request(worker, &gateway, client, transport, head, pinned_route).await;
+    worker.record_request(&gateway, &client.record);
+    if !keep && had_body {
+        // Maybe answered before the body was read (413, 400, a plugin's
+        // reply): let the client read it.
+        client.linger(limits).await;
+    }
+    keep
 }
 
 /// How long a connection may wait for its next request and keep its
@@ -190,19 +254,14 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 async fn wait_for_request<C: AsyncRead + AsyncWrite + Unpin>(
     worker: &Worker,
     client: &mut Client<C>,
-    limits: &ClientLimits,
+    idle_limit: Duration,
     first: bool,
 ) -> bool {
-    let idle_limit = if first {
-        limits.client_header_timeout
-    } else {
-        limits.keepalive_timeout
-    };
     let soon = IDLE_RELEASE.min(idle_limit);
     let mut waited = wait_for_bytes(worker, client, soon).await;
     if matches!(&waited, Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut) && soon < idle_limit {
         client.buf.release();
-        client.record = Record::default();
+        client.record.release();
         client.busy = None;
         waited = wait_for_bytes(worker, client, idle_limit - soon).await;
     }
@@ -228,7 +287,11 @@ async fn wait_for_bytes<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<C>,
     limit: Duration,
 ) -> Option<io::Result<usize>> {
-    let filled = with_timeout(limit, client.buf.fill_idle(&mut client.stream));
+    // Pinned here and raced by reference, so the read is held once.
+    let filled = pin!(with_timeout(
+        limit,
+        client.buf.fill_idle(&mut client.stream)
+    ));
     smol::future::or(async { Some(filled.await) }, async {
         worker.stopped().await;
         None
@@ -306,7 +369,7 @@ async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(
     reply: &Reply,
     limits: &ClientLimits,
 ) {
-    client.record = Record {
+    *client.record = Record {
         remote: Some(client.peer),
         method: "-".into(),
         version: "-",

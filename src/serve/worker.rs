@@ -68,7 +68,10 @@ impl Service for WorkerThread {
         let local = tcp.get_ref().local_addr().ok();
         let (stream, tls) = match scheme {
             Scheme::Http => (tls::Stream::from(tcp), None),
-            Scheme::Https => match self.handshake(tcp).await {
+            // Boxed: the handshake's state (a whole rustls connection)
+            // would otherwise be part of every connection's task, plain
+            // or idle, for as long as it lives.
+            Scheme::Https => match Box::pin(self.handshake(tcp)).await {
                 Ok((stream, info)) => (stream, Some(Arc::new(info))),
                 Err(e) => return tls::log_handshake_failure(peer, &e),
             },
