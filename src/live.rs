@@ -13,14 +13,26 @@
 //! etcd provider the routes file is not used: the etcd watcher hands in
 //! each new state through [`Live::apply_routes`], and `SIGHUP` re-reads
 //! `config.yaml` and re-validates the last etcd state against it.
+//!
+//! A reload costs what changed (issue #20): a routes-file poll, `SIGHUP`
+//! or etcd change takes over every item of the configuration being served
+//! whose text is unchanged, with its balancer and root contexts
+//! (`config/reuse.rs`: items whose validation reads DNS or files are
+//! validated again), starts and configures only plugins and plugin
+//! entries that are new ([`Gateway::check_changes`]), rebuilds the route
+//! index, and swaps the whole in at once: a request sees the old
+//! configuration or the new one, never a mix.
 
-use crate::config::{self, parse_routes_skipping_invalid, Config, ConfigError, MainConfig, Routes};
+use crate::config::{
+    self, parse_routes_skipping_invalid, Config, ConfigError, MainConfig, Reuse, Routes,
+};
 use crate::gateway::Gateway;
 use crate::wasm::Engine;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The gateway being served, swappable at run time.
 pub struct Live {
@@ -39,8 +51,9 @@ pub struct Live {
 }
 
 /// Routes that do not come from the routes file: validates them against a
-/// `config.yaml` (its plugin list), logging and skipping invalid items.
-pub type RoutesSource = Arc<dyn Fn(&MainConfig) -> Routes + Send + Sync>;
+/// `config.yaml` (its plugin list), taking over what [`Reuse`] allows,
+/// logging and skipping invalid items.
+pub type RoutesSource = Arc<dyn Fn(&MainConfig, Reuse) -> Routes + Send + Sync>;
 
 impl Live {
     pub fn new(gateway: Gateway, engine: Engine) -> Arc<Live> {
@@ -70,17 +83,19 @@ impl Live {
     }
 
     /// Applies routes from `source` with the current `config.yaml`,
-    /// validated as a reload is (plugins compiled, started and configured);
-    /// on failure the current configuration keeps serving. Returns true
-    /// when the new configuration is being served.
-    pub fn apply_routes(&self, source: RoutesSource, why: &str) -> bool {
+    /// validated as a reload is (plugins compiled, started and configured),
+    /// taking over the unchanged items of the configuration being served;
+    /// on failure the current configuration keeps serving. `noticed` is
+    /// when the change became known, for the log. Returns true when the
+    /// new configuration is being served.
+    pub fn apply_routes(&self, source: RoutesSource, why: &str, noticed: Instant) -> bool {
         let mut kept = self.routes_source.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current();
         let main = current.config.main.clone();
-        let routes = source(&main);
+        let routes = source(&main, Reuse::Items(&current.config.routes));
         *kept = Some(source);
         let before = self.generation();
-        self.apply(Config { main, routes }, &current, why);
+        self.apply(Config { main, routes }, &current, why, noticed);
         self.generation() != before
     }
 
@@ -103,6 +118,7 @@ impl Live {
         }
         let path = &current.config.main.routes_file;
         let now = fingerprint(path);
+        let noticed = Instant::now();
         {
             let mut seen = self.routes_seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
@@ -119,12 +135,14 @@ impl Live {
             }
         };
         let main = current.config.main.clone();
-        match parse_routes_skipping_invalid(&label, &text, &main.plugins) {
+        let reuse = Reuse::Items(&current.config.routes);
+        match parse_routes_skipping_invalid(&label, &text, &main.plugins, reuse) {
             Ok((routes, skipped)) => {
                 for problem in &skipped {
                     log::error!("{problem} (item skipped)");
                 }
-                self.apply(Config { main, routes }, &current, "routes file changed");
+                let config = Config { main, routes };
+                self.apply(config, &current, "routes file changed", noticed);
             }
             Err(e) => log_rejected(&e),
         }
@@ -132,6 +150,7 @@ impl Live {
 
     /// Re-reads both files (on `SIGHUP`); applies them if valid.
     pub fn reload_all(&self) {
+        let noticed = Instant::now();
         let current = self.current();
         let path = current.config.main.config_file.clone();
         *self.routes_seen.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -151,7 +170,7 @@ impl Live {
             );
         }
         if main.etcd.is_some() || current.config.main.etcd.is_some() {
-            return self.reload_with_etcd(main);
+            return self.reload_with_etcd(main, noticed);
         }
         let label = main.routes_file.display().to_string();
         let text = match std::fs::read_to_string(&main.routes_file) {
@@ -161,12 +180,13 @@ impl Live {
                 return;
             }
         };
-        match parse_routes_skipping_invalid(&label, &text, &main.plugins) {
+        let reuse = Reuse::Items(&current.config.routes);
+        match parse_routes_skipping_invalid(&label, &text, &main.plugins, reuse) {
             Ok((routes, skipped)) => {
                 for problem in &skipped {
                     log::error!("{problem} (item skipped)");
                 }
-                self.apply(Config { main, routes }, &current, "SIGHUP");
+                self.apply(Config { main, routes }, &current, "SIGHUP", noticed);
             }
             Err(e) => log_rejected(&e),
         }
@@ -174,7 +194,7 @@ impl Live {
 
     /// `SIGHUP` with the etcd provider: the last etcd state, re-validated
     /// against the new `config.yaml`.
-    fn reload_with_etcd(&self, main: MainConfig) {
+    fn reload_with_etcd(&self, main: MainConfig, noticed: Instant) {
         let kept = self.routes_source.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current();
         if main.etcd != current.config.main.etcd {
@@ -187,12 +207,14 @@ impl Live {
         }
         let routes = kept
             .as_ref()
-            .map(|source| source(&main))
+            .map(|source| source(&main, Reuse::Items(&current.config.routes)))
             .unwrap_or_default();
-        self.apply(Config { main, routes }, &current, "SIGHUP");
+        self.apply(Config { main, routes }, &current, "SIGHUP", noticed);
     }
 
-    fn apply(&self, config: Config, previous: &Gateway, why: &str) {
+    /// Builds, checks and swaps in `config`; logs how long it took since
+    /// the change was `noticed`.
+    fn apply(&self, config: Config, previous: &Gateway, why: &str, noticed: Instant) {
         let label = match &config.main.etcd {
             Some(etcd) => format!("etcd {}", etcd.prefix),
             None => config.main.routes_file.display().to_string(),
@@ -201,20 +223,31 @@ impl Live {
             Ok(g) => g,
             Err(e) => return log_rejected(&e.into()),
         };
-        if let Err(e) = gateway.check_plugins() {
+        if let Err(e) = gateway.check_changes(previous) {
             return log_rejected(&e.into());
         }
         if let Err(e) = crate::ops::access_log::configure(&gateway.config.main.access_log) {
             log::error!("{e}; keeping the previous access log");
         }
         let routes = gateway.config.routes.routes.len();
+        let (taken_over, validated) = gateway.config.routes.items_taken_over();
         crate::health::watch(&gateway.config.routes);
         if self.plugin_metrics_follow.load(Ordering::Acquire) {
             serve_plugin_metrics(&gateway);
         }
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gateway);
+        let replaced = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(gateway),
+        );
         self.generation.fetch_add(1, Ordering::AcqRel);
-        log::info!("config file {label} reloaded ({why}): {routes} routes");
+        let took = noticed.elapsed();
+        // Dropped here, not under the lock; the workers may still hold it.
+        drop(replaced);
+        log::info!(
+            "config file {label} reloaded ({why}): {routes} routes; items: {validated} validated, \
+             {taken_over} taken over unchanged; served {:.1} ms after the change was noticed",
+            took.as_secs_f64() * 1e3
+        );
     }
 }
 

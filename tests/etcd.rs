@@ -546,7 +546,8 @@ fn the_snapshot_serves_when_etcd_is_down_at_start() {
     let gate = start_gate(&config);
     etcd.put("/apisix/routes/r", &route("/r", a.addr));
     until_all(&[&gate], "/r", from("a"));
-    let written = wait_until(|| read_or_empty(&snapshot).contains("uri: /r"));
+    // One item a line, as JSON (which YAML reads as the same value).
+    let written = wait_until(|| read_or_empty(&snapshot).contains(r#""uri":"/r""#));
     assert!(written, "{}", read_or_empty(&snapshot));
     drop(gate);
     etcd.kill();
@@ -654,20 +655,29 @@ fn services_plugin_configs_and_their_routes_follow_etcd_in_any_order() {
     // Changing the service moves every route that inherits from it.
     etcd.put("/apisix/services/s1", &service(b.addr));
     until_all(&[&gate], "/svc", from("b"));
-    // A plugin config: an empty one is valid, a bad one is named and skipped
-    // with the routes that use it.
+    // A plugin config: an empty one is valid. A bad version of it is named
+    // and refused, and the version served before serves on (APISIX keeps a
+    // watched value that fails its checks); a bad new one is skipped with
+    // the routes that use it.
     etcd.put("/apisix/plugin_configs/p1", r#"{"plugins":{}}"#);
-    etcd.put(
-        "/apisix/routes/r2",
-        &json!({"uri": "/pc", "plugin_config_id": "p1", "upstream": {"nodes": {a.addr.to_string(): 1}}}).to_string(),
-    );
+    let pc_route = |uri: &str, pc: &str| {
+        json!({"uri": uri, "plugin_config_id": pc, "upstream": {"nodes": {a.addr.to_string(): 1}}})
+            .to_string()
+    };
+    etcd.put("/apisix/routes/r2", &pc_route("/pc", "p1"));
     until_all(&[&gate], "/pc", from("a"));
-    etcd.put(
-        "/apisix/plugin_configs/p1",
-        r#"{"plugins":{"nope":{"conf":"x"}}}"#,
-    );
-    assert!(gate.wait_for_log("etcd /apisix/plugin_configs/p1: plugins.nope: no wasm plugin"));
-    until_all(&[&gate], "/pc", |r| r.status == 404);
+    let bad = r#"{"plugins":{"nope":{"conf":"x"}}}"#;
+    etcd.put("/apisix/plugin_configs/p1", bad);
+    assert!(gate.wait_for_log(
+        "etcd /apisix/plugin_configs/p1: plugins.nope: no wasm plugin \"nope\" in config.yaml \
+         wasm.plugins (declared: none) (the version served before keeps serving)"
+    ));
+    assert!(from("a")(&gate.get("/pc")));
+    etcd.put("/apisix/plugin_configs/p2", bad);
+    etcd.put("/apisix/routes/r3", &pc_route("/pc2", "p2"));
+    assert!(gate.wait_for_log("etcd /apisix/plugin_configs/p2: plugins.nope: no wasm plugin"));
+    assert!(gate.wait_for_log("etcd /apisix/routes/r3: plugin_config_id: no plugin config \"p2\""));
+    assert_eq!(gate.get("/pc2").status, 404);
     assert!(from("b")(&gate.get("/svc")));
 }
 

@@ -37,6 +37,9 @@ mod hardening;
 mod health;
 /// Memory per idle keep-alive connection, and given back (issue #16.5).
 mod idle;
+/// Reloads that cost what changed: one route rebuilt, the others' state
+/// kept; bad items refused; atomic swaps (issue #20).
+mod incremental;
 /// The scrape as Prometheus text, plugin families across reloads, and the
 /// Grafana dashboard checked against a running tinygate (issue #21).
 mod metrics;

@@ -17,9 +17,12 @@ mod main_file;
 mod merge;
 mod plugin_entries;
 mod requests;
+mod reuse;
 mod route;
 mod routes_file;
+mod sections;
 mod services;
+mod split;
 mod ssl;
 mod ssls;
 pub(crate) mod tree;
@@ -31,10 +34,12 @@ mod tests;
 
 pub use balancing::{HashKey, Piece};
 pub use checks::{ActiveCheck, Checks, Counting, Probe};
+pub use reuse::{KeyMap, Reuse};
 pub use routes_file::{
-    parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_skipping_invalid,
-    Routes,
+    parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_sections,
+    parse_routes_skipping_invalid, Routes,
 };
+pub use sections::Sections;
 pub use ssl::SslConfig;
 #[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
 pub use ssls::{Ssl, Ssls};

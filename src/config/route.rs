@@ -5,10 +5,11 @@
 
 use super::merge::route_with_inherited;
 use super::plugin_entries::route_plugins;
-use super::services::{named_upstream, PluginConfig, Service};
+use super::reuse::Named;
+use super::services::named_upstream;
 use super::tree::{index, kind, Obj, Problems};
 use super::upstream::{timeouts, upstream};
-use super::{DeclaredPlugin, HostMatch, Route, Upstream, UriMatch};
+use super::{DeclaredPlugin, HostMatch, Route, UriMatch};
 use crate::expr::IpMatcher;
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -20,13 +21,6 @@ const METHODS: &[&str] = &[
 ];
 /// Route keys APISIX has and tinygate does not implement: Lua code.
 const LUA_ROUTE_KEYS: &[&str] = &["filter_func", "script"];
-
-/// What routes refer to by id.
-pub(super) struct Named<'a> {
-    pub upstreams: HashMap<&'a str, &'a Arc<Upstream>>,
-    pub services: HashMap<&'a str, &'a Service>,
-    pub plugin_configs: HashMap<&'a str, &'a PluginConfig>,
-}
 
 /// One route, with what it inherits from its service and plugin config
 /// merged in; `None` when it has errors. The bool is false for `status: 0`.
@@ -174,11 +168,11 @@ fn lookup<'a, T>(
     o: &Obj,
     key: &str,
     what: &str,
-    items: &HashMap<&str, &'a T>,
+    items: &'a HashMap<String, Arc<T>>,
     p: &mut Problems,
-) -> Option<&'a T> {
+) -> Option<&'a Arc<T>> {
     let want = o.id(key, p)?;
-    let found = items.get(want.as_str()).copied();
+    let found = items.get(&want);
     if found.is_none() {
         p.at(&o.path_of(key), format!("no {what} {want:?}"));
     }

@@ -5,12 +5,15 @@
 //! `plugin_entries.rs`; how routes inherit, in `merge.rs`.
 
 use super::merge::{global_plugins, GlobalRuleEntries};
-use super::route::{route, Named};
+use super::reuse::{reads_outside, Known, Named, OnShelf, Reuse, Takeover};
+use super::route::route;
+use super::sections::{ItemRef, Sections};
 use super::services::{global_rule, plugin_config, service, PluginConfig, Service};
-use super::tree::{index, Obj, Problems};
+use super::tree::{index, join, unknown_keys, Obj, Problems};
 use super::upstream::upstream;
 use super::{env_vars, parse_yaml, ConfigError, DeclaredPlugin, Route, RoutePlugin, Upstream};
 use serde_yaml::Value;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -28,8 +31,9 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Routes {
     /// Enabled routes (`status: 0` ones are dropped), in file order, each
-    /// with its service and plugin config merged in.
-    pub routes: Vec<Route>,
+    /// with its service and plugin config merged in. Shared with the next
+    /// load when unchanged (see `reuse.rs`).
+    pub routes: Vec<Arc<Route>>,
     /// Named upstreams, in file order.
     pub upstreams: Vec<Arc<Upstream>>,
     /// `ssls`: certificates for HTTPS listeners.
@@ -38,6 +42,23 @@ pub struct Routes {
     /// The plugins of all `global_rules`, sorted by descending priority:
     /// they run on every routed request, before the route's.
     pub global_plugins: Vec<RoutePlugin>,
+    /// The valid items by identity, for the next load to take over.
+    pub known: Known,
+}
+
+impl Routes {
+    /// How many items of the document this load took over from the last
+    /// one unchanged, and how many it validated.
+    pub fn items_taken_over(&self) -> (usize, usize) {
+        self.known.counts()
+    }
+
+    /// Where (`routes[3]`) this load found an invalid version of an item
+    /// that has a place of its own (an etcd key), and served the last
+    /// valid version from that place instead.
+    pub fn items_served_before(&self) -> &[String] {
+        self.known.served_before()
+    }
 }
 
 /// Parses the text of a routes file strictly, as at start-up and in `-t`:
@@ -50,7 +71,12 @@ pub fn parse_routes(
     text: &str,
     plugins: &[DeclaredPlugin],
 ) -> Result<Routes, ConfigError> {
-    parse_routes_and_document(label, text, plugins).map(|(routes, _)| routes)
+    let (routes, problems) = parse_routes_skipping_invalid(label, text, plugins, Reuse::Nothing)?;
+    if problems.is_empty() {
+        Ok(routes)
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 /// [`parse_routes`], also giving the document after `${{VAR}}`
@@ -73,7 +99,9 @@ pub fn parse_routes_and_document(
 }
 
 /// Parses the text of a routes file as APISIX does on reload: an invalid
-/// item is skipped (its problems are returned), the rest applies.
+/// item is skipped (its problems are returned), the rest applies. With
+/// `reuse`, items unchanged since the configuration being served are
+/// taken over from it (see `reuse.rs`).
 ///
 /// # Errors
 /// Problems with the file as a whole: no `#END`, an unset `${{VAR}}`,
@@ -82,22 +110,20 @@ pub fn parse_routes_skipping_invalid(
     label: &str,
     text: &str,
     plugins: &[DeclaredPlugin],
+    reuse: Reuse,
 ) -> Result<(Routes, Vec<String>), ConfigError> {
-    let doc = document(label, text)?;
-    Ok(parse_routes_document(label, &doc, plugins))
+    let text = checked_text(label, text)?;
+    let takeover = Takeover::new(reuse, plugins);
+    let doc = Sections::from_text(label, &text, |section, identity| {
+        takeover.may_take(section, identity)
+    })?;
+    Ok(parse_sections(label, &doc, plugins, takeover))
 }
 
 /// The text's YAML document, after the checks APISIX makes in this order:
 /// `#END` on the raw text, then `${{VAR}}` substitution, then parsing.
 fn document(label: &str, text: &str) -> Result<Value, ConfigError> {
-    if !ends_with_end_marker(text) {
-        return Err(ConfigError {
-            problems: vec![format!(
-                "{label}: missing valid end flag: the file must end with a line \"#END\""
-            )],
-        });
-    }
-    let text = env_vars::substitute(label, text).map_err(|problems| ConfigError { problems })?;
+    let text = checked_text(label, text)?;
     let doc = parse_yaml(label, &text)?;
     if !(doc.is_mapping() || doc.is_null()) {
         return Err(ConfigError {
@@ -109,6 +135,18 @@ fn document(label: &str, text: &str) -> Result<Value, ConfigError> {
     Ok(doc)
 }
 
+/// The text after the `#END` check and `${{VAR}}` substitution.
+fn checked_text<'t>(label: &str, text: &'t str) -> Result<Cow<'t, str>, ConfigError> {
+    if !ends_with_end_marker(text) {
+        return Err(ConfigError {
+            problems: vec![format!(
+                "{label}: missing valid end flag: the file must end with a line \"#END\""
+            )],
+        });
+    }
+    env_vars::substitute(label, text).map_err(|problems| ConfigError { problems })
+}
+
 /// Validates a routes document that is already a tree (built from the JSON
 /// values etcd holds) as APISIX does: invalid items are skipped and their
 /// problems returned. No `#END` check: each etcd write is atomic, so there
@@ -118,9 +156,25 @@ pub fn parse_routes_document(
     doc: &Value,
     plugins: &[DeclaredPlugin],
 ) -> (Routes, Vec<String>) {
-    let mut p = Problems::new(label);
-    let routes = parse(doc, plugins, &mut p);
-    (routes, p.into_vec())
+    let sections = Sections::whole(Cow::Borrowed(doc));
+    parse_sections(
+        label,
+        &sections,
+        plugins,
+        Takeover::new(Reuse::Nothing, plugins),
+    )
+}
+
+/// Validates a routes document given as sections (etcd's items), taking
+/// over unchanged items as `reuse` allows; invalid items are skipped and
+/// their problems returned.
+pub fn parse_routes_sections(
+    label: &str,
+    doc: &Sections,
+    plugins: &[DeclaredPlugin],
+    reuse: Reuse,
+) -> (Routes, Vec<String>) {
+    parse_sections(label, doc, plugins, Takeover::new(reuse, plugins))
 }
 
 /// [`parse_routes_skipping_invalid`] for unit tests: every problem
@@ -131,9 +185,18 @@ pub(super) fn parse_all(
     text: &str,
     plugins: &[DeclaredPlugin],
 ) -> (Routes, Vec<String>) {
-    let doc = document(label, text).unwrap_or_else(|e| panic!("{e}"));
+    parse_routes_skipping_invalid(label, text, plugins, Reuse::Nothing)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_sections(
+    label: &str,
+    doc: &Sections,
+    plugins: &[DeclaredPlugin],
+    takeover: Takeover,
+) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
-    let routes = parse(&doc, plugins, &mut p);
+    let routes = parse(doc, plugins, takeover, &mut p);
     (routes, p.into_vec())
 }
 
@@ -144,12 +207,7 @@ fn ends_with_end_marker(text: &str) -> bool {
 }
 
 /// The document's items.
-fn parse(doc: &Value, plugins: &[DeclaredPlugin], p: &mut Problems) -> Routes {
-    let empty = Value::Mapping(Default::default());
-    let doc = if doc.is_null() { &empty } else { doc };
-    let Some(top) = Obj::new(doc, String::new(), p) else {
-        return Routes::default();
-    };
+fn parse(doc: &Sections, plugins: &[DeclaredPlugin], mut t: Takeover, p: &mut Problems) -> Routes {
     let mut known = vec![
         "routes",
         "upstreams",
@@ -159,109 +217,295 @@ fn parse(doc: &Value, plugins: &[DeclaredPlugin], p: &mut Problems) -> Routes {
         "ssls",
     ];
     known.extend_from_slice(UNSUPPORTED_SECTIONS);
-    top.only(&known, p);
+    unknown_keys(doc.keys(), "", &known, p);
     for section in UNSUPPORTED_SECTIONS {
-        match top.value(section) {
-            Some(Value::Sequence(s)) if s.is_empty() => {}
-            Some(_) => p.at(section, "not supported by tinygate yet"),
-            None => {}
+        if doc.has_content(section) {
+            p.at(section, "not supported by tinygate yet");
         }
     }
 
-    // Each section refers only to those parsed before it.
-    let upstreams: Vec<(String, Arc<Upstream>)> = with_ids(&top, "upstreams", p, |o, id, p| {
-        upstream(o, id.to_string(), p).map(Arc::new)
-    });
-    let upstreams_by_id = upstreams.iter().map(|(id, u)| (id.as_str(), u)).collect();
-    let services: Vec<(String, Service)> = with_ids(&top, "services", p, |o, id, p| {
-        service(o, id, &upstreams_by_id, plugins, p)
-    });
-    let plugin_configs: Vec<(String, PluginConfig)> =
-        with_ids(&top, "plugin_configs", p, |o, _, p| {
-            plugin_config(o, plugins, p)
-        });
-    let rules: Vec<(String, GlobalRuleEntries)> = with_ids(&top, "global_rules", p, |o, id, p| {
-        global_rule(o, id, plugins, p)
-    });
-    let global_plugins = global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
-    let named = Named {
-        upstreams: upstreams_by_id,
-        services: services.iter().map(|(id, s)| (id.as_str(), s)).collect(),
-        plugin_configs: plugin_configs
-            .iter()
-            .map(|(id, c)| (id.as_str(), c))
-            .collect(),
-    };
-
-    let mut routes = Vec::new();
-    // Sets, not lists, here and in `with_ids`: a file with 10,000 routes is
-    // checked for repeated ids in linear time (a list made start-up
-    // quadratic).
-    let mut ids: HashSet<String> = HashSet::new();
-    if let Some(items) = top.seq("routes", p) {
-        for (i, item) in items.iter().enumerate() {
-            let Some(o) = Obj::new(item, index("routes", i), p) else {
-                continue;
+    // Each section refers only to those parsed before it. An item validated
+    // again is remembered for the next load with what it referred to.
+    let mut named = Named::default();
+    let upstreams = with_ids(
+        doc,
+        "upstreams",
+        p,
+        &mut t,
+        |t, item, i, ask| taken::<Arc<Upstream>>(t, item, i, ask, &named),
+        |t, item, i, o, id, p| {
+            let up = upstream(o, id.to_string(), p)?;
+            let outside = reads_outside(&up);
+            let up = match t.same_upstream(item.identity(), &up) {
+                Some(old) => old,
+                None => Arc::new(up),
             };
-            let Some((route, enabled)) = route(&o, i, &named, plugins, p) else {
-                continue;
-            };
-            if !ids.insert(route.id.clone()) {
-                p.at(
-                    &o.path_of("id"),
-                    format!("route id {:?} is used twice", route.id),
-                );
-                continue;
-            }
-            if enabled {
-                routes.push(route);
-            }
-        }
+            let kept = Arc::clone(&up);
+            t.keep(
+                item.identity(),
+                item.name(),
+                o.map,
+                id,
+                i,
+                &named,
+                outside,
+                kept,
+            );
+            Some(up)
+        },
+    );
+    named.upstreams = by_id(&upstreams);
+    let services = with_ids(
+        doc,
+        "services",
+        p,
+        &mut t,
+        |t, item, i, ask| taken::<Arc<Service>>(t, item, i, ask, &named),
+        |t, item, i, o, id, p| {
+            let s = Arc::new(service(o, id, &named.upstreams, plugins, p)?);
+            let outside = inline_reads_outside(o, s.upstream.as_deref());
+            let kept = Arc::clone(&s);
+            t.keep(
+                item.identity(),
+                item.name(),
+                o.map,
+                id,
+                i,
+                &named,
+                outside,
+                kept,
+            );
+            Some(s)
+        },
+    );
+    named.services = by_id(&services);
+    let plugin_configs = with_ids(
+        doc,
+        "plugin_configs",
+        p,
+        &mut t,
+        |t, item, i, ask| taken::<Arc<PluginConfig>>(t, item, i, ask, &named),
+        |t, item, i, o, id, p| {
+            let c = Arc::new(plugin_config(o, plugins, p)?);
+            let kept = Arc::clone(&c);
+            t.keep(
+                item.identity(),
+                item.name(),
+                o.map,
+                id,
+                i,
+                &named,
+                false,
+                kept,
+            );
+            Some(c)
+        },
+    );
+    named.plugin_configs = by_id(&plugin_configs);
+    // Global rules are few, and are validated at every load.
+    let rules: Vec<(String, GlobalRuleEntries)> = with_ids(
+        doc,
+        "global_rules",
+        p,
+        &mut t,
+        |_, _, _, _| None,
+        |_, _, _, o, id, p| global_rule(o, id, plugins, p),
+    );
+    let mut global_plugins =
+        global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
+    t.adopt_global_keys(&mut global_plugins);
+    let routes = routes(doc, plugins, &mut t, &named, p);
+    let mut ssls_only = serde_yaml::Mapping::new();
+    if let Some(ssls) = doc.value("ssls") {
+        ssls_only.insert("ssls".into(), ssls.into_owned());
     }
-    let upstreams = upstreams.into_iter().map(|(_, u)| u).collect();
-    let ssls = super::ssls::parse(&top, p);
+    let ssls = super::ssls::parse(
+        &Obj {
+            map: &ssls_only,
+            path: String::new(),
+        },
+        p,
+    );
     Routes {
         routes,
-        upstreams,
+        upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
         ssls,
         global_plugins,
+        known: t.finish(),
     }
 }
 
+/// The enabled routes, each taken over or validated.
+fn routes(
+    doc: &Sections,
+    plugins: &[DeclaredPlugin],
+    t: &mut Takeover,
+    named: &Named,
+    p: &mut Problems,
+) -> Vec<Arc<Route>> {
+    let mut valid: Vec<(usize, Arc<Route>, bool)> = Vec::new();
+    for (i, item) in doc.items("routes", p).into_iter().flatten().enumerate() {
+        if let Some(kept) = t.take::<(Arc<Route>, bool)>(item.identity(), i, named) {
+            let (route, enabled) = &kept.value;
+            valid.push((i, Arc::clone(route), *enabled));
+            continue;
+        }
+        let path = index("routes", i);
+        let validated = item_obj(item, path.clone(), p).and_then(|o| {
+            let (mut route, enabled) = route(&o, i, named, plugins, p)?;
+            t.adopt_keys_at(&mut route, i);
+            let route = Arc::new(route);
+            let outside = inline_reads_outside(&o, route.upstream.as_deref());
+            let kept = (Arc::clone(&route), enabled);
+            t.keep(
+                item.identity(),
+                item.name(),
+                o.map,
+                &route.id,
+                i,
+                named,
+                outside,
+                kept,
+            );
+            Some((route, enabled))
+        });
+        let found = validated.or_else(|| {
+            let kept = t.fall_back::<(Arc<Route>, bool)>(item.name(), &path, i, named)?;
+            Some(kept.value.clone())
+        });
+        if let Some((route, enabled)) = found {
+            valid.push((i, route, enabled));
+        }
+    }
+    // A set, not a list, here and in `with_ids`: a file with 10,000 routes
+    // is checked for repeated ids in linear time (a list made start-up
+    // quadratic).
+    let mut ids: HashSet<&str> = HashSet::with_capacity(valid.len());
+    let mut first = vec![true; valid.len()];
+    for (n, (i, route, _)) in valid.iter().enumerate() {
+        if !ids.insert(route.id.as_str()) {
+            p.at(
+                &join(&index("routes", *i), "id"),
+                format!("route id {:?} is used twice", route.id),
+            );
+            first[n] = false;
+        }
+    }
+    valid
+        .into_iter()
+        .zip(first)
+        .filter(|((_, _, enabled), first)| *enabled && *first)
+        .map(|((_, route, _), _)| route)
+        .collect()
+}
+
+/// True when `o` has its own `upstream` (not one it refers to or
+/// inherits) and validating it read more than its text.
+fn inline_reads_outside(o: &Obj, upstream: Option<&Upstream>) -> bool {
+    o.has("upstream") && upstream.is_some_and(reads_outside)
+}
+
+/// `(id, item)` pairs as a map by id.
+fn by_id<T>(items: &[(String, Arc<T>)]) -> std::collections::HashMap<String, Arc<T>> {
+    items
+        .iter()
+        .map(|(id, item)| (id.clone(), Arc::clone(item)))
+        .collect()
+}
+
+/// The item as a mapping at `path`, or a problem.
+fn item_obj<'a>(item: ItemRef<'a>, path: String, p: &mut Problems) -> Option<Obj<'a>> {
+    match item.value() {
+        Some(v) => Obj::new(v, path, p),
+        None if item.unread() => None,
+        None => {
+            p.at(&path, "cannot be read on its own any more");
+            None
+        }
+    }
+}
+
+/// An item the last load validated, as `ask`ed: `(id, value)`.
+fn taken<T: OnShelf + Clone>(
+    t: &mut Takeover,
+    item: ItemRef,
+    position: usize,
+    ask: Ask,
+    named: &Named,
+) -> Option<(String, T)> {
+    let kept = match ask {
+        Ask::Unchanged => t.take::<T>(item.identity(), position, named)?,
+        Ask::InPlaceOf(path) => t.fall_back::<T>(item.name(), path, position, named)?,
+    };
+    Some((kept.id.clone(), kept.value.clone()))
+}
+
+/// What `with_ids` asks of an item the last load validated.
+#[derive(Clone, Copy)]
+enum Ask<'p> {
+    /// The same item, if it may be taken over.
+    Unchanged,
+    /// The last valid version at the item's place, found invalid now at
+    /// this path (see `Takeover::fall_back`).
+    InPlaceOf(&'p str),
+}
+
 /// The valid items of a section whose items need an `id` (what others
-/// refer to them by): `parse` makes each one, given its id; an item whose
-/// id is missing or repeats an earlier one is a problem and skipped.
-fn with_ids<T>(
-    top: &Obj,
+/// refer to them by): `take` gives an item as the last load validated it,
+/// `(id, item)`, as [`Ask`]ed; `parse` makes the others, given their id.
+/// An item whose id is missing or repeats an earlier one is a problem and
+/// skipped. `state` is handed to both.
+fn with_ids<S, T>(
+    doc: &Sections,
     section: &str,
     p: &mut Problems,
-    mut parse: impl FnMut(&Obj, &str, &mut Problems) -> Option<T>,
+    state: &mut S,
+    mut take: impl FnMut(&mut S, ItemRef, usize, Ask) -> Option<(String, T)>,
+    mut parse: impl FnMut(&mut S, ItemRef, usize, &Obj, &str, &mut Problems) -> Option<T>,
 ) -> Vec<(String, T)> {
     let mut out: Vec<(String, T)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
-    for (i, item) in top.seq(section, p).into_iter().flatten().enumerate() {
+    'items: for (i, item) in doc.items(section, p).into_iter().flatten().enumerate() {
         let path = index(section, i);
-        let Some(o) = Obj::new(item, path.clone(), p) else {
-            continue;
-        };
-        let Some(id) = o.id("id", p) else {
-            if !o.has("id") {
-                p.at(
-                    &path,
-                    format!("missing key id (items of {section} are referred to by id)"),
-                );
-            }
-            continue;
-        };
-        if !seen.insert(id.clone()) {
+        let repeated = |id: &str, p: &mut Problems| {
             p.at(
-                &o.path_of("id"),
+                &join(&path, "id"),
                 format!("id {id:?} is used twice in {section}"),
             );
-            continue;
+        };
+        let mut found = take(state, item, i, Ask::Unchanged);
+        // The id this item's own validation claimed, if it got that far.
+        let mut claimed = None;
+        if found.is_none() {
+            let valid = 'valid: {
+                let Some(o) = item_obj(item, path.clone(), p) else {
+                    break 'valid None;
+                };
+                let Some(id) = o.id("id", p) else {
+                    if !o.has("id") {
+                        p.at(
+                            &path,
+                            format!("missing key id (items of {section} are referred to by id)"),
+                        );
+                    }
+                    break 'valid None;
+                };
+                if !seen.insert(id.clone()) {
+                    repeated(&id, p);
+                    continue 'items;
+                }
+                claimed = Some(id.clone());
+                parse(state, item, i, &o, &id, p).map(|v| (id, v))
+            };
+            found = valid.or_else(|| take(state, item, i, Ask::InPlaceOf(&path)));
         }
-        if let Some(item) = parse(&o, &id, p) {
-            out.push((id, item));
+        let Some((id, value)) = found else {
+            continue;
+        };
+        if claimed.as_ref() == Some(&id) || seen.insert(id.clone()) {
+            out.push((id, value));
+        } else {
+            repeated(&id, p);
         }
     }
     out

@@ -33,7 +33,7 @@ pub(super) struct PluginConfig {
 pub(super) fn service(
     o: &Obj,
     id: &str,
-    upstreams: &HashMap<&str, &Arc<Upstream>>,
+    upstreams: &HashMap<String, Arc<Upstream>>,
     plugins: &[DeclaredPlugin],
     p: &mut Problems,
 ) -> Option<Service> {
@@ -88,11 +88,11 @@ pub(super) fn service(
 /// The upstream named by `upstream_id` in `o`, or a problem.
 pub(super) fn named_upstream(
     o: &Obj,
-    upstreams: &HashMap<&str, &Arc<Upstream>>,
+    upstreams: &HashMap<String, Arc<Upstream>>,
     p: &mut Problems,
 ) -> Option<Arc<Upstream>> {
     let want = o.id("upstream_id", p)?;
-    match upstreams.get(want.as_str()) {
+    match upstreams.get(&want) {
         Some(u) => Some(Arc::clone(u)),
         None => {
             p.at(&o.path_of("upstream_id"), format!("no upstream {want:?}"));

@@ -442,8 +442,13 @@ mod tests {
         assert_eq!(problems[5], "apisix.yaml: ssls[4].ssl_protocols: TLSv1.1 is not supported (tinygate's TLS offers TLSv1.2 and TLSv1.3)");
         assert_eq!(problems.len(), 6, "{problems:?}");
         // A reload skips exactly these and keeps the others serving.
-        let (routes, _) =
-            crate::config::parse_routes_skipping_invalid("apisix.yaml", &yaml, &[]).unwrap();
+        let (routes, _) = crate::config::parse_routes_skipping_invalid(
+            "apisix.yaml",
+            &yaml,
+            &[],
+            crate::config::Reuse::Nothing,
+        )
+        .unwrap();
         assert_eq!(routes.ssls.entries.len(), 1);
         assert_eq!(routes.ssls.invalid_ids, ["2", "3", "4", "5"]);
     }

@@ -79,6 +79,26 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Records every key of the mapping at `path` that is not in `known` (and
+/// every non-string key).
+pub fn unknown_keys<'a>(
+    keys: impl Iterator<Item = &'a Value>,
+    path: &str,
+    known: &[&str],
+    p: &mut Problems,
+) {
+    for key in keys {
+        match key.as_str() {
+            Some(k) if known.contains(&k) => {}
+            Some(k) => p.at(
+                &join(path, k),
+                format!("unknown key (expected one of: {})", known.join(", ")),
+            ),
+            None => p.at(path, format!("keys must be strings, got {}", kind(key))),
+        }
+    }
+}
+
 /// A mapping node with its path: typed getters that report to `Problems`.
 pub struct Obj<'a> {
     pub map: &'a Mapping,
@@ -99,19 +119,7 @@ impl<'a> Obj<'a> {
 
     /// Records every key that is not in `known` (and every non-string key).
     pub fn only(&self, known: &[&str], p: &mut Problems) {
-        for key in self.map.keys() {
-            match key.as_str() {
-                Some(k) if known.contains(&k) => {}
-                Some(k) => p.at(
-                    &join(&self.path, k),
-                    format!("unknown key (expected one of: {})", known.join(", ")),
-                ),
-                None => p.at(
-                    &self.path,
-                    format!("keys must be strings, got {}", kind(key)),
-                ),
-            }
-        }
+        unknown_keys(self.map.keys(), &self.path, known, p);
     }
 
     /// The raw value at `key`, treating an explicit `null` as absent.

@@ -30,7 +30,7 @@ mod watch;
 
 pub use put::command;
 
-use crate::config::{Config, ConfigError, EtcdConfig, EtcdHost};
+use crate::config::{Config, ConfigError, EtcdConfig, EtcdHost, Reuse};
 use crate::live::Live;
 use client::Error;
 use std::path::Path;
@@ -147,7 +147,7 @@ fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigErr
             (Store::default(), 0, true, document)
         }
     };
-    let (routes, problems) = document.validate(&config.main.plugins);
+    let (routes, problems) = document.validate(&config.main.plugins, Reuse::Nothing);
     config.routes = routes;
     let watcher = Watcher {
         config: etcd,

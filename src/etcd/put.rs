@@ -174,7 +174,7 @@ async fn write(
         }})
     };
     let delete = |key: &String| json!({"request_delete_range": {"key": super::base64::encode(key.as_bytes())}});
-    let changed = |k: &String, v: &Vec<u8>| now.entries().get(k) != Some(v);
+    let changed = |k: &String, v: &Vec<u8>| now.value(k) != Some(&v[..]);
     let gone = |k: &&String| kind(k).is_some() && !wanted.contains_key(*k);
     let mut ops: Vec<Json> = Vec::new();
     for section in KINDS {
@@ -187,7 +187,7 @@ async fn write(
     }
     let written = ops.len();
     for section in KINDS.iter().rev() {
-        let of_section = now.entries().keys().filter(|k| kind(k) == Some(*section));
+        let of_section = now.keys().filter(|k| kind(k) == Some(*section));
         ops.extend(of_section.filter(gone).map(delete));
     }
     let deleted = ops.len() - written;

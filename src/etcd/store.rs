@@ -2,6 +2,12 @@
 //! routes document built from them ([`Document`]): the same shape as
 //! `apisix.yaml`, so the YAML provider's validation applies unchanged.
 //!
+//! Each key's value is read as an item (JSON, the Admin API's fields
+//! dropped, the id from the key) once, when it arrives, and kept with its
+//! canonical JSON text: what identifies the item across loads (a change
+//! of one key re-validates that item and what refers to it, not the
+//! others: `config/reuse.rs`), and its line in the snapshot file.
+//!
 //! APISIX's layout is one JSON value per item: `<prefix>/routes/<id>`,
 //! `<prefix>/upstreams/<id>`, `<prefix>/services/<id>`,
 //! `<prefix>/plugin_configs/<id>`, `<prefix>/global_rules/<id>`,
@@ -14,13 +20,16 @@
 
 use super::base64;
 use super::client::int;
-use crate::config::{parse_routes_document, DeclaredPlugin, MainConfig, Routes};
+use crate::config::{
+    parse_routes_document, parse_routes_sections, DeclaredPlugin, MainConfig, Reuse, Routes,
+    Sections,
+};
 use crate::live::RoutesSource;
 use serde_json::Value as Json;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Kinds of APISIX resources that tinygate does not implement: present in
 /// etcd, they are reported (as the YAML provider refuses them) and skipped.
@@ -54,7 +63,37 @@ const ADMIN_FIELDS: &[&str] = &["create_time", "update_time"];
 pub struct Store {
     /// The revision this state is at: the range's, then the last event's.
     pub revision: i64,
-    kvs: BTreeMap<String, Vec<u8>>,
+    kvs: BTreeMap<String, Arc<Stored>>,
+}
+
+/// One key's value, and the item it makes (read when first needed).
+#[derive(Debug)]
+struct Stored {
+    bytes: Vec<u8>,
+    item: OnceLock<Result<Item, String>>,
+}
+
+/// A stored value read as a routes-document item.
+#[derive(Debug)]
+struct Item {
+    value: Value,
+    /// The item as one line of JSON (which YAML reads as the same value):
+    /// its identity across loads, and its line in the snapshot.
+    json: String,
+}
+
+impl Stored {
+    fn new(bytes: Vec<u8>) -> Arc<Stored> {
+        Arc::new(Stored {
+            bytes,
+            item: OnceLock::new(),
+        })
+    }
+
+    /// The item, with `id` from the key when the value has none.
+    fn item(&self, id: &str) -> &Result<Item, String> {
+        self.item.get_or_init(|| item(id, &self.bytes))
+    }
 }
 
 impl Store {
@@ -72,7 +111,7 @@ impl Store {
             .flatten()
         {
             let (key, value) = key_value(kv)?;
-            kvs.insert(key, value);
+            kvs.insert(key, Stored::new(value));
         }
         Ok(Store { revision, kvs })
     }
@@ -87,8 +126,8 @@ impl Store {
             let (key, value) = key_value(kv)?;
             if event.get("type").and_then(Json::as_str) == Some("DELETE") {
                 self.kvs.remove(&key);
-            } else {
-                self.kvs.insert(key, value);
+            } else if self.value(&key) != Some(&value) {
+                self.kvs.insert(key, Stored::new(value));
             }
             if let Some(rev) = int(kv.get("mod_revision")) {
                 self.revision = self.revision.max(rev);
@@ -104,26 +143,34 @@ impl Store {
 
     /// True when both hold the same keys and values, whatever the revision.
     pub fn same_content(&self, other: &Store) -> bool {
-        self.kvs == other.kvs
+        self.kvs.len() == other.kvs.len()
+            && self
+                .kvs
+                .iter()
+                .zip(&other.kvs)
+                .all(|((k, v), (k2, v2))| k == k2 && v.bytes == v2.bytes)
     }
 
-    /// The keys and values (for `etcd put`'s diff).
-    pub fn entries(&self) -> &BTreeMap<String, Vec<u8>> {
-        &self.kvs
+    /// The value at `key` (for `etcd put`'s diff).
+    pub fn value(&self, key: &str) -> Option<&[u8]> {
+        self.kvs.get(key).map(|s| &s.bytes[..])
     }
 
-    /// The routes document of the keys under `prefix`.
+    /// Every key, in order (for `etcd put`'s diff).
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.kvs.keys()
+    }
+
+    /// The routes document of the keys under `prefix`. Only values that
+    /// arrived since the last call are read.
     pub fn document(&self, prefix: &str) -> Document {
         let dir = format!("{prefix}/");
         let mut doc = Document {
             label: "etcd".into(),
             ..Document::default()
         };
-        let mut sections: Vec<(&str, Vec<Value>, Vec<String>)> = KINDS
-            .iter()
-            .map(|kind| (*kind, Vec::new(), Vec::new()))
-            .collect();
-        for (key, value) in &self.kvs {
+        let mut sections: Vec<KindItems> = KINDS.iter().map(|kind| (*kind, Vec::new())).collect();
+        for (key, stored) in &self.kvs {
             let Some((kind, id)) = key.strip_prefix(&dir).and_then(|k| k.split_once('/')) else {
                 continue;
             };
@@ -136,23 +183,17 @@ impl Store {
                 ));
                 continue;
             }
-            let Some((_, items, keys)) = sections.iter_mut().find(|(s, ..)| *s == kind) else {
+            let Some((_, items)) = sections.iter_mut().find(|(s, _)| *s == kind) else {
                 continue;
             };
-            match item(id, value) {
-                Ok(v) => {
-                    items.push(v);
-                    keys.push(key.clone());
-                }
-                Err(e) => doc.problems.push(format!("etcd {key}: {e}")),
+            // An unreadable value stays in its place, as an invalid item:
+            // the version served before may keep serving in its stead.
+            if let Err(e) = stored.item(id) {
+                doc.problems.push(format!("etcd {key}: {e}"));
             }
+            items.push((key.clone(), Arc::clone(stored)));
         }
-        let mut map = serde_yaml::Mapping::new();
-        for (section, items, keys) in sections {
-            map.insert(section.into(), Value::Sequence(items));
-            doc.keys.push((section, keys));
-        }
-        doc.value = Value::Mapping(map);
+        doc.content = Content::Items(sections);
         doc
     }
 }
@@ -161,14 +202,29 @@ impl Store {
 /// items came from, to name them in messages.
 #[derive(Debug, Clone, Default)]
 pub struct Document {
-    value: Value,
-    /// Per section, the etcd key of each item, by index.
-    keys: Vec<(&'static str, Vec<String>)>,
+    content: Content,
     /// Problems found while building it: values that are not JSON, kinds
     /// tinygate does not implement.
     problems: Vec<String>,
     /// `etcd`, or the snapshot's path.
     label: String,
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    /// Per section, its items' keys and values, each read as an item.
+    Items(Vec<KindItems>),
+    /// A snapshot file, read whole.
+    Whole(Value),
+}
+
+/// One kind (`routes`, ...) and its items: each key with its value.
+type KindItems = (&'static str, Vec<(String, Arc<Stored>)>);
+
+impl Default for Content {
+    fn default() -> Self {
+        Content::Whole(Value::Null)
+    }
 }
 
 impl Document {
@@ -184,29 +240,60 @@ impl Document {
         }
         let value = serde_yaml::from_str(&text).map_err(|e| format!("{label}: {e}"))?;
         Ok(Document {
-            value,
+            content: Content::Whole(value),
             label,
             ..Document::default()
         })
     }
 
     /// Validates the document against `plugins` as the YAML provider does
-    /// on reload: the valid routes, and the problems of skipped items, each
-    /// naming its etcd key.
-    pub fn validate(&self, plugins: &[DeclaredPlugin]) -> (Routes, Vec<String>) {
-        let (routes, problems) = parse_routes_document(&self.label, &self.value, plugins);
+    /// on reload, taking over what `reuse` allows: the valid routes, and
+    /// the problems of skipped items, each naming its etcd key.
+    pub fn validate(&self, plugins: &[DeclaredPlugin], reuse: Reuse) -> (Routes, Vec<String>) {
+        let (routes, problems) = match &self.content {
+            Content::Whole(value) => parse_routes_document(&self.label, value, plugins),
+            Content::Items(sections) => {
+                let sections = Sections::from_items(sections.iter().map(|(kind, items)| {
+                    let items = items
+                        .iter()
+                        .map(|(key, stored)| match stored.item.get() {
+                            Some(Ok(item)) => {
+                                (key.as_str(), item.json.as_bytes(), Some(&item.value))
+                            }
+                            _ => (key.as_str(), &stored.bytes[..], None),
+                        })
+                        .collect();
+                    (*kind, items)
+                }));
+                parse_routes_sections(&self.label, &sections, plugins, reuse)
+            }
+        };
         let mut all = self.problems.clone();
         all.extend(problems.into_iter().map(|p| self.name_item(p)));
         (routes, all)
     }
 
-    /// The document as what `Live` re-validates on `SIGHUP`; problems are
-    /// logged each time it is validated.
+    /// The document as what `Live` validates, on each change and again on
+    /// `SIGHUP`; problems are logged each time it is validated.
     pub fn into_source(self) -> RoutesSource {
-        Arc::new(move |main: &MainConfig| {
-            let (routes, problems) = self.validate(&main.plugins);
+        Arc::new(move |main: &MainConfig, reuse: Reuse| {
+            let (routes, problems) = self.validate(&main.plugins, reuse);
+            let served_before: Vec<String> = routes
+                .items_served_before()
+                .iter()
+                .filter_map(|path| Some(format!("{} {}", self.label, self.key_at(path)?.0)))
+                .collect();
             for problem in problems {
-                log::error!("{problem} (item skipped)");
+                let named = |item: &String| {
+                    problem
+                        .strip_prefix(item.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', ' ', '.']))
+                };
+                if served_before.iter().any(named) {
+                    log::error!("{problem} (the version served before keeps serving)");
+                } else {
+                    log::error!("{problem} (item skipped)");
+                }
             }
             routes
         })
@@ -214,12 +301,31 @@ impl Document {
 
     /// The snapshot file's text: the document as `apisix.yaml`, `#END`
     /// included, so it also serves as a routes file for the YAML provider.
+    /// Each item is one line of JSON, which YAML reads as the same value.
     pub fn snapshot_text(&self, prefix: &str, revision: i64) -> String {
-        let yaml = serde_yaml::to_string(&self.value).unwrap_or_default();
+        let body = match &self.content {
+            Content::Whole(value) => serde_yaml::to_string(value).unwrap_or_default(),
+            Content::Items(sections) => {
+                let mut out = String::new();
+                for (kind, items) in sections {
+                    out.push_str(kind);
+                    out.push_str(if items.is_empty() { ": []\n" } else { ":\n" });
+                    for item in items
+                        .iter()
+                        .filter_map(|(_, s)| s.item.get()?.as_ref().ok())
+                    {
+                        out.push_str("  - ");
+                        out.push_str(&item.json);
+                        out.push('\n');
+                    }
+                }
+                out
+            }
+        };
         format!(
             "# tinygate: routes and upstreams from etcd {prefix} at revision {revision}.\n\
              # Rewritten after every change applied; served from at start when etcd is down.\n\
-             {yaml}#END\n"
+             {body}#END\n"
         )
     }
 
@@ -228,27 +334,33 @@ impl Document {
         let Some(rest) = problem.strip_prefix(&format!("{}: ", self.label)) else {
             return problem;
         };
-        for (section, keys) in &self.keys {
-            let Some(after) = rest.strip_prefix(section).and_then(|r| r.strip_prefix('[')) else {
-                continue;
-            };
-            let Some((i, tail)) = after.split_once(']') else {
-                continue;
-            };
-            if let Some(key) = i.parse::<usize>().ok().and_then(|i| keys.get(i)) {
-                return match tail.strip_prefix('.') {
-                    Some(field) => format!("{} {key}: {field}", self.label),
-                    None => format!("{} {key}{tail}", self.label),
-                };
-            }
+        match self.key_at(rest) {
+            Some((key, tail)) => match tail.strip_prefix('.') {
+                Some(field) => format!("{} {key}: {field}", self.label),
+                None => format!("{} {key}{tail}", self.label),
+            },
+            None => problem,
         }
-        problem
+    }
+
+    /// The etcd key of the item at the start of `path` (`routes[3].uri`),
+    /// and the rest of the path (`.uri`).
+    fn key_at<'p>(&self, path: &'p str) -> Option<(&str, &'p str)> {
+        let Content::Items(sections) = &self.content else {
+            return None;
+        };
+        sections.iter().find_map(|(section, items)| {
+            let after = path.strip_prefix(section)?.strip_prefix('[')?;
+            let (i, tail) = after.split_once(']')?;
+            let (key, _) = items.get(i.parse::<usize>().ok()?)?;
+            Some((key.as_str(), tail))
+        })
     }
 }
 
 /// A stored value as a routes-file item: JSON, the Admin API's timestamps
 /// dropped, the id taken from the key when the value has none.
-fn item(id: &str, value: &[u8]) -> Result<Value, String> {
+fn item(id: &str, value: &[u8]) -> Result<Item, String> {
     let mut json: Json =
         serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
     if let Some(obj) = json.as_object_mut() {
@@ -257,7 +369,10 @@ fn item(id: &str, value: &[u8]) -> Result<Value, String> {
         }
         obj.entry("id").or_insert_with(|| id.into());
     }
-    serde_yaml::to_value(&json).map_err(|e| e.to_string())
+    Ok(Item {
+        value: serde_yaml::to_value(&json).map_err(|e| e.to_string())?,
+        json: json.to_string(),
+    })
 }
 
 /// The decoded key and value of one `kv`.
@@ -304,7 +419,7 @@ mod tests {
         ]);
         assert_eq!(s.revision, 9);
         let doc = s.document("/apisix");
-        let (routes, problems) = doc.validate(&[]);
+        let (routes, problems) = doc.validate(&[], Reuse::Nothing);
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(routes.routes.len(), 1);
         assert_eq!(routes.routes[0].id, "r1");
@@ -325,7 +440,7 @@ mod tests {
             ),
             ("/apisix/upstreams/u2", r#"{"nodes":{"127.0.0.1:80":1}}"#),
         ]);
-        let (routes, problems) = s.document("/apisix").validate(&[]);
+        let (routes, problems) = s.document("/apisix").validate(&[], Reuse::Nothing);
         assert_eq!(routes.routes.len(), 0);
         assert_eq!(routes.upstreams.len(), 1);
         assert_eq!(
@@ -343,6 +458,52 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_change_keeps_the_version_served_before_in_its_place() {
+        let mut s = store(&[
+            ("/apisix/routes/r1", r#"{"uri":"/a","upstream_id":"u1"}"#),
+            ("/apisix/routes/r2", r#"{"uri":"/b","upstream_id":"u1"}"#),
+            ("/apisix/routes/r3", r#"{"uri":"/c","upstream_id":"u1"}"#),
+            ("/apisix/upstreams/u1", r#"{"nodes":{"127.0.0.1:80":1}}"#),
+        ]);
+        let (before, problems) = s.document("/apisix").validate(&[], Reuse::Nothing);
+        assert!(problems.is_empty(), "{problems:?}");
+        s.apply_events(&[
+            json!({"kv": kv("/apisix/routes/r1", r#"{"uri":"no-slash","upstream_id":"u1"}"#)}),
+            json!({"kv": kv("/apisix/routes/r2", "{not json")}),
+            json!({"kv": kv("/apisix/routes/r4", r#"{"uri":"no-slash"}"#)}),
+        ])
+        .unwrap();
+        let doc = s.document("/apisix");
+        let (after, problems) = doc.validate(&[], Reuse::Items(&before));
+        // r1 and r2 serve as they were; the new r4 has nothing to fall
+        // back on and is skipped; each problem names its key.
+        let ids: Vec<&str> = after.routes.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2", "r3"]);
+        assert!(before
+            .routes
+            .iter()
+            .zip(&after.routes)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert_eq!(after.items_served_before(), ["routes[0]", "routes[1]"]);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("etcd /apisix/routes/r2: value is not JSON"));
+        assert!(problems[1].starts_with("etcd /apisix/routes/r1: uri \"no-slash\""));
+        assert!(problems[2].starts_with("etcd /apisix/routes/r4: uri \"no-slash\""));
+        assert!(problems[3].starts_with("etcd /apisix/routes/r4: needs an upstream"));
+        // Put right, it is served as put.
+        s.apply_events(&[
+            json!({"kv": kv("/apisix/routes/r1", r#"{"uri":"/a2","upstream_id":"u1"}"#)}),
+        ])
+        .unwrap();
+        let (fixed, _) = s.document("/apisix").validate(&[], Reuse::Items(&after));
+        assert_eq!(
+            fixed.routes[0].uris,
+            [crate::config::UriMatch::Exact("/a2".into())]
+        );
+        assert_eq!(fixed.items_served_before(), ["routes[1]"]);
+    }
+
+    #[test]
     fn events_put_and_delete() {
         let mut s = store(&[("/apisix/routes/a", "1")]);
         s.apply_events(&[
@@ -350,7 +511,7 @@ mod tests {
             json!({"type": "DELETE", "kv": {"key": base64::encode(b"/apisix/routes/a"), "mod_revision": "12"}}),
         ])
         .unwrap();
-        let keys: Vec<&String> = s.entries().keys().collect();
+        let keys: Vec<&String> = s.keys().collect();
         assert_eq!(keys, ["/apisix/routes/b"]);
         assert_eq!(s.revision, 12);
     }
@@ -362,7 +523,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tinygate-snap-{}.yaml", std::process::id()));
         std::fs::write(&path, doc.snapshot_text("/apisix", 9)).unwrap();
         let back = Document::from_snapshot(&path).unwrap();
-        let (routes, problems) = back.validate(&[]);
+        let (routes, problems) = back.validate(&[], Reuse::Nothing);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(routes.routes[0].id, "r1");
         std::fs::write(&path, "routes: []\n").unwrap();

@@ -21,7 +21,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long a burst of changes (several keys written one after another)
 /// is gathered into one apply; well inside the one second a change may
-/// take to reach every node.
+/// take to reach every node. The first change after a quiet spell is
+/// applied at once: only changes that follow an apply within this time
+/// wait, so a lone change is served as soon as it is validated.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Silence on a watch after which the endpoint is probed with a small
@@ -68,7 +70,7 @@ async fn session(live: &Live, w: &mut Watcher, backoff: &mut Duration) -> Result
         w.store = store;
         w.resync = false;
         if changed {
-            apply(live, w);
+            apply(live, w, Instant::now());
         }
     }
     let (key, range_end) = client::prefix_range(&w.config.prefix);
@@ -78,6 +80,7 @@ async fn session(live: &Live, w: &mut Watcher, backoff: &mut Duration) -> Result
     }});
     let mut watch = client::watch(&host, &request, timeout).await?;
     let mut pending: Option<Instant> = None;
+    let mut applied: Option<Instant> = None;
     let outcome = loop {
         let wait = pending.map_or(PROBE_AFTER, |since| {
             DEBOUNCE.saturating_sub(since.elapsed())
@@ -89,8 +92,8 @@ async fn session(live: &Live, w: &mut Watcher, backoff: &mut Duration) -> Result
         .await;
         let message = match next {
             None if pending.is_some() => {
-                pending = None;
-                apply(live, w);
+                apply(live, w, pending.take().expect("pending"));
+                applied = Some(Instant::now());
                 continue;
             }
             None => match probe(&host, &w.config.prefix, timeout).await {
@@ -148,18 +151,24 @@ async fn session(live: &Live, w: &mut Watcher, backoff: &mut Duration) -> Result
             w.store
                 .apply_events(events)
                 .map_err(|e| Error::protocol(&host, e))?;
-            pending.get_or_insert_with(Instant::now);
+            let noticed = Instant::now();
+            if pending.is_none() && applied.is_none_or(|at| at.elapsed() >= DEBOUNCE) {
+                apply(live, w, noticed);
+                applied = Some(Instant::now());
+            } else {
+                pending.get_or_insert(noticed);
+            }
         }
     };
-    if pending.is_some() {
-        apply(live, w);
+    if let Some(noticed) = pending {
+        apply(live, w, noticed);
     }
     outcome
 }
 
-/// Validates and applies the current state; writes the snapshot once it
-/// is being served.
-fn apply(live: &Live, w: &Watcher) {
+/// Validates and applies the current state, which changed at `noticed`;
+/// writes the snapshot once it is being served.
+fn apply(live: &Live, w: &Watcher, noticed: Instant) {
     let doc = w.store.document(&w.config.prefix);
     let snapshot = w
         .config
@@ -167,7 +176,7 @@ fn apply(live: &Live, w: &Watcher) {
         .as_ref()
         .map(|path| (path, doc.snapshot_text(&w.config.prefix, w.store.revision)));
     let why = format!("etcd revision {}", w.store.revision);
-    if live.apply_routes(doc.into_source(), &why) {
+    if live.apply_routes(doc.into_source(), &why, noticed) {
         if let Some((path, text)) = snapshot {
             write_snapshot(path, &text);
         }

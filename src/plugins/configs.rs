@@ -152,19 +152,22 @@ impl Plugins {
             .iter()
             .flat_map(|g| g.plugins.iter().map(key))
             .collect();
-        let entries: HashSet<(PluginKey, RootKey)> = in_use
-            .iter()
-            .flat_map(|g| g.plugin_entries().map(|(p, rp)| (key(p), rp.key)))
-            .collect();
+        // Looked up in each gateway's index, root by root: a set of every
+        // entry of 10,000 routes made each reload cost every worker ~10 ms.
+        let in_use_entry = |k: PluginKey, root: RootKey| {
+            in_use
+                .iter()
+                .any(|g| g.entry_plugin(root).is_some_and(|p| key(p) == k))
+        };
         let mut to_retire = Vec::new();
         self.instances.slots.borrow_mut().retain(|&k, slot| {
             if !plugins.contains(&k) {
                 self.count_roots(slot, 0);
                 return false;
             }
-            slot.health.retain(|&root, _| entries.contains(&(k, root)));
+            slot.health.retain(|&root, _| in_use_entry(k, root));
             if let Some(vm) = &slot.vm {
-                for root in vm.roots_to_retire(|root| entries.contains(&(k, root))) {
+                for root in vm.roots_to_retire(|root| in_use_entry(k, root)) {
                     let route = vm
                         .root_key_of(root)
                         .and_then(|rk| dropped.iter().find_map(|g| g.route_of(rk)))

@@ -6,6 +6,7 @@
 
 use crate::config::{HostMatch, Route, UriMatch};
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 /// The routes of one configuration, ordered for first-match lookup.
 #[derive(Debug, Default)]
@@ -16,7 +17,7 @@ pub struct LinearRouter {
 
 impl LinearRouter {
     /// Builds the lookup order for `routes`.
-    pub fn new(routes: &[Route]) -> Self {
+    pub fn new(routes: &[Arc<Route>]) -> Self {
         let mut order: Vec<(usize, usize)> = Vec::new();
         for (r, route) in routes.iter().enumerate() {
             for u in 0..route.uris.len() {
@@ -43,7 +44,13 @@ impl LinearRouter {
 
     /// Every matching route for this request, best first: the old `find`
     /// was the first of these.
-    pub fn candidates(&self, routes: &[Route], method: &str, host: &str, path: &str) -> Vec<usize> {
+    pub fn candidates(
+        &self,
+        routes: &[Arc<Route>],
+        method: &str,
+        host: &str,
+        path: &str,
+    ) -> Vec<usize> {
         self.order
             .iter()
             .filter(|&&(r, u)| {

@@ -32,6 +32,7 @@ mod tree;
 
 use crate::config::{HostMatch, Route, UriMatch};
 use std::cmp::Reverse;
+use std::sync::Arc;
 use tree::{NodeId, RadixTree, NONE};
 
 /// The routes of one configuration, indexed for lookup.
@@ -59,7 +60,7 @@ pub struct Candidates<'r> {
 
 impl Router {
     /// Builds the index for `routes`.
-    pub fn new(routes: &[Route]) -> Self {
+    pub fn new(routes: &[Arc<Route>]) -> Self {
         let mut router = Router {
             hosts: RadixTree::new(),
             by_host: Vec::new(),
@@ -209,15 +210,17 @@ impl Iterator for Candidates<'_> {
 }
 
 /// (route index, uri index) pairs in precedence order.
-fn precedence(routes: &[Route]) -> Vec<(usize, usize)> {
+fn precedence(routes: &[Arc<Route>]) -> Vec<(usize, usize)> {
     let mut order: Vec<(usize, usize)> = routes
         .iter()
         .enumerate()
         .flat_map(|(r, route)| (0..route.uris.len()).map(move |u| (r, u)))
         .collect();
     // Host routes first, exact before prefix, longer prefix first, higher
-    // priority first; the stable sort keeps file order among equals.
-    order.sort_by_key(|&(r, u)| {
+    // priority first; the stable sort keeps file order among equals. Each
+    // key is computed once, not in every comparison (each reaches into its
+    // route: a cache miss with 10,000 routes).
+    order.sort_by_cached_key(|&(r, u)| {
         let route = &routes[r];
         let (prefix, len) = match &route.uris[u] {
             UriMatch::Exact(p) => (false, p.len()),

@@ -8,6 +8,7 @@ use super::linear::LinearRouter;
 use super::Router;
 use crate::config::{parse_routes, Route};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// splitmix64: small, fixed-seed, good enough to spread test cases.
 struct Rng(u64);
@@ -77,7 +78,7 @@ const REQUEST_HOSTS: &[&str] = &[
 const ROUTE_METHODS: &[&str] = &["GET", "POST", "PUT", "PURGE"];
 const REQUEST_METHODS: &[&str] = &["GET", "POST", "PUT", "PURGE", "DELETE", "get"];
 
-fn random_routes(rng: &mut Rng, count: usize) -> Vec<Route> {
+fn random_routes(rng: &mut Rng, count: usize) -> Vec<Arc<Route>> {
     let mut yaml = String::from("routes:\n");
     for i in 0..count {
         let _ = write!(yaml, "  - id: r{i}\n    plugins: {{}}\n    uris: [");
@@ -111,7 +112,7 @@ fn random_routes(rng: &mut Rng, count: usize) -> Vec<Route> {
 }
 
 /// A path that often lands on, inside or just past a route's uri.
-fn random_path(rng: &mut Rng, routes: &[Route]) -> String {
+fn random_path(rng: &mut Rng, routes: &[Arc<Route>]) -> String {
     if routes.is_empty() || rng.chance(40) {
         return rng.path(8);
     }

@@ -256,7 +256,7 @@ impl Bench {
         let config = Config {
             main,
             routes: Routes {
-                routes: routes.into_iter().map(|(_, r)| r).collect(),
+                routes: routes.into_iter().map(|(_, r)| Arc::new(r)).collect(),
                 upstreams: targets.into_iter().map(upstream).collect(),
                 ..Routes::default()
             },
