@@ -11,6 +11,8 @@
 #   (e) tinygate, a chain of 5 plugins (same module, 5 names, 5 headers)
 #   (r) route scaling, 1, 1,000 and 10,000 routes, nginx and tinygate side by
 #       side (scripts/bench-routes.sh, issue #20)
+#   (u) reloads: one route changed among 10,000 by the routes file, SIGHUP
+#       and etcd, time to serve it and its CPU (scripts/bench-reload.sh)
 # and, over TLS (one ECDSA P-256 certificate made with openssl, the same for
 # both, TLSv1.2 and TLSv1.3 allowed on both):
 #   (f) nginx terminating TLS (as (b), `listen ssl`), keep-alive wrk
@@ -39,10 +41,11 @@ usage: scripts/bench.sh [options]
   --duration S      seconds per wrk run (default 10)
   --connections C   wrk connections (default 50)
   --threads T       wrk threads (default 2)
-  --rows LIST       which rows to measure, letters from abcdefghir (default all;
+  --rows LIST       which rows to measure, letters from abcdefghiru (default all;
                     f-i are the TLS rows; r is the route scaling section:
-                    1, 1,000, 10,000 routes)
-  --baseline BIN    also run the route scaling rows with this older tinygate
+                    1, 1,000, 10,000 routes; u the reload rows, which need etcd)
+  --baseline BIN    also run the route scaling and reload rows with this older
+                    tinygate
   --quick           1 round of 3 s (CI smoke test)
   --bin PATH        measure this tinygate binary instead of building one
                     (to compare two builds back to back)
@@ -54,7 +57,7 @@ usage: scripts/bench.sh [options]
 Run time with the defaults: about 13 minutes after the build
 (9 rows x 3 rounds x 10 s of load, plus warm-up, start-up loop and checks:
 about 5 minutes; route scaling, 12 rows x 3 rounds x 10 s plus start-ups
-and the scrape runs: about 8 minutes).
+and the scrape runs: about 8 minutes; reloads: about 2 minutes).
 May run as root; installs wrk/nginx with apt-get when they are missing.
 EOF
 }
@@ -63,7 +66,7 @@ ROUNDS=3
 DURATION=10
 CONNECTIONS=50
 THREADS=2
-ROWS=abcdefghir
+ROWS=abcdefghiru
 BASELINE=""
 STIME_CLIENTS=4        # openssl s_time processes at once for rows h and i
 BIN_ARG=
@@ -94,7 +97,7 @@ done
 for v in ROUNDS DURATION CONNECTIONS THREADS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --${v,,} must be a positive integer" >&2; exit 2; }
 done
-[[ $ROWS =~ ^[a-ir]+$ ]] || { echo "bench.sh: --rows takes letters from abcdefghir" >&2; exit 2; }
+[[ $ROWS =~ ^[a-iru]+$ ]] || { echo "bench.sh: --rows takes letters from abcdefghiru" >&2; exit 2; }
 [[ -z $BASELINE || -x $BASELINE ]] || { echo "bench.sh: --baseline $BASELINE is not an executable" >&2; exit 2; }
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || { echo "bench.sh: --idle takes a number of connections" >&2; exit 2; }
 
@@ -158,6 +161,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v ps >/dev/null || missing+=(procps)
 command -v strip >/dev/null || missing+=(binutils)
 command -v openssl >/dev/null || missing+=(openssl)
+[[ $ROWS != *u* ]] || command -v etcd >/dev/null || missing+=(etcd-server)
 if [[ ${#missing[@]} -gt 0 ]]; then
     say ".. installing ${missing[*]} with apt-get"
     SUDO=()
@@ -868,6 +872,12 @@ say "load avg at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if has_row r; then
     # shellcheck source=scripts/bench-routes.sh
     source "$ROOT/scripts/bench-routes.sh"
+fi
+
+# ---------------------------------------------------------------- reloads
+if has_row u; then
+    # shellcheck source=scripts/bench-reload.sh
+    source "$ROOT/scripts/bench-reload.sh"
 fi
 
 # ---------------------------------------------------------------- logs
