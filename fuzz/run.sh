@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time from the committed seed corpus
-# (README: "Fuzzing"), and prints what each run did. Used by .ci/run.
+# (docs/operations.md, "Fuzzing"), and prints what each run did. Used by .ci/run.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]     default 20 (three targets: ~1 minute)
 #

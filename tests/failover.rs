@@ -217,7 +217,7 @@ fn load(gate: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<JoinHand
 /// The load test: three nodes, one killed and restarted while 8
 /// keep-alive clients send GETs (bounded: 4 s). A GET can always be
 /// replayed, so no request may fail; the figures are printed for the
-/// README (`cargo test --release --test tests failover::load -- --nocapture`).
+/// docs/configuration.md (`cargo test --release --test tests failover::load -- --nocapture`).
 #[test]
 fn load_with_a_node_killed_and_restarted_loses_no_request() {
     let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| Node::start(n)).collect();

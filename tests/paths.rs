@@ -3,7 +3,7 @@
 //! routing, and the normal form is what the plugin sees (`:path`,
 //! `request.path`, `request.url_path`, `uri`), what the access log records
 //! and what the node receives; the query is passed as sent. Hosts are
-//! normalised for host routing. The table below is the README's.
+//! normalised for host routing. The table below is docs/operations.md's.
 
 use crate::util::*;
 use std::time::{Duration, Instant};

@@ -18,6 +18,8 @@ mod bodies;
 mod certs;
 /// `tinygate -t`, `--version`, `--help` and bad command lines.
 mod cli;
+/// The documentation's relative links and #anchors resolve (issue #21).
+mod docs;
 /// Strict request parsing, limits and timeouts, upstream framing, retries.
 mod edge;
 /// Configuration from etcd.
