@@ -123,3 +123,81 @@ fn rust_plugins_built_for_size_serve_as_the_default_build_does() {
         );
     }
 }
+
+/// Every sha256 `fixtures/README.md` quotes is the committed file's: the
+/// summary table's row of each `.wasm` in `fixtures/`, and each section's
+/// `Rebuild:` line (a section once quoted the hash of another build).
+#[test]
+fn fixtures_readme_quotes_each_committed_file_by_its_sha256() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let readme = read(&dir.join("README.md"));
+    let sha256 = |file: &str| -> String {
+        let out = std::process::Command::new("sha256sum")
+            .arg(dir.join(file))
+            .output()
+            .expect("run sha256sum");
+        assert!(out.status.success(), "sha256sum {file}");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("a digest")
+            .to_string()
+    };
+    let digests: std::collections::HashMap<String, String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wasm"))
+        .map(|name| (name.clone(), sha256(&name)))
+        .collect();
+    let mut quoted = 0;
+    for (n, line) in readme.lines().enumerate() {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == '`' || c == '|' || c == ',')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let Some(hash) = words
+            .iter()
+            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        // The file a line names: its first `.wasm`, else the crate of
+        // `-p <crate>` (whose build is `<crate>.wasm`). A hash on a line of
+        // its own (a command quoted over two lines) must be some file's.
+        let named = words
+            .iter()
+            .find_map(|w| w.strip_suffix(".wasm"))
+            .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
+            .or_else(|| {
+                let at = words.iter().position(|w| *w == "-p")?;
+                words
+                    .get(at + 1)
+                    .map(|c| c.trim_end_matches('.').to_string())
+            });
+        match named {
+            Some(file) => assert_eq!(
+                *hash,
+                digests[&format!("{file}.wasm")],
+                "fixtures/README.md:{} quotes another hash for {file}.wasm",
+                n + 1
+            ),
+            None => assert!(
+                digests.values().any(|d| d == hash),
+                "fixtures/README.md:{} quotes {hash}, no committed file's",
+                n + 1
+            ),
+        }
+        quoted += 1;
+    }
+    for name in digests.keys() {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "{name} has no row in the summary table"
+        );
+    }
+    assert!(
+        quoted > digests.len(),
+        "{quoted} hashes quoted for {} files",
+        digests.len()
+    );
+}
