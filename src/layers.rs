@@ -1,7 +1,10 @@
 //! Checks on the layout of `src/` that anyone can run (`cargo test
 //! layers`), and that CI runs with the rest: no import cycle between the
-//! top-level parts, no file over [`MAX_FILE_LINES`], and no function on
-//! the request path (`src/proxy/`) over [`MAX_REQUEST_PATH_FN_LINES`].
+//! top-level parts, no file over [`MAX_FILE_LINES`], and no function of
+//! the parts a request goes through ([`REQUEST_PATH`]) over
+//! [`MAX_REQUEST_PATH_FN_LINES`] (test code aside); and every lock those
+//! parts declare is listed in [`KNOWN_LOCKS`] with why a request does not
+//! wait on it, so that a new one is a decision, not an accident.
 //!
 //! A top-level part is a folder or a file directly under `src/` (`net`,
 //! `http`, `proxy`, `serve`, ...; `main.rs` is the root, which nothing may
@@ -19,6 +22,44 @@ const MAX_FILE_LINES: usize = 800;
 /// Longest function on the request path, in lines.
 const MAX_REQUEST_PATH_FN_LINES: usize = 80;
 
+/// The top-level parts a request goes through, from the socket to the
+/// plugins and the node and back (configuration, etcd, the runner and
+/// start-up are not).
+const REQUEST_PATH: &[&str] = &[
+    "net", "tls", "http", "serve", "worker", "proxy", "router", "expr", "balancer", "health",
+    "upstream", "plugins", "wasm",
+];
+
+/// Functions of the request path over [`MAX_REQUEST_PATH_FN_LINES`], as
+/// (file under `src/`, function, why it is kept or who splits it). Each
+/// entry must still be over the limit: delete it once split.
+const KNOWN_LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
+    (
+        "wasm/wasi.rs",
+        "add_to_linker",
+        "the WASI registration table, one entry per import; it runs when a module is linked, \
+         never per request",
+    ),
+    (
+        "wasm/abi/calls.rs",
+        "proxy_http_call",
+        "Envoy's checks of a call, in Envoy's order; sdk's file (issue #14): to split into \
+         reading the arguments and checking them",
+    ),
+    (
+        "wasm/abi/stream.rs",
+        "proxy_send_local_response",
+        "reading and checking a local reply's arguments; the wasm host's file: to split as \
+         proxy_http_call",
+    ),
+    (
+        "plugins/calls.rs",
+        "attempt",
+        "one proxy_http_call on the wire (dial, send, read, time out); faults' file, landed \
+         with the plugins layer (66e4db6): to split into send and read",
+    ),
+];
+
 /// Parts that still depend on each other and count as one until the
 /// cycle is cut. Each entry must name parts that exist: delete it when
 /// they have moved or the cycle is gone (the test says so).
@@ -30,11 +71,56 @@ const KNOWN_CYCLES: &[&[&str]] = &[
     &["balancer", "config", "expr", "health"],
 ];
 
+/// Every file of the request path that declares a `Mutex` or `RwLock`,
+/// with why a request does not wait on it (the README's invariant: the
+/// request path takes no contended lock). Each entry must still declare
+/// one: delete it when the lock is gone.
+const KNOWN_LOCKS: &[(&str, &str)] = &[
+    (
+        "worker.rs",
+        "the worker's counters: taken by its own thread once per request, and by a scrape \
+         only to add integers up",
+    ),
+    (
+        "plugins/mod.rs",
+        "the same counters, handed to the plugin host",
+    ),
+    (
+        "upstream.rs",
+        "the idle pool's wake-up list: taken when a pooled connection's node closes it, \
+         never by a request",
+    ),
+    (
+        "health/mod.rs",
+        "the registry of watched upstreams: taken at reload and by the checker; passive \
+         reports go to each node's atomic word",
+    ),
+    (
+        "tls/sni.rs",
+        "the unknown-SNI log's names: taken only on a handshake refused for its name",
+    ),
+    (
+        "tls/failures.rs",
+        "the handshake-failure log's window: taken only when a handshake fails",
+    ),
+    (
+        "wasm/shared.rs",
+        "shared data and queues, process-wide as proxy-wasm defines them: taken when a \
+         plugin calls them, held to copy a value",
+    ),
+    (
+        "wasm/metrics.rs",
+        "plugin metrics, process-wide as proxy-wasm defines them: taken when a plugin \
+         defines or records one (per-worker atomics would avoid it: the wasm host's file)",
+    ),
+];
+
 /// Files over [`MAX_FILE_LINES`] with a split planned, each with why it
 /// waits. Each entry must still be over the limit: delete it once split.
 const KNOWN_LONG_FILES: &[(&str, &str)] = &[(
     "runner/spec.rs",
-    "its expectations move to their own file once #14's fault kinds land in it",
+    "the test file format; its expectations (`expect` and what it reads) are the cut, not \
+     made while nobody owns runner/",
 )];
 
 /// Every `.rs` file under `src/`, with its text.
@@ -276,40 +362,196 @@ fn no_file_in_src_is_over_the_limit() {
     );
 }
 
+/// Files that are compiled for tests only: `tests.rs`, files under a
+/// `tests/` folder, and modules declared `#[cfg(test)] mod name;`.
+fn test_only_files(files: &[(PathBuf, String)]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for (path, text) in files {
+        if path.file_name().is_some_and(|n| n == "tests.rs")
+            || path.components().any(|c| c.as_os_str() == "tests")
+        {
+            out.insert(path.clone());
+        }
+        let dir = match path.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs" | "main.rs") => path.parent().map(Path::to_path_buf),
+            _ => Some(path.with_extension("")),
+        };
+        let Some(dir) = dir else { continue };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for pair in lines.windows(2) {
+            let declared = pair[1]
+                .strip_prefix("mod ")
+                .and_then(|rest| rest.strip_suffix(';'));
+            if let (true, Some(name)) = (pair[0] == "#[cfg(test)]", declared) {
+                out.insert(dir.join(format!("{name}.rs")));
+                out.insert(dir.join(name).join("mod.rs"));
+            }
+        }
+    }
+    out
+}
+
+/// The line a block opened at `start` with this indentation closes on
+/// (rustfmt closes a block at the indentation it opened at).
+fn end_of(lines: &[&str], start: usize, indent: &str) -> usize {
+    lines[start..]
+        .iter()
+        .position(|l| l.strip_prefix(indent) == Some("}"))
+        .map_or(lines.len() - 1, |n| start + n)
+}
+
+/// The lines of a source text with its test code blanked (items marked
+/// `#[test]` or `#[cfg(test)]`, inline `mod tests { }` blocks included),
+/// so that line numbers stay those of the file.
+fn without_tests(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut test_attribute = false;
+    let mut i = 0;
+    while i < lines.len() {
+        let code = lines[i].trim_start();
+        let indent = &lines[i][..lines[i].len() - code.len()];
+        if code == "#[test]" || code == "#[cfg(test)]" {
+            test_attribute = true;
+        } else if test_attribute && !code.starts_with("#[") {
+            let last = if code.ends_with(';') {
+                i
+            } else {
+                end_of(&lines, i, indent)
+            };
+            lines[i..=last].fill("");
+            i = last;
+            test_attribute = false;
+        }
+        i += 1;
+    }
+    lines
+}
+
+/// The functions of a source text outside its test code, as (name, first
+/// line, length in lines).
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines = without_tests(text);
+    let code_of = |l: &str| l.split("//").next().unwrap_or("").trim_end().to_string();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let item = code
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("pub(super) ")
+            .trim_start_matches("pub ");
+        let item = ["const ", "async ", "unsafe "]
+            .iter()
+            .fold(item, |rest, q| rest.strip_prefix(q).unwrap_or(rest));
+        let Some(rest) = item.strip_prefix("fn ") else {
+            continue;
+        };
+        // Where the signature ends: `{` opens a body, `;` declares one
+        // without (in a trait), `}` closes a body on the same line.
+        let Some(at) = (i..lines.len()).find(|&j| {
+            let l = code_of(lines[j]);
+            l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+        }) else {
+            continue;
+        };
+        let end = match code_of(lines[at]).chars().last() {
+            Some('}') => at,
+            Some('{') => end_of(&lines, i, indent),
+            _ => continue,
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        found.push((name, i + 1, end - i + 1));
+    }
+    found
+}
+
 #[test]
 fn no_request_path_function_is_over_the_limit() {
+    let files = sources();
+    let tests_only = test_only_files(&files);
     let mut long = Vec::new();
-    for (path, text) in sources() {
-        if part_of(&path) != "proxy" {
+    let mut known_seen = BTreeSet::new();
+    for (path, text) in &files {
+        if !REQUEST_PATH.contains(&part_of(path).as_str()) || tests_only.contains(path) {
             continue;
         }
-        let lines: Vec<&str> = text.lines().collect();
-        for (start, line) in lines.iter().enumerate() {
-            let code = line.trim_start();
-            let unqualified = match code.strip_prefix("pub") {
-                Some(rest) => rest.split_once(' ').map_or("", |(_, r)| r),
-                None => code,
-            };
-            let is_fn = unqualified.starts_with("fn ") || unqualified.starts_with("async fn ");
-            if !is_fn || code.ends_with(';') {
+        let file = path
+            .strip_prefix(src())
+            .expect("under src/")
+            .display()
+            .to_string();
+        for (name, line, n) in functions(text) {
+            if n <= MAX_REQUEST_PATH_FN_LINES {
                 continue;
             }
-            // rustfmt closes a body at the indentation it opened at.
-            let indent = &line[..line.len() - code.len()];
-            let end = lines[start..]
+            let known = KNOWN_LONG_FUNCTIONS
                 .iter()
-                .position(|l| *l == format!("{indent}}}"))
-                .map_or(lines.len(), |n| start + n);
-            let n = end - start + 1;
-            if n > MAX_REQUEST_PATH_FN_LINES {
-                long.push(format!("  {}:{}: {n} lines", path.display(), start + 1));
+                .find(|(f, g, _)| *f == file && *g == name);
+            match known {
+                Some((_, _, why)) => {
+                    eprintln!("layers: {file}:{line}: {name} has {n} lines (known: {why})");
+                    known_seen.insert((file.clone(), name));
+                }
+                None => long.push(format!("  {file}:{line}: {name}: {n} lines")),
             }
+        }
+    }
+    for (file, name, _) in KNOWN_LONG_FUNCTIONS {
+        if !known_seen.contains(&(file.to_string(), name.to_string())) {
+            long.push(format!(
+                "  {file}: {name} is no longer over the limit: delete it from KNOWN_LONG_FUNCTIONS"
+            ));
         }
     }
     assert!(
         long.is_empty(),
-        "request path functions over {MAX_REQUEST_PATH_FN_LINES} lines:\n{}",
+        "request path functions over {MAX_REQUEST_PATH_FN_LINES} lines (split them):\n{}",
         long.join("\n")
+    );
+}
+
+#[test]
+fn every_lock_on_the_request_path_is_listed_with_its_reason() {
+    let files = sources();
+    let tests_only = test_only_files(&files);
+    let mut problems = Vec::new();
+    let mut with_locks = BTreeSet::new();
+    for (path, text) in &files {
+        if !REQUEST_PATH.contains(&part_of(path).as_str()) || tests_only.contains(path) {
+            continue;
+        }
+        let file = path
+            .strip_prefix(src())
+            .expect("under src/")
+            .display()
+            .to_string();
+        let declares = without_tests(text)
+            .iter()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .any(|l| l.contains("Mutex<") || l.contains("RwLock<"));
+        if declares {
+            with_locks.insert(file.clone());
+            if !KNOWN_LOCKS.iter().any(|(f, _)| *f == file) {
+                problems.push(format!(
+                    "  {file}: a lock not in KNOWN_LOCKS (say why a request does not wait on it)"
+                ));
+            }
+        }
+    }
+    for (file, _) in KNOWN_LOCKS {
+        if !with_locks.contains(*file) {
+            problems.push(format!(
+                "  {file}: no lock any more: delete it from KNOWN_LOCKS"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "locks on the request path:\n{}",
+        problems.join("\n")
     );
 }
 
@@ -331,4 +573,27 @@ fn the_checks_see_groups_inline_paths_and_cycles() {
         ("y".to_string(), BTreeMap::new()),
     ]);
     assert_eq!(find_cycle(&graph), None);
+    let text = "pub(crate) async fn a() {\n    x();\n}\n#[cfg(test)]\nmod tests {\n    \
+                fn b() {\n    }\n}\nimpl X {\n    #[test]\n    fn c() {\n    }\n    \
+                const fn d(&self) {\n        y();\n        z();\n    }\n}\ntrait T {\n    \
+                fn e(\n        &self,\n    ) -> u8;\n    fn f() {}\n    fn g() {\n    }\n}\n";
+    assert_eq!(
+        functions(text),
+        [
+            ("a".to_string(), 1, 3),
+            ("d".to_string(), 13, 4),
+            ("f".to_string(), 22, 1),
+            ("g".to_string(), 23, 2)
+        ]
+    );
+    let files = vec![(
+        src().join("router/mod.rs"),
+        "#[cfg(test)]\nmod linear;\n".to_string(),
+    )];
+    assert!(test_only_files(&files).contains(&src().join("router/linear.rs")));
+    let text = "#[cfg(test)]\nfn t() -> Mutex<u8> {\n    x\n}\nstruct S(Mutex<u8>);\n";
+    assert_eq!(
+        without_tests(text),
+        ["#[cfg(test)]", "", "", "", "struct S(Mutex<u8>);"]
+    );
 }
