@@ -7,7 +7,7 @@
 //! additionally starting every plugin and configuring it with every
 //! route's conf. Workers share it through an `Arc` and never mutate it.
 
-use crate::config::{Config, ConfigError, KeyMap, RoutePlugin, Routes};
+use crate::config::{Config, ConfigError, KeyMap, MainConfig, RoutePlugin, Routes};
 use crate::router::Router;
 use crate::tls::Acceptor;
 use crate::wasm::{file_content_id, Engine, Fault, LoadError, Plugin, PluginSpec, PluginVm};
@@ -202,16 +202,21 @@ impl Gateway {
             .iter()
             .map(|rp| (None, rp));
         for (route, rp) in global.chain(owned).filter(|(_, rp)| configure(rp)) {
-            let Some(vm) = vms[rp.plugin].as_mut() else {
+            let slot = &mut vms[rp.plugin];
+            let Some(vm) = slot.as_mut() else {
                 continue;
             };
             if let Err(fault) = vm.configure(rp.key, &rp.conf) {
                 problems.push(Problem::Configure {
-                    routes_file: main.routes_file.clone(),
-                    route: route.map(str::to_string),
-                    plugin: rp.name.clone(),
+                    at: entry_location(main, route, &rp.name),
                     fault,
                 });
+                // A trap leaves the instance unsound, and every later call
+                // into it would fail with that: the entries after it are
+                // checked on a fresh instance, as a worker restarts one.
+                if vm.is_broken() {
+                    *slot = PluginVm::start(Arc::clone(&self.plugins[rp.plugin])).ok();
+                }
             }
         }
         if problems.is_empty() {
@@ -219,6 +224,29 @@ impl Gateway {
         } else {
             Err(GatewayError { problems })
         }
+    }
+}
+
+/// Where the plugin entry `plugin` of `route` (of the global rules when
+/// `None`) is written: `apisix.yaml: route "r1" plugins.auth` in a routes
+/// file, `etcd /apisix/routes/r1: plugins.auth` in etcd (the key of a
+/// route is its id under the prefix, as the etcd provider reads it; the
+/// global rules are merged into one list, so their entries name the
+/// section).
+fn entry_location(main: &MainConfig, route: Option<&str>, plugin: &str) -> String {
+    match (&main.etcd, route) {
+        (Some(etcd), Some(route)) => {
+            format!("etcd {}/routes/{route}: plugins.{plugin}", etcd.prefix)
+        }
+        (Some(etcd), None) => format!("etcd {}/global_rules: plugins.{plugin}", etcd.prefix),
+        (None, Some(route)) => format!(
+            "{}: route {route:?} plugins.{plugin}",
+            main.routes_file.display()
+        ),
+        (None, None) => format!(
+            "{}: global_rules plugins.{plugin}",
+            main.routes_file.display()
+        ),
     }
 }
 
@@ -243,13 +271,11 @@ pub enum Problem {
         plugin: String,
         fault: Fault,
     },
-    /// A plugin that fails on a route's (or a global rule's: `route` is
-    /// `None`) conf: `proxy_on_vm_start` or `proxy_on_configure` said no,
-    /// or it trapped.
+    /// A plugin that fails on a route's or a global rule's conf:
+    /// `proxy_on_vm_start` or `proxy_on_configure` said no, or it trapped.
     Configure {
-        routes_file: PathBuf,
-        route: Option<String>,
-        plugin: String,
+        /// Where the entry is written: see [`entry_location`].
+        at: String,
         fault: Fault,
     },
     /// The TLS side of the configuration: an upstream whose TLS client
@@ -289,26 +315,7 @@ impl fmt::Display for Problem {
                 "{}: wasm.plugins {plugin:?}: {fault}",
                 config_file.display()
             ),
-            Problem::Configure {
-                routes_file,
-                route: Some(route),
-                plugin,
-                fault,
-            } => write!(
-                f,
-                "{}: route {route:?} plugins.{plugin}: {fault}",
-                routes_file.display()
-            ),
-            Problem::Configure {
-                routes_file,
-                route: None,
-                plugin,
-                fault,
-            } => write!(
-                f,
-                "{}: global_rules plugins.{plugin}: {fault}",
-                routes_file.display()
-            ),
+            Problem::Configure { at, fault } => write!(f, "{at}: {fault}"),
         }
     }
 }

@@ -99,6 +99,36 @@ fn test_flag_runs_the_plugins_lifecycle() {
     assert!(err.contains("proxy_on_configure"), "{err}");
 }
 
+/// A plugin that traps configuring one route leaves its instance unsound:
+/// `-t` checks the routes after it on a fresh instance, so each reports its
+/// own result, not "the VM is broken by an earlier fault".
+#[test]
+fn test_flag_checks_each_route_on_a_sound_instance() {
+    let routes = "routes:
+  - {id: r1, uri: /1, plugins: {faulty: {conf: trap proxy_on_configure}}}
+  - {id: r2, uri: /2, plugins: {faulty: {conf: none}}}
+  - {id: r3, uri: /3, plugins: {faulty: {conf: trap proxy_on_configure}}}
+#END
+";
+    let dir = write_conf(&config_yaml(&[("faulty", 1, "hook_faults")], ""), routes);
+    let conf = dir.join("config.yaml");
+    let (code, _, err) = run(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("broken"), "{err}");
+    for route in ["r1", "r3"] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("route \"{route}\" plugins.faulty: ")))
+            .unwrap_or_else(|| panic!("no error for {route}:\n{err}"));
+        assert!(line.contains("proxy_on_configure"), "{line}");
+        assert!(
+            line.contains("unreachable"),
+            "{route} has its own trap: {line}"
+        );
+    }
+    assert!(!err.contains("route \"r2\""), "r2 configures fine:\n{err}");
+}
+
 #[test]
 fn test_flag_rejects_a_routes_file_without_end_marker() {
     let dir = write_conf(&config_yaml(&[], ""), "routes: []\n");

@@ -205,9 +205,18 @@ pub(crate) fn route(uri: &str, node: SocketAddr) -> String {
 /// `config.yaml` selecting the etcd provider with these hosts and extra
 /// `deployment.etcd` lines.
 pub(crate) fn etcd_config(hosts: &[String], extra: &str) -> String {
+    etcd_config_with_plugins(hosts, &[], extra)
+}
+
+/// [`etcd_config`] with these `wasm.plugins` (as [`config_yaml`] takes them).
+fn etcd_config_with_plugins(
+    hosts: &[String],
+    plugins: &[(&str, i64, &str)],
+    extra: &str,
+) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     config_yaml(
-        &[],
+        plugins,
         &format!(
             "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n  \
              etcd:\n    host: [{}]\n    prefix: /apisix\n    timeout: 2\n{extra}",
@@ -637,6 +646,36 @@ fn etcd_put_loads_an_apisix_yaml_into_a_running_fleet() {
     assert_eq!((code, stdout.trim()), (0, "configuration ok"), "{stderr}");
 }
 
+/// `tinygate -t` on an etcd configuration names the etcd key of a route
+/// whose plugin fails to configure, not the routes file it does not read.
+#[test]
+fn test_flag_names_the_etcd_key_of_a_plugin_that_fails_to_configure() {
+    let etcd = Etcd::start();
+    let a = Upstream::named("a");
+    let with_plugin = |conf: &str| {
+        json!({"uri": "/x", "upstream": {"nodes": {a.addr.to_string(): 1}},
+               "plugins": {"faulty": {"conf": conf}}})
+        .to_string()
+    };
+    etcd.put(
+        "/apisix/routes/bad",
+        &with_plugin("trap proxy_on_configure"),
+    );
+    etcd.put("/apisix/routes/good", &with_plugin("none"));
+    let dir = temp_dir();
+    let config = dir.join("config.yaml");
+    let text = etcd_config_with_plugins(&[etcd.url()], &[("faulty", 1, "hook_faults")], "");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = run(&["-t", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("error: etcd /apisix/routes/bad: plugins.faulty: plugin \"faulty\" failed in proxy_on_configure"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("apisix.yaml"), "{stderr}");
+    assert!(!stderr.contains("routes/good"), "{stderr}");
+}
+
 #[test]
 fn services_plugin_configs_and_their_routes_follow_etcd_in_any_order() {
     let etcd = Etcd::start();
@@ -725,14 +764,7 @@ fn issue_14_a_deep_configure_from_etcd_runs_on_the_plugin_stack() {
     let etcd = Etcd::start();
     let a = Upstream::named("a");
     etcd.put("/apisix/routes/base", &route("/base", a.addr));
-    let config = config_yaml(
-        &[("deep", 1, "deep_configure")],
-        &format!(
-            "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n  \
-             etcd:\n    host: [\"{}\"]\n    prefix: /apisix\n    timeout: 2\n",
-            etcd.url()
-        ),
-    );
+    let config = etcd_config_with_plugins(&[etcd.url()], &[("deep", 1, "deep_configure")], "");
     let gate = start_gate(&config);
     until_all(&[&gate], "/base", from("a"));
     let deep = |uri: &str, conf: &str| {
