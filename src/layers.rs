@@ -4,13 +4,14 @@
 //! the parts a request goes through ([`REQUEST_PATH`]) over
 //! [`MAX_REQUEST_PATH_FN_LINES`] (test code aside); and every lock those
 //! parts declare is listed in [`KNOWN_LOCKS`] with why a request does not
-//! wait on it, so that a new one is a decision, not an accident.
+//! wait on it, so that a new one is a decision, not an accident; and
+//! `serve/server.rs` reaches only sockets and threads.
 //!
 //! A top-level part is a folder or a file directly under `src/` (`net`,
 //! `http`, `proxy`, `serve`, ...; `main.rs` is the root, which nothing may
 //! depend on). Part A depends on part B when a file of A names
 //! `crate::B` (in a `use` or inline; comments are skipped). The arrows
-//! must point one way: the README's architecture section draws them.
+//! must point one way: docs/architecture.md (Layers) lists them.
 //! This reads source text only; it knows nothing of what the parts do.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -553,6 +554,27 @@ fn every_lock_on_the_request_path_is_listed_with_its_reason() {
         "locks on the request path:\n{}",
         problems.join("\n")
     );
+}
+
+/// `serve/server.rs` knows sockets, threads and a connection cap, not
+/// routes, plugins or the configuration (the README's invariant): it
+/// reaches `net` and, to start threads with the plugin stack, nothing of
+/// `wasm` but `spawn_plugin_thread`.
+#[test]
+fn the_server_reaches_only_sockets_and_threads() {
+    let text = std::fs::read_to_string(src().join("serve/server.rs")).expect("serve/server.rs");
+    for (name, line) in crate_paths(&text) {
+        let allowed = name == "net"
+            || (name == "wasm"
+                && text
+                    .lines()
+                    .nth(line - 1)
+                    .is_some_and(|l| l.contains("crate::wasm::spawn_plugin_thread")));
+        assert!(
+            allowed,
+            "serve/server.rs:{line} reaches crate::{name}: it must know no routes, plugins or configuration"
+        );
+    }
 }
 
 #[test]
