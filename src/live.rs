@@ -136,7 +136,7 @@ impl Live {
         };
         let main = current.config.main.clone();
         let reuse = Reuse::Items(&current.config.routes);
-        match parse_routes_skipping_invalid(&label, &text, &main.plugins, reuse) {
+        match parse_routes_skipping_invalid(&label, &text, main.route_rules(), reuse) {
             Ok((routes, skipped)) => {
                 for problem in &skipped {
                     log::error!("{problem} (item skipped)");
@@ -181,7 +181,7 @@ impl Live {
             }
         };
         let reuse = Reuse::Items(&current.config.routes);
-        match parse_routes_skipping_invalid(&label, &text, &main.plugins, reuse) {
+        match parse_routes_skipping_invalid(&label, &text, main.route_rules(), reuse) {
             Ok((routes, skipped)) => {
                 for problem in &skipped {
                     log::error!("{problem} (item skipped)");

@@ -59,6 +59,11 @@ const SPELLINGS: &[(&str, Outcome)] = &[
 /// `properties_probe` (copies `request.path`, `request.url_path` and `uri`
 /// into headers, hex-encoded); `/*` with no plugin; both to `up`.
 fn guarded_gate(up: &Upstream, tinygate_keys: &str) -> Gate {
+    guarded_gate_at(up, "/admin/*", tinygate_keys)
+}
+
+/// [`guarded_gate`] with the guarded route's `uri` written as `uri`.
+fn guarded_gate_at(up: &Upstream, uri: &str, tinygate_keys: &str) -> Gate {
     let config = config_yaml(
         &[
             ("guard", 20, "header_mutator"),
@@ -70,7 +75,7 @@ fn guarded_gate(up: &Upstream, tinygate_keys: &str) -> Gate {
     let routes = format!(
         r#"routes:
   - id: admin
-    uri: /admin/*
+    uri: {uri:?}
     {node}
     plugins:
       guard:
@@ -154,6 +159,46 @@ fn every_spelling_of_a_guarded_path_is_guarded_or_refused() {
     logged.sort();
     want.sort();
     assert_eq!(logged, want);
+}
+
+/// A route's `uri` is normalised as request paths are (issue #15): the
+/// guard written `/%61dmin//*` guards exactly the spellings `/admin/*`
+/// guards, and the start-up log says how it is routed; `/a//b` is `/a/b`
+/// with `merge_slashes` (the default) and a path of its own without; a
+/// `uri` a request would get a 400 for is refused with its key path.
+#[test]
+fn route_uris_are_normalised_as_request_paths_are() {
+    let up = Upstream::named("u");
+    let gate = guarded_gate_at(&up, "/%61dmin//*", "");
+    check_spellings(&gate, &up, SPELLINGS);
+    let line = "apisix.yaml: routes[0]: uri \"/%61dmin//*\" is routed as \"/admin/*\"";
+    assert!(gate.log().contains(line), "{}", gate.log());
+
+    let (double, open) = (Upstream::named("double"), Upstream::named("open"));
+    let routes = format!(
+        "routes:\n  - {{uri: \"/a//b\", upstream: {{nodes: {{\"{}\": 1}}}}}}\n  - {{uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
+        double.addr, open.addr
+    );
+    let merging = Gate::start(&config_yaml(&[], ""), &routes);
+    assert_eq!(merging.get("/a/b").text(), "double");
+    assert_eq!(merging.get("/a//b").text(), "double");
+    let keeping = Gate::start(&config_yaml(&[], "  merge_slashes: false\n"), &routes);
+    assert_eq!(keeping.get("/a//b").text(), "double");
+    assert_eq!(keeping.get("/a/b").text(), "open");
+
+    let dir = temp_dir();
+    std::fs::write(dir.join("config.yaml"), config_yaml(&[], "")).unwrap();
+    let bad =
+        "routes:\n  - {uri: /x/../../admin/*, upstream: {nodes: {\"127.0.0.1:1\": 1}}}\n#END\n";
+    std::fs::write(dir.join("apisix.yaml"), bad).unwrap();
+    let (code, _, stderr) = run(&["-t", "-c", dir.join("config.yaml").to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "apisix.yaml: routes[0]: uri \"/x/../../admin/*\": path climbs above the root"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

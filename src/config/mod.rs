@@ -37,7 +37,7 @@ pub use checks::{ActiveCheck, Checks, Counting, Probe};
 pub use reuse::{KeyMap, Reuse};
 pub use routes_file::{
     parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_sections,
-    parse_routes_skipping_invalid, Routes,
+    parse_routes_skipping_invalid, RouteRules, Routes,
 };
 pub use sections::Sections;
 pub use ssl::SslConfig;
@@ -105,6 +105,17 @@ pub struct MainConfig {
     /// `deployment.role_data_plane.config_provider` is `etcd`: routes and
     /// upstreams then come from etcd, not from the routes file.
     pub etcd: Option<EtcdConfig>,
+}
+
+impl MainConfig {
+    /// What the routes file is validated against: the plugins it may name
+    /// and the path normalisation its routes' `uri`s get.
+    pub fn route_rules(&self) -> RouteRules<'_> {
+        RouteRules {
+            plugins: &self.plugins,
+            paths: self.limits.paths,
+        }
+    }
 }
 
 /// One `wasm.plugins[]` entry: how to load the plugin (the wasm host's
@@ -494,7 +505,7 @@ pub fn load_routes(main: &MainConfig) -> Result<Routes, ConfigError> {
     let text = std::fs::read_to_string(&main.routes_file).map_err(|e| ConfigError {
         problems: vec![format!("{label}: cannot read: {e}")],
     })?;
-    parse_routes(&label, &text, &main.plugins)
+    parse_routes(&label, &text, main.route_rules())
 }
 
 /// Reads a file as text, or says which file could not be read.

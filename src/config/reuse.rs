@@ -26,7 +26,8 @@
 //! load, so its problems are reported with its current position.
 
 use super::services::{PluginConfig, Service};
-use super::{DeclaredPlugin, FailurePolicy, Route, RoutePlugin, Routes, Upstream};
+use super::{FailurePolicy, Route, RoutePlugin, RouteRules, Routes, Upstream};
+use crate::http::uri::PathOptions;
 use serde_yaml::{Mapping, Value};
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -109,6 +110,8 @@ pub struct Known {
     /// `(name, priority, failure_policy)` of each plugin of `config.yaml`,
     /// in order: what the items' plugin entries were validated against.
     plugins: Vec<(String, i64, FailurePolicy)>,
+    /// How routes' `uri`s were normalised (`config.yaml`'s path options).
+    paths: PathOptions,
     upstreams: Shelf<Arc<Upstream>>,
     services: Shelf<Arc<Service>>,
     plugin_configs: Shelf<Arc<PluginConfig>>,
@@ -292,14 +295,19 @@ pub(super) struct Takeover<'a> {
 }
 
 impl<'a> Takeover<'a> {
-    pub fn new(reuse: Reuse<'a>, plugins: &[DeclaredPlugin]) -> Takeover<'a> {
-        let plugins: Vec<(String, i64, FailurePolicy)> = plugins
+    pub fn new(reuse: Reuse<'a>, rules: RouteRules) -> Takeover<'a> {
+        let plugins: Vec<(String, i64, FailurePolicy)> = rules
+            .plugins
             .iter()
             .map(|d| (d.name.clone(), d.priority, d.failure_policy))
             .collect();
+        let paths = rules.paths;
         let (items, previous) = match reuse {
             Reuse::Nothing => (None, None),
-            Reuse::Items(r) => ((r.known.plugins == plugins).then_some(&r.known), Some(r)),
+            Reuse::Items(r) => {
+                let same = r.known.plugins == plugins && r.known.paths == paths;
+                (same.then_some(&r.known), Some(r))
+            }
         };
         Takeover {
             items,
@@ -307,6 +315,7 @@ impl<'a> Takeover<'a> {
             by_id: OnceCell::new(),
             next: Known {
                 plugins,
+                paths,
                 ..Known::default()
             },
         }
@@ -505,7 +514,7 @@ fn adopt(now: &mut [RoutePlugin], before: &[RoutePlugin]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes_skipping_invalid;
+    use crate::config::{parse_routes_skipping_invalid, DeclaredPlugin};
     use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 
     /// Plugins `p` and `q`, in that order, `p` with `priority`.
@@ -532,8 +541,13 @@ mod tests {
     }
 
     fn load_with(text: &str, reuse: Reuse, plugins: &[DeclaredPlugin]) -> Routes {
-        let (routes, problems) =
-            parse_routes_skipping_invalid("apisix.yaml", text, plugins, reuse).unwrap();
+        let (routes, problems) = parse_routes_skipping_invalid(
+            "apisix.yaml",
+            text,
+            RouteRules::with_plugins(plugins),
+            reuse,
+        )
+        .unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         routes
     }

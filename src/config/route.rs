@@ -9,8 +9,9 @@ use super::reuse::Named;
 use super::services::named_upstream;
 use super::tree::{index, kind, Obj, Problems};
 use super::upstream::{timeouts, upstream};
-use super::{DeclaredPlugin, HostMatch, Route, UriMatch};
+use super::{HostMatch, Route, RouteRules, UriMatch};
 use crate::expr::IpMatcher;
+use crate::http::uri::{normalize_path, PathOptions};
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,9 +29,10 @@ pub(super) fn route(
     o: &Obj,
     i: usize,
     named: &Named,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
     p: &mut Problems,
 ) -> Option<(Route, bool)> {
+    let plugins = rules.plugins;
     let before = p.len();
     let mut known = vec![
         "id",
@@ -65,7 +67,11 @@ pub(super) fn route(
 
     let id = o.id("id", p).unwrap_or_else(|| format!("arr_{}", i + 1));
     let uris = exactly_one(o, "uri", "uris", p, true)
-        .map(|list| list.iter().filter_map(|u| uri_match(u, o, p)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|u| uri_match(u, rules.paths, o, p))
+                .collect()
+        })
         .unwrap_or_default();
     let hosts: Vec<HostMatch> = exactly_one(o, "host", "hosts", p, false)
         .map(|list| list.iter().filter_map(|h| host_match(h, o, p)).collect())
@@ -223,7 +229,14 @@ fn exactly_one(
     }
 }
 
-fn uri_match(uri: &str, o: &Obj, p: &mut Problems) -> Option<UriMatch> {
+/// A route's `uri`, normalised as request paths are before routing
+/// (`http::uri::normalize_path` with `config.yaml`'s path options): a
+/// route is compared with paths in their normal form, so `/%61dmin/*`,
+/// `/a//b` or `/x/../admin` written as they are could never match. A uri
+/// whose spelling tinygate answers with a 400 (a `..` above the root, a
+/// control byte, a malformed escape, an escaped slash under
+/// `reject_request`) is an error.
+fn uri_match(uri: &str, paths: PathOptions, o: &Obj, p: &mut Problems) -> Option<UriMatch> {
     if !uri.starts_with('/') || uri.len() > 4096 {
         p.at(
             &o.path,
@@ -231,9 +244,47 @@ fn uri_match(uri: &str, o: &Obj, p: &mut Problems) -> Option<UriMatch> {
         );
         return None;
     }
-    Some(match uri.strip_suffix('*') {
-        Some(prefix) => UriMatch::Prefix(prefix.to_string()),
-        None => UriMatch::Exact(uri.to_string()),
+    let (path, prefix) = match uri.strip_suffix('*') {
+        Some(path) => (path, true),
+        None => (uri, false),
+    };
+    let normal = if prefix {
+        // A prefix may end inside a segment (`/a/.` is for `/a/.well-known`):
+        // normalised as if a character followed, so that a partial last
+        // segment is not taken for a dot segment.
+        normalize_path(&format!("{path}x"), paths).map(|n| n[..n.len() - 1].to_string())
+    } else {
+        normalize_path(path, paths).map(|n| n.into_owned())
+    };
+    let normal = match normal {
+        Ok(normal) => normal,
+        Err(e) => {
+            p.at(
+                &o.path,
+                format!(
+                    "uri {uri:?}: {}: a request with that path gets a 400, so the route could never match",
+                    e.reason()
+                ),
+            );
+            return None;
+        }
+    };
+    if normal != path {
+        log::info!(
+            "{}: {}: uri {uri:?} is routed as {:?} (request paths are normalised before routing)",
+            p.file(),
+            o.path,
+            if prefix {
+                format!("{normal}*")
+            } else {
+                normal.clone()
+            }
+        );
+    }
+    Some(if prefix {
+        UriMatch::Prefix(normal)
+    } else {
+        UriMatch::Exact(normal)
     })
 }
 

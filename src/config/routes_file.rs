@@ -12,6 +12,7 @@ use super::services::{global_rule, plugin_config, service, PluginConfig, Service
 use super::tree::{index, join, unknown_keys, Obj, Problems};
 use super::upstream::upstream;
 use super::{env_vars, parse_yaml, ConfigError, DeclaredPlugin, Route, RoutePlugin, Upstream};
+use crate::http::uri::PathOptions;
 use serde_yaml::Value;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -61,17 +62,34 @@ impl Routes {
     }
 }
 
+/// What validating a routes file takes from `config.yaml`: the plugins its
+/// entries may name, and how request paths are normalised before routing
+/// (a route's `uri` is normalised the same way, so it is compared with
+/// paths as they are routed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteRules<'a> {
+    pub plugins: &'a [DeclaredPlugin],
+    pub paths: PathOptions,
+}
+
+impl<'a> RouteRules<'a> {
+    /// These plugins, with the default path normalisation (for tests).
+    #[cfg(test)]
+    pub fn with_plugins(plugins: &'a [DeclaredPlugin]) -> RouteRules<'a> {
+        RouteRules {
+            plugins,
+            paths: PathOptions::default(),
+        }
+    }
+}
+
 /// Parses the text of a routes file strictly, as at start-up and in `-t`:
 /// any problem fails the whole file. `label` names it in messages.
 ///
 /// # Errors
 /// Every problem found, each with `label` and key path.
-pub fn parse_routes(
-    label: &str,
-    text: &str,
-    plugins: &[DeclaredPlugin],
-) -> Result<Routes, ConfigError> {
-    let (routes, problems) = parse_routes_skipping_invalid(label, text, plugins, Reuse::Nothing)?;
+pub fn parse_routes(label: &str, text: &str, rules: RouteRules) -> Result<Routes, ConfigError> {
+    let (routes, problems) = parse_routes_skipping_invalid(label, text, rules, Reuse::Nothing)?;
     if problems.is_empty() {
         Ok(routes)
     } else {
@@ -87,10 +105,10 @@ pub fn parse_routes(
 pub fn parse_routes_and_document(
     label: &str,
     text: &str,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
 ) -> Result<(Routes, Value), ConfigError> {
     let doc = document(label, text)?;
-    let (routes, problems) = parse_routes_document(label, &doc, plugins);
+    let (routes, problems) = parse_routes_document(label, &doc, rules);
     if problems.is_empty() {
         Ok((routes, doc))
     } else {
@@ -109,15 +127,15 @@ pub fn parse_routes_and_document(
 pub fn parse_routes_skipping_invalid(
     label: &str,
     text: &str,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
     reuse: Reuse,
 ) -> Result<(Routes, Vec<String>), ConfigError> {
     let text = checked_text(label, text)?;
-    let takeover = Takeover::new(reuse, plugins);
+    let takeover = Takeover::new(reuse, rules);
     let doc = Sections::from_text(label, &text, |section, identity| {
         takeover.may_take(section, identity)
     })?;
-    Ok(parse_sections(label, &doc, plugins, takeover))
+    Ok(parse_sections(label, &doc, rules, takeover))
 }
 
 /// The text's YAML document, after the checks APISIX makes in this order:
@@ -151,17 +169,13 @@ fn checked_text<'t>(label: &str, text: &'t str) -> Result<Cow<'t, str>, ConfigEr
 /// values etcd holds) as APISIX does: invalid items are skipped and their
 /// problems returned. No `#END` check: each etcd write is atomic, so there
 /// is no half-written file to guard against.
-pub fn parse_routes_document(
-    label: &str,
-    doc: &Value,
-    plugins: &[DeclaredPlugin],
-) -> (Routes, Vec<String>) {
+pub fn parse_routes_document(label: &str, doc: &Value, rules: RouteRules) -> (Routes, Vec<String>) {
     let sections = Sections::whole(Cow::Borrowed(doc));
     parse_sections(
         label,
         &sections,
-        plugins,
-        Takeover::new(Reuse::Nothing, plugins),
+        rules,
+        Takeover::new(Reuse::Nothing, rules),
     )
 }
 
@@ -171,10 +185,10 @@ pub fn parse_routes_document(
 pub fn parse_routes_sections(
     label: &str,
     doc: &Sections,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
     reuse: Reuse,
 ) -> (Routes, Vec<String>) {
-    parse_sections(label, doc, plugins, Takeover::new(reuse, plugins))
+    parse_sections(label, doc, rules, Takeover::new(reuse, rules))
 }
 
 /// [`parse_routes_skipping_invalid`] for unit tests: every problem
@@ -185,18 +199,23 @@ pub(super) fn parse_all(
     text: &str,
     plugins: &[DeclaredPlugin],
 ) -> (Routes, Vec<String>) {
-    parse_routes_skipping_invalid(label, text, plugins, Reuse::Nothing)
-        .unwrap_or_else(|e| panic!("{e}"))
+    parse_routes_skipping_invalid(
+        label,
+        text,
+        RouteRules::with_plugins(plugins),
+        Reuse::Nothing,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn parse_sections(
     label: &str,
     doc: &Sections,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
     takeover: Takeover,
 ) -> (Routes, Vec<String>) {
     let mut p = Problems::new(label);
-    let routes = parse(doc, plugins, takeover, &mut p);
+    let routes = parse(doc, rules, takeover, &mut p);
     (routes, p.into_vec())
 }
 
@@ -207,7 +226,8 @@ fn ends_with_end_marker(text: &str) -> bool {
 }
 
 /// The document's items.
-fn parse(doc: &Sections, plugins: &[DeclaredPlugin], mut t: Takeover, p: &mut Problems) -> Routes {
+fn parse(doc: &Sections, route_rules: RouteRules, mut t: Takeover, p: &mut Problems) -> Routes {
+    let plugins = route_rules.plugins;
     let mut known = vec![
         "routes",
         "upstreams",
@@ -314,7 +334,7 @@ fn parse(doc: &Sections, plugins: &[DeclaredPlugin], mut t: Takeover, p: &mut Pr
     let mut global_plugins =
         global_plugins(rules.into_iter().map(|(_, r)| r).collect(), plugins, p);
     t.adopt_global_keys(&mut global_plugins);
-    let routes = routes(doc, plugins, &mut t, &named, p);
+    let routes = routes(doc, route_rules, &mut t, &named, p);
     let mut ssls_only = serde_yaml::Mapping::new();
     if let Some(ssls) = doc.value("ssls") {
         ssls_only.insert("ssls".into(), ssls.into_owned());
@@ -338,7 +358,7 @@ fn parse(doc: &Sections, plugins: &[DeclaredPlugin], mut t: Takeover, p: &mut Pr
 /// The enabled routes, each taken over or validated.
 fn routes(
     doc: &Sections,
-    plugins: &[DeclaredPlugin],
+    rules: RouteRules,
     t: &mut Takeover,
     named: &Named,
     p: &mut Problems,
@@ -352,7 +372,7 @@ fn routes(
         }
         let path = index("routes", i);
         let validated = item_obj(item, path.clone(), p).and_then(|o| {
-            let (mut route, enabled) = route(&o, i, named, plugins, p)?;
+            let (mut route, enabled) = route(&o, i, named, rules, p)?;
             t.adopt_keys_at(&mut route, i);
             let route = Arc::new(route);
             let outside = inline_reads_outside(&o, route.upstream.as_deref());
@@ -537,14 +557,14 @@ mod tests {
     }
 
     fn check_ok(yaml: &str) -> Routes {
-        match parse_routes("apisix.yaml", yaml, &plugins()) {
+        match parse_routes("apisix.yaml", yaml, RouteRules::with_plugins(&plugins())) {
             Ok(r) => r,
             Err(e) => panic!("unexpected errors:\n{e}"),
         }
     }
 
     fn check_err(yaml: &str, expected: &[&str]) {
-        match parse_routes("apisix.yaml", yaml, &plugins()) {
+        match parse_routes("apisix.yaml", yaml, RouteRules::with_plugins(&plugins())) {
             Ok(_) => panic!("expected errors {expected:?}"),
             Err(e) => assert_eq!(e.problems, expected),
         }
@@ -665,5 +685,75 @@ upstreams:
             "routes:\n  - {uri: /a, status: 0, upstream: {nodes: {\"127.0.0.1:1\": 1}}}\n#END\n",
         );
         assert!(r.routes.is_empty());
+    }
+
+    /// A route's `uri` is normalised as request paths are before routing,
+    /// with `config.yaml`'s path options; a spelling a request gets a 400
+    /// for is an error naming the route.
+    #[test]
+    fn route_uris_are_normalised_as_request_paths_are() {
+        use crate::http::uri::EscapedSlashes;
+        let merge = PathOptions::default();
+        let keep = PathOptions {
+            merge_slashes: false,
+            ..merge
+        };
+        let unescape = PathOptions {
+            escaped_slashes: EscapedSlashes::UnescapeAndForward,
+            ..merge
+        };
+        let reject = PathOptions {
+            escaped_slashes: EscapedSlashes::RejectRequest,
+            ..merge
+        };
+        let exact = |s: &str| Ok(UriMatch::Exact(s.into()));
+        let prefix = |s: &str| Ok(UriMatch::Prefix(s.into()));
+        let never = "a request with that path gets a 400, so the route could never match";
+        #[rustfmt::skip]
+        let cases: &[(&str, PathOptions, Result<UriMatch, &str>)] = &[
+            ("/admin/*",       merge,    prefix("/admin/")),
+            ("/%61dmin/*",     merge,    prefix("/admin/")),
+            ("/a//b",          merge,    exact("/a/b")),
+            ("/a//b",          keep,     exact("/a//b")),
+            ("//a/*",          merge,    prefix("/a/")),
+            ("/x/../admin",    merge,    exact("/admin")),
+            ("/x/%2e%2e/y",    merge,    exact("/y")),
+            ("/a\\b",          merge,    exact("/a/b")),
+            ("/caf%c3%a9",     merge,    exact("/caf%C3%A9")),
+            ("/caf\u{e9}",       merge,    exact("/caf%C3%A9")),
+            // A prefix may end inside a segment: not a dot segment.
+            ("/a/.*",          merge,    prefix("/a/.")),
+            ("/a/..*",         merge,    prefix("/a/..")),
+            ("/a/./*",         merge,    prefix("/a/")),
+            ("/a/b/../*",      merge,    prefix("/a/")),
+            ("/x%2fy",         merge,    exact("/x%2Fy")),
+            ("/x%2fy",         unescape, exact("/x/y")),
+            ("/x%2fy",         reject,   Err("encoded slash or backslash in the path")),
+            ("/../x",          merge,    Err("path climbs above the root")),
+            ("/a/%00",         merge,    Err("control character in the path")),
+            ("/a%zz",          merge,    Err("invalid percent-encoding in the path")),
+            ("/a%2*",          merge,    Err("invalid percent-encoding in the path")),
+        ];
+        for (uri, paths, want) in cases {
+            let yaml = format!(
+                "routes:\n  - {{id: r, uri: {uri:?}, upstream: {{nodes: {{\"127.0.0.1:1\": 1}}}}}}\n#END\n"
+            );
+            let rules = RouteRules {
+                plugins: &[],
+                paths: *paths,
+            };
+            let got = parse_routes("apisix.yaml", &yaml, rules);
+            match (want, got) {
+                (Ok(want), Ok(r)) => assert_eq!(&r.routes[0].uris[0], want, "{uri}"),
+                (Err(reason), Err(e)) => assert_eq!(
+                    e.problems,
+                    [format!(
+                        "apisix.yaml: routes[0]: uri {uri:?}: {reason}: {never}"
+                    )],
+                    "{uri}"
+                ),
+                (want, got) => panic!("{uri}: want {want:?}, got {:?}", got.map(|r| r.routes)),
+            }
+        }
     }
 }

@@ -362,7 +362,7 @@ pub(super) fn pem_text(
 
 #[cfg(all(test, feature = "tls"))]
 mod tests {
-    use crate::config::parse_routes;
+    use crate::config::{parse_routes, RouteRules};
     use crate::tls::testing::Ca;
 
     /// A routes file with `ssls` given as YAML, indented under the key.
@@ -393,7 +393,7 @@ mod tests {
             serde_json::to_string(&c2).unwrap(),
             serde_json::to_string(&k2).unwrap(),
         ));
-        let routes = parse_routes("apisix.yaml", &yaml, &[]).unwrap();
+        let routes = parse_routes("apisix.yaml", &yaml, RouteRules::default()).unwrap();
         let ssls = &routes.ssls.entries;
         assert_eq!(ssls.len(), 1, "status 0 is not served");
         assert_eq!(ssls[0].snis, ["a.example.com", "*.b.example.com"]);
@@ -423,7 +423,7 @@ mod tests {
             q(&cert), q(&key), q(&cert),
             q(&cert), q(&key),
         ));
-        let err = parse_routes("apisix.yaml", &yaml, &[]).unwrap_err();
+        let err = parse_routes("apisix.yaml", &yaml, RouteRules::default()).unwrap_err();
         let problems: Vec<&str> = err.problems.iter().map(String::as_str).collect();
         assert_eq!(problems[0], "apisix.yaml: ssls[1].key: does not match cert");
         assert!(
@@ -445,7 +445,7 @@ mod tests {
         let (routes, _) = crate::config::parse_routes_skipping_invalid(
             "apisix.yaml",
             &yaml,
-            &[],
+            RouteRules::default(),
             crate::config::Reuse::Nothing,
         )
         .unwrap();

@@ -307,7 +307,7 @@ routes:
     let err = parse_routes(
         "apisix.yaml",
         "routes:\n  - uri: ${{TINYGATE_TEST_UNSET}}\n#END\n",
-        &plugins(),
+        RouteRules::with_plugins(&plugins()),
     )
     .unwrap_err();
     assert_eq!(

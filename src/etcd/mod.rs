@@ -147,7 +147,7 @@ fn load(config: &mut Config) -> Result<Option<(Watcher, Vec<String>)>, ConfigErr
             (Store::default(), 0, true, document)
         }
     };
-    let (routes, problems) = document.validate(&config.main.plugins, Reuse::Nothing);
+    let (routes, problems) = document.validate(config.main.route_rules(), Reuse::Nothing);
     config.routes = routes;
     let watcher = Watcher {
         config: etcd,

@@ -103,11 +103,11 @@ fn put(config: &std::path::Path, file: &std::path::Path) -> Result<String, Vec<S
     };
     let label = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| vec![format!("{label}: {e}")])?;
-    let (_, doc) = config::parse_routes_and_document(&label, &text, &main.plugins)
+    let (_, doc) = config::parse_routes_and_document(&label, &text, main.route_rules())
         .map_err(|e: ConfigError| e.problems)?;
     // What every node will check when it reads the keys: a `file:` path
     // relative to this file's folder means nothing there.
-    let (_, problems) = config::parse_routes_document("etcd", &doc, &main.plugins);
+    let (_, problems) = config::parse_routes_document("etcd", &doc, main.route_rules());
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -21,8 +21,7 @@
 use super::base64;
 use super::client::int;
 use crate::config::{
-    parse_routes_document, parse_routes_sections, DeclaredPlugin, MainConfig, Reuse, Routes,
-    Sections,
+    parse_routes_document, parse_routes_sections, MainConfig, Reuse, RouteRules, Routes, Sections,
 };
 use crate::live::RoutesSource;
 use serde_json::Value as Json;
@@ -246,12 +245,12 @@ impl Document {
         })
     }
 
-    /// Validates the document against `plugins` as the YAML provider does
+    /// Validates the document against `rules` as the YAML provider does
     /// on reload, taking over what `reuse` allows: the valid routes, and
     /// the problems of skipped items, each naming its etcd key.
-    pub fn validate(&self, plugins: &[DeclaredPlugin], reuse: Reuse) -> (Routes, Vec<String>) {
+    pub fn validate(&self, rules: RouteRules, reuse: Reuse) -> (Routes, Vec<String>) {
         let (routes, problems) = match &self.content {
-            Content::Whole(value) => parse_routes_document(&self.label, value, plugins),
+            Content::Whole(value) => parse_routes_document(&self.label, value, rules),
             Content::Items(sections) => {
                 let sections = Sections::from_items(sections.iter().map(|(kind, items)| {
                     let items = items
@@ -265,7 +264,7 @@ impl Document {
                         .collect();
                     (*kind, items)
                 }));
-                parse_routes_sections(&self.label, &sections, plugins, reuse)
+                parse_routes_sections(&self.label, &sections, rules, reuse)
             }
         };
         let mut all = self.problems.clone();
@@ -277,7 +276,7 @@ impl Document {
     /// `SIGHUP`; problems are logged each time it is validated.
     pub fn into_source(self) -> RoutesSource {
         Arc::new(move |main: &MainConfig, reuse: Reuse| {
-            let (routes, problems) = self.validate(&main.plugins, reuse);
+            let (routes, problems) = self.validate(main.route_rules(), reuse);
             let served_before: Vec<String> = routes
                 .items_served_before()
                 .iter()
@@ -419,7 +418,7 @@ mod tests {
         ]);
         assert_eq!(s.revision, 9);
         let doc = s.document("/apisix");
-        let (routes, problems) = doc.validate(&[], Reuse::Nothing);
+        let (routes, problems) = doc.validate(RouteRules::default(), Reuse::Nothing);
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(routes.routes.len(), 1);
         assert_eq!(routes.routes[0].id, "r1");
@@ -440,7 +439,9 @@ mod tests {
             ),
             ("/apisix/upstreams/u2", r#"{"nodes":{"127.0.0.1:80":1}}"#),
         ]);
-        let (routes, problems) = s.document("/apisix").validate(&[], Reuse::Nothing);
+        let (routes, problems) = s
+            .document("/apisix")
+            .validate(RouteRules::default(), Reuse::Nothing);
         assert_eq!(routes.routes.len(), 0);
         assert_eq!(routes.upstreams.len(), 1);
         assert_eq!(
@@ -465,7 +466,9 @@ mod tests {
             ("/apisix/routes/r3", r#"{"uri":"/c","upstream_id":"u1"}"#),
             ("/apisix/upstreams/u1", r#"{"nodes":{"127.0.0.1:80":1}}"#),
         ]);
-        let (before, problems) = s.document("/apisix").validate(&[], Reuse::Nothing);
+        let (before, problems) = s
+            .document("/apisix")
+            .validate(RouteRules::default(), Reuse::Nothing);
         assert!(problems.is_empty(), "{problems:?}");
         s.apply_events(&[
             json!({"kv": kv("/apisix/routes/r1", r#"{"uri":"no-slash","upstream_id":"u1"}"#)}),
@@ -474,7 +477,7 @@ mod tests {
         ])
         .unwrap();
         let doc = s.document("/apisix");
-        let (after, problems) = doc.validate(&[], Reuse::Items(&before));
+        let (after, problems) = doc.validate(RouteRules::default(), Reuse::Items(&before));
         // r1 and r2 serve as they were; the new r4 has nothing to fall
         // back on and is skipped; each problem names its key.
         let ids: Vec<&str> = after.routes.iter().map(|r| r.id.as_str()).collect();
@@ -495,7 +498,9 @@ mod tests {
             json!({"kv": kv("/apisix/routes/r1", r#"{"uri":"/a2","upstream_id":"u1"}"#)}),
         ])
         .unwrap();
-        let (fixed, _) = s.document("/apisix").validate(&[], Reuse::Items(&after));
+        let (fixed, _) = s
+            .document("/apisix")
+            .validate(RouteRules::default(), Reuse::Items(&after));
         assert_eq!(
             fixed.routes[0].uris,
             [crate::config::UriMatch::Exact("/a2".into())]
@@ -523,7 +528,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tinygate-snap-{}.yaml", std::process::id()));
         std::fs::write(&path, doc.snapshot_text("/apisix", 9)).unwrap();
         let back = Document::from_snapshot(&path).unwrap();
-        let (routes, problems) = back.validate(&[], Reuse::Nothing);
+        let (routes, problems) = back.validate(RouteRules::default(), Reuse::Nothing);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(routes.routes[0].id, "r1");
         std::fs::write(&path, "routes: []\n").unwrap();

@@ -440,7 +440,7 @@ impl<'r> Streams<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::config::{parse_routes, RouteRules};
 
     const TABLE: &str = r#"
 routes:
@@ -457,7 +457,9 @@ routes:
 "#;
 
     fn check(cases: &[(&str, &str, &str, Option<&str>)]) {
-        let routes = parse_routes("t.yaml", TABLE, &[]).unwrap().routes;
+        let routes = parse_routes("t.yaml", TABLE, RouteRules::default())
+            .unwrap()
+            .routes;
         let router = Router::new(&routes);
         for (method, host, path, want) in cases {
             let got = router
@@ -487,15 +489,21 @@ routes:
 
     #[test]
     fn no_route_is_none() {
-        let routes = parse_routes("t.yaml", "routes:\n  - {uri: /a, plugins: {}}\n#END\n", &[])
-            .unwrap()
-            .routes;
+        let routes = parse_routes(
+            "t.yaml",
+            "routes:\n  - {uri: /a, plugins: {}}\n#END\n",
+            RouteRules::default(),
+        )
+        .unwrap()
+        .routes;
         assert_eq!(Router::new(&routes).find("GET", "h", "/b", |_| true), None);
     }
 
     #[test]
     fn a_refused_candidate_falls_through_to_the_next_in_precedence_order() {
-        let routes = parse_routes("t.yaml", TABLE, &[]).unwrap().routes;
+        let routes = parse_routes("t.yaml", TABLE, RouteRules::default())
+            .unwrap()
+            .routes;
         let router = Router::new(&routes);
         let ids = |host: &str, path: &str| -> Vec<&str> {
             router

@@ -6,7 +6,7 @@
 
 use super::linear::LinearRouter;
 use super::Router;
-use crate::config::{parse_routes, Route};
+use crate::config::{parse_routes, Route, RouteRules};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -106,7 +106,7 @@ fn random_routes(rng: &mut Rng, count: usize) -> Vec<Arc<Route>> {
         }
     }
     yaml.push_str("#END\n");
-    parse_routes("prop.yaml", &yaml, &[])
+    parse_routes("prop.yaml", &yaml, RouteRules::default())
         .unwrap_or_else(|e| panic!("generated routes do not parse: {e}\n{yaml}"))
         .routes
 }
