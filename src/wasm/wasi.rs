@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use wasmi::Caller;
 
-use crate::wasm::abi::HostFuncs;
+use crate::wasm::abi::{HostFn, HostFuncs, Outcome};
 use crate::wasm::host::{HostError, HostState};
 use crate::wasm::memory;
 use crate::wasm::types::{Errno, Status};
@@ -67,31 +67,33 @@ impl From<HostError> for WasiError {
 type WasiResult = Result<(), WasiError>;
 
 /// The boundary: charges the base fuel, runs the body, returns the errno.
-fn run(
-    caller: &mut Caller<'_, HostState>,
-    body: impl FnOnce(&mut Caller<'_, HostState>) -> WasiResult,
-) -> Result<u32, wasmi::Error> {
-    let result = memory::charge(caller, 0)
-        .map_err(WasiError::from)
-        .and_then(|()| body(caller));
-    match result {
-        Ok(()) => Ok(Errno::SUCCESS.0),
-        Err(WasiError::Errno(errno)) => Ok(errno.0),
-        Err(WasiError::Trap(trap)) => Err(trap),
+impl Outcome for WasiResult {
+    fn run(
+        caller: &mut Caller<'_, HostState>,
+        body: impl FnOnce(&mut Caller<'_, HostState>) -> WasiResult,
+    ) -> Result<u32, wasmi::Error> {
+        let result = memory::charge(caller, 0)
+            .map_err(WasiError::from)
+            .and_then(|()| body(caller));
+        match result {
+            Ok(()) => Ok(Errno::SUCCESS.0),
+            Err(WasiError::Errno(errno)) => Ok(errno.0),
+            Err(WasiError::Trap(trap)) => Err(trap),
+        }
     }
 }
 
 /// `wasi_fn!(funcs, name(arg: ty, ...))` defines `name` under both WASI
-/// module names as `self::name(&mut caller, arg, ...)`.
+/// module names as `self::name(&mut caller, arg, ...)` (the argument names
+/// document the table; only the types are used).
 macro_rules! wasi_fn {
     ($funcs:expr, $name:ident ( $($arg:ident : $ty:ty),* $(,)? )) => {
         for module in MODULES {
-            $funcs.define(
+            HostFn::define_in(
+                $name as fn(&mut Caller<'_, HostState>, $($ty),*) -> WasiResult,
+                $funcs,
                 module,
                 stringify!($name),
-                |mut caller: Caller<'_, HostState>, $($arg: $ty),*| -> Result<u32, wasmi::Error> {
-                    run(&mut caller, |caller| $name(caller, $($arg),*))
-                },
             );
         }
     };
@@ -100,17 +102,19 @@ macro_rules! wasi_fn {
 /// `wasi_stub!(funcs, errno, name(ty, ...))` defines `name` as returning
 /// `errno` without looking at its arguments.
 macro_rules! wasi_stub {
-    ($funcs:expr, $errno:expr, $name:ident ( $($ty:ty),* )) => {
+    ($funcs:expr, $errno:expr, $name:ident ( $($ty:ty),* )) => {{
+        fn $name(_: &mut Caller<'_, HostState>, $(_: $ty),*) -> WasiResult {
+            Err($errno.into())
+        }
         for module in MODULES {
-            $funcs.define(
+            HostFn::define_in(
+                $name as fn(&mut Caller<'_, HostState>, $($ty),*) -> WasiResult,
+                $funcs,
                 module,
                 stringify!($name),
-                |mut caller: Caller<'_, HostState>, $(_: $ty),*| -> Result<u32, wasmi::Error> {
-                    run(&mut caller, |_| Err($errno.into()))
-                },
             );
         }
-    };
+    }};
 }
 
 /// Defines all of WASI preview1 under both module names.

@@ -26,7 +26,7 @@ pub(crate) mod stubs;
 
 use std::collections::HashMap;
 
-use wasmi::{Caller, Func, FuncType, IntoFunc, Linker, Store};
+use wasmi::{Caller, Func, FuncType, IntoFunc, Linker, Store, WasmTy};
 
 use super::host::{HostError, HostResult, HostState};
 use super::memory;
@@ -76,24 +76,78 @@ pub(crate) fn status(result: HostResult) -> Result<u32, wasmi::Error> {
     }
 }
 
-/// Runs one `env` host function: charges its base fuel, then the body.
-fn run(
-    caller: &mut Caller<'_, HostState>,
-    body: impl FnOnce(&mut Caller<'_, HostState>) -> HostResult,
-) -> Result<u32, wasmi::Error> {
-    status(memory::charge(caller, 0).and_then(|()| body(caller)))
+/// What a host function body returns, and how that reaches the guest.
+pub(crate) trait Outcome: Sized + 'static {
+    /// Charges the call's base fuel, runs `body`, and converts its result
+    /// into the guest's `i32` status (or a trap).
+    fn run(
+        caller: &mut Caller<'_, HostState>,
+        body: impl FnOnce(&mut Caller<'_, HostState>) -> Self,
+    ) -> Result<u32, wasmi::Error>;
 }
 
+/// `env` functions: proxy-wasm statuses.
+impl Outcome for HostResult {
+    fn run(
+        caller: &mut Caller<'_, HostState>,
+        body: impl FnOnce(&mut Caller<'_, HostState>) -> HostResult,
+    ) -> Result<u32, wasmi::Error> {
+        status(memory::charge(caller, 0).and_then(|()| body(caller)))
+    }
+}
+
+/// A host function body as a plain `fn` pointer, defined through one
+/// wasmi closure per signature rather than one per function: the closures
+/// are generic, so with one per function each of the ~120 definitions got
+/// its own trampoline and registration code (130 KB of the binary). A call
+/// costs one indirect call more.
+pub(crate) trait HostFn<Params> {
+    /// Defines `module.name` as this body behind [`Outcome::run`].
+    fn define_in(self, funcs: &mut HostFuncs<'_>, module: &str, name: &str);
+}
+
+macro_rules! host_fn_arity {
+    ($($arg:ident),*) => {
+        impl<R: Outcome, $($arg: WasmTy + 'static),*> HostFn<($($arg,)*)>
+            for fn(&mut Caller<'_, HostState>, $($arg),*) -> R
+        {
+            #[allow(non_snake_case)]
+            fn define_in(self, funcs: &mut HostFuncs<'_>, module: &str, name: &str) {
+                funcs.define(
+                    module,
+                    name,
+                    move |mut caller: Caller<'_, HostState>, $($arg: $arg),*| {
+                        R::run(&mut caller, |caller| self(caller, $($arg),*))
+                    },
+                );
+            }
+        }
+    };
+}
+host_fn_arity!();
+host_fn_arity!(A);
+host_fn_arity!(A, B);
+host_fn_arity!(A, B, C);
+host_fn_arity!(A, B, C, D);
+host_fn_arity!(A, B, C, D, E);
+host_fn_arity!(A, B, C, D, E, F);
+host_fn_arity!(A, B, C, D, E, F, G);
+host_fn_arity!(A, B, C, D, E, F, G, H);
+host_fn_arity!(A, B, C, D, E, F, G, H, I);
+host_fn_arity!(A, B, C, D, E, F, G, H, I, J);
+host_fn_arity!(A, B, C, D, E, F, G, H, I, J, K);
+host_fn_arity!(A, B, C, D, E, F, G, H, I, J, K, L);
+
 /// `env_fn!(funcs, area::proxy_name(arg: ty, ...))` defines `env.proxy_name`
-/// as `area::proxy_name(&mut caller, arg, ...)` behind [`run`].
+/// as `area::proxy_name(&mut caller, arg, ...)` behind [`Outcome::run`]
+/// (the argument names document the table; only the types are used).
 macro_rules! env_fn {
     ($funcs:expr, $area:ident :: $name:ident ( $($arg:ident : $ty:ty),* $(,)? )) => {
-        $funcs.define(
+        HostFn::define_in(
+            $area::$name as fn(&mut Caller<'_, HostState>, $($ty),*) -> HostResult,
+            $funcs,
             "env",
             stringify!($name),
-            |mut caller: Caller<'_, HostState>, $($arg: $ty),*| -> Result<u32, wasmi::Error> {
-                run(&mut caller, |caller| $area::$name(caller, $($arg),*))
-            },
         )
     };
 }
