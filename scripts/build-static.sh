@@ -60,6 +60,16 @@ archiver_of() {
         armv7-unknown-linux-musleabihf) echo arm-linux-gnueabihf-ar ;;
     esac
 }
+# Code generation flags for one target, on top of the release profile.
+# x86_64: no padding before loops (LLVM aligns loop heads to 16 bytes with
+# multi-byte NOPs; clang and gcc do not at -Os): 45 KB, with the request
+# path's and the plugin path's CPU time unchanged within this machine's
+# noise. aarch64 keeps LLVM's defaults.
+codegen_flags_of() {
+    case "$1" in
+        x86_64-*) echo " -C llvm-args=-align-loops=1" ;;
+    esac
+}
 package_of() {
     case "$1" in
         x86_64-unknown-linux-musl) echo musl-tools ;;
@@ -87,6 +97,27 @@ if [ "$install" = 1 ]; then
     done
 fi
 
+# Linked by rust-lld, which ships with every rustup toolchain (the target's
+# gcc only drives it; -B makes it find ld.lld): --icf=all folds functions
+# that compiled to the same bytes (31 KB), and -z pack-relative-relocs
+# stores the relocations of x86_64's static-pie as RELR, a bitmap of
+# pointer slots instead of 24 bytes per pointer (139 KB; musl applies
+# them at start-up since 1.2.4, Rust's musl targets ship 1.2.5). It is
+# a no-op on aarch64, which links a non-PIE static executable.
+host=$(rustc -vV | sed -n 's/^host: //p')
+gcc_ld="$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"
+if [ ! -x "$gcc_ld/ld.lld" ]; then
+    echo "error: $gcc_ld/ld.lld not found: the toolchain has no rust-lld" >&2; exit 1
+fi
+link_flags="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,--icf=all -C link-arg=-Wl,-z,pack-relative-relocs"
+# Panic messages name their source file: paths into the cargo registry
+# become crate-version/src/..., which keeps the build machine's home
+# directory out of the binary (and 16 KB).
+remap=""
+for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+    [ -d "$dir" ] && remap="$remap --remap-path-prefix=$dir="
+done
+
 mkdir -p target/static
 for t in "${targets[@]}"; do
     linker=$(linker_of "$t")
@@ -106,7 +137,7 @@ for t in "${targets[@]}"; do
     env "CARGO_TARGET_${var}_LINKER=$linker" \
         "$cc_var=${!cc_var:-$(c_compiler_of "$t")}" \
         "$ar_var=${!ar_var:-$(archiver_of "$t")}" \
-        "CARGO_TARGET_${var}_RUSTFLAGS=-C target-feature=+crt-static" \
+        "CARGO_TARGET_${var}_RUSTFLAGS=-C target-feature=+crt-static $link_flags$remap$(codegen_flags_of "$t")" \
         CARGO_PROFILE_RELEASE_STRIP=symbols \
         cargo build --locked --release --target "$t" ${CARGO_FEATURE_ARGS:-}
     out="target/static/tinygate-$t"
