@@ -18,6 +18,7 @@ mod layers;
 mod live;
 mod net;
 mod ops;
+mod order;
 mod plugins;
 mod proxy;
 mod router;

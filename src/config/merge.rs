@@ -34,7 +34,9 @@ pub(super) fn route_with_inherited(
             }
         }
     }
-    out.sort_by_key(|rp| std::cmp::Reverse(plugins[rp.plugin].priority));
+    crate::order::sort_by_cached_key(&mut out, |rp| {
+        std::cmp::Reverse(plugins[rp.plugin].priority)
+    });
     out
 }
 
@@ -79,6 +81,8 @@ pub(super) fn global_plugins(
         }
     }
     out.retain(|rp| !repeated.contains(&rp.plugin));
-    out.sort_by_key(|rp| std::cmp::Reverse(plugins[rp.plugin].priority));
+    crate::order::sort_by_cached_key(&mut out, |rp| {
+        std::cmp::Reverse(plugins[rp.plugin].priority)
+    });
     out
 }

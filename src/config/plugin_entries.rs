@@ -86,6 +86,8 @@ pub(super) fn route_plugins(
         });
     }
     // APISIX runs higher priorities first; ties keep file order.
-    out.sort_by_key(|rp| std::cmp::Reverse(plugins[rp.plugin].priority));
+    crate::order::sort_by_cached_key(&mut out, |rp| {
+        std::cmp::Reverse(plugins[rp.plugin].priority)
+    });
     out
 }

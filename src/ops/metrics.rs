@@ -18,6 +18,7 @@
 use super::access_log::Record;
 use super::families::{self, Family};
 use crate::http::push_decimal;
+use crate::order;
 use crate::wasm::metrics_text;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -305,9 +306,10 @@ pub fn exposition() -> Exposition {
     for (slot, route) in totals.routes.iter().enumerate() {
         status.extend(route.status.iter().map(|&(c, n)| (c, slot, n)));
     }
-    status.sort_unstable_by(|a, b| (a.0, label_of(a.1)).cmp(&(b.0, label_of(b.1))));
-    let mut by_label: Vec<usize> = (0..totals.routes.len()).collect();
-    by_label.sort_unstable_by_key(|&slot| label_of(slot));
+    order::sort_by(&mut status, |a, b| {
+        (a.0, label_of(a.1)).cmp(&(b.0, label_of(b.1)))
+    });
+    let by_label = order::order_by(totals.routes.len(), &|a, b| label_of(a).cmp(label_of(b)));
     log::debug!(
         "scrape: {} routes summed in {:?}; a worker's counters were held at most {:?}",
         labels.len(),
@@ -493,7 +495,7 @@ const BUCKET_LABELS: [&str; BUCKETS_MS.len()] = [
 /// by plugin.
 fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
     let mut counts: Vec<_> = totals.plugins.iter().collect();
-    counts.sort();
+    order::sort_by(&mut counts, Ord::cmp);
     for (counter, family) in PluginCounter::ALL {
         family.write_header(out);
         let name = family.name;
@@ -513,7 +515,7 @@ fn write_plugin_counters(out: &mut Vec<u8>, totals: &Totals) {
     }
     families::ROOT_CONTEXTS.write_header(out);
     let mut roots: Vec<_> = totals.root_contexts.iter().collect();
-    roots.sort();
+    order::sort_by(&mut roots, Ord::cmp);
     for (plugin, n) in roots {
         let _ = writeln!(
             out,

@@ -220,7 +220,7 @@ fn precedence(routes: &[Arc<Route>]) -> Vec<(usize, usize)> {
     // priority first; the stable sort keeps file order among equals. Each
     // key is computed once, not in every comparison (each reaches into its
     // route: a cache miss with 10,000 routes).
-    order.sort_by_cached_key(|&(r, u)| {
+    crate::order::sort_by_cached_key(&mut order, |&(r, u)| {
         let route = &routes[r];
         let (prefix, len) = match &route.uris[u] {
             UriMatch::Exact(p) => (false, p.len()),
