@@ -11,6 +11,10 @@
 #   scripts/build-static.sh --no-install ...      assume the tools are there
 #   CARGO_FEATURE_ARGS=--no-default-features scripts/build-static.sh
 #                                                  without TLS (no C at all)
+#   scripts/build-static.sh --print-rustflags TARGET
+#                                                  the RUSTFLAGS it builds
+#                                                  TARGET with, nothing else
+#                                                  (scripts/image-root.sh)
 #
 # Installs what is missing, once: Debian packages musl-tools (x86_64 musl),
 # gcc-aarch64-linux-gnu + libc6-dev-arm64-cross (aarch64 linker, and C
@@ -27,11 +31,13 @@ cd "$(dirname "$0")/.."
 
 DEFAULT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 install=1
+print_rustflags=0
 targets=()
 for arg in "$@"; do
     case "$arg" in
         --no-install) install=0 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --print-rustflags) print_rustflags=1 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         -*) echo "unknown option $arg" >&2; exit 2 ;;
         *) targets+=("$arg") ;;
     esac
@@ -80,6 +86,45 @@ package_of() {
     esac
 }
 
+# Linked by rust-lld, which ships with every rustup toolchain (the target's
+# gcc only drives it; -B makes it find ld.lld): --icf=all folds functions
+# that compiled to the same bytes (31 KB), and -z pack-relative-relocs
+# stores the relocations of x86_64's static-pie as RELR, a bitmap of
+# pointer slots instead of 24 bytes per pointer (139 KB; musl applies
+# them at start-up since 1.2.4, Rust's musl targets ship 1.2.5). RELR is
+# a no-op on aarch64, which links a non-PIE static executable. Without
+# rust-lld, GNU ld (2.38 or later) still packs the relocations.
+link_flags() {
+    local gcc_ld
+    gcc_ld="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
+    if [ -x "$gcc_ld/ld.lld" ]; then
+        echo " -C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,--icf=all -C link-arg=-Wl,-z,pack-relative-relocs"
+    else
+        echo "warning: no rust-lld in this toolchain ($gcc_ld): linking with the system's ld, without identical-code folding (about 31 KB larger)" >&2
+        echo " -C link-arg=-Wl,-z,pack-relative-relocs"
+    fi
+}
+# Panic messages name their source file: paths into the cargo registry
+# become crate-version/src/..., which keeps the build machine's home
+# directory out of the binary (and 16 KB).
+remap_flags() {
+    local dir
+    for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+        [ -d "$dir" ] && echo -n " --remap-path-prefix=$dir="
+    done
+    echo
+}
+# Everything a static build of target $1 is compiled and linked with.
+# crt-static is musl's default; it is spelled out so the intent is visible.
+rustflags_of() {
+    echo "-C target-feature=+crt-static$(link_flags)$(remap_flags)$(codegen_flags_of "$1")"
+}
+
+if [ "$print_rustflags" = 1 ]; then
+    for t in "${targets[@]}"; do rustflags_of "$t"; done
+    exit 0
+fi
+
 if [ "$install" = 1 ]; then
     need=()
     for pkg in binutils file $(for t in "${targets[@]}"; do package_of "$t"; done); do
@@ -97,35 +142,13 @@ if [ "$install" = 1 ]; then
     done
 fi
 
-# Linked by rust-lld, which ships with every rustup toolchain (the target's
-# gcc only drives it; -B makes it find ld.lld): --icf=all folds functions
-# that compiled to the same bytes (31 KB), and -z pack-relative-relocs
-# stores the relocations of x86_64's static-pie as RELR, a bitmap of
-# pointer slots instead of 24 bytes per pointer (139 KB; musl applies
-# them at start-up since 1.2.4, Rust's musl targets ship 1.2.5). It is
-# a no-op on aarch64, which links a non-PIE static executable.
-host=$(rustc -vV | sed -n 's/^host: //p')
-gcc_ld="$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"
-if [ ! -x "$gcc_ld/ld.lld" ]; then
-    echo "error: $gcc_ld/ld.lld not found: the toolchain has no rust-lld" >&2; exit 1
-fi
-link_flags="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,--icf=all -C link-arg=-Wl,-z,pack-relative-relocs"
-# Panic messages name their source file: paths into the cargo registry
-# become crate-version/src/..., which keeps the build machine's home
-# directory out of the binary (and 16 KB).
-remap=""
-for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
-    [ -d "$dir" ] && remap="$remap --remap-path-prefix=$dir="
-done
-
 mkdir -p target/static
 for t in "${targets[@]}"; do
     linker=$(linker_of "$t")
     var=$(tr 'a-z-' 'A-Z_' <<<"$t")
     echo "== building $t (linker $linker)"
     start=$(date +%s)
-    # crt-static is musl's default; it is spelled out so the intent is
-    # visible. Symbols are stripped by rustc (profile strip), so no
+    # Symbols are stripped by rustc (profile strip), so no
     # per-architecture strip tool is needed.
     # ring (TLS, the default cargo feature `tls`) compiles some C and
     # assembly for the target: the same cross gcc that links is its C
@@ -137,7 +160,7 @@ for t in "${targets[@]}"; do
     env "CARGO_TARGET_${var}_LINKER=$linker" \
         "$cc_var=${!cc_var:-$(c_compiler_of "$t")}" \
         "$ar_var=${!ar_var:-$(archiver_of "$t")}" \
-        "CARGO_TARGET_${var}_RUSTFLAGS=-C target-feature=+crt-static $link_flags$remap$(codegen_flags_of "$t")" \
+        "CARGO_TARGET_${var}_RUSTFLAGS=$(rustflags_of "$t")" \
         CARGO_PROFILE_RELEASE_STRIP=symbols \
         cargo build --locked --release --target "$t" ${CARGO_FEATURE_ARGS:-}
     out="target/static/tinygate-$t"

@@ -29,7 +29,17 @@ binary=${2:-}
 if [ -z "$binary" ]; then
     # Symbols stripped by rustc, as scripts/build-static.sh does: no
     # binutils needed. CARGO_BUILD_TARGET (if set) picks the target, e.g.
-    # x86_64-unknown-linux-musl to try this on a glibc host.
+    # x86_64-unknown-linux-musl to try this on a glibc host. A musl build
+    # is compiled and linked as build-static.sh's are (rust-lld, RELR
+    # relocations, ...): without that, x86_64 is over the 5 MiB budget.
+    target=${CARGO_BUILD_TARGET:-$(rustc -vV | sed -n 's/^host: //p')}
+    if [[ $target == *-linux-musl* ]]; then
+        var="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$target")_RUSTFLAGS"
+        export "$var=${!var:-$(scripts/build-static.sh --print-rustflags "$target")}"
+        # Named, so that the flags reach only tinygate's code, not build
+        # scripts (a static-pie build script is fine; a proc-macro is not).
+        export CARGO_BUILD_TARGET=$target
+    fi
     CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --locked --release
     binary="target/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/tinygate"
     # FROM scratch has no libc and no loader: the binary must need neither.
