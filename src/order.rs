@@ -73,7 +73,7 @@ mod tests {
             assert_eq!(got, expected, "seed {seed}, {n} items");
             let mut reversed = items;
             sort_by(&mut reversed, |a, b| b.0.cmp(&a.0));
-            expected.sort_by(|a, b| b.0.cmp(&a.0));
+            expected.sort_by_key(|&(k, _)| std::cmp::Reverse(k));
             assert_eq!(reversed, expected, "seed {seed}, {n} items, descending");
         }
     }

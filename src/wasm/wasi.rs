@@ -103,6 +103,7 @@ macro_rules! wasi_fn {
 /// `errno` without looking at its arguments.
 macro_rules! wasi_stub {
     ($funcs:expr, $errno:expr, $name:ident ( $($ty:ty),* )) => {{
+        #[allow(clippy::too_many_arguments)] // the WASI signature
         fn $name(_: &mut Caller<'_, HostState>, $(_: $ty),*) -> WasiResult {
             Err($errno.into())
         }
