@@ -157,7 +157,7 @@ impl Pool {
             mut conn, since, ..
         }) = list.pop()
         {
-            if since.elapsed() < IDLE_TIMEOUT && is_idle_and_open(conn.stream.tcp()) {
+            if since.elapsed() < IDLE_TIMEOUT && conn.stream.tcp().is_some_and(is_idle_and_open) {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -220,7 +220,7 @@ impl Pool {
                     return true;
                 }
                 idle.watched = true;
-                still_idle(idle.conn.stream.tcp(), &idle.waker)
+                (idle.conn.stream.tcp()).is_some_and(|tcp| still_idle(tcp, &idle.waker))
             });
         }
         self.idle.retain(|_, list| !list.is_empty());

@@ -149,14 +149,13 @@ const LINGERING_MAX_BYTES: usize = 8 << 20;
 /// returning an `async move` block, because an `async fn` would hold its
 /// arguments twice (as given, and moved into its body) for as long as the
 /// connection lives.
-pub(crate) fn serve_connection<'a, C, T>(
+pub(crate) fn serve_connection<'a, C>(
     worker: &'a Worker,
-    transport: &'a T,
+    transport: &'a dyn Transport,
     conn: Connection<C>,
 ) -> impl Future<Output = ()> + 'a
 where
     C: AsyncRead + AsyncWrite + Unpin + 'a,
-    T: Transport,
 {
     let Connection {
         stream,
@@ -207,15 +206,14 @@ where
 
 /// Reads, serves and logs one request; returns whether the connection
 /// carries another.
-async fn one_request<C, T>(
+async fn one_request<C>(
     worker: &Worker,
-    transport: &T,
+    transport: &dyn Transport,
     client: &mut Client<C>,
     pinned_route: Option<usize>,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let gateway = worker.gateway();
     let limits = &gateway.config.main.limits;

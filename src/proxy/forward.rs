@@ -171,16 +171,15 @@ pub(crate) enum Attempt<'e> {
 /// # Errors
 /// How the request ends instead: 502 or 504 when no node answered, or
 /// what a failed exchange means ([`failure`]).
-pub(super) async fn send_request<'u, C, T>(
+pub(super) async fn send_request<'u, C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
+    transport: &dyn Transport,
     upstream: &'u Upstream,
     body: RequestBody,
-) -> Result<Answered<'u, T::Stream>, EarlyEnd>
+) -> Result<Answered<'u, tls::Stream>, EarlyEnd>
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let key = upstream
         .hash_key
@@ -331,17 +330,16 @@ fn request_vars<'r, C>(req: &'r Request<'_>, client: &Client<C>) -> RequestVars<
 ///
 /// # Errors
 /// When no connection could be made: the next node is tried.
-async fn attempt<'u, C, T>(
+async fn attempt<'u, C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
+    transport: &dyn Transport,
     to: &Destination<'u>,
     body: &mut NodeBody,
     replayable: bool,
-) -> io::Result<(Conn<T::Stream>, Target<'u>, Result<ResponseHead, Stage>)>
+) -> io::Result<(Conn<tls::Stream>, Target<'u>, Result<ResponseHead, Stage>)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let connect = req.route.timeout.connect;
     let target = Target::new(to, &req.ex.request_headers)?;

@@ -9,10 +9,10 @@
 //! closed only when its framing can no longer be trusted.
 //!
 //! There is one request path, and `tinygate test` runs it too: its only
-//! door is [`serve_connection`], generic over the client's byte stream and
-//! over the [`Transport`] that supplies node connections. Serving passes a
-//! TCP socket and [`Sockets`]; the runner passes scripted streams
-//! (`runner/exec.rs`). The modules, in request order:
+//! door is [`serve_connection`], given the client's byte stream and the
+//! [`Transport`] that supplies node connections. Serving passes a TCP
+//! socket (or TLS over it) and [`Sockets`]; the runner passes scripted
+//! streams (`runner/exec.rs`). The modules, in request order:
 //!
 //! - `connection.rs`: the connection loop, head reading and refusals;
 //! - `request.rs`: the request context ([`Request`](request::Request)) and
@@ -49,4 +49,4 @@ mod upgrade;
 pub(crate) use answer::EarlyEnd;
 pub(crate) use connection::{serve_connection, Connection};
 pub(crate) use send::encode_piece;
-pub(crate) use transport::{Sockets, Transport};
+pub(crate) use transport::{Connecting, Sockets, Transport};

@@ -24,6 +24,7 @@ use crate::gateway::Gateway;
 use crate::http::reply;
 use crate::http::{self, Framing, RequestHead, ResponseHead};
 use crate::plugins::chain::Chain;
+use crate::tls;
 use crate::upstream::Conn;
 use crate::wasm::{Exchange, ExchangeData};
 use crate::worker::Worker;
@@ -45,17 +46,16 @@ pub(crate) struct Request<'a> {
 /// Serves one request on `gateway`'s routes (or on the route the
 /// connection is pinned to); returns whether the connection may carry
 /// another request.
-pub(super) async fn serve_request<C, T>(
+pub(super) async fn serve_request<C>(
     worker: &Worker,
     gateway: &Gateway,
     client: &mut Client<C>,
-    transport: &T,
+    transport: &dyn Transport,
     head: RequestHead,
     pinned_route: Option<usize>,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let keep = KeepAlive::of(&head, worker.stopping());
     let routes = &gateway.config.routes.routes;
@@ -129,10 +129,9 @@ fn find_route<C>(gateway: &Gateway, head: &RequestHead, client: &Client<C>) -> O
 
 /// Runs the request hooks, reads the body through the plugins if they
 /// want it, and forwards the request; then [`respond`].
-async fn proxy<C, T>(req: &mut Request<'_>, client: &mut Client<C>, transport: &T) -> bool
+async fn proxy<C>(req: &mut Request<'_>, client: &mut Client<C>, transport: &dyn Transport) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let eos = req.head.framing == Framing::Empty;
     if let Some(end) = EarlyEnd::of(req.chain.on_request_headers(&mut req.ex, eos).await) {
@@ -159,15 +158,14 @@ where
 
 /// Runs the response hooks on the node's head and relays the body; the
 /// node's connection goes back to the transport if it can be reused.
-async fn respond<C, T>(
+async fn respond<C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
-    answered: Answered<'_, T::Stream>,
+    transport: &dyn Transport,
+    answered: Answered<'_, tls::Stream>,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     let Answered {
         mut conn,
@@ -231,16 +229,15 @@ where
 /// A node's `101` to an upgrade the route allows: the response hooks see
 /// its headers, the client gets it, then the bytes of the new protocol
 /// are copied both ways until either side closes (`upgrade.rs`).
-async fn switch_protocols<C, T>(
+async fn switch_protocols<C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
-    mut conn: Conn<T::Stream>,
+    transport: &dyn Transport,
+    mut conn: Conn<tls::Stream>,
     response: &ResponseHead,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     req.ex.response_headers = response_map(response);
     if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, false).await) {
@@ -272,15 +269,14 @@ where
 /// Answers a request that plugins or the client ended before the node's
 /// answer was relayed (the rest of a request body is never read then, so
 /// the connection stays open only for a request without one).
-pub(super) async fn end_early<C, T>(
+pub(super) async fn end_early<C>(
     req: &Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
+    transport: &dyn Transport,
     end: EarlyEnd,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     transport.ended_early(&end);
     let keep = req.keep.after(Ending::Reply);

@@ -5,29 +5,33 @@
 //! connections. `tinygate test` implements the same trait over a scripted
 //! upstream (`runner/exec.rs`), so a test case runs every decision of the
 //! request path and differs only here. The client side is the other half
-//! of the network: any `AsyncRead + AsyncWrite` stream given to
-//! [`serve_connection`](super::serve_connection): a [`tls::Stream`]
-//! (plain or TLS) when serving, a script under test.
+//! of the network: the [`tls::Stream`] given to
+//! [`serve_connection`](super::serve_connection), plain or TLS when
+//! serving, a script (`Stream::Other`) under test.
 //!
-//! Serving uses one stream type for both sides, plain or TLS, so the
-//! request path is compiled once for every kind of listener and upstream.
+//! One stream type for both sides and the request path holding a
+//! `&dyn Transport` mean the request path is compiled once, for serving
+//! and `tinygate test` alike (a second copy was 90 KB of the binary). The
+//! price per request is a virtual call to take an idle connection and one
+//! to give it back; a new connection's future is boxed.
 
 use super::answer::EarlyEnd;
-use crate::tls::{self, Stream};
+use crate::tls::Stream;
 use crate::upstream::{self, Conn, Dial, Pool};
-use smol::io::{AsyncRead, AsyncWrite};
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
+
+/// A connection being opened to a node (see [`Transport::connect`]).
+pub(crate) type Connecting<'a> = Pin<Box<dyn Future<Output = io::Result<Conn<Stream>>> + 'a>>;
 
 /// Where the request path gets connections to nodes.
 pub(crate) trait Transport {
-    /// The byte stream of a connection to a node.
-    type Stream: AsyncRead + AsyncWrite + Unpin;
-
     /// An idle connection for `dial` kept from an earlier request, if any
     /// (it may have been closed by the node since: see `Conn::reused`).
-    fn take_idle(&self, dial: &Dial<'_>) -> Option<Conn<Self::Stream>>;
+    fn take_idle(&self, dial: &Dial<'_>) -> Option<Conn<Stream>>;
 
     /// A new connection for `dial` (with its TLS handshake for an HTTPS
     /// upstream), within `timeout`.
@@ -35,11 +39,11 @@ pub(crate) trait Transport {
     /// # Errors
     /// `TimedOut` when the timeout passes, otherwise why the connection
     /// failed (refused, unreachable, a certificate that does not verify).
-    async fn connect(&self, dial: &Dial<'_>, timeout: Duration) -> io::Result<Conn<Self::Stream>>;
+    fn connect<'a>(&'a self, dial: &'a Dial<'_>, timeout: Duration) -> Connecting<'a>;
 
     /// Takes back a connection whose response was read completely, for a
     /// later request with the same `dial`.
-    fn release(&self, dial: &Dial<'_>, conn: Conn<Self::Stream>);
+    fn release(&self, dial: &Dial<'_>, conn: Conn<Stream>);
 
     /// A request that plugins or the client ended before the node's answer
     /// was relayed (the answer is already logged and sent): serving has
@@ -55,14 +59,12 @@ pub(crate) struct Sockets {
 }
 
 impl Transport for Sockets {
-    type Stream = tls::Stream;
-
     fn take_idle(&self, dial: &Dial<'_>) -> Option<Conn<Stream>> {
         self.pool.borrow_mut().take(dial)
     }
 
-    async fn connect(&self, dial: &Dial<'_>, timeout: Duration) -> io::Result<Conn<Stream>> {
-        upstream::dial(dial, timeout).await
+    fn connect<'a>(&'a self, dial: &'a Dial<'_>, timeout: Duration) -> Connecting<'a> {
+        Box::pin(upstream::dial(dial, timeout))
     }
 
     fn release(&self, dial: &Dial<'_>, conn: Conn<Stream>) {

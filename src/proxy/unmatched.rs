@@ -37,14 +37,13 @@ pub(super) fn is_no_route(route: &Route) -> bool {
 /// Answers `404 Route Not Found` once the global plugins' request hooks
 /// let the request through: their response hooks see the 404's headers
 /// first, as they see a plugin's local response.
-pub(super) async fn answer_not_found<C, T>(
+pub(super) async fn answer_not_found<C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
-    transport: &T,
+    transport: &dyn Transport,
 ) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    T: Transport,
 {
     log::debug!(
         "{}: 404 {} {}",

@@ -7,8 +7,9 @@
 //! [`proxy::serve_connection`]: head reading, plugin chain, maps, node
 //! head, body loops, retries, answers and framing are the production
 //! code, not a copy of it. Two things differ, and nothing else can: the
-//! client and the node are scripted byte streams ([`Peer`], through the
-//! [`Script`] transport) instead of sockets, and the connection is pinned
+//! client and the node are scripted byte streams ([`Peer`], as
+//! `tls::Stream::Other`, through the [`Script`] transport) instead of
+//! sockets, and the connection is pinned
 //! to the case's route instead of routing (every case has its route). So
 //! "the request the upstream received" is the bytes the proxy wrote to
 //! the node, and "the response the client received" the bytes it wrote
@@ -36,7 +37,8 @@ use crate::http::{self, parse, BodyReader, Framing, Head, HeaderMap, ReadBuf};
 use crate::live::Live;
 use crate::plugins::chain::PAUSE_TIMEOUT;
 use crate::plugins::Mode;
-use crate::proxy::{self, EarlyEnd, Transport};
+use crate::proxy::{self, Connecting, EarlyEnd, Transport};
+use crate::tls::Stream;
 use crate::upstream::{Conn, Dial};
 use crate::wasm::{
     metrics_snapshot, CallResponse, Engine, Fault, HttpCall, LocalResponse, MetricKind, Plugin,
@@ -487,29 +489,32 @@ impl Script {
 }
 
 impl Transport for Script {
-    type Stream = Peer;
-
-    fn take_idle(&self, _: &Dial<'_>) -> Option<Conn<Peer>> {
+    fn take_idle(&self, _: &Dial<'_>) -> Option<Conn<Stream>> {
         None
     }
 
-    async fn connect(&self, dial: &Dial<'_>, _: Duration) -> io::Result<Conn<Peer>> {
-        let Some(answer) = self.answer.take() else {
-            let why = format!("{}: the test scripts one connection", dial.addr);
-            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
+    fn connect<'a>(&'a self, dial: &'a Dial<'_>, _: Duration) -> Connecting<'a> {
+        let connected = match self.answer.take() {
+            Some(answer) => {
+                self.connected.set(true);
+                Ok(Conn {
+                    stream: Stream::Other(Box::new(Peer {
+                        from: answer,
+                        to: Rc::clone(&self.received),
+                    })),
+                    buf: ReadBuf::new(),
+                    reused: false,
+                })
+            }
+            None => {
+                let why = format!("{}: the test scripts one connection", dial.addr);
+                Err(io::Error::new(io::ErrorKind::ConnectionRefused, why))
+            }
         };
-        self.connected.set(true);
-        Ok(Conn {
-            stream: Peer {
-                from: answer,
-                to: Rc::clone(&self.received),
-            },
-            buf: ReadBuf::new(),
-            reused: false,
-        })
+        Box::pin(std::future::ready(connected))
     }
 
-    fn release(&self, _: &Dial<'_>, _: Conn<Peer>) {}
+    fn release(&self, _: &Dial<'_>, _: Conn<Stream>) {}
 
     fn ended_early(&self, how: &EarlyEnd) {
         match how {
@@ -610,10 +615,10 @@ async fn exchange(
     let script = Script::new(&upstream);
     let client_received = Rc::new(RefCell::new(Vec::new()));
     let connection = proxy::Connection {
-        stream: Peer {
+        stream: Stream::Other(Box::new(Peer {
             from: Segments::new(request_bytes(&request)),
             to: Rc::clone(&client_received),
-        },
+        })),
         peer: CLIENT,
         local: Some(LISTENER),
         tls: None,

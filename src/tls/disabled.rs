@@ -2,7 +2,7 @@
 //! constructor refuses with [`DISABLED`](super::DISABLED), and [`Stream`]
 //! is plain TCP. Keeps `config/`, `etcd/` and the proxy free of `cfg`s.
 
-use super::{SniTable, TlsInfo, Versions, DISABLED};
+use super::{Duplex, SniTable, TlsInfo, Versions, DISABLED};
 use crate::net::tcp::TcpStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
@@ -120,15 +120,17 @@ impl Acceptor {
     }
 }
 
-/// Plain TCP only.
+/// Plain TCP, or a scripted stream (`tinygate test`).
 pub enum Stream {
     Plain(TcpStream),
+    Other(Box<dyn Duplex>),
 }
 
 impl Stream {
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
+            Stream::Plain(s) => Some(s),
+            Stream::Other(_) => None,
         }
     }
 }
@@ -147,6 +149,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Other(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -159,18 +162,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Other(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Other(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Other(s) => Pin::new(s).poll_close(cx),
         }
     }
 }

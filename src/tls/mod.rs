@@ -53,6 +53,13 @@ mod disabled;
 #[cfg(not(feature = "tls"))]
 pub use disabled::*;
 
+/// A byte stream that is not a socket of ours: what `tinygate test`
+/// scripts (a client, a node), carried as [`Stream::Other`] so that the
+/// request path has one stream type.
+pub trait Duplex: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin {}
+
+impl<T: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin> Duplex for T {}
+
 /// Why a TLS setting is refused by a build without the `tls` feature.
 pub const DISABLED: &str = "this tinygate was built without TLS (cargo feature \"tls\")";
 

@@ -1,12 +1,14 @@
 //! One byte stream type for every connection tinygate makes or accepts:
 //! plain TCP, or TLS over it (server side for HTTPS listeners, client side
-//! for HTTPS upstreams and etcd). The HTTP code reads and writes it without
+//! for HTTPS upstreams and etcd), and for the scripted ones of
+//! `tinygate test`. The HTTP code reads and writes it without
 //! knowing which.
 //!
 //! futures-rustls does the record layer: it implements the futures-io
 //! traits smol uses over any stream that does, so it runs on the reactor's
 //! sockets as they are.
 
+use super::Duplex;
 use crate::net::tcp::TcpStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use std::io;
@@ -20,15 +22,18 @@ pub enum Stream {
     Server(Box<futures_rustls::server::TlsStream<TcpStream>>),
     /// A connection to an HTTPS upstream or etcd.
     Client(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    /// A scripted stream (`tinygate test`): no socket underneath.
+    Other(Box<dyn Duplex>),
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath, if there is one.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Server(s) => s.get_ref().0,
-            Stream::Client(s) => s.get_ref().0,
+            Stream::Plain(s) => Some(s),
+            Stream::Server(s) => Some(s.get_ref().0),
+            Stream::Client(s) => Some(s.get_ref().0),
+            Stream::Other(_) => None,
         }
     }
 }
@@ -49,6 +54,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Other(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -63,6 +69,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Other(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -71,6 +78,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Server(s) => Pin::new(s).poll_flush(cx),
             Stream::Client(s) => Pin::new(s).poll_flush(cx),
+            Stream::Other(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -79,6 +87,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Server(s) => Pin::new(s).poll_close(cx),
             Stream::Client(s) => Pin::new(s).poll_close(cx),
+            Stream::Other(s) => Pin::new(s).poll_close(cx),
         }
     }
 }
