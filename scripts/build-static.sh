@@ -73,7 +73,7 @@ archiver_of() {
 # noise. aarch64 keeps LLVM's defaults.
 codegen_flags_of() {
     case "$1" in
-        x86_64-*) echo " -C llvm-args=-align-loops=1" ;;
+        x86_64-*) echo " -C llvm-args=-align-loops=1 -C llvm-args=-align-all-functions=1" ;;
     esac
 }
 package_of() {
