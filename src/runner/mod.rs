@@ -6,7 +6,7 @@
 //! ABI implementation, limits and failure policy), against scripted
 //! exchanges described in YAML test files, and reports like a test runner.
 //!
-//! Layout: `spec.rs` reads and validates test files; `exec.rs` runs a case
+//! Layout: `spec/` reads and validates test files; `exec.rs` runs a case
 //! in-process through the proxy's own request path (a real `Worker` and
 //! `Chain`, scripted client and upstream instead of sockets); `check.rs`
 //! compares the outcome with the expectations; `report.rs` prints text,
