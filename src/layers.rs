@@ -64,13 +64,7 @@ const KNOWN_LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
 /// Parts that still depend on each other and count as one until the
 /// cycle is cut. Each entry must name parts that exist: delete it when
 /// they have moved or the cycle is gone (the test says so).
-const KNOWN_CYCLES: &[&[&str]] = &[
-    // Upstream health: config holds each upstream's balancer, the balancer
-    // reads node health, and health watches the configured upstreams; and
-    // config compiles route `vars` with expr, which names the values it
-    // refuses with config's own `tree::kind`.
-    &["balancer", "config", "expr", "health"],
-];
+const KNOWN_CYCLES: &[&[&str]] = &[];
 
 /// Every file of the request path that declares a `Mutex` or `RwLock`,
 /// with why a request does not wait on it (the README's invariant: the

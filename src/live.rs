@@ -58,7 +58,7 @@ pub type RoutesSource = Arc<dyn Fn(&MainConfig, Reuse) -> Routes + Send + Sync>;
 impl Live {
     pub fn new(gateway: Gateway, engine: Engine) -> Arc<Live> {
         let seen = fingerprint(&gateway.config.main.routes_file);
-        crate::health::watch(&gateway.config.routes);
+        crate::health::watch(gateway.config.routes.upstreams_to_watch());
         Arc::new(Live {
             current: Mutex::new(Arc::new(gateway)),
             generation: AtomicU64::new(1),
@@ -231,7 +231,7 @@ impl Live {
         }
         let routes = gateway.config.routes.routes.len();
         let (taken_over, validated) = gateway.config.routes.items_taken_over();
-        crate::health::watch(&gateway.config.routes);
+        crate::health::watch(gateway.config.routes.upstreams_to_watch());
         if self.plugin_metrics_follow.load(Ordering::Acquire) {
             serve_plugin_metrics(&gateway);
         }

@@ -28,6 +28,7 @@ mod tls;
 mod upstream;
 mod wasm;
 mod worker;
+mod yaml;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -11,12 +11,14 @@
 //! It is checked again when it is handed out. A TLS connection is pooled
 //! under its node and its server name, so it is only reused for the name
 //! it was verified for (and anything readable on its socket while idle, a
-//! `close_notify` included, closes it). This module knows sockets,
-//! addresses and TLS clients, not routes, plugins or HTTP.
+//! `close_notify` included, closes it). An HTTPS upstream's (or health
+//! check's) client settings and the connector made from them are an
+//! [`UpstreamTls`]. This module knows sockets, addresses and TLS clients,
+//! not routes, plugins or HTTP.
 
 use crate::http::ReadBuf;
 use crate::net::{with_timeout, TcpStream, Timer};
-use crate::tls::{Connector, Stream};
+use crate::tls::{CertKey, ClientSettings, Connector, Roots, Stream};
 use smol::io::AsyncRead;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,63 @@ impl Dial<'_> {
         tls.connector.id().hash(&mut h);
         tls.server_name.hash(&mut h);
         (self.addr, h.finish() | 1)
+    }
+}
+
+/// How to speak TLS to an upstream's nodes (an HTTPS upstream's `tls`, or
+/// an `https` health check's): the settings, and the client made from
+/// them once the trusted CAs are known.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// `tls.verify` (default true): check the node's certificate against
+    /// `apisix.ssl.ssl_trusted_certificate` (or the system store) for the
+    /// name tinygate connects to.
+    pub verify: bool,
+    /// `tls.client_cert` + `tls.client_key`.
+    pub client_cert: Option<CertKey>,
+    /// The client configuration, shared by every connection to the nodes
+    /// (with its session cache); made by [`UpstreamTls::prepare`].
+    connector: OnceLock<Connector>,
+}
+
+impl PartialEq for UpstreamTls {
+    /// The settings; the connector follows from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.verify == other.verify && self.client_cert == other.client_cert
+    }
+}
+
+impl UpstreamTls {
+    /// Settings whose connector [`UpstreamTls::prepare`] makes later.
+    pub fn new(verify: bool, client_cert: Option<CertKey>) -> UpstreamTls {
+        UpstreamTls {
+            verify,
+            client_cert,
+            connector: OnceLock::new(),
+        }
+    }
+
+    /// Makes the connector, verifying against `roots`.
+    ///
+    /// # Errors
+    /// Verification needs the system store and there is none (an image
+    /// built FROM scratch has no CA certificates).
+    pub fn prepare(&self, roots: &Roots) -> Result<(), String> {
+        if self.connector.get().is_some() {
+            return Ok(());
+        }
+        let connector = Connector::new(&ClientSettings {
+            verify: self.verify,
+            roots: roots.clone(),
+            client_cert: self.client_cert.clone(),
+        })?;
+        let _ = self.connector.set(connector);
+        Ok(())
+    }
+
+    /// The connector made by [`UpstreamTls::prepare`].
+    pub fn connector(&self) -> Option<&Connector> {
+        self.connector.get()
     }
 }
 

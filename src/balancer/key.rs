@@ -3,10 +3,36 @@
 //! a `vars_combinations` template with its variables filled in; when the
 //! request has none of it (no such header, a template that resolved no
 //! variable), the client's address, so that such requests still stick per
-//! client. It knows request variables (`crate::expr`), not nodes.
+//! client. The setting is the balancer's own type ([`HashKey`]), which
+//! `config` parses `hash_on` and `key` into. It knows request variables
+//! (`crate::expr`), not nodes.
 
-use crate::config::{HashKey, Piece};
 use crate::expr::{Var, Vars};
+
+/// What a `chash` upstream hashes, read from each request's variables
+/// ([`request_key`]); `config` reads it from `hash_on` and `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    /// `hash_on: vars` (an nginx variable: `remote_addr`, `uri`,
+    /// `arg_<name>`, ...), `header` (`http_<name>`) or `cookie`
+    /// (`cookie_<name>`).
+    Var(Var),
+    /// `hash_on: vars_combinations`: text with `$name`, `${name}` or
+    /// `${name ?? default}` in it.
+    Template(Vec<Piece>),
+    /// A variable with the same value for every request of this gateway
+    /// (`server_name`, `hostname`), or none for HTTP (`mqtt_client_id`).
+    Fixed(Option<String>),
+}
+
+/// A piece of a `vars_combinations` template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    /// A variable (`None`: a name tinygate has no such variable for, which
+    /// is never set), and the default after `??`.
+    Var(Option<Var>, Option<String>),
+}
 
 /// The bytes `hash` picks for the request whose variables are `vars`.
 pub fn request_key(hash: &HashKey, vars: &dyn Vars) -> Vec<u8> {

@@ -23,7 +23,7 @@ mod roundrobin;
 use crate::health::Target;
 use std::sync::Arc;
 
-pub use key::request_key;
+pub use key::{request_key, HashKey, Piece};
 
 /// `type` of an upstream, as a balancer runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

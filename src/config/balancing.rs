@@ -1,36 +1,12 @@
 //! An upstream's balancing keys: `type` (`roundrobin`, `least_conn`,
 //! `chash`; `ewma` refused) and, for `chash`, `hash_on` and `key`, checked
-//! as APISIX's `check_upstream_conf` does. It knows the keys, not how
-//! nodes are picked (`src/balancer/`).
+//! as APISIX's `check_upstream_conf` does, into the balancer's
+//! `Algorithm` and `HashKey`. It knows the keys, not how nodes are picked
+//! (`src/balancer/`).
 
 use super::tree::{Obj, Problems};
-use crate::balancer::Algorithm;
+use crate::balancer::{Algorithm, HashKey, Piece};
 use crate::expr::Var;
-
-/// What a `chash` upstream hashes, read from each request's variables
-/// (`balancer::request_key`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum HashKey {
-    /// `hash_on: vars` (an nginx variable: `remote_addr`, `uri`,
-    /// `arg_<name>`, ...), `header` (`http_<name>`) or `cookie`
-    /// (`cookie_<name>`).
-    Var(Var),
-    /// `hash_on: vars_combinations`: text with `$name`, `${name}` or
-    /// `${name ?? default}` in it.
-    Template(Vec<Piece>),
-    /// A variable with the same value for every request of this gateway
-    /// (`server_name`, `hostname`), or none for HTTP (`mqtt_client_id`).
-    Fixed(Option<String>),
-}
-
-/// A piece of a `vars_combinations` template.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Piece {
-    Text(String),
-    /// A variable (`None`: a name tinygate has no such variable for, which
-    /// is never set), and the default after `??`.
-    Var(Option<Var>, Option<String>),
-}
 
 /// The variables `hash_on: vars` may name (APISIX's
 /// `upstream_hash_vars_schema`), besides `arg_<name>`.

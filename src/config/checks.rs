@@ -1,130 +1,19 @@
 //! An upstream's `checks`: APISIX's active and passive health checks, with
 //! APISIX's defaults and limits (`schema_def.lua`, `health_checker`), into
-//! [`Checks`]. It knows the keys and their meaning, not how checks run
-//! (`src/health/`).
+//! health's [`Checks`]. It knows the keys and their meaning, not how checks
+//! run (`src/health/`).
 
-use super::tree::{index, kind, Obj, Problems};
+use super::tree::{index, Obj, Problems};
+use crate::health::{ActiveCheck, Checks, Counting, Probe};
+use crate::upstream::UpstreamTls;
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::time::Duration;
-
-/// `checks` of an upstream. APISIX requires `active`; `passive` is
-/// optional (its defaults still bound how failures seen while proxying
-/// count, as in APISIX, where the checker uses them for retried failures).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Checks {
-    pub active: ActiveCheck,
-    pub passive: Counting,
-    /// `passive` was written: response statuses count too, not only
-    /// connection failures and timeouts.
-    pub passive_statuses: bool,
-}
-
-/// How a check probes a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    /// Connect, send a request, read its status line.
-    Http,
-    /// The same over TLS ([`ActiveCheck::tls`]).
-    Https,
-    /// Connect only.
-    Tcp,
-}
-
-impl Probe {
-    /// The name APISIX uses (`checks.active.type`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Probe::Http => "http",
-            Probe::Https => "https",
-            Probe::Tcp => "tcp",
-        }
-    }
-}
-
-/// `checks.active`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActiveCheck {
-    /// `type`: `http` (default), `https` or `tcp`.
-    pub probe: Probe,
-    /// For `https`: `https_verify_certificate` (default true) against
-    /// `apisix.ssl.ssl_trusted_certificate`, and the upstream's
-    /// `tls.client_cert` when it has one (set by `upstream.rs`).
-    pub tls: Option<super::UpstreamTls>,
-    /// `timeout` (default 1 s): for each of connect, send and receive.
-    pub timeout: Duration,
-    /// `concurrency` (default 10): nodes of this upstream probed at once.
-    pub concurrency: usize,
-    /// `host`: the `Host` of probes (default: the node's host).
-    pub host: Option<String>,
-    /// `port`: probe this port instead of the node's.
-    pub port: Option<u16>,
-    /// `http_method` (default `GET`).
-    pub http_method: String,
-    /// `http_path` (default `/`).
-    pub http_path: String,
-    /// `http_req_body` (default empty; a body gets a `Content-Length`).
-    pub http_req_body: String,
-    /// `req_headers`: `"Name: value"` lines, split.
-    pub req_headers: Vec<(String, String)>,
-    /// `healthy.interval` (default 1 s): how often healthy nodes are probed.
-    pub healthy_interval: Duration,
-    /// `unhealthy.interval` (default 1 s): how often unhealthy ones are.
-    pub unhealthy_interval: Duration,
-    /// `healthy.*` and `unhealthy.*` thresholds and statuses.
-    pub counting: Counting,
-}
-
-/// What counts as healthy or unhealthy, and how many in a row change a
-/// node's state (0 turns that kind off; passive checks allow it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counting {
-    /// `healthy.http_statuses`.
-    pub healthy_statuses: Vec<u16>,
-    /// `healthy.successes`.
-    pub successes: u8,
-    /// `unhealthy.http_statuses`.
-    pub unhealthy_statuses: Vec<u16>,
-    /// `unhealthy.http_failures`.
-    pub http_failures: u8,
-    /// `unhealthy.tcp_failures`.
-    pub tcp_failures: u8,
-    /// `unhealthy.timeouts`.
-    pub timeouts: u8,
-}
 
 /// APISIX's `method_schema`: the methods a probe may use.
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
-
-impl Counting {
-    /// APISIX's defaults for `checks.active`.
-    pub fn active_defaults() -> Counting {
-        Counting {
-            healthy_statuses: vec![200, 302],
-            successes: 2,
-            unhealthy_statuses: vec![429, 404, 500, 501, 502, 503, 504, 505],
-            http_failures: 5,
-            tcp_failures: 2,
-            timeouts: 3,
-        }
-    }
-
-    /// APISIX's defaults for `checks.passive`.
-    pub fn passive_defaults() -> Counting {
-        let mut healthy: Vec<u16> = (200..=208).collect();
-        healthy.push(226);
-        healthy.extend(300..=308);
-        Counting {
-            healthy_statuses: healthy,
-            successes: 5,
-            unhealthy_statuses: vec![429, 500, 503],
-            http_failures: 5,
-            tcp_failures: 2,
-            timeouts: 7,
-        }
-    }
-}
 
 /// `checks`; `None` when it has errors (recorded in `p`).
 pub(super) fn checks(o: &Obj, p: &mut Problems) -> Option<Checks> {
@@ -208,7 +97,7 @@ fn active(o: &Obj, p: &mut Problems) -> Option<ActiveCheck> {
     }
     let http_req_body = o.str("http_req_body", p).unwrap_or("").to_string();
     let verify = o.bool("https_verify_certificate", p).unwrap_or(true);
-    let tls = (probe == Probe::Https).then(|| super::UpstreamTls::new(verify, None));
+    let tls = (probe == Probe::Https).then(|| UpstreamTls::new(verify, None));
     let req_headers = match o.value("req_headers") {
         Some(v) => req_headers(v, &o.path_of("req_headers"), p),
         None => Vec::new(),

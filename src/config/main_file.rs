@@ -4,11 +4,12 @@
 //! an error.
 
 use super::access_log::{Format, Target};
-use super::tree::{index, join, kind, Obj, Problems};
+use super::tree::{index, join, Obj, Problems};
 use super::{
     parse_yaml, read, ClientLimits, ConfigError, DeclaredPlugin, FailurePolicy, MainConfig,
 };
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -7,6 +7,13 @@
 //! reads those two files and resolves upstream host names, nothing else: it
 //! does not open sockets or compile plugins. Every problem is reported with
 //! its file and key path, and all of them are listed, not only the first.
+//!
+//! Settings that belong to the code acting on them are that code's types,
+//! which this module parses into from above: the balancer's `HashKey`,
+//! health's `Checks`, the connection side's `UpstreamTls`. Health learns
+//! of the upstreams served through [`Routes::upstreams_to_watch`], and of
+//! what the proxy saw on a node through [`Upstream::report_failure`] and
+//! [`Upstream::report_response`], so it never names this module.
 
 pub mod access_log;
 mod balancing;
@@ -32,8 +39,6 @@ mod upstream_tls;
 #[cfg(test)]
 mod tests;
 
-pub use balancing::{HashKey, Piece};
-pub use checks::{ActiveCheck, Checks, Counting, Probe};
 pub use reuse::{KeyMap, Reuse};
 pub use routes_file::{
     parse_routes, parse_routes_and_document, parse_routes_document, parse_routes_sections,
@@ -43,13 +48,14 @@ pub use sections::Sections;
 pub use ssl::SslConfig;
 #[allow(unused_imports)] // `Ssl` is used by the HTTPS wiring (issue #18 B)
 pub use ssls::{Ssl, Ssls};
-pub use upstream_tls::UpstreamTls;
 // For `tinygate test`, whose test files take the plugin keys of
 // `config.yaml` with the same checks.
 pub(crate) use main_file::{json_bytes, plugin_limits};
 
-use crate::balancer::{Algorithm, Balancer, Member};
+use crate::balancer::{Algorithm, Balancer, HashKey, Member};
 use crate::expr::{Expr, IpMatcher, RequestVars};
+use crate::health::{self, Checks, NodeToWatch, UpstreamToWatch};
+use crate::upstream::UpstreamTls;
 use crate::wasm::PluginSpec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -385,7 +391,7 @@ impl Upstream {
     /// being served, if it is still configured there (see `health`).
     pub fn new(id: String, nodes: Vec<Node>, algorithm: Algorithm) -> Upstream {
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-        let targets = crate::health::targets(&crate::health::resource_key(&id), &addrs);
+        let targets = health::targets(&health::resource_key(&id), &addrs);
         let members: Vec<Member> = nodes
             .iter()
             .map(|n| Member {
@@ -407,6 +413,52 @@ impl Upstream {
             tls: None,
             checks: None,
         }
+    }
+
+    /// What a response from node `index` says about it (passive health
+    /// check; nothing without `checks`).
+    pub fn report_response(&self, index: usize, status: u16) {
+        if let Some(checks) = &self.checks {
+            health::report_response(checks, &self.id, self.balancer.target(index), status);
+        }
+    }
+
+    /// A connection to node `index` failed or timed out while proxying
+    /// (passive health check; nothing without `checks`).
+    pub fn report_failure(&self, index: usize, report: health::Report) {
+        if let Some(checks) = &self.checks {
+            health::report_failure(checks, &self.id, self.balancer.target(index), report);
+        }
+    }
+
+    /// This upstream as the health registry watches it.
+    fn to_watch(&self) -> UpstreamToWatch<'_> {
+        let rewritten_host = match &self.pass_host {
+            PassHost::Rewrite(host) => Some(host.as_str()),
+            PassHost::Pass | PassHost::Node => None,
+        };
+        let nodes = self.nodes.iter().enumerate();
+        UpstreamToWatch {
+            id: &self.id,
+            checks: self.checks.as_ref(),
+            rewritten_host,
+            nodes: nodes
+                .map(|(i, node)| NodeToWatch {
+                    target: self.balancer.target(i),
+                    authority: &node.authority,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Routes {
+    /// Every upstream, inline ones (routes' order) before named ones, as
+    /// the health registry watches them ([`health::watch`]): APISIX lists
+    /// routes' checkers first.
+    pub fn upstreams_to_watch(&self) -> impl Iterator<Item = UpstreamToWatch<'_>> {
+        let inline = self.routes.iter().filter_map(|r| r.upstream.as_ref());
+        inline.chain(&self.upstreams).map(|up| up.to_watch())
     }
 }
 

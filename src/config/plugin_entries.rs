@@ -3,8 +3,9 @@
 //! match keys or upstreams.
 
 use super::main_file::json_bytes;
-use super::tree::{kind, Obj, Problems};
+use super::tree::{Obj, Problems};
 use super::{DeclaredPlugin, RoutePlugin};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 

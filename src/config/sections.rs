@@ -13,8 +13,9 @@
 
 use super::reuse::Identity;
 use super::split::{self, Body};
-use super::tree::{kind, Problems};
+use super::tree::Problems;
 use super::{parse_yaml, ConfigError};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::borrow::Cow;
 use std::cell::OnceCell;

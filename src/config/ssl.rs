@@ -9,8 +9,9 @@
 //! opens no port it does not name.
 
 use super::ssls::protocols;
-use super::tree::{index, kind, Obj, Problems};
+use super::tree::{index, Obj, Problems};
 use crate::tls::{self, Roots, Versions};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -6,6 +6,7 @@
 //! collects every problem instead of stopping at the first. It knows YAML
 //! shapes only, nothing about routes, upstreams or plugins.
 
+use crate::yaml::kind;
 use serde_yaml::{Mapping, Value};
 use std::fmt::Display;
 
@@ -63,20 +64,6 @@ pub fn join(parent: &str, key: &str) -> String {
 /// `parent[i]`.
 pub fn index(parent: &str, i: usize) -> String {
     format!("{parent}[{i}]")
-}
-
-/// Human name of a YAML value's type, for "expected X, got Y" messages.
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a float",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
 }
 
 /// Records every key of the mapping at `path` that is not in `known` (and

@@ -2,8 +2,9 @@
 //! balancing, timeouts, retries and `pass_host`. It must not know about
 //! routes or where the upstream was written.
 
-use super::tree::{index, kind, Obj, Problems};
+use super::tree::{index, Obj, Problems};
 use super::{Node, PassHost, Timeouts, Upstream};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

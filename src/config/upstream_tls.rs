@@ -6,68 +6,14 @@
 //! default: an HTTPS upstream that is not verified has to say so.
 //!
 //! The trusted CAs are `config.yaml`'s (`apisix.ssl.ssl_trusted_certificate`),
-//! which the routes file is parsed without: [`UpstreamTls::prepare`] makes
-//! the connector once both are loaded (`Gateway::build`).
+//! which the routes file is parsed without: the settings parse into an
+//! [`UpstreamTls`] (the connection side's type, in `upstream.rs`), whose
+//! `prepare` makes the connector once both are loaded (`Gateway::build`).
 
 use super::ssls::{base_dir, pem_text};
 use super::tree::{Obj, Problems};
-use crate::tls::{self, CertKey, ClientSettings, Connector, PairError, Roots};
-use std::sync::OnceLock;
-
-/// How to speak TLS to an upstream's nodes.
-#[derive(Debug, Clone)]
-pub struct UpstreamTls {
-    /// `tls.verify` (default true): check the node's certificate against
-    /// `apisix.ssl.ssl_trusted_certificate` (or the system store) for the
-    /// name tinygate connects to.
-    pub verify: bool,
-    /// `tls.client_cert` + `tls.client_key`.
-    pub client_cert: Option<CertKey>,
-    /// The client configuration, shared by every connection to the nodes
-    /// (with its session cache); made by [`UpstreamTls::prepare`].
-    connector: OnceLock<Connector>,
-}
-
-impl PartialEq for UpstreamTls {
-    /// The settings; the connector follows from them.
-    fn eq(&self, other: &Self) -> bool {
-        self.verify == other.verify && self.client_cert == other.client_cert
-    }
-}
-
-impl UpstreamTls {
-    /// Settings whose connector [`UpstreamTls::prepare`] makes later.
-    pub(super) fn new(verify: bool, client_cert: Option<CertKey>) -> UpstreamTls {
-        UpstreamTls {
-            verify,
-            client_cert,
-            connector: OnceLock::new(),
-        }
-    }
-
-    /// Makes the connector, verifying against `roots`.
-    ///
-    /// # Errors
-    /// Verification needs the system store and there is none (an image
-    /// built FROM scratch has no CA certificates).
-    pub fn prepare(&self, roots: &Roots) -> Result<(), String> {
-        if self.connector.get().is_some() {
-            return Ok(());
-        }
-        let connector = Connector::new(&ClientSettings {
-            verify: self.verify,
-            roots: roots.clone(),
-            client_cert: self.client_cert.clone(),
-        })?;
-        let _ = self.connector.set(connector);
-        Ok(())
-    }
-
-    /// The connector made by [`UpstreamTls::prepare`].
-    pub fn connector(&self) -> Option<&Connector> {
-        self.connector.get()
-    }
-}
+use crate::tls::{self, PairError};
+use crate::upstream::UpstreamTls;
 
 /// `scheme` and `tls` of upstream `o`: `Some` for `https`, `None` for
 /// `http` (the default). Problems go to `p`.

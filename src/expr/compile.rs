@@ -6,6 +6,7 @@
 //! a route that silently never matches.
 
 use super::{Expr, IpMatcher, Op, Operand, Test, Var};
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::fmt;
 
@@ -303,10 +304,6 @@ fn error(path: &str, message: impl Into<String>) -> ExprError {
         path: path.to_string(),
         message: message.into(),
     }
-}
-
-fn kind(v: &Value) -> &'static str {
-    crate::config::tree::kind(v)
 }
 
 /// `kind`, with the text of a string (for "expected a number, got \"x\"").

@@ -21,8 +21,7 @@
 //! It knows sockets and the probe's bytes; results go to the node's
 //! [`Target`](super::Target).
 
-use super::{checked, threshold, Report, Watched, WatchedNode};
-use crate::config::{ActiveCheck, Probe};
+use super::{checked, threshold, ActiveCheck, Checks, Probe, Report, Watched, WatchedNode};
 use crate::http::ReadBuf;
 use crate::net::{with_timeout, Timer};
 use crate::upstream::{self, Dial, Tls};
@@ -67,7 +66,7 @@ pub(super) fn start() {
 
 /// When an upstream's rounds last ran, and with which checks.
 struct Clock {
-    checks: Arc<crate::config::Checks>,
+    checks: Arc<Checks>,
     healthy: Instant,
     unhealthy: Instant,
 }
@@ -280,7 +279,7 @@ fn parse_status(line: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Counting;
+    use crate::health::Counting;
 
     fn check(probe: Probe) -> ActiveCheck {
         ActiveCheck {

@@ -4,30 +4,35 @@
 //!
 //! - [`target`]: the state machine of one node (lua-resty-healthcheck's
 //!   counters and thresholds) in one atomic word.
+//! - [`checks`]: what a check is ([`Checks`]), the settings `config`
+//!   parses an upstream's `checks` into.
 //! - This file: the registry of the upstreams being served. A configuration
 //!   that is being built looks its nodes' states up here ([`targets`]), so
 //!   a node still configured after a reload keeps its state (and its
 //!   requests in flight); [`watch`] makes a configuration's upstreams the
-//!   ones that are checked and shown, and drops the others.
+//!   ones that are checked and shown, and drops the others. The caller
+//!   describes each upstream in plain terms ([`UpstreamToWatch`]).
 //! - [`active`]: the checker, one thread for the whole process that probes
 //!   the nodes of every upstream with `checks.active` on its intervals.
 //! - [`control`]: `GET /v1/healthcheck` (APISIX's Control API shape) and
 //!   the `apisix_upstream_status` metric.
 //!
-//! Passive checks: the proxy calls [`report_response`] and
-//! [`report_failure`] with what happened on a node.
+//! Passive checks: [`report_response`] and [`report_failure`] count what
+//! the proxy saw on a node.
 //!
-//! It knows upstreams, nodes and probes; not routes, plugins or how a
-//! request is forwarded.
+//! It knows upstreams, nodes and probes; not routes, plugins, how a
+//! request is forwarded, nor the configuration they come from (`config`
+//! sits above and hands over what this needs).
 
 mod active;
+mod checks;
 mod control;
 mod target;
 
+pub use checks::{ActiveCheck, Checks, Counting, Probe};
 pub use control::{answer as control_api, prometheus_lines};
 pub use target::{Health, Report, Target};
 
-use crate::config::{Checks, Counting, PassHost, Routes, Upstream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -118,19 +123,42 @@ pub fn targets(name: &str, addrs: &[SocketAddr]) -> Vec<Arc<Target>> {
         .collect()
 }
 
-/// Makes the upstreams of `routes` (named and inline) the ones being
-/// served: their nodes are checked and shown; upstreams and nodes no longer
-/// configured are forgotten. Starts the checker on first use.
-pub fn watch(routes: &Routes) {
-    let inline = routes.routes.iter().filter_map(|r| r.upstream.as_ref());
+/// An upstream of the configuration about to be served, as [`watch`]
+/// needs it.
+pub struct UpstreamToWatch<'a> {
+    /// tinygate's id of the upstream (`route 7` for one written inline),
+    /// named as [`resource_key`] says.
+    pub id: &'a str,
+    /// `checks`, when it has them.
+    pub checks: Option<&'a Arc<Checks>>,
+    /// The `Host` its requests are sent with when it replaces the
+    /// client's (`pass_host: rewrite`'s `upstream_host`).
+    pub rewritten_host: Option<&'a str>,
+    /// Its nodes, in the order of their positions in the balancer.
+    pub nodes: Vec<NodeToWatch<'a>>,
+}
+
+/// A node of an [`UpstreamToWatch`].
+pub struct NodeToWatch<'a> {
+    /// Its shared state, as [`targets`] gave it.
+    pub target: &'a Arc<Target>,
+    /// `host:port` as written (a domain in it is the `Host` of probes).
+    pub authority: &'a str,
+}
+
+/// Makes `upstreams` the ones being served: their nodes are checked and
+/// shown; upstreams and nodes no longer configured are forgotten. The first
+/// of each name counts, and those with `checks` are probed and shown in
+/// the order given (APISIX lists routes' first). Starts the checker on
+/// first use.
+pub fn watch<'a>(upstreams: impl IntoIterator<Item = UpstreamToWatch<'a>>) {
     let mut served = Served::default();
-    // Routes first, as APISIX lists its checkers.
-    for up in inline.chain(routes.upstreams.iter()) {
-        let name = resource_key(&up.id);
+    for up in upstreams {
+        let name = resource_key(up.id);
         if served.by_name.contains_key(&name) {
             continue;
         }
-        let watched = Arc::new(watched_upstream(name.clone(), up));
+        let watched = Arc::new(watched_upstream(name.clone(), &up));
         if watched.checks.is_some() {
             served.checked.push(Arc::clone(&watched));
         }
@@ -143,15 +171,15 @@ pub fn watch(routes: &Routes) {
     }
 }
 
-fn watched_upstream(name: String, up: &Upstream) -> Watched {
-    let active = up.checks.as_ref().map(|c| &c.active);
+fn watched_upstream(name: String, up: &UpstreamToWatch) -> Watched {
+    let active = up.checks.map(|c| &c.active);
     let nodes = up
         .nodes
         .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let port = active.and_then(|a| a.port).unwrap_or(node.addr.port());
-            let host = node_host(&node.authority);
+        .map(|node| {
+            let addr = node.target.addr;
+            let port = active.and_then(|a| a.port).unwrap_or(addr.port());
+            let host = node_host(node.authority);
             let domain = host
                 .parse::<std::net::IpAddr>()
                 .is_err()
@@ -159,23 +187,20 @@ fn watched_upstream(name: String, up: &Upstream) -> Watched {
             // As APISIX's `compute_targets`: `upstream_host` when the Host is
             // rewritten, else the node's domain; the shown hostname is
             // `checks.active.host` or the node's host.
-            let host_header = match &up.pass_host {
-                PassHost::Rewrite(h) => Some(h.clone()),
-                _ => domain,
-            };
+            let host_header = up.rewritten_host.map(str::to_string).or(domain);
             WatchedNode {
-                target: Arc::clone(up.balancer.target(i)),
-                probe_addr: SocketAddr::new(node.addr.ip(), port),
+                target: Arc::clone(node.target),
+                probe_addr: SocketAddr::new(addr.ip(), port),
                 hostname: active
                     .and_then(|a| a.host.clone())
-                    .unwrap_or_else(|| node.addr.ip().to_string()),
+                    .unwrap_or_else(|| addr.ip().to_string()),
                 host_header,
             }
         })
         .collect();
     Watched {
         name,
-        checks: up.checks.clone(),
+        checks: up.checks.cloned(),
         nodes,
     }
 }
@@ -188,25 +213,24 @@ fn node_host(authority: &str) -> &str {
     }
 }
 
-/// What a response from node `index` of `up` says about it (passive
-/// check): its status counts when `checks.passive` is configured.
-pub fn report_response(up: &Upstream, index: usize, status: u16) {
-    let Some(checks) = &up.checks else { return };
+/// What a response from `node` of the upstream `upstream_id`, checked
+/// by `checks`, says about it (passive check): its status counts when
+/// `checks.passive` is configured.
+pub fn report_response(checks: &Checks, upstream_id: &str, node: &Target, status: u16) {
     if !checks.passive_statuses {
         return;
     }
     if let Some(report) = classify_status(&checks.passive, status) {
-        record(up, index, report, &checks.passive, "passive");
+        record(upstream_id, node, report, &checks.passive);
     }
 }
 
-/// A connection to node `index` of `up` failed (`Report::TcpFailure`) or
-/// timed out (`Report::Timeout`) while proxying (passive check): counted
-/// against `checks.passive`'s thresholds, or their defaults.
-pub fn report_failure(up: &Upstream, index: usize, report: Report) {
-    if let Some(checks) = &up.checks {
-        record(up, index, report, &checks.passive, "passive");
-    }
+/// A connection to `node` of the upstream `upstream_id`, checked by
+/// `checks`, failed (`Report::TcpFailure`) or timed out
+/// (`Report::Timeout`) while proxying (passive check): counted against
+/// `checks.passive`'s thresholds, or their defaults.
+pub fn report_failure(checks: &Checks, upstream_id: &str, node: &Target, report: Report) {
+    record(upstream_id, node, report, &checks.passive);
 }
 
 /// How a status counts: a healthy one is a success, an unhealthy one (or
@@ -231,18 +255,18 @@ fn threshold(counting: &Counting, report: Report) -> u8 {
     }
 }
 
-fn record(up: &Upstream, index: usize, report: Report, counting: &Counting, how: &str) {
-    let target = up.balancer.target(index);
+/// Counts a passive report against `node`, logging a change of state.
+fn record(upstream_id: &str, node: &Target, report: Report, counting: &Counting) {
     let limit = threshold(counting, report);
-    if let Some(((_, to), count)) = target.report(report, limit) {
+    if let Some(((_, to), count)) = node.report(report, limit) {
         log_transition(
-            &resource_key(&up.id),
-            target.addr,
+            &resource_key(upstream_id),
+            node.addr,
             to,
             report,
             count,
             limit,
-            how,
+            "passive",
         );
     }
 }

@@ -28,7 +28,7 @@ use super::upgrade;
 use crate::balancer::{request_key, Picked};
 use crate::config::{Node, Upstream};
 use crate::expr::RequestVars;
-use crate::health::{self, Report};
+use crate::health::Report;
 use crate::http::reply;
 use crate::http::{self, Framing, Head, HeaderMap, ReadBuf, ResponseHead};
 use crate::net::with_timeout;
@@ -490,7 +490,7 @@ fn report(upstream: &Upstream, index: usize, attempt: &Attempt<'_>) {
     match attempt {
         Attempt::ConnectFailed(e) => {
             log::trace!("upstream {id:?}: node {node}: no connection: {e}");
-            health::report_failure(upstream, index, failure_kind(e));
+            upstream.report_failure(index, failure_kind(e));
         }
         Attempt::Failed(stage) => {
             log::trace!(
@@ -498,12 +498,12 @@ fn report(upstream: &Upstream, index: usize, attempt: &Attempt<'_>) {
                 stage.name()
             );
             if let Some(e) = stage.node_error() {
-                health::report_failure(upstream, index, failure_kind(e));
+                upstream.report_failure(index, failure_kind(e));
             }
         }
         Attempt::Answered(status) => {
             log::trace!("upstream {id:?}: node {node}: {status}");
-            health::report_response(upstream, index, *status);
+            upstream.report_response(index, *status);
         }
     }
 }

@@ -219,7 +219,7 @@ where
                 node.addr
             );
             if let (Some(upstream), Some(failed)) = (&req.route.upstream, node_failure(&e)) {
-                crate::health::report_failure(upstream, picked.index, failure_kind(failed));
+                upstream.report_failure(picked.index, failure_kind(failed));
             }
             false
         }

@@ -6,7 +6,8 @@
 //! expects (`expect.rs`) or how the runner plays the scripts (`exec.rs`).
 
 use super::{scalar, status};
-use crate::config::tree::{index, join, kind, Obj, Problems};
+use crate::config::tree::{index, join, Obj, Problems};
+use crate::yaml::kind;
 use serde_yaml::Value;
 
 /// The client's request.

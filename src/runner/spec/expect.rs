@@ -6,7 +6,8 @@
 //! exchange is scripted (`exchange.rs`) or how the checks are made.
 
 use super::{scalar, status};
-use crate::config::tree::{index, join, kind, Obj, Problems};
+use crate::config::tree::{index, join, Obj, Problems};
+use crate::yaml::kind;
 use serde_yaml::Value;
 
 /// What a case must produce; absent keys are not checked.

@@ -22,9 +22,10 @@ pub use expect::{
     CallExpect, Expect, FaultExpect, FaultKind, HeaderExpect, MessageExpect, Reached,
 };
 
-use crate::config::tree::{index, join, kind, Obj, Problems};
+use crate::config::tree::{index, join, Obj, Problems};
 use crate::config::{json_bytes, plugin_limits, FailurePolicy};
 use crate::wasm::PluginSpec;
+use crate::yaml::kind;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 
