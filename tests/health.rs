@@ -559,6 +559,14 @@ fn chash_keeps_a_key_on_one_node_and_moves_about_one_in_n_when_a_node_is_added()
 /// `least_conn`: with three requests held (two on one node, one on the
 /// other), every new request goes to the node with fewer in flight, across
 /// both workers; round-robin would alternate.
+///
+/// Each step waits for the one before to be counted, so every pick sees
+/// the counts the test expects: a held request is sent once the one before
+/// reached its node (so the three are spread two and one), and a probe
+/// once the one before is in `apisix_http_requests_total`, which a request
+/// joins only after it stopped counting on its node (a probe whose response
+/// the client has read may still count there for a moment, which would tie
+/// the two nodes).
 #[test]
 fn least_conn_sends_requests_to_the_node_with_fewer_in_flight() {
     let node = |name: &'static str| {
@@ -571,31 +579,39 @@ fn least_conn_sends_requests_to_the_node_with_fewer_in_flight() {
         })
     };
     let (a, b) = (node("a"), node("b"));
+    // The held requests must stay in flight until the test ends, however
+    // slow the machine: a read timeout far past the test's own waits.
     let routes = format!(
-        "routes:\n  - uri: /*\n    timeout: {{connect: 1, send: 5, read: 10}}\n    upstream:\n      type: least_conn\n      nodes: {{\"{}\": 1, \"{}\": 1}}\n#END\n",
+        "routes:\n  - uri: /*\n    timeout: {{connect: 1, send: 5, read: 300}}\n    upstream:\n      type: least_conn\n      nodes: {{\"{}\": 1, \"{}\": 1}}\n#END\n",
         a.addr, b.addr
     );
-    let gate = Gate::start(&config_yaml(&[], ""), &routes);
-    let held: Vec<Client> = (0..3)
-        .map(|_| {
-            let mut c = Client::connect(gate.addr);
-            c.write(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
-            c
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.count() + b.count() < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    let gate = Gate::start(&config_with_status(""), &routes);
+    let status = gate.status_addr();
+    let mut held = Vec::new();
+    for n in 1..=3 {
+        let mut c = Client::connect(gate.addr);
+        c.write(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
+        held.push(c);
+        assert!(
+            eventually(WAIT, || a.count() + b.count() == n),
+            "held request {n} never reached a node: {}",
+            gate.log()
+        );
     }
     let (on_a, on_b) = (a.count(), b.count());
-    assert_eq!(on_a + on_b, 3);
     assert!(
         on_a >= 1 && on_b >= 1,
         "held requests spread: {on_a} {on_b}"
     );
     let less_busy = if on_a < on_b { "a" } else { "b" };
-    for _ in 0..10 {
-        assert_eq!(gate.get("/").text(), less_busy);
+    for n in 1..=10 {
+        assert_eq!(gate.get("/").text(), less_busy, "probe {n}");
+        let counted = format!("apisix_http_requests_total {n}\n");
+        assert!(
+            eventually(WAIT, || metrics(status).contains(&counted)),
+            "probe {n} never counted: {}",
+            metrics(status)
+        );
     }
     drop(held);
 }

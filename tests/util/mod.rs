@@ -84,10 +84,9 @@ impl Gate {
         self.stderr.lock().unwrap().text()
     }
 
-    /// Waits (bounded: as long as for the start) until the log contains
-    /// `needle`.
+    /// Waits (bounded: [`WAIT`]) until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + WAIT;
         while std::time::Instant::now() < deadline {
             if self.log().contains(needle) {
                 return true;
@@ -233,6 +232,14 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// How long a test waits for something it expects (an answer, a close, a
+/// reload, a log line, an exit) before it fails. It bounds a wait and
+/// never measures speed: far longer than any stall of a loaded 2-core CI
+/// machine, and shorter than tinygate's default timeouts (60 s), which
+/// would otherwise bring the event late and let a test pass that should
+/// fail.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 /// Polls `cond` every 20 ms until it holds (true) or `within` passes
 /// (false): for state that changes after a request, never as a sleep.
 pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -277,7 +284,7 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
 
 /// How long a [`Client`] waits for bytes before it gives up on a
 /// response, unless a test that waits on purpose asks for longer.
-const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(20);
+const CLIENT_READ_TIMEOUT: Duration = WAIT;
 
 /// A keep-alive client connection.
 pub struct Client {
@@ -319,13 +326,6 @@ impl Client {
     pub fn request(&mut self, raw: &str) -> Response {
         self.write(raw.as_bytes());
         self.read_response(raw.starts_with("HEAD "))
-    }
-
-    /// True once the server has closed the connection (after reading
-    /// whatever is left).
-    pub fn is_closed(&mut self) -> bool {
-        let mut b = [0u8; 64];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
 
     fn fill(&mut self) -> bool {
@@ -868,7 +868,7 @@ impl Gate {
     /// The address of the first HTTPS listener (`listening on ADDR
     /// (https)`, printed with the others, after the plain ones).
     pub fn https_addr(&self) -> SocketAddr {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + WAIT;
         loop {
             let lines = self.more_listeners.lock().unwrap().clone();
             if let Some(addr) = lines.iter().find_map(|l| l.strip_suffix(" (https)")) {
@@ -910,8 +910,19 @@ impl Client {
     }
 
     /// Everything the server sends until it closes the connection (or
-    /// `within` passes: then `None`), after what is already buffered.
+    /// `within` passes: then `None`), after what is already buffered. The
+    /// client's own read timeout is back in place afterwards.
     pub fn read_to_close(&mut self, within: Duration) -> Option<Vec<u8>> {
+        let wire = self.read_until_close(within);
+        self.stream
+            .set_read_timeout(Some(self.read_timeout))
+            .unwrap();
+        wire
+    }
+
+    /// [`Client::read_to_close`], leaving the socket's read timeout at
+    /// whatever was left of `within`.
+    fn read_until_close(&mut self, within: Duration) -> Option<Vec<u8>> {
         let deadline = std::time::Instant::now() + within;
         let mut out = std::mem::take(&mut self.buf);
         let mut b = [0u8; 16384];
