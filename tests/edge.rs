@@ -24,10 +24,7 @@ fn assert_rejected(gate: &Gate, raw: &[u8], status: u16, what: &str) {
     let r = c.read_response(raw.starts_with(b"HEAD "));
     assert_eq!(r.status, status, "{what}: {:?}", r.text());
     assert_eq!(r.header("connection"), Some("close"), "{what}");
-    assert!(
-        c.closed_within(Duration::from_secs(2)),
-        "{what}: connection left open"
-    );
+    assert!(c.closed_within(WAIT), "{what}: connection left open");
 }
 
 fn head(extra: &str) -> String {
@@ -316,7 +313,9 @@ fn send_all_then_read(gate: &Gate, raw: &[u8]) -> (bool, String, bool) {
 #[test]
 fn refusals_are_readable_by_a_client_still_sending() {
     let up = Upstream::echo();
-    let gate = gate_to(up.addr, "");
+    // A lingering close that outlasts every wait here: a close the client
+    // sees came before the linger ended.
+    let gate = gate_to(up.addr, "  lingering_timeout: 60\n  lingering_time: 60\n");
     let line = format!(
         "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
         "a".repeat(100 * 1024)
@@ -356,11 +355,12 @@ fn refusals_are_readable_by_a_client_still_sending() {
     }
     assert_eq!(up.count(), 0);
     // The proxy does not linger longer than the client keeps sending: a
-    // client that stops and waits sees the close at once.
+    // client that stops and waits sees the close (the FIN sent before the
+    // linger), not one at the end of the 60 s lingering timeout.
     let mut c = Client::connect(gate.addr);
     c.write(format!("GET /{} HTTP/1.1\r\n", "a".repeat(40 * 1024)).as_bytes());
     assert_eq!(c.read_response(false).status, 414);
-    assert!(c.closed_within(Duration::from_secs(2)), "left open");
+    assert!(c.closed_within(WAIT), "left open");
 }
 
 /// HTTP/1.0 without `Connection: keep-alive` gets its answer and a close;
@@ -386,7 +386,7 @@ fn http10_is_served_and_kept_alive_only_when_asked() {
     let r = c.request("GET /fixed HTTP/1.0\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (200, "fixed"));
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(c.closed_within(Duration::from_secs(2)));
+    assert!(c.closed_within(WAIT));
     // The upstream still gets a valid HTTP/1.1 request with a Host.
     let got = fixed.last();
     assert!(
@@ -413,13 +413,13 @@ fn http10_is_served_and_kept_alive_only_when_asked() {
     // A request without keep-alive on the same connection ends it.
     let r = c.request("GET /fixed HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert!(c.closed_within(Duration::from_secs(2)));
+    assert!(c.closed_within(WAIT));
 
     // Chunked upstream body → raw bytes, delimited by the close.
     let mut c = Client::connect(gate.addr);
     c.write(b"GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let wire = c
-        .read_to_close(Duration::from_secs(5))
+        .read_to_close(WAIT)
         .expect("closed after a close-delimited body");
     let text = String::from_utf8_lossy(&wire);
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
@@ -463,7 +463,7 @@ fn expect_100_continue_is_answered_then_the_body_flows() {
     let r = c.read_interim();
     assert_eq!(r.status, 413, "413 first, no 100 Continue");
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(c.closed_within(Duration::from_secs(2)));
+    assert!(c.closed_within(WAIT));
     assert_eq!(up.count(), 2);
 }
 
@@ -473,24 +473,28 @@ fn expect_100_continue_is_answered_then_the_body_flows() {
 fn slow_request_head_gets_408_at_client_header_timeout() {
     let up = Upstream::named("u");
     let gate = gate_to(up.addr, "  client_header_timeout: 0.5\n");
-    let mut c = Client::connect(gate.addr);
+    // The client's clock starts before the proxy's (which starts at the
+    // accept at the earliest): a loaded machine only makes `took` longer.
     let started = Instant::now();
+    let mut c = Client::connect(gate.addr);
     c.write(b"GET / HTTP/1.1\r\nHost: a\r\n");
     let r = c.read_response(false);
     let took = started.elapsed();
     assert_eq!(r.status, 408);
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(c.closed_within(Duration::from_secs(2)));
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
-        "408 after {took:?}"
-    );
-    // A connection that sends nothing at all is closed too.
-    let mut idle = Client::connect(gate.addr);
+    assert!(c.closed_within(WAIT));
+    // The timeout is the behaviour: never before it (0.9 of it, against
+    // clock granularity), and at all (the default, 60 s, is far past the
+    // waits).
+    assert!(took >= Duration::from_millis(450), "408 after {took:?}");
+    // A connection that sends nothing at all is closed too, by the same
+    // timeout.
     let started = Instant::now();
-    let wire = idle.read_to_close(Duration::from_secs(3));
+    let mut idle = Client::connect(gate.addr);
+    let wire = idle.read_to_close(WAIT);
+    let took = started.elapsed();
     assert!(wire.is_some(), "silent connection not closed");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took >= Duration::from_millis(450), "closed after {took:?}");
     assert_eq!(up.count(), 0);
 }
 
@@ -501,17 +505,17 @@ fn stalled_request_body_gets_408_at_client_body_timeout() {
     let up = Upstream::echo();
     let gate = gate_to(up.addr, "  client_body_timeout: 0.5\n");
     let mut c = Client::connect(gate.addr);
+    // Before the write: the proxy's timer starts when it has read "abc".
     let started = Instant::now();
     c.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
     let r = c.read_response(false);
     let took = started.elapsed();
     assert_eq!(r.status, 408);
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(c.closed_within(Duration::from_secs(2)));
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
-        "408 after {took:?}"
-    );
+    assert!(c.closed_within(WAIT));
+    // Not before the timeout; at all within the wait (the default, 60 s,
+    // is far past it).
+    assert!(took >= Duration::from_millis(450), "408 after {took:?}");
     assert_eq!(up.count(), 0);
 }
 
@@ -522,15 +526,16 @@ fn idle_keep_alive_connection_is_closed_at_keepalive_timeout() {
     let up = Upstream::named("u");
     let gate = gate_to(up.addr, "  keepalive_timeout: 0.5\n");
     let mut c = Client::connect(gate.addr);
-    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status, 200);
+    // From before the request: the proxy's idle time starts once it wrote
+    // the response, so a loaded machine only makes `idle` longer.
     let idle_since = Instant::now();
-    // Still open a little before the timeout...
-    assert!(!c.closed_within(Duration::from_millis(250)));
-    // ...and closed soon after it.
-    assert!(c.closed_within(Duration::from_secs(2)));
+    assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status, 200);
+    // Closed by the timeout, not by the default (60 s, far past the wait)...
+    assert!(c.closed_within(WAIT));
+    // ...and not before it (0.9 of it, against clock granularity).
     let idle = idle_since.elapsed();
     assert!(
-        idle >= Duration::from_millis(450) && idle < Duration::from_secs(2),
+        idle >= Duration::from_millis(450),
         "closed after {idle:?} idle"
     );
 }
@@ -550,10 +555,10 @@ fn connections_past_max_connections_get_503() {
     let r = third.read_interim();
     assert_eq!(r.status, 503);
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(third.closed_within(Duration::from_secs(2)));
+    assert!(third.closed_within(WAIT));
     assert!(gate.wait_for_log("max_connections"), "{}", gate.log());
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + WAIT;
     let served = loop {
         let mut c = Client::connect(gate.addr);
         c.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -587,8 +592,10 @@ fn head_204_304_responses_have_no_body_and_the_connection_is_reused() {
         Behaviour::Respond(bytes.to_vec())
     });
     let gate = gate_to(up.addr, "");
+    // A proxy that waited for the body these heads announce would hold the
+    // next request until the node's read timeout (60 s): the client's read
+    // (`WAIT`) fails first.
     let mut c = Client::connect(gate.addr);
-    let started = Instant::now();
     for (request, status) in [
         ("HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", 200),
         ("GET /204 HTTP/1.1\r\nHost: a\r\n\r\n", 204),
@@ -605,10 +612,6 @@ fn head_204_304_responses_have_no_body_and_the_connection_is_reused() {
             "after {request}"
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "a no-body response waited for a body"
-    );
     let received = up.received.lock().unwrap();
     assert_eq!(received.len(), 8);
     assert!(
@@ -701,47 +704,60 @@ fn close_delimited_bodies_are_read_to_eof_and_rechunked() {
 
 /// A chunk is relayed as soon as it arrives, in both directions, not held
 /// back until the next one (streaming responses, long polls, uploads).
+///
+/// Each side sends its next chunk only once the other end has the first
+/// one: a proxy that held a chunk back until the next would wait forever,
+/// and the test fails at its bound instead of measuring how fast.
 #[test]
 fn chunks_are_relayed_as_they_arrive() {
-    let (tx, rx) = std::sync::mpsc::channel::<Duration>();
-    let tx = std::sync::Mutex::new(tx);
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::Mutex;
+    // The upstream tells the client it has the first request chunk; the
+    // client tells the upstream it has the first response chunk.
+    let (upload_seen, upload_arrived) = channel::<()>();
+    let (download_seen, download_arrived) = channel::<()>();
+    let upstream_side: Mutex<(Sender<()>, Receiver<()>)> =
+        Mutex::new((upload_seen, download_arrived));
     let up = Scripted::start(move |mut conn| {
+        let (upload_seen, download_arrived) = &*upstream_side.lock().unwrap();
         let mut seen = Vec::new();
         let mut b = [0u8; 4096];
-        // Read the head and the first request chunk, timing the chunk.
-        let started = Instant::now();
-        while find(&seen, b"first\r\n").is_none() {
-            match conn.stream.read(&mut b) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&b[..n]),
+        let mut read_until = |seen: &mut Vec<u8>, end: &[u8]| {
+            while find(seen, end).is_none() {
+                match conn.stream.read(&mut b) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => seen.extend_from_slice(&b[..n]),
+                }
             }
+            true
+        };
+        if !read_until(&mut seen, b"first\r\n") {
+            return;
         }
-        let _ = tx.lock().unwrap().send(started.elapsed());
-        while find(&seen, b"0\r\n\r\n").is_none() {
-            match conn.stream.read(&mut b) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&b[..n]),
-            }
+        let _ = upload_seen.send(());
+        if !read_until(&mut seen, b"0\r\n\r\n") {
+            return;
         }
         conn.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n");
-        std::thread::sleep(Duration::from_millis(1000));
-        conn.write(b"6\r\nsecond\r\n0\r\n\r\n");
+        // No second chunk unless the client got the first: held back, it
+        // would never come.
+        if download_arrived.recv_timeout(WAIT).is_ok() {
+            conn.write(b"6\r\nsecond\r\n0\r\n\r\n");
+        }
     });
     let gate = gate_to(up.addr, "");
     let mut c = TcpStream::connect(gate.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Longer than the upstream's wait, so a chunk held back fails on what
+    // arrived, not on a read.
+    c.set_read_timeout(Some(WAIT * 2)).unwrap();
     c.write_all(
         b"POST /stream HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
     )
     .unwrap();
-    // The upstream starts timing when the head arrives; the chunk came
-    // with it, so it must be there at once, not after the client's pause.
-    let upload_chunk = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("upstream saw the first chunk");
-    std::thread::sleep(Duration::from_millis(200));
+    upload_arrived
+        .recv_timeout(WAIT)
+        .expect("the first request chunk held back until the next one");
     c.write_all(b"0\r\n\r\n").unwrap();
-    let started = Instant::now();
     let mut got = Vec::new();
     let mut b = [0u8; 4096];
     while find(&got, b"first\r\n").is_none() {
@@ -749,21 +765,16 @@ fn chunks_are_relayed_as_they_arrive() {
         assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&b[..n]);
     }
-    let download_chunk = started.elapsed();
+    download_seen.send(()).unwrap();
     while find(&got, b"0\r\n\r\n").is_none() {
         let n = c.read(&mut b).expect("the rest of the response");
-        assert!(n > 0);
+        assert!(
+            n > 0,
+            "the first response chunk was held back until the node gave up: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&b[..n]);
     }
-    eprintln!("first chunk relayed: upload {upload_chunk:?}, download {download_chunk:?}");
-    assert!(
-        upload_chunk < Duration::from_millis(150),
-        "upload chunk held back {upload_chunk:?}"
-    );
-    assert!(
-        download_chunk < Duration::from_millis(500),
-        "response chunk held back {download_chunk:?} (until the next chunk)"
-    );
     assert!(String::from_utf8_lossy(&got).contains("second"));
 }
 
@@ -856,7 +867,7 @@ fn upstream_dying_mid_body_closes_the_client_connection() {
         let mut c = Client::connect(gate.addr);
         c.write(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
         let wire = c
-            .read_to_close(Duration::from_secs(5))
+            .read_to_close(WAIT)
             .unwrap_or_else(|| panic!("{path}: client connection left open"));
         let text = String::from_utf8_lossy(&wire);
         let (head, body) = text
@@ -986,14 +997,106 @@ fn only_idempotent_requests_are_replayed_after_a_stale_pooled_connection() {
     assert_eq!(node.connections(), 2);
 }
 
-/// Slowloris, bounded: 200 connections trickle header bytes for 3 s
-/// (re-opened when closed) with `client_header_timeout: 1`. Each is cut
-/// off after about a second, while normal requests on new connections
-/// keep completing in under 500 ms each.
+/// Slow heads for slowloris: connections that each sent part of a request
+/// head and add a byte at a time.
+struct SlowHeads {
+    addr: SocketAddr,
+    /// Each connection, when it was opened (before its connect), and how
+    /// many bytes it trickled.
+    conns: Vec<(TcpStream, Instant, usize)>,
+}
+
+/// What [`SlowHeads::trickle`] saw of the connections the proxy ended.
+#[derive(Default)]
+struct CutOff {
+    /// How long each lived, from before its connect to its end.
+    lifetimes: Vec<Duration>,
+    /// How many of them got a `408` first.
+    answered_408: usize,
+}
+
+impl SlowHeads {
+    fn open(addr: SocketAddr, n: usize) -> SlowHeads {
+        let mut heads = SlowHeads {
+            addr,
+            conns: Vec::new(),
+        };
+        heads.conns = (0..n).map(|_| heads.connect()).collect();
+        heads
+    }
+
+    fn connect(&self) -> (TcpStream, Instant, usize) {
+        let since = Instant::now();
+        let s = TcpStream::connect(self.addr).expect("slow connect");
+        s.set_nonblocking(true).unwrap();
+        let _ = (&s).write(b"GET / HTTP/1.1\r\nHost: a\r\n");
+        (s, since, 0)
+    }
+
+    /// Sends one more head byte on each connection; one the proxy answered
+    /// or closed is replaced by a new one (when `reopen`) and counted.
+    fn trickle(&mut self, reopen: bool, cut: &mut CutOff) {
+        let trickle = b"X-Slow: 1\r\n";
+        let mut i = 0;
+        while i < self.conns.len() {
+            let (s, since, sent) = &mut self.conns[i];
+            let _ = (&*s).write(&trickle[*sent % trickle.len()..][..1]);
+            *sent += 1;
+            let mut b = [0u8; 512];
+            let ended = match (&*s).read(&mut b) {
+                Ok(0) => true,
+                Ok(n) => {
+                    if b[..n].starts_with(b"HTTP/1.1 408") {
+                        cut.answered_408 += 1;
+                    }
+                    true
+                }
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if !ended {
+                i += 1;
+                continue;
+            }
+            cut.lifetimes.push(since.elapsed());
+            if reopen {
+                self.conns[i] = self.connect();
+                i += 1;
+            } else {
+                self.conns.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Slowloris, bounded: 200 connections trickle header bytes. They hold
+/// their own connections only: with the default `client_header_timeout`
+/// (60 s, so none is cut meanwhile) normal requests on new connections are
+/// answered while all 200 are held. With `client_header_timeout: 1` every
+/// one is cut off by a 408 and a close, not before the timeout, while the
+/// attacker re-opens what is cut and normal requests go on being answered.
+/// The figures are printed for docs/operations.md; the test asserts what
+/// happened, not how fast.
 #[test]
 fn slowloris_does_not_delay_normal_requests() {
     const SLOW: usize = 200;
-    const RUN: Duration = Duration::from_secs(3);
+    const NORMAL: usize = 20;
+    let up = Upstream::named("u");
+    let gate = gate_to(up.addr, "");
+    let mut slow = SlowHeads::open(gate.addr, SLOW);
+    let mut cut = CutOff::default();
+    for i in 0..NORMAL {
+        slow.trickle(false, &mut cut);
+        assert_eq!(gate.get("/").status, 200, "normal request {i}");
+    }
+    slow.trickle(false, &mut cut);
+    assert_eq!(
+        cut.lifetimes.len(),
+        0,
+        "slow heads ended before their timeout"
+    );
+    assert_eq!(up.count(), NORMAL, "a slow head reached the upstream");
+    drop(slow);
+
     let up = Upstream::named("u");
     let gate = gate_to(up.addr, "  client_header_timeout: 1\n");
     let addr = gate.addr;
@@ -1001,61 +1104,47 @@ fn slowloris_does_not_delay_normal_requests() {
     let attacker = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let open = || {
-                let s = TcpStream::connect(addr).expect("slow connect");
-                s.set_nonblocking(true).unwrap();
-                let _ = (&s).write(b"GET / HTTP/1.1\r\nHost: a\r\n");
-                (s, Instant::now(), 0usize)
-            };
-            let mut conns: Vec<_> = (0..SLOW).map(|_| open()).collect();
-            let mut lifetimes = Vec::new();
-            let mut answered_408 = 0;
+            let mut slow = SlowHeads::open(addr, SLOW);
+            let mut cut = CutOff::default();
             let mut opened = SLOW;
-            let trickle = b"X-Slow: 1\r\n";
-            let started = Instant::now();
-            while started.elapsed() < RUN {
-                for slot in conns.iter_mut() {
-                    let (s, since, sent) = slot;
-                    let _ = (&*s).write(&trickle[*sent % trickle.len()..][..1]);
-                    *sent += 1;
-                    let mut b = [0u8; 512];
-                    let closed = match (&*s).read(&mut b) {
-                        Ok(0) => true,
-                        Ok(n) => {
-                            if b[..n].starts_with(b"HTTP/1.1 408") {
-                                answered_408 += 1;
-                            }
-                            true
-                        }
-                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                    };
-                    if closed {
-                        lifetimes.push(since.elapsed());
-                        *slot = open();
-                        opened += 1;
-                    }
+            // Until every connection of the first round was cut (they were
+            // all opened before any re-opened one), and the test says so.
+            let deadline = Instant::now() + WAIT * 2;
+            while !(cut.lifetimes.len() >= SLOW && stop.load(Ordering::SeqCst)) {
+                let before = cut.lifetimes.len();
+                slow.trickle(true, &mut cut);
+                opened += cut.lifetimes.len() - before;
+                if Instant::now() > deadline {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            stop.store(true, Ordering::SeqCst);
-            (opened, lifetimes, answered_408)
+            (opened, cut)
         })
     };
     let mut latencies = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
+    while latencies.len() < NORMAL || !attacker.is_finished() {
         let t = Instant::now();
         let r = gate.get("/");
-        let took = t.elapsed();
+        latencies.push(t.elapsed());
         assert_eq!(r.status, 200);
-        latencies.push(took);
+        if latencies.len() >= NORMAL {
+            stop.store(true, Ordering::SeqCst);
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (opened, mut lifetimes, answered_408) = attacker.join().unwrap();
+    let (
+        opened,
+        CutOff {
+            mut lifetimes,
+            answered_408,
+        },
+    ) = attacker.join().unwrap();
     latencies.sort();
     lifetimes.sort();
     let pct = |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
     eprintln!(
-        "slowloris: {SLOW} concurrent slow connections for {RUN:?} ({opened} opened), \
+        "slowloris: {SLOW} concurrent slow connections ({opened} opened), \
          {} cut off by the proxy ({answered_408} with a 408), lifetime min {:?} median {:?} max {:?}; \
          {} normal requests: p50 {:?} p99 {:?} max {:?}",
         lifetimes.len(),
@@ -1067,25 +1156,20 @@ fn slowloris_does_not_delay_normal_requests() {
         pct(&latencies, 99),
         latencies.last().unwrap(),
     );
-    assert!(latencies.len() >= 20, "too few normal requests completed");
-    let slowest = *latencies.last().unwrap();
-    assert!(
-        slowest < Duration::from_millis(500),
-        "a normal request took {slowest:?}"
-    );
-    // Every slow connection alive at the first cut-off was cut off by the
-    // header timeout, at about 1 s.
     assert!(
         lifetimes.len() >= SLOW,
-        "only {} slow connections cut off",
-        lifetimes.len()
+        "only {} slow connections cut off within {:?}",
+        lifetimes.len(),
+        WAIT * 2
     );
+    // Each lifetime starts before its connect, so before the proxy's
+    // timer: a loaded machine only makes it longer. 0.9 of the timeout,
+    // against clock granularity.
     assert!(
         lifetimes[0] >= Duration::from_millis(900),
         "cut off early: {:?}",
         lifetimes[0]
     );
-    assert!(pct(&lifetimes, 50) < Duration::from_millis(1600));
     assert_eq!(
         up.count(),
         latencies.len(),
@@ -1094,7 +1178,9 @@ fn slowloris_does_not_delay_normal_requests() {
 }
 
 /// A client that sends its body a byte at a time and one that never reads
-/// its (large) response hold their own connections only.
+/// its (large) response hold their own connections only: normal requests
+/// are answered while they are held (the default timeouts, 60 s, cut none
+/// of them meanwhile). The slowest is printed for docs/operations.md.
 #[test]
 fn slow_body_and_slow_reader_do_not_delay_others() {
     let big = vec![b'y'; 8 << 20];
@@ -1130,23 +1216,24 @@ fn slow_body_and_slow_reader_do_not_delay_others() {
             s
         })
         .collect();
-    let started = Instant::now();
     let mut slowest = Duration::ZERO;
-    let mut n = 0;
-    while started.elapsed() < Duration::from_secs(2) {
+    let n = 50;
+    for i in 0..n {
         for s in slow_bodies.iter_mut() {
             let _ = s.write_all(b"b");
         }
         let t = Instant::now();
-        assert_eq!(gate.get("/").status, 200);
+        assert_eq!(gate.get("/").status, 200, "normal request {i}");
         slowest = slowest.max(t.elapsed());
-        n += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("slow body/slow reader: {n} normal requests, slowest {slowest:?}");
-    assert!(
-        slowest < Duration::from_millis(500),
-        "a normal request took {slowest:?}"
-    );
+    // Every slow body was still held, unanswered and open, after them.
+    for (i, s) in slow_bodies.iter_mut().enumerate() {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let held = matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(held, "slow body {i} was answered or closed");
+    }
     readers.clear();
 }
