@@ -19,18 +19,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Polls `f` every 20 ms for at most `limit`.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn body_rewrite_changes_the_length_and_content_length_follows() {
     let up = Upstream::start(|_| {
@@ -233,9 +221,7 @@ fn ticks_update_shared_data_that_every_worker_reads() {
     gate.get("/");
     let ticks = |r: &Response| r.header("x-ticks").and_then(|v| v.parse::<u64>().ok());
     assert!(
-        eventually(Duration::from_secs(3), || ticks(&gate.get("/"))
-            .unwrap_or(0)
-            >= 5),
+        eventually(WAIT, || ticks(&gate.get("/")).unwrap_or(0) >= 5),
         "ticks never advanced"
     );
     // New connections spread over both workers; each sees the shared value.
@@ -271,7 +257,7 @@ fn queue_producer_and_consumer() {
             .unwrap_or(0)
     };
     assert!(
-        eventually(Duration::from_secs(3), || consumed() >= 5),
+        eventually(WAIT, || consumed() >= 5),
         "on_queue_ready never consumed the items: {}",
         gate.log()
     );
@@ -300,7 +286,7 @@ fn plugin_metrics_are_exported_on_the_status_listener() {
     };
     // A request is counted just after its response is written.
     let counted = "apisix_http_status{code=\"200\",route=\"main\"} 3";
-    assert!(eventually(Duration::from_secs(2), || scrape().contains(counted)));
+    assert!(eventually(WAIT, || scrape().contains(counted)));
     let metrics = scrape();
     assert!(
         metrics.contains("apisix_wasm_probe_requests_total 3"),
@@ -414,11 +400,12 @@ fn a_tick_resumes_a_paused_request() {
     let r = gate.get("/");
     let took = started.elapsed();
     assert_eq!(r.status, 200);
+    // The pause is the behaviour: the request waited for the tick (the
+    // plugin's own clock and the client's, which starts first, both say
+    // at least 100 ms), and it was resumed at all (a request left paused
+    // would not be answered within the client's `WAIT`).
     let paused: u64 = r.header("x-paused-ms").unwrap().parse().unwrap();
     assert!(paused >= 100, "resumed after {paused} ms");
-    assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(100), "{took:?}");
     assert_eq!(up.count(), 1);
 }

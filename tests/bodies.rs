@@ -195,10 +195,7 @@ fn a_plugin_holding_a_request_body_past_the_buffer_limit_gets_413() {
     let r = c.read_response(false);
     assert_eq!(r.status, 413, "{}", gate.log());
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(
-        c.closed_within(Duration::from_secs(2)),
-        "connection left open"
-    );
+    assert!(c.closed_within(WAIT), "connection left open");
     assert_eq!(up.count(), 0, "a refused body never reaches the node");
     assert!(gate.wait_for_log("a plugin held more of the request body than max_buffered_body"));
 
@@ -236,10 +233,7 @@ fn a_plugin_failing_at_the_end_of_a_spilled_body_fails_only_that_request() {
     c.write(&raw);
     let r = c.read_response(false);
     assert_eq!(r.status, 503, "{}", gate.log());
-    assert!(
-        c.closed_within(Duration::from_secs(2)),
-        "connection left open"
-    );
+    assert!(c.closed_within(WAIT), "connection left open");
 
     let r = gate.get("/after");
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));

@@ -1,9 +1,10 @@
 //! Configuration from etcd (issue #9): tinygate nodes following a real
 //! etcd (Debian's `etcd-server`, started here on loopback ports) the way
-//! APISIX data planes do. Changes reach every node within a second; etcd
-//! going away, coming back, compacting past the watched revision or
-//! losing one endpoint of several costs no request; `tinygate etcd put`
-//! loads an `apisix.yaml`.
+//! APISIX data planes do. Every change reaches every node through its
+//! watch; etcd going away, coming back, compacting past the watched
+//! revision or losing one endpoint of several costs no request; `tinygate
+//! etcd put` loads an `apisix.yaml`. Waits are bounded (`WAIT`) and assert
+//! what was served, not how fast: the propagation times are printed.
 
 use crate::util::*;
 use serde_json::{json, Value};
@@ -14,9 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long a change may take to be served by every node.
-const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// A single-member etcd cluster on loopback ports, data in a temp dir;
 /// killed on drop.
@@ -233,16 +231,17 @@ pub(crate) fn start_gate(config: &str) -> Gate {
 }
 
 /// Polls every gate until `ok` holds for each one's answer to `GET path`;
-/// how long it took. Panics after 10 s with the gates' logs.
+/// how long it took (to print, not to assert). Panics after [`WAIT`] with
+/// the gates' logs.
 pub(crate) fn until_all(gates: &[&Gate], path: &str, ok: impl Fn(&Response) -> bool) -> Duration {
     let start = Instant::now();
     let mut pending: Vec<&Gate> = gates.to_vec();
     while !pending.is_empty() {
         pending.retain(|g| !ok(&g.get(path)));
-        if start.elapsed() > Duration::from_secs(10) {
+        if start.elapsed() > WAIT {
             let logs: Vec<String> = pending.iter().map(|g| g.log()).collect();
             panic!(
-                "GET {path} not as expected after 10 s; logs:\n{}",
+                "GET {path} not as expected after {WAIT:?}; logs:\n{}",
                 logs.join("\n---\n")
             );
         }
@@ -256,7 +255,7 @@ pub(crate) fn from(name: &'static str) -> impl Fn(&Response) -> bool {
 }
 
 #[test]
-fn two_nodes_apply_an_added_changed_and_deleted_route_within_a_second() {
+fn two_nodes_apply_an_added_changed_and_deleted_route() {
     let etcd = Etcd::start();
     let (a, b) = (Upstream::named("a"), Upstream::named("b"));
     etcd.put("/apisix/routes/", "init_dir"); // APISIX's placeholder
@@ -266,27 +265,31 @@ fn two_nodes_apply_an_added_changed_and_deleted_route_within_a_second() {
     let gates = [&one, &two];
     until_all(&gates, "/base", from("a"));
 
-    etcd.put("/apisix/routes/new", &route("/new", a.addr));
-    let added = until_all(&gates, "/new", from("a"));
+    let revision = etcd.put("/apisix/routes/new", &route("/new", a.addr));
+    let added = (revision, until_all(&gates, "/new", from("a")));
 
-    etcd.put("/apisix/routes/new", &route("/new", b.addr));
-    let changed = until_all(&gates, "/new", from("b"));
+    let revision = etcd.put("/apisix/routes/new", &route("/new", b.addr));
+    let changed = (revision, until_all(&gates, "/new", from("b")));
 
-    etcd.delete("/apisix/routes/new");
-    let deleted = until_all(&gates, "/new", |r| r.status == 404);
+    let revision = etcd.delete("/apisix/routes/new");
+    let deleted = (revision, until_all(&gates, "/new", |r| r.status == 404));
 
     eprintln!(
-        "etcd propagation to 2 nodes: added {added:?}, changed {changed:?}, deleted {deleted:?}"
+        "etcd propagation to 2 nodes: added {:?}, changed {:?}, deleted {:?}",
+        added.1, changed.1, deleted.1
     );
-    for (what, took) in [("added", added), ("changed", changed), ("deleted", deleted)] {
-        assert!(took < PROPAGATION, "{what} took {took:?}");
-    }
     assert_eq!(one.get("/base").status, 200);
-    assert!(
-        one.log().contains("reloaded (etcd revision"),
-        "{}",
-        one.log()
-    );
+    // Each change was applied on its own, at its revision, by each node.
+    for (what, (revision, _)) in [("added", added), ("changed", changed), ("deleted", deleted)] {
+        for gate in gates {
+            let line = format!("reloaded (etcd revision {revision})");
+            assert!(
+                gate.log().contains(&line),
+                "{what}: no {line:?} in\n{}",
+                gate.log()
+            );
+        }
+    }
 }
 
 #[test]
@@ -315,7 +318,7 @@ fn invalid_items_are_logged_and_skipped() {
     assert!(stderr.contains("etcd /apisix/routes/bad"), "{stderr}");
 }
 
-/// A bounded client loop: requests to `path` until stopped (at most 30 s);
+/// A bounded client loop: requests to `path` until stopped (at most 2 min);
 /// (successes, failures with what went wrong).
 struct Load {
     stop: Arc<AtomicBool>,
@@ -331,7 +334,7 @@ impl Load {
         let failed = Arc::new(Mutex::new(Vec::new()));
         let (s, o, f) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
         let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + WAIT * 6;
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match try_get(addr, path) {
                     Ok(200) => {
@@ -351,6 +354,17 @@ impl Load {
         }
     }
 
+    /// Waits (bounded: [`WAIT`]) until `n` more requests succeeded.
+    fn wait_for_more(&self, n: usize, gate: &Gate) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        assert!(
+            eventually(WAIT, || self.ok.load(Ordering::Relaxed) >= target),
+            "fewer than {n} more requests served; failures: {:?}\n{}",
+            self.failed.lock().unwrap(),
+            gate.log()
+        );
+    }
+
     /// Stops the loop: (successes, failures).
     fn finish(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
@@ -363,7 +377,7 @@ impl Load {
 /// One GET on a new connection, without panicking: the status.
 fn try_get(addr: SocketAddr, path: &str) -> Result<u16, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -386,20 +400,21 @@ fn etcd_killed_and_restarted_loses_no_request_and_later_changes_apply() {
     let gate = start_gate(&etcd_config(&[etcd.url()], ""));
     until_all(&[&gate], "/base", from("a"));
 
+    // Requests are served before etcd goes, while it is away, and after it
+    // is back: each phase waits for some more of them.
     let load = Load::start(gate.addr, "/base");
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_more(20, &gate);
     etcd.kill();
     assert!(gate.wait_for_log("serving the last configuration"));
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(20, &gate);
     etcd.launch();
     let revision = etcd.put("/apisix/routes/after", &route("/after", a.addr));
     let took = until_all(&[&gate], "/after", from("a"));
-    std::thread::sleep(Duration::from_millis(100));
+    load.wait_for_more(20, &gate);
     let (ok, failed) = load.finish();
 
     eprintln!("etcd restart: {ok} requests served, change after restart applied in {took:?}");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
-    assert!(ok > 50, "only {ok} requests");
     assert!(
         gate.log()
             .contains(&format!("reloaded (etcd revision {revision})")),
@@ -511,9 +526,9 @@ fn a_lost_endpoint_fails_over_to_the_next_one() {
 
     first.cut();
     etcd.put("/apisix/routes/r", &route("/r", a.addr));
+    // The first endpoint stays cut: only the next one can bring the change.
     let took = until_all(&[&gate], "/r", from("a"));
     eprintln!("failover: change applied {took:?} after the endpoint was lost");
-    assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(
         gate.log().contains(&format!("on {}", second.url())),
         "{}",
@@ -581,7 +596,7 @@ fn read_or_empty(path: &Path) -> String {
 }
 
 fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         if cond() {
             return true;

@@ -215,9 +215,12 @@ fn load(gate: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<JoinHand
 }
 
 /// The load test: three nodes, one killed and restarted while 8
-/// keep-alive clients send GETs (bounded: 4 s). A GET can always be
-/// replayed, so no request may fail; the figures are printed for the
-/// docs/configuration.md (`cargo test --release --test tests failover::load -- --nocapture`).
+/// keep-alive clients send GETs. A GET can always be replayed, so no
+/// request may fail. Each phase lasts until what it is about happened
+/// (bounded by `WAIT`): the load reached the node; the health check saw it
+/// dead and the others served on; it came back and served again. The
+/// figures are printed for the docs/configuration.md (`cargo test --release
+/// --test tests failover::load -- --nocapture`).
 #[test]
 fn load_with_a_node_killed_and_restarted_loses_no_request() {
     let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| Node::start(n)).collect();
@@ -229,12 +232,19 @@ fn load_with_a_node_killed_and_restarted_loses_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let clients = load(gate.addr, 8, stop.clone());
-    std::thread::sleep(Duration::from_millis(1300));
+    let phase = |what: &str, cond: &dyn Fn() -> bool| {
+        assert!(eventually(WAIT, cond), "{what}\n{}", gate.log());
+    };
+    phase("the load reached node c", &|| nodes[2].served() >= 50);
     let before_kill = nodes[2].served();
     nodes[2].kill();
-    std::thread::sleep(Duration::from_millis(1300));
+    let others = |nodes: &[Node]| nodes[0].served() + nodes[1].served();
+    let at_kill = others(&nodes);
+    let down = format!("node {} is now unhealthy", nodes[2].addr);
+    phase("node c seen dead", &|| gate.log().contains(&down));
+    phase("served on without c", &|| others(&nodes) >= at_kill + 200);
     nodes[2].restart();
-    std::thread::sleep(Duration::from_millis(1400));
+    phase("node c back in use", &|| nodes[2].served() >= 50);
     stop.store(true, Ordering::SeqCst);
     let mut total = Tally::default();
     for c in clients {
@@ -255,7 +265,6 @@ fn load_with_a_node_killed_and_restarted_loses_no_request() {
         served[0],
         served[1]
     );
-    assert!(total.ok > 500, "the load ran: {total:?}");
     assert_eq!(failed, 0, "{total:?}\n{}", gate.log());
 }
 
@@ -304,7 +313,7 @@ fn a_body_that_stalls_is_cut_at_the_read_timeout() {
         );
         assert!(gate.wait_for_log("timed out"), "{framing}: {}", gate.log());
         let log = std::fs::read_to_string(gate.dir.join("access.log")).unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + WAIT;
         let mut log = log;
         while !log.contains("\"GET / HTTP/1.1\" 200 5 ") && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -345,7 +354,7 @@ fn a_node_failing_while_plugins_hold_the_head_gets_an_answer() {
         let r = gate.get("/");
         assert_eq!(r.status, status, "a node that {behaviour}: {}", r.text());
         let path = gate.dir.join("access.log");
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline
             && !std::fs::read_to_string(&path)
                 .unwrap_or_default()
@@ -460,7 +469,7 @@ fn idle_connections_a_node_closes_do_not_linger_in_close_wait() {
     let pooled = node.conns.lock().unwrap().len();
     assert!(pooled >= 2, "several idle connections: {pooled}");
     node.close_connections();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     while close_wait_to(node.addr.port()) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

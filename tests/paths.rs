@@ -126,7 +126,7 @@ fn check_spellings(gate: &Gate, up: &Upstream, table: &[(&str, Outcome)]) {
 
 /// The access log's `"$request"` fields, once `n` lines are there.
 fn logged_requests(gate: &Gate, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(gate.dir.join("access.log")).unwrap_or_default();
         let lines: Vec<String> = text

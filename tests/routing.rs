@@ -105,7 +105,7 @@ fn numbered_routes(order: impl Iterator<Item = usize>, up: &Upstream) -> String 
 fn scrape_counting(gate: &Gate, requests: usize) -> String {
     let addr = gate.status_addr();
     let want = format!("apisix_http_requests_total {requests}\n");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = send(
             addr,

@@ -178,7 +178,7 @@ fn https_requests_go_through_routing_plugins_and_the_access_log() {
     let r = c.request(&get("nowhere.example.com")).unwrap();
     assert_eq!(r.status, 404);
     let log_file = gate.dir.join("access.log");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     while std::fs::read_to_string(&log_file)
         .unwrap_or_default()
         .lines()

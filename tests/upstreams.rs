@@ -67,8 +67,12 @@ fn upstream_that_never_answers_is_504_after_the_read_timeout() {
     let gate = Gate::start(&config_yaml(&[], ""), &routes);
     let started = Instant::now();
     let r = gate.get("/");
+    let took = started.elapsed();
     assert_eq!(r.status, 504);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // The read timeout is the behaviour: the 504 comes from it (the node
+    // never answers, and the client waits `WAIT`, far past 0.3 s), and not
+    // before it (0.9 of it; the client's clock starts first).
+    assert!(took >= Duration::from_millis(270), "504 after {took:?}");
 }
 
 #[test]
