@@ -22,6 +22,9 @@ mod cli;
 mod docs;
 /// Strict request parsing, limits and timeouts, upstream framing, retries.
 mod edge;
+/// tinygate's own error replies on a matched route (502, 503, 504, 4xx)
+/// through the plugins' response hooks, as APISIX and Envoy.
+mod error_replies;
 /// Configuration from etcd.
 mod etcd;
 /// etcd over TLS with client certificates, and with user authentication.

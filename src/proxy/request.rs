@@ -6,7 +6,7 @@
 //! end before the node's answer is relayed is an [`EarlyEnd`], answered in
 //! one place.
 
-use super::answer::{answer, answer_early_end, EarlyEnd};
+use super::answer::{answer, answer_early_end, answer_failure, answer_through_plugins, EarlyEnd};
 use super::body::read_through_plugins;
 use super::connection::Client;
 use super::forward::{failure_kind, send_request, Answered};
@@ -93,10 +93,9 @@ where
         Err(failed) => {
             let (chain, fault) = *failed;
             chain.finish(&mut ex);
-            let end = EarlyEnd::Fail(fault);
-            transport.ended_early(&end);
+            transport.ended_early(&EarlyEnd::Fail(fault.clone()));
             let kept = keep.after(Ending::Reply);
-            return answer_early_end(client, &head, route, &end, &ex, kept).await;
+            return answer_failure(client, &head, route, &fault, kept).await;
         }
     };
     let mut req = Request {
@@ -135,11 +134,11 @@ where
 {
     let eos = req.head.framing == Framing::Empty;
     if let Some(end) = EarlyEnd::of(req.chain.on_request_headers(&mut req.ex, eos).await) {
-        return end_early(req, client, transport, end).await;
+        return answer_early_end(req, client, transport, end).await;
     }
     let body = match read_through_plugins(req, client).await {
         Ok(body) => body,
-        Err(end) => return end_early(req, client, transport, end).await,
+        Err(end) => return answer_early_end(req, client, transport, end).await,
     };
     let route = req.route;
     if unmatched::is_no_route(route) {
@@ -147,12 +146,11 @@ where
     }
     let Some(upstream) = &route.upstream else {
         log::warn!("route {:?}: no upstream and no plugin answered", route.id);
-        let keep = req.keep.after(Ending::Reply);
-        return answer(client, &req.head, &reply::unavailable(), keep).await;
+        return answer_through_plugins(req, client, transport, reply::unavailable()).await;
     };
     match send_request(req, client, transport, upstream, body).await {
         Ok(answered) => respond(req, client, transport, answered).await,
-        Err(end) => end_early(req, client, transport, end).await,
+        Err(end) => answer_early_end(req, client, transport, end).await,
     }
 }
 
@@ -189,14 +187,13 @@ where
                 node.addr,
                 e.reason
             );
-            let keep = req.keep.after(Ending::Reply);
-            return answer(client, &req.head, &reply::bad_gateway(), keep).await;
+            return answer_through_plugins(req, client, transport, reply::bad_gateway()).await;
         }
     };
     req.ex.response_headers = response_map(&response);
     let eos = framing == Framing::Empty;
     if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, eos).await) {
-        return end_early(req, client, transport, end).await;
+        return answer_early_end(req, client, transport, end).await;
     }
     let Some(status) = status_of(&req.ex.response_headers) else {
         log::warn!("route {:?}: a plugin set an invalid :status", req.route.id);
@@ -241,7 +238,7 @@ where
 {
     req.ex.response_headers = response_map(response);
     if let Some(end) = EarlyEnd::of(req.chain.on_response_headers(&mut req.ex, false).await) {
-        return end_early(req, client, transport, end).await;
+        return answer_early_end(req, client, transport, end).await;
     }
     client.record.status = 101;
     req.ex.info.response_code = Some(101);
@@ -264,21 +261,4 @@ where
         log::debug!("route {:?}: upgraded connection ended: {e}", req.route.id);
     }
     false
-}
-
-/// Answers a request that plugins or the client ended before the node's
-/// answer was relayed (the rest of a request body is never read then, so
-/// the connection stays open only for a request without one).
-pub(super) async fn end_early<C>(
-    req: &Request<'_>,
-    client: &mut Client<C>,
-    transport: &dyn Transport,
-    end: EarlyEnd,
-) -> bool
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    transport.ended_early(&end);
-    let keep = req.keep.after(Ending::Reply);
-    answer_early_end(client, &req.head, req.route, &end, &req.ex, keep).await
 }

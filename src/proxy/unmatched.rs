@@ -5,21 +5,19 @@
 //! any response. So the request runs on a stand-in route with no plugins
 //! of its own and no upstream: the global plugins see its request headers
 //! (and its body if one of them wants it), may answer it themselves or fail
-//! it, and otherwise see the 404's headers (which they may edit, as a local
-//! response's) before it goes out, then finish as on any request.
+//! it, and otherwise see the 404 (headers and body, which they may edit,
+//! as any reply tinygate makes: `answer.rs`) before it goes out, then
+//! finish as on any request.
 //!
 //! Without global rules a request no route matched never gets here: it is
 //! answered 404 at once, as before.
 
-use super::answer::{answer_local, EarlyEnd};
+use super::answer::answer_through_plugins;
 use super::connection::Client;
-use super::keep_alive::Ending;
-use super::request::{end_early, Request};
+use super::request::Request;
 use super::transport::Transport;
 use crate::config::Route;
 use crate::http::reply;
-use crate::plugins::chain::local_response_headers;
-use crate::wasm::LocalResponse;
 use smol::io::{AsyncRead, AsyncWrite};
 
 /// The route a request no route matched is served on: no uri, no plugins
@@ -35,8 +33,8 @@ pub(super) fn is_no_route(route: &Route) -> bool {
 }
 
 /// Answers `404 Route Not Found` once the global plugins' request hooks
-/// let the request through: their response hooks see the 404's headers
-/// first, as they see a plugin's local response.
+/// let the request through: their response hooks see it first, as any
+/// reply tinygate makes on a request plugins saw.
 pub(super) async fn answer_not_found<C>(
     req: &mut Request<'_>,
     client: &mut Client<C>,
@@ -51,23 +49,5 @@ where
         req.head.method,
         req.head.target
     );
-    let reply = reply::not_found();
-    let local = LocalResponse {
-        status: reply.status,
-        details: b"route_not_found".to_vec(),
-        headers: reply.headers,
-        body: reply.body,
-    };
-    req.ex.response_headers = local_response_headers(&local);
-    req.ex.info.response_code = Some(local.status);
-    let end_of_stream = local.body.is_empty();
-    if let Some(end) = EarlyEnd::of(
-        req.chain
-            .on_response_headers(&mut req.ex, end_of_stream)
-            .await,
-    ) {
-        return end_early(req, client, transport, end).await;
-    }
-    let keep = req.keep.after(Ending::Reply);
-    answer_local(client, &req.head, &local, &req.ex, keep).await
+    answer_through_plugins(req, client, transport, reply::not_found()).await
 }
