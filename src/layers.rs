@@ -34,32 +34,7 @@ const REQUEST_PATH: &[&str] = &[
 /// Functions of the request path over [`MAX_REQUEST_PATH_FN_LINES`], as
 /// (file under `src/`, function, why it is kept or who splits it). Each
 /// entry must still be over the limit: delete it once split.
-const KNOWN_LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
-    (
-        "wasm/wasi.rs",
-        "add_to_linker",
-        "the WASI registration table, one entry per import; it runs when a module is linked, \
-         never per request",
-    ),
-    (
-        "wasm/abi/calls.rs",
-        "proxy_http_call",
-        "Envoy's checks of a call, in Envoy's order; sdk's file (issue #14): to split into \
-         reading the arguments and checking them",
-    ),
-    (
-        "wasm/abi/stream.rs",
-        "proxy_send_local_response",
-        "reading and checking a local reply's arguments; the wasm host's file: to split as \
-         proxy_http_call",
-    ),
-    (
-        "plugins/calls.rs",
-        "attempt",
-        "one proxy_http_call on the wire (dial, send, read, time out); faults' file, landed \
-         with the plugins layer (66e4db6): to split into send and read",
-    ),
-];
+const KNOWN_LONG_FUNCTIONS: &[(&str, &str, &str)] = &[];
 
 /// Parts that still depend on each other and count as one until the
 /// cycle is cut. Each entry must name parts that exist: delete it when

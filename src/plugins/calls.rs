@@ -18,8 +18,8 @@ use crate::gateway::Gateway;
 use crate::http::HeaderMap;
 use crate::http::{self, BodyReader, Head};
 use crate::net::with_timeout;
-use crate::tls;
-use crate::upstream::{self, Dial, Tls};
+use crate::tls::{self, Stream};
+use crate::upstream::{self, Conn, Dial, Tls};
 use crate::wasm::{CallResponse, HttpCall};
 use smol::io::AsyncWriteExt;
 use std::io;
@@ -81,10 +81,26 @@ pub async fn perform(target: Target, call: &HttpCall) -> Option<CallResponse> {
     }
 }
 
+/// One call on the wire: dial the target, send the request, read the whole
+/// response (the caller bounds it all with the call's timeout).
+///
+/// # Errors
+/// Any failure to resolve, connect, send or read a valid response.
 async fn attempt(target: Target, call: &HttpCall) -> io::Result<CallResponse> {
-    let get = |name: &[u8]| call.headers.get(name).unwrap_or(b"");
+    let mut conn = dial(target, call).await?;
+    conn.stream.write_all(&request_bytes(call)).await?;
+    read_response(&mut conn, call.headers.get(b":method").unwrap_or(b"")).await
+}
+
+/// Connects to where `call` goes: over TLS to an HTTPS upstream's node,
+/// with the server name its `pass_host` gives.
+///
+/// # Errors
+/// The target does not resolve, the upstream has no TLS client, or the
+/// connection or its handshake fails or times out.
+async fn dial(target: Target, call: &HttpCall) -> io::Result<Conn<Stream>> {
     let (addr, up) = resolve(target).await?;
-    let authority = String::from_utf8_lossy(get(b":authority"));
+    let authority = String::from_utf8_lossy(call.headers.get(b":authority").unwrap_or(b""));
     let name = up
         .as_ref()
         .map(|(u, node)| server_name(u, *node, &authority));
@@ -105,7 +121,15 @@ async fn attempt(target: Target, call: &HttpCall) -> io::Result<CallResponse> {
                 server_name,
             }),
     };
-    let mut conn = upstream::dial(&dial, call.timeout).await?;
+    upstream::dial(&dial, call.timeout).await
+}
+
+/// The call's request on the wire: its pseudo-headers as the request line
+/// and `host`, its other valid fields but framing, a `content-length`
+/// when there is a body (or the method expects one), and
+/// `connection: close`.
+fn request_bytes(call: &HttpCall) -> Vec<u8> {
+    let get = |name: &[u8]| call.headers.get(name).unwrap_or(b"");
     let method = get(b":method");
     let mut out = Vec::with_capacity(256 + call.body.len());
     out.extend_from_slice(method);
@@ -126,8 +150,16 @@ async fn attempt(target: Target, call: &HttpCall) -> io::Result<CallResponse> {
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(&call.body);
-    conn.stream.write_all(&out).await?;
+    out
+}
 
+/// Reads the response to a request made with `method`: its final head
+/// (1xx heads skipped) and its whole body, up to [`MAX_CALL_RESPONSE`].
+///
+/// # Errors
+/// The connection fails or closes early, the head is invalid or too
+/// large, or the body is over the limit.
+async fn read_response(conn: &mut Conn<Stream>, method: &[u8]) -> io::Result<CallResponse> {
     let head = loop {
         let n = match conn
             .buf

@@ -118,8 +118,16 @@ macro_rules! wasi_stub {
     }};
 }
 
-/// Defines all of WASI preview1 under both module names.
+/// Defines all of WASI preview1 under both module names, group by group.
 pub(crate) fn add_to_linker(funcs: &mut HostFuncs<'_>) {
+    add_process(funcs);
+    add_clocks_and_scheduling(funcs);
+    add_file_descriptors(funcs);
+    add_paths_and_sockets(funcs);
+}
+
+/// `proc_exit`, the arguments and the environment.
+fn add_process(funcs: &mut HostFuncs<'_>) {
     for module in MODULES {
         funcs.define(
             module,
@@ -134,14 +142,20 @@ pub(crate) fn add_to_linker(funcs: &mut HostFuncs<'_>) {
     wasi_fn!(funcs, args_get(argv_ptr: u32, argv_buf_ptr: u32));
     wasi_fn!(funcs, environ_sizes_get(count_ptr: u32, buf_size_ptr: u32));
     wasi_fn!(funcs, environ_get(environ_ptr: u32, environ_buf_ptr: u32));
-    // Clocks, randomness, scheduling.
+}
+
+/// Clocks, randomness, scheduling and signals.
+fn add_clocks_and_scheduling(funcs: &mut HostFuncs<'_>) {
     wasi_fn!(funcs, clock_res_get(clock_id: u32, ret_ptr: u32));
     wasi_fn!(funcs, clock_time_get(clock_id: u32, precision: u64, ret_ptr: u32));
     wasi_fn!(funcs, random_get(buf_ptr: u32, buf_len: u32));
     wasi_fn!(funcs, sched_yield());
     wasi_fn!(funcs, poll_oneoff(in_ptr: u32, out_ptr: u32, nsubscriptions: u32, ret_nevents_ptr: u32));
     wasi_stub!(funcs, Errno::NOTSUP, proc_raise(u32));
-    // File descriptors: only stdout and stderr exist.
+}
+
+/// File descriptors: only stdout and stderr exist.
+fn add_file_descriptors(funcs: &mut HostFuncs<'_>) {
     wasi_fn!(funcs, fd_write(fd: u32, iovs_ptr: u32, iovs_len: u32, ret_nwritten_ptr: u32));
     wasi_fn!(funcs, fd_pwrite(fd: u32, iovs_ptr: u32, iovs_len: u32, offset: u64, ret_nwritten_ptr: u32));
     wasi_fn!(funcs, fd_fdstat_get(fd: u32, ret_stat_ptr: u32));
@@ -163,7 +177,10 @@ pub(crate) fn add_to_linker(funcs: &mut HostFuncs<'_>) {
     wasi_stub!(funcs, Errno::NOSYS, fd_fdstat_set_flags(u32, u32));
     wasi_stub!(funcs, Errno::NOTDIR, fd_readdir(u32, u32, u32, u64, u32));
     wasi_stub!(funcs, Errno::NOTSUP, fd_renumber(u32, u32));
-    // Paths: there is no filesystem.
+}
+
+/// Paths and sockets: stubs, as there is no filesystem and no network.
+fn add_paths_and_sockets(funcs: &mut HostFuncs<'_>) {
     wasi_stub!(
         funcs,
         Errno::NOENT,

@@ -64,13 +64,19 @@ pub(super) fn proxy_http_call(
     timeout_ms: u32,
     ret_call_id_ptr: u32,
 ) -> HostResult {
+    let args = CallArgs {
+        target: (upstream_ptr, upstream_size),
+        headers: (headers_ptr, headers_size),
+        body: (body_ptr, body_size),
+        trailers: (trailers_ptr, trailers_size),
+    };
     memory::check(
         caller,
         &[
-            (upstream_ptr, upstream_size),
-            (headers_ptr, headers_size),
-            (body_ptr, body_size),
-            (trailers_ptr, trailers_size),
+            args.target,
+            args.headers,
+            args.body,
+            args.trailers,
             (ret_call_id_ptr, 4),
         ],
     )?;
@@ -82,66 +88,8 @@ pub(super) fn proxy_http_call(
             "proxy_http_call outside any context",
         );
     };
-    if upstream_size > MAX_TARGET
-        || headers_size as usize > MAX_PAIRS_BYTES
-        || trailers_size as usize > MAX_PAIRS_BYTES
-        || body_size > MAX_CALL_BODY
-    {
-        return reject(
-            caller,
-            "http_call: size",
-            "proxy_http_call: target, headers, body or trailers too large",
-        );
-    }
-    let target = memory::read(caller, upstream_ptr, upstream_size)?;
-    let headers = memory::read(caller, headers_ptr, headers_size)?;
-    let body = memory::read(caller, body_ptr, body_size)?;
-    let trailers = memory::read(caller, trailers_ptr, trailers_size)?;
-    let Ok(target) = String::from_utf8(target) else {
-        return reject(
-            caller,
-            "http_call: target",
-            "proxy_http_call: the target is not UTF-8",
-        );
-    };
-    let (Ok(headers), Ok(trailers)) = (pairs::parse(&headers), pairs::parse(&trailers)) else {
-        return reject(
-            caller,
-            "http_call: pairs",
-            "proxy_http_call: malformed header or trailer map",
-        );
-    };
-    if let Some((name, _)) = headers
-        .iter()
-        .chain(&trailers)
-        .find(|(n, v)| !valid_field(n, v))
-    {
-        let msg = format!(
-            "proxy_http_call: invalid header {:?}",
-            String::from_utf8_lossy(name)
-        );
-        return reject(caller, "http_call: field", msg);
-    }
-    let mut header_map = HeaderMap::with_capacity(headers.len());
-    header_map.set_all(headers);
-    let mut trailer_map = HeaderMap::new();
-    trailer_map.set_all(trailers);
-    if let Some(missing) = [":method", ":path", ":authority"]
-        .into_iter()
-        .find(|name| header_map.get(name.as_bytes()).is_none_or(<[u8]>::is_empty))
-    {
-        let msg = format!("proxy_http_call: the request has no {missing} header");
-        return reject(caller, "http_call: pseudo", msg);
-    }
-    let known = caller
-        .data()
-        .call_targets
-        .as_ref()
-        .is_some_and(|known| known(&target));
-    if !known && !is_host_port(&target) {
-        let msg = format!("proxy_http_call: {target:?} is neither a known upstream nor host:port");
-        return reject(caller, "http_call: target", msg);
-    }
+    let raw = read_call(caller, &args)?;
+    let request = check_call(caller, raw)?;
     if caller.data().pending_calls.len() >= MAX_PENDING_CALLS {
         caller.data_mut().warn_once(
             "http_call: pending",
@@ -157,10 +105,10 @@ pub(super) fn proxy_http_call(
         call_id,
         root,
         context,
-        target,
-        headers: header_map,
-        body,
-        trailers: trailer_map,
+        target: request.target,
+        headers: request.headers,
+        body: request.body,
+        trailers: request.trailers,
         timeout: match timeout_ms {
             0 => DEFAULT_CALL_TIMEOUT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -271,6 +219,120 @@ pub(super) fn proxy_call_foreign_function(
     Err(Status::NotFound.into())
 }
 
+/// Where a `proxy_http_call`'s request is in guest memory: (pointer,
+/// size) of each part.
+struct CallArgs {
+    target: (u32, u32),
+    headers: (u32, u32),
+    body: (u32, u32),
+    trailers: (u32, u32),
+}
+
+/// A call's request as the guest passed it, not yet checked.
+struct RawCall {
+    target: Vec<u8>,
+    headers: Vec<u8>,
+    body: Vec<u8>,
+    trailers: Vec<u8>,
+}
+
+/// A call's request once [`check_call`] accepted it.
+struct CallRequest {
+    target: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    trailers: HeaderMap,
+}
+
+/// Copies a call's parts out of guest memory, refusing any part over its
+/// limit before copying anything.
+///
+/// # Errors
+/// BAD_ARGUMENT for a part over its limit; a memory error or a trap from
+/// reading.
+fn read_call(caller: &mut Caller<'_, HostState>, args: &CallArgs) -> HostResult<RawCall> {
+    if args.target.1 > MAX_TARGET
+        || args.headers.1 as usize > MAX_PAIRS_BYTES
+        || args.trailers.1 as usize > MAX_PAIRS_BYTES
+        || args.body.1 > MAX_CALL_BODY
+    {
+        return reject(
+            caller,
+            "http_call: size",
+            "proxy_http_call: target, headers, body or trailers too large",
+        );
+    }
+    let mut read = |(ptr, size): (u32, u32)| memory::read(caller, ptr, size);
+    Ok(RawCall {
+        target: read(args.target)?,
+        headers: read(args.headers)?,
+        body: read(args.body)?,
+        trailers: read(args.trailers)?,
+    })
+}
+
+/// Checks a call's request as Envoy does, in Envoy's order: a UTF-8
+/// target, well-formed header and trailer maps, valid fields, the
+/// `:method`, `:path` and `:authority` headers, then a target that is a
+/// known upstream or a `host:port`.
+///
+/// # Errors
+/// BAD_ARGUMENT for the first check that fails, explained once per VM.
+fn check_call(caller: &mut Caller<'_, HostState>, raw: RawCall) -> HostResult<CallRequest> {
+    let Ok(target) = String::from_utf8(raw.target) else {
+        return reject(
+            caller,
+            "http_call: target",
+            "proxy_http_call: the target is not UTF-8",
+        );
+    };
+    let (Ok(headers), Ok(trailers)) = (pairs::parse(&raw.headers), pairs::parse(&raw.trailers))
+    else {
+        return reject(
+            caller,
+            "http_call: pairs",
+            "proxy_http_call: malformed header or trailer map",
+        );
+    };
+    if let Some((name, _)) = headers
+        .iter()
+        .chain(&trailers)
+        .find(|(n, v)| !valid_field(n, v))
+    {
+        let msg = format!(
+            "proxy_http_call: invalid header {:?}",
+            String::from_utf8_lossy(name)
+        );
+        return reject(caller, "http_call: field", msg);
+    }
+    let mut header_map = HeaderMap::with_capacity(headers.len());
+    header_map.set_all(headers);
+    let mut trailer_map = HeaderMap::new();
+    trailer_map.set_all(trailers);
+    if let Some(missing) = [":method", ":path", ":authority"]
+        .into_iter()
+        .find(|name| header_map.get(name.as_bytes()).is_none_or(<[u8]>::is_empty))
+    {
+        let msg = format!("proxy_http_call: the request has no {missing} header");
+        return reject(caller, "http_call: pseudo", msg);
+    }
+    let known = caller
+        .data()
+        .call_targets
+        .as_ref()
+        .is_some_and(|known| known(&target));
+    if !known && !is_host_port(&target) {
+        let msg = format!("proxy_http_call: {target:?} is neither a known upstream nor host:port");
+        return reject(caller, "http_call: target", msg);
+    }
+    Ok(CallRequest {
+        target,
+        headers: header_map,
+        body: raw.body,
+        trailers: trailer_map,
+    })
+}
+
 /// True for `host:port` with a non-empty host (an IPv6 literal in
 /// brackets) and a numeric port in 1..=65535.
 fn is_host_port(target: &str) -> bool {
@@ -300,11 +362,11 @@ fn next_call_id(state: &mut HostState) -> u32 {
 }
 
 /// Refuses a call with BAD_ARGUMENT, explaining why once per VM and `key`.
-fn reject(
+fn reject<T>(
     caller: &mut Caller<'_, HostState>,
     key: &'static str,
     why: impl std::fmt::Display,
-) -> HostResult {
+) -> HostResult<T> {
     caller.data_mut().warn_once(key, why);
     Err(Status::BadArgument.into())
 }

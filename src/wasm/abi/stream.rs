@@ -123,64 +123,102 @@ pub(super) fn proxy_send_local_response(
     )?;
 
     let details = memory::read(caller, details_ptr, details_size.min(MAX_DETAILS))?;
-    let mut status = match u16::try_from(status_code) {
-        Ok(code @ 200..=599) => code,
-        _ => {
-            warn(
-                caller.data(),
-                &format!("invalid status {status_code}, sending 500"),
-            );
-            500
-        }
+    let status = local_status(caller.data(), status_code);
+    let (status, body) = match local_body(caller, body_ptr, body_size)? {
+        Some(body) => (status, body),
+        None => (500, Vec::new()),
     };
-    let body = if body_size > MAX_LOCAL_RESPONSE_BODY {
-        warn(
-            caller.data(),
-            &format!("body of {body_size} bytes is over the limit, sending an empty 500"),
-        );
-        status = 500;
-        Vec::new()
-    } else {
-        memory::read(caller, body_ptr, body_size)?
-    };
-    let headers = if headers_size as usize > MAX_PAIRS_BYTES {
-        warn(
-            caller.data(),
-            "headers are over the size limit, sending none",
-        );
-        Vec::new()
-    } else {
-        let raw = memory::read(caller, headers_ptr, headers_size)?;
-        let parsed = pairs::parse(&raw).unwrap_or_else(|_| {
-            warn(caller.data(), "malformed serialized headers, sending none");
-            Vec::new()
-        });
-        let call = "send_local_response";
-        for (name, value) in &parsed {
-            check_field(caller.data(), call, name, value)?;
-        }
-        parsed
-            .into_iter()
-            .filter(|(name, value)| {
-                let ok = valid_field(name, value) && !name.starts_with(b":");
-                if !ok {
-                    warn_invalid(caller.data(), call, name, value);
-                } else if crate::http::is_framing(name) {
-                    warn_framing(caller.data(), call, name);
-                    return false;
-                }
-                ok
-            })
-            .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .collect()
-    };
+    let headers = local_headers(caller, headers_ptr, headers_size)?;
     let response = LocalResponse {
         status,
         details,
         headers,
         body,
     };
-    let state = caller.data_mut();
+    deliver_local_response(caller.data_mut(), response);
+    Ok(())
+}
+
+/// A local reply's status: the plugin's if it is one (200 to 599), else
+/// 500.
+fn local_status(state: &HostState, status_code: u32) -> u16 {
+    match u16::try_from(status_code) {
+        Ok(code @ 200..=599) => code,
+        _ => {
+            warn(state, &format!("invalid status {status_code}, sending 500"));
+            500
+        }
+    }
+}
+
+/// A local reply's body, or `None` when it is over
+/// [`MAX_LOCAL_RESPONSE_BODY`] (the reply is then an empty 500).
+///
+/// # Errors
+/// A memory error or a trap from reading the body.
+fn local_body(
+    caller: &mut Caller<'_, HostState>,
+    body_ptr: u32,
+    body_size: u32,
+) -> HostResult<Option<Vec<u8>>> {
+    if body_size > MAX_LOCAL_RESPONSE_BODY {
+        warn(
+            caller.data(),
+            &format!("body of {body_size} bytes is over the limit, sending an empty 500"),
+        );
+        return Ok(None);
+    }
+    memory::read(caller, body_ptr, body_size).map(Some)
+}
+
+/// A local reply's header fields, lower-cased: none when the map is over
+/// the size limit or malformed; invalid fields, pseudo-headers and framing
+/// fields dropped.
+///
+/// # Errors
+/// BAD_ARGUMENT for a field with CR, LF or NUL (as `headers.rs` refuses
+/// it); a memory error or a trap from reading the map.
+fn local_headers(
+    caller: &mut Caller<'_, HostState>,
+    headers_ptr: u32,
+    headers_size: u32,
+) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    if headers_size as usize > MAX_PAIRS_BYTES {
+        warn(
+            caller.data(),
+            "headers are over the size limit, sending none",
+        );
+        return Ok(Vec::new());
+    }
+    let raw = memory::read(caller, headers_ptr, headers_size)?;
+    let parsed = pairs::parse(&raw).unwrap_or_else(|_| {
+        warn(caller.data(), "malformed serialized headers, sending none");
+        Vec::new()
+    });
+    let call = "send_local_response";
+    for (name, value) in &parsed {
+        check_field(caller.data(), call, name, value)?;
+    }
+    Ok(parsed
+        .into_iter()
+        .filter(|(name, value)| {
+            let ok = valid_field(name, value) && !name.starts_with(b":");
+            if !ok {
+                warn_invalid(caller.data(), call, name, value);
+            } else if crate::http::is_framing(name) {
+                warn_framing(caller.data(), call, name);
+                return false;
+            }
+            ok
+        })
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect())
+}
+
+/// Hands a local reply to the stream it answers: the lent exchange when
+/// the effective context owns it, else an effect for that HTTP context;
+/// ignored (with a warning) outside an HTTP context.
+fn deliver_local_response(state: &mut HostState, response: LocalResponse) {
     let ctx = state.effective_context;
     if let Some(exchange) = state.stream_exchange_mut() {
         exchange.local_response = Some(response);
@@ -195,7 +233,6 @@ pub(super) fn proxy_send_local_response(
             "proxy_send_local_response outside an HTTP context: ignored",
         );
     }
-    Ok(())
 }
 
 fn continue_request(context: u32) -> Effect {
