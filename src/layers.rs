@@ -80,8 +80,9 @@ const KNOWN_LOCKS: &[(&str, &str)] = &[
     ),
     (
         "wasm/metrics.rs",
-        "plugin metrics, process-wide as proxy-wasm defines them: taken when a plugin \
-         defines or records one (per-worker atomics would avoid it: the wasm host's file)",
+        "the plugin-metric registry (ids, names, definers), process-wide as proxy-wasm \
+         defines metrics: taken only when a plugin defines a metric, when a VM first uses an \
+         id, at a reload and by a scrape; record/increment/get are atomics",
     ),
 ];
 

@@ -5,8 +5,8 @@
 //! [`Exchange`] and whose it is, the effective context, the context table,
 //! which hook is running (it decides which buffers are readable), the
 //! [`Effect`]s plugins leave for the proxy, the HTTP calls in flight, tick
-//! periods, contexts waiting for `proxy_done`, and the handles to the
-//! guest's memory and allocator. It must not know how the proxy serves HTTP
+//! periods, contexts waiting for `proxy_done`, the metric cells the VM has
+//! used, and the handles to the guest's memory and allocator. It must not know how the proxy serves HTTP
 //! or how plugins are configured; `vm.rs` fills it in around each call into
 //! the guest.
 
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::{MAX_TABLES, MAX_TABLE_ELEMENTS};
+use super::metrics::VmMetrics;
 use wasmi::{Memory, ResourceLimiter, StoreLimits, StoreLimitsBuilder, TypedFunc};
 use wasmi_core::LimiterError;
 
@@ -117,6 +118,9 @@ pub(crate) struct HostState {
     /// allocator, called to hand the plugin data): `memory::copy_out`
     /// bounds it.
     pub(crate) nested_guest_calls: u32,
+    /// The metrics this VM defined or used, by id: recording through them
+    /// takes no lock (`metrics.rs`).
+    pub(crate) metrics: VmMetrics,
 }
 
 /// The store's caps ([`StoreLimits`]), remembering whether they refused to
@@ -198,6 +202,7 @@ impl HostState {
             in_on_done: None,
             warned: HashSet::new(),
             nested_guest_calls: 0,
+            metrics: VmMetrics::default(),
         }
     }
 

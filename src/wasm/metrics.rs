@@ -1,20 +1,33 @@
 //! Plugin metrics (`proxy_define_metric` and friends): one process-wide
-//! registry shared by every VM on every thread, and its export as
+//! registry shared by every VM on every thread, each VM's way to the
+//! values it records ([`VmMetrics`]), and their export as
 //! [`metrics_snapshot`] and Prometheus text ([`metrics_text`]).
 //!
-//! Owns metric ids, values, the histogram buckets, the registry limits and
-//! which plugins defined each metric. The registry is a `static Mutex` held
-//! only to update or copy values. A metric is identified by `(kind, name)`,
-//! so every VM (and every worker) defining the same name shares one value,
-//! as Envoy's stats do. A metric lives as long as a plugin of the
-//! configuration being served has defined it ([`set_serving_plugins`]):
-//! the families of plugins a reload removed leave the scrape. Knows nothing
-//! about wasm or HTTP.
+//! Owns metric ids, the registry limits, which plugins defined each metric
+//! and the export; each metric's values are a [`MetricCell`]. A metric is identified by `(kind,
+//! name)`, so every VM (and every worker) defining the same name shares
+//! one value, as Envoy's stats do. A metric lives as long as a plugin of
+//! the configuration being served has defined it ([`set_serving_plugins`]):
+//! the families of plugins a reload removed leave the scrape.
+//!
+//! Recording takes no lock (docs/architecture.md, Invariants: the request
+//! path takes no contended lock). The registry (ids, names, definers, the
+//! plugins served) is a `static Mutex`, taken when a plugin defines a
+//! metric, when a VM first uses an id it did not define, at a reload and by
+//! a scrape. Each metric's values are a [`MetricCell`] of atomics in an
+//! `Arc` shared by the registry and every VM that used its id; a VM keeps
+//! id -> cell in its [`VmMetrics`], so increment, record and get touch only
+//! atomics. Dropping a metric marks its cell, so a VM that still holds the
+//! id gets NOT_FOUND, as from the registry. Knows nothing about wasm or
+//! HTTP.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
+use super::ids::IdMap;
+use super::metric_cell::{live, MetricCell, HISTOGRAM_BUCKETS};
 use super::types::{MetricKind, Status};
 
 /// Most metrics the process may define.
@@ -22,38 +35,106 @@ pub(crate) const MAX_METRICS: usize = 10_000;
 /// Longest metric name accepted.
 pub(crate) const MAX_METRIC_NAME: usize = 256;
 
-/// Returned by `define_metric` when a metric cannot be defined: no metric
-/// has this id, so later calls with it are NOT_FOUND.
+/// Returned by [`VmMetrics::define`] when a metric cannot be defined: no
+/// metric has this id, so later calls with it are NOT_FOUND.
 pub(crate) const INVALID_METRIC_ID: u32 = 0;
 
-/// Upper bounds (`le`) of the histogram buckets: powers of ten, which cover
-/// whatever unit a plugin records (bytes, microseconds, counts) with ten
-/// cheap counters. A sample above the last lands only in `+Inf`.
-pub(crate) const HISTOGRAM_BUCKETS: [u64; 10] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-];
+/// Most ids one VM keeps a cell (or a NOT_FOUND) for: as many metrics as
+/// the process may have. A VM that used more ids than that looks the
+/// others up in the registry each time.
+const MAX_VM_IDS: usize = MAX_METRICS;
+
+/// One VM's way to the metrics it uses: id -> cell, filled when it defines
+/// a metric or first uses an id (the registry's lock, once), so that
+/// increment, record and get take no lock. Kept in the VM's host state.
+#[derive(Default)]
+pub(crate) struct VmMetrics {
+    /// `None`: an id the registry had dropped when this VM first used it.
+    /// Ids are never reused, so it stays NOT_FOUND. Keys are ids the
+    /// registry handed out (see `with_cell`), hence an [`IdMap`].
+    cells: IdMap<Option<Arc<MetricCell>>>,
+}
+
+impl VmMetrics {
+    /// The stable id of metric `(kind, name)`, defined on first use by
+    /// plugin `plugin`; ids start at 1. A name too long, or a full
+    /// registry, gives [`INVALID_METRIC_ID`].
+    pub(crate) fn define(&mut self, kind: MetricKind, name: &str, plugin: &str) -> u32 {
+        let mut metrics = lock();
+        let id = metrics.define(kind, name, plugin);
+        LAST_ID.store(metrics.last_id, Ordering::Release);
+        let cell = metrics.cell(id);
+        drop(metrics);
+        if cell.is_some() {
+            self.keep(id, cell);
+        }
+        id
+    }
+
+    /// Counter/gauge: set to `value`. Histogram: record one sample.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an id no metric has.
+    pub(crate) fn record(&mut self, id: u32, value: u64) -> Result<(), Status> {
+        self.with_cell(id, |cell| {
+            cell.record(value);
+            Ok(())
+        })
+    }
+
+    /// Adds `delta`.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an id no metric has; a counter may not go down and a
+    /// histogram cannot be incremented: both `BAD_ARGUMENT` (spec).
+    pub(crate) fn increment(&mut self, id: u32, delta: i64) -> Result<(), Status> {
+        self.with_cell(id, |cell| cell.increment(delta))
+    }
+
+    /// The value of a counter or gauge (a gauge's negative value as its
+    /// two's-complement `u64`).
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an id no metric has; a histogram is `BAD_ARGUMENT`.
+    pub(crate) fn get(&mut self, id: u32) -> Result<u64, Status> {
+        self.with_cell(id, MetricCell::get)
+    }
+
+    /// `f` on the cell of metric `id`, or NOT_FOUND if the registry never
+    /// had it or dropped it. Only the first use of an id this VM did not
+    /// define takes the registry's lock.
+    fn with_cell<T>(
+        &mut self,
+        id: u32,
+        f: impl FnOnce(&MetricCell) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Some(cell) = self.cells.get(&id) {
+            return live(cell.as_deref()).and_then(f);
+        }
+        // Above the last id handed out: not defined yet (it may be later,
+        // so not kept).
+        if id == INVALID_METRIC_ID || id > LAST_ID.load(Ordering::Acquire) {
+            return Err(Status::NotFound);
+        }
+        let cell = lock().cell(id);
+        let result = live(cell.as_deref()).and_then(f);
+        self.keep(id, cell);
+        result
+    }
+
+    fn keep(&mut self, id: u32, cell: Option<Arc<MetricCell>>) {
+        if self.cells.len() < MAX_VM_IDS {
+            self.cells.insert(id, cell);
+        }
+    }
+}
 
 struct Metric {
     name: String,
-    kind: MetricKind,
     /// The plugins (`wasm.plugins[].name`) that defined it, in order.
     definers: Vec<Arc<str>>,
-    /// Counter and gauge: the value. Histogram: the sum of the samples.
-    value: i64,
-    /// Histogram: the number of samples.
-    count: u64,
-    /// Histogram: samples per bucket of [`HISTOGRAM_BUCKETS`] (not
-    /// cumulative).
-    buckets: [u64; HISTOGRAM_BUCKETS.len()],
+    /// Its kind and values.
+    cell: Arc<MetricCell>,
 }
 
 #[derive(Default)]
@@ -77,7 +158,7 @@ impl Metrics {
             .is_none_or(|serving| m.definers.iter().any(|d| serving.contains(d)))
     }
 
-    /// See [`define_metric`].
+    /// See [`VmMetrics::define`].
     fn define(&mut self, kind: MetricKind, name: &str, plugin: &str) -> u32 {
         if let Some(&id) = self.ids.get(&(kind, name.to_owned())) {
             if let Some(m) = self.by_id.get_mut(&id) {
@@ -98,54 +179,17 @@ impl Metrics {
             id,
             Metric {
                 name: name.to_owned(),
-                kind,
                 definers: vec![plugin.into()],
-                value: 0,
-                count: 0,
-                buckets: [0; HISTOGRAM_BUCKETS.len()],
+                cell: Arc::new(MetricCell::new(kind)),
             },
         );
         self.ids.insert((kind, name.to_owned()), id);
         id
     }
 
-    /// See [`record_metric`].
-    fn record(&mut self, id: u32, value: u64) -> Result<(), Status> {
-        let metric = self.by_id.get_mut(&id).ok_or(Status::NotFound)?;
-        let signed = i64::try_from(value).unwrap_or(i64::MAX);
-        match metric.kind {
-            MetricKind::Counter | MetricKind::Gauge => metric.value = signed,
-            MetricKind::Histogram => {
-                metric.value = metric.value.saturating_add(signed);
-                metric.count = metric.count.saturating_add(1);
-                if let Some(i) = HISTOGRAM_BUCKETS.iter().position(|&le| value <= le) {
-                    metric.buckets[i] = metric.buckets[i].saturating_add(1);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// See [`increment_metric`].
-    fn increment(&mut self, id: u32, delta: i64) -> Result<(), Status> {
-        let metric = self.by_id.get_mut(&id).ok_or(Status::NotFound)?;
-        match metric.kind {
-            MetricKind::Counter if delta < 0 => Err(Status::BadArgument),
-            MetricKind::Histogram => Err(Status::BadArgument),
-            MetricKind::Counter | MetricKind::Gauge => {
-                metric.value = metric.value.saturating_add(delta);
-                Ok(())
-            }
-        }
-    }
-
-    /// See [`get_metric`].
-    fn get(&self, id: u32) -> Result<u64, Status> {
-        let metric = self.by_id.get(&id).ok_or(Status::NotFound)?;
-        match metric.kind {
-            MetricKind::Histogram => Err(Status::BadArgument),
-            MetricKind::Counter | MetricKind::Gauge => Ok(metric.value as u64),
-        }
+    /// The values of metric `id`, if the registry has it.
+    fn cell(&self, id: u32) -> Option<Arc<MetricCell>> {
+        self.by_id.get(&id).map(|m| Arc::clone(&m.cell))
     }
 
     /// See [`set_serving_plugins`].
@@ -154,23 +198,24 @@ impl Metrics {
         for (&id, m) in self.by_id.iter_mut() {
             m.definers.retain(|d| serving.contains(d));
             if m.definers.is_empty() {
-                dropped.push((id, m.kind, std::mem::take(&mut m.name)));
+                dropped.push((id, m.cell.kind, std::mem::take(&mut m.name)));
             }
         }
         for (id, kind, name) in dropped {
-            self.by_id.remove(&id);
+            if let Some(m) = self.by_id.remove(&id) {
+                m.cell.drop_metric();
+            }
             self.ids.remove(&(kind, name));
         }
         self.serving = Some(serving);
     }
-
     /// See [`metrics_text`].
     fn text(&self, prefix: &str, taken: &[&str]) -> String {
         let mut out = String::new();
         let mut used: HashSet<String> = taken.iter().map(|s| s.to_string()).collect();
         for (id, m) in self.by_id.iter().filter(|(_, m)| self.visible(m)) {
             let base = sanitize(&format!("{prefix}{}", m.name));
-            let kind = kind_name(m.kind);
+            let kind = kind_name(m.cell.kind);
             let name = (0u32..)
                 .map(|n| match n {
                     0 => base.clone(),
@@ -178,12 +223,12 @@ impl Metrics {
                     2 => format!("{base}_{kind}_{id}"),
                     n => format!("{base}_{kind}_{id}_{n}"),
                 })
-                .find(|n| sample_names(n, m.kind).all(|s| !used.contains(&s)))
+                .find(|n| sample_names(n, m.cell.kind).all(|s| !used.contains(&s)))
                 .unwrap_or(base);
-            used.extend(sample_names(&name, m.kind));
+            used.extend(sample_names(&name, m.cell.kind));
             let serving = |d: &&Arc<str>| self.serving.as_ref().is_none_or(|s| s.contains(*d));
             let definers: Vec<&str> = m.definers.iter().filter(serving).map(|d| &**d).collect();
-            let buckets = if m.kind == MetricKind::Histogram {
+            let buckets = if m.cell.kind == MetricKind::Histogram {
                 " (buckets: powers of ten)"
             } else {
                 ""
@@ -200,18 +245,19 @@ impl Metrics {
                 ))
             );
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            if m.kind != MetricKind::Histogram {
-                let _ = writeln!(out, "{name} {}", m.value);
+            if m.cell.kind != MetricKind::Histogram {
+                let _ = writeln!(out, "{name} {}", m.cell.value());
                 continue;
             }
+            let (buckets, count) = m.cell.histogram();
             let mut cumulative = 0u64;
-            for (le, n) in HISTOGRAM_BUCKETS.iter().zip(m.buckets) {
+            for (le, n) in HISTOGRAM_BUCKETS.iter().zip(buckets) {
                 cumulative = cumulative.saturating_add(n);
                 let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
             }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.count);
-            let _ = writeln!(out, "{name}_sum {}", m.value);
-            let _ = writeln!(out, "{name}_count {}", m.count);
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum {}", m.cell.value());
+            let _ = writeln!(out, "{name}_count {count}");
         }
         out
     }
@@ -219,12 +265,9 @@ impl Metrics {
 
 static METRICS: LazyLock<Mutex<Metrics>> = LazyLock::new(Mutex::default);
 
-/// The stable id of metric `(kind, name)`, defined on first use by plugin
-/// `plugin`; ids start at 1. A name too long, or a full registry, gives
-/// [`INVALID_METRIC_ID`].
-pub(crate) fn define_metric(kind: MetricKind, name: &str, plugin: &str) -> u32 {
-    lock().define(kind, name, plugin)
-}
+/// The last id [`METRICS`] handed out: a VM using a larger one gets
+/// NOT_FOUND without taking the lock.
+static LAST_ID: AtomicU32 = AtomicU32::new(0);
 
 /// The plugins (`wasm.plugins[].name`) of the configuration now being
 /// served. A metric that only other plugins defined is dropped: its family
@@ -237,23 +280,6 @@ pub fn set_serving_plugins<'a>(plugins: impl IntoIterator<Item = &'a str>) {
     lock().serve(plugins.into_iter().map(Arc::from).collect());
 }
 
-/// Counter/gauge: set to `value`. Histogram: record one sample.
-pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), Status> {
-    lock().record(id, value)
-}
-
-/// Adds `delta`. A counter may not go down and a histogram cannot be
-/// incremented: both `BAD_ARGUMENT` (spec).
-pub(crate) fn increment_metric(id: u32, delta: i64) -> Result<(), Status> {
-    lock().increment(id, delta)
-}
-
-/// The value of a counter or gauge (a gauge's negative value as its
-/// two's-complement `u64`); a histogram is `BAD_ARGUMENT`.
-pub(crate) fn get_metric(id: u32) -> Result<u64, Status> {
-    lock().get(id)
-}
-
 /// Every exported plugin metric: `(name, kind, value)`, in definition
 /// order. A histogram's value is the sum of its recorded samples;
 /// [`metrics_text`] has its count and buckets too.
@@ -263,7 +289,7 @@ pub fn metrics_snapshot() -> Vec<(String, MetricKind, i64)> {
         .by_id
         .values()
         .filter(|m| metrics.visible(m))
-        .map(|m| (m.name.clone(), m.kind, m.value))
+        .map(|m| (m.name.clone(), m.cell.kind, m.cell.value()))
         .collect()
 }
 
@@ -326,7 +352,22 @@ fn sanitize(name: &str) -> String {
 }
 
 fn lock() -> MutexGuard<'static, Metrics> {
+    #[cfg(test)]
+    LOCKS_TAKEN.with(|n| n.set(n.get() + 1));
     METRICS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread took the registry's lock: tests prove
+    /// with it that recording takes none.
+    static LOCKS_TAKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread took the registry's lock.
+#[cfg(test)]
+pub(crate) fn locks_taken() -> u64 {
+    LOCKS_TAKEN.with(std::cell::Cell::get)
 }
 
 #[cfg(test)]
@@ -336,6 +377,35 @@ mod tests {
     // The process-wide registry is shared by tests running in parallel:
     // tests of it use their own names; the others use a `Metrics` of their
     // own.
+
+    // One call of a VM that has used no id yet, as the host calls each
+    // function for a plugin.
+    fn define_metric(kind: MetricKind, name: &str, plugin: &str) -> u32 {
+        VmMetrics::default().define(kind, name, plugin)
+    }
+    fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+        VmMetrics::default().record(id, value)
+    }
+    fn increment_metric(id: u32, delta: i64) -> Result<(), Status> {
+        VmMetrics::default().increment(id, delta)
+    }
+    fn get_metric(id: u32) -> Result<u64, Status> {
+        VmMetrics::default().get(id)
+    }
+
+    /// The same calls on a registry of the test's own.
+    impl Metrics {
+        fn record(&self, id: u32, value: u64) -> Result<(), Status> {
+            live(self.cell(id).as_deref())?.record(value);
+            Ok(())
+        }
+        fn increment(&self, id: u32, delta: i64) -> Result<(), Status> {
+            live(self.cell(id).as_deref())?.increment(delta)
+        }
+        fn get(&self, id: u32) -> Result<u64, Status> {
+            live(self.cell(id).as_deref())?.get()
+        }
+    }
 
     #[test]
     fn metrics_define_increment_record_get() {
@@ -531,5 +601,62 @@ mod tests {
         assert_eq!(m.get(kept), Err(Status::NotFound));
         assert_eq!(m.by_id.len(), 1);
         assert_eq!(m.ids.len(), 1);
+    }
+
+    #[test]
+    fn a_vm_records_without_taking_the_lock() {
+        let mut vm = VmMetrics::default();
+        let c = vm.define(MetricKind::Counter, "lock_free_counter", "t");
+        let g = vm.define(MetricKind::Gauge, "lock_free_gauge", "t");
+        let h = vm.define(MetricKind::Histogram, "lock_free_histogram", "t");
+        let before = locks_taken();
+        for _ in 0..3 {
+            vm.increment(c, 2).unwrap();
+            vm.record(g, 7).unwrap();
+            vm.increment(g, -1).unwrap();
+            vm.record(h, 5).unwrap();
+        }
+        assert_eq!(vm.get(c), Ok(6));
+        assert_eq!(vm.get(g), Ok(6));
+        assert_eq!(vm.increment(c, -1), Err(Status::BadArgument));
+        assert_eq!(vm.increment(h, 1), Err(Status::BadArgument));
+        assert_eq!(vm.get(h), Err(Status::BadArgument));
+        // Ids above the last one handed out are not defined yet.
+        assert_eq!(vm.get(u32::MAX), Err(Status::NotFound));
+        assert_eq!(vm.increment(INVALID_METRIC_ID, 1), Err(Status::NotFound));
+        assert_eq!(locks_taken(), before, "no lock after the definitions");
+        // Another VM's first use of an id takes the lock once, then never.
+        let mut other = VmMetrics::default();
+        for _ in 0..3 {
+            other.increment(c, 1).unwrap();
+        }
+        assert_eq!(locks_taken(), before + 1);
+        assert_eq!(vm.get(c), Ok(9), "one value for every VM");
+        let text = metrics_text("", &[]);
+        assert!(text.contains("\nlock_free_counter 9\n"), "{text}");
+        assert!(text.contains("\nlock_free_histogram_count 3\n"), "{text}");
+        assert!(text.contains("\nlock_free_histogram_sum 15\n"), "{text}");
+    }
+
+    #[test]
+    fn a_dropped_metric_is_not_found_through_a_vm_that_holds_it() {
+        let mut m = Metrics::default();
+        let gone = m.define(MetricKind::Counter, "gone", "b");
+        let kept = m.define(MetricKind::Gauge, "kept", "a");
+        // As if this VM had defined both (in a registry of its own).
+        let mut vm = VmMetrics::default();
+        vm.keep(gone, m.cell(gone));
+        vm.keep(kept, m.cell(kept));
+        assert_eq!(vm.increment(gone, 1), Ok(()));
+        m.serve(["a".into()].into());
+        assert_eq!(vm.increment(gone, 1), Err(Status::NotFound));
+        assert_eq!(vm.record(gone, 1), Err(Status::NotFound));
+        assert_eq!(vm.get(gone), Err(Status::NotFound));
+        assert_eq!(vm.increment(kept, 4), Ok(()));
+        assert_eq!(m.get(kept), Ok(4));
+        // Defined again: a new id and a new cell, from zero.
+        let again = m.define(MetricKind::Counter, "gone", "b");
+        assert_ne!(again, gone);
+        assert_eq!(m.get(again), Ok(0));
     }
 }

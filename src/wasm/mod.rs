@@ -72,6 +72,7 @@ mod host;
 mod ids;
 mod limits;
 mod memory;
+mod metric_cell;
 mod metrics;
 mod pairs;
 mod plugin;

@@ -3,7 +3,9 @@
 //! [`crate::wasm::metrics`].
 //!
 //! Each function checks and copies its guest memory, then calls the
-//! registry; statuses are the ones the Rust SDK accepts for each call (see
+//! registry (metrics through the VM's own `VmMetrics`, which takes the
+//! registry's lock only to define a metric or on an id's first use);
+//! statuses are the ones the Rust SDK accepts for each call (see
 //! the spec table). Registering a queue records the effective context's
 //! root as its owner, to be told about enqueues through the VM's
 //! `QueueNotifier` (`proxy_on_queue_ready`). `proxy_resolve_shared_queue`
@@ -156,8 +158,9 @@ pub(super) fn proxy_define_metric(
         name_size.min(metrics::MAX_METRIC_NAME as u32 + 1),
     )?;
     // Metrics are dropped once no plugin served defines them (reloads).
-    let plugin = caller.data().plugin.spec.name.clone();
-    let id = metrics::define_metric(kind, &String::from_utf8_lossy(&name), &plugin);
+    let state = caller.data_mut();
+    let name = String::from_utf8_lossy(&name);
+    let id = state.metrics.define(kind, &name, &state.plugin.spec.name);
     if id == metrics::INVALID_METRIC_ID {
         let state = caller.data();
         log::warn!(target: state.log_target(), "[{}] proxy_define_metric: name too long or too many metrics", state.effective_context);
@@ -166,19 +169,19 @@ pub(super) fn proxy_define_metric(
 }
 
 pub(super) fn proxy_record_metric(
-    _caller: &mut Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_id: u32,
     value: u64,
 ) -> HostResult {
-    Ok(metrics::record_metric(metric_id, value)?)
+    Ok(caller.data_mut().metrics.record(metric_id, value)?)
 }
 
 pub(super) fn proxy_increment_metric(
-    _caller: &mut Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_id: u32,
     delta: i64,
 ) -> HostResult {
-    Ok(metrics::increment_metric(metric_id, delta)?)
+    Ok(caller.data_mut().metrics.increment(metric_id, delta)?)
 }
 
 pub(super) fn proxy_get_metric(
@@ -187,6 +190,6 @@ pub(super) fn proxy_get_metric(
     ret_value_ptr: u32,
 ) -> HostResult {
     memory::check(caller, &[(ret_value_ptr, 8)])?;
-    let value = metrics::get_metric(metric_id)?;
+    let value = caller.data_mut().metrics.get(metric_id)?;
     Ok(memory::write_u64(caller, ret_value_ptr, value)?)
 }

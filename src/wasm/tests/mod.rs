@@ -11,6 +11,7 @@ mod calls;
 mod host_calls;
 mod lifecycle;
 mod main_fixtures;
+mod metrics;
 mod properties;
 mod roots;
 mod stream_fixtures;
