@@ -550,10 +550,14 @@ fn a_paused_request_fails_as_collateral_when_another_route_breaks_the_instance()
 /// under either policy.
 #[test]
 fn a_fault_after_the_response_started_closes_the_connection() {
-    let up = Scripted::start(|mut c| {
+    // The second chunk goes out only once the client has the first: sent
+    // together, they could reach the plugin as one piece, which passes.
+    let (first_chunk_read, first_chunk_seen) = std::sync::mpsc::channel::<()>();
+    let first_chunk_seen = std::sync::Mutex::new(first_chunk_seen);
+    let up = Scripted::start(move |mut c| {
         while c.read_request().is_some() {
             c.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n");
-            std::thread::sleep(Duration::from_millis(300));
+            let _ = first_chunk_seen.lock().unwrap().recv_timeout(WAIT);
             if !c.write(b"5\r\nworld\r\n0\r\n\r\n") {
                 return;
             }
@@ -575,9 +579,18 @@ fn a_fault_after_the_response_started_closes_the_connection() {
     for route in ["closed", "open"] {
         let mut c = Client::connect(gate.addr);
         c.write(format!("GET /{route} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        let got = c
-            .read_to_close(Duration::from_secs(10))
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while find(&got, b"hello").is_none() {
+            let n = std::io::Read::read(&mut c.stream(), &mut b).expect("the first chunk");
+            assert!(n > 0, "{route}: closed before the first chunk: {got:?}");
+            got.extend_from_slice(&b[..n]);
+        }
+        first_chunk_read.send(()).unwrap();
+        let rest = c
+            .read_to_close(WAIT)
             .expect("the proxy closes the connection");
+        got.extend_from_slice(&rest);
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 200 "), "{route}: {text}");
         assert!(text.contains("hello"), "{route}: {text}");
