@@ -18,6 +18,9 @@ mod bodies;
 mod certs;
 /// `tinygate -t`, `--version`, `--help` and bad command lines.
 mod cli;
+/// Real clients' habits and quirky nodes, byte for byte, as nginx answers
+/// them.
+mod clients;
 /// The documentation's relative links and #anchors resolve (issue #21).
 mod docs;
 /// Strict request parsing, limits and timeouts, upstream framing, retries.

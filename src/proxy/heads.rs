@@ -182,8 +182,10 @@ pub(crate) fn write_response_head(
 ) {
     http::write_status_line(out, status);
     // A bodiless response keeps the representation's length (a HEAD or
-    // 304); every other framing field is the proxy's own, below.
-    let keep_length = framing == Framing::Empty;
+    // 304); every other framing field is the proxy's own, below. A 1xx or
+    // 204 never has one (RFC 9110 §8.6: a server MUST NOT send it; nginx
+    // drops it from a 204 too).
+    let keep_length = framing == Framing::Empty && !(status < 200 || status == 204);
     for (k, v) in map.iter() {
         let framing_field = http::is_framing(k) && !(keep_length && k == b"content-length");
         if k.starts_with(b":") || framing_field {

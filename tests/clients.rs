@@ -1,0 +1,93 @@
+//! What real clients and quirky nodes do to tinygate, byte for byte: the
+//! cases found by driving it with curl, python's `http.client`, raw
+//! sockets and hand-written upstreams, each compared with what nginx (or
+//! APISIX, which is nginx) does with the same bytes.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+/// Sends `raw` on a new connection and returns the response head (up to
+/// its empty line), lower-cased.
+fn response_head(addr: SocketAddr, raw: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find(&got, b"\r\n\r\n").is_none() {
+        let n = s.read(&mut buf).expect("a response head");
+        assert!(
+            n > 0,
+            "closed before a head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let end = find(&got, b"\r\n\r\n").unwrap() + 4;
+    String::from_utf8_lossy(&got[..end]).to_ascii_lowercase()
+}
+
+/// A node answering `204` with a `Content-Length` (which RFC 9110 §8.6
+/// forbids) reaches the client without it, as nginx sends it; every
+/// registered status keeps its reason phrase (a `101` used to go out as
+/// `HTTP/1.1 101 ` with none, a `422` likewise), HTTP/1.1 and 1.0 alike.
+#[test]
+fn a_204_never_carries_a_length_and_registered_statuses_keep_their_reason() {
+    let up = Upstream::start(|r| {
+        Behaviour::Respond(match r.target.as_str() {
+            "/204" => b"HTTP/1.1 204 No Content\r\ncontent-length: 10\r\nx-a: 1\r\n\r\n".to_vec(),
+            "/304" => b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n".to_vec(),
+            "/422" => b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: 2\r\n\r\nno".to_vec(),
+            "/ws" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n".to_vec(),
+            _ => ok_response("x"),
+        })
+    });
+    let routes = format!(
+        "routes:\n  - {{id: r, uri: /*, enable_websocket: true, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
+        up.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let ask = |path: &str| {
+            response_head(
+                gate.addr,
+                &format!("GET {path} {version}\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            )
+        };
+        let no_content = ask("/204");
+        assert!(
+            no_content.starts_with("http/1.1 204 no content\r\n"),
+            "{no_content}"
+        );
+        assert!(no_content.contains("x-a: 1\r\n"), "{no_content}");
+        assert!(
+            !no_content.contains("content-length"),
+            "{version}: {no_content}"
+        );
+        assert!(!no_content.contains("transfer-encoding"), "{no_content}");
+        // A 304 may announce the length of what a 200 would have had.
+        let not_modified = ask("/304");
+        assert!(
+            not_modified.starts_with("http/1.1 304 not modified\r\n"),
+            "{not_modified}"
+        );
+        assert!(
+            not_modified.contains("content-length: 10\r\n"),
+            "{not_modified}"
+        );
+        let unprocessable = ask("/422");
+        assert!(
+            unprocessable.starts_with("http/1.1 422 unprocessable content\r\n"),
+            "{unprocessable}"
+        );
+    }
+    let switching = response_head(
+        gate.addr,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert!(
+        switching.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{switching}"
+    );
+}
