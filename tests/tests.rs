@@ -65,6 +65,9 @@ mod reloads;
 mod routing;
 /// tinygate test: the plugin test runner.
 mod runner;
+/// The official SDKs' example plugins, run as their READMEs run them in
+/// Envoy.
+mod sdk_examples;
 /// Plugins from every SDK and Go-sized modules; module limits (issue #14).
 mod sdks;
 /// Plugin code on the plugin stack wherever it runs; nesting bounds

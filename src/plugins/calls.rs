@@ -87,8 +87,9 @@ pub async fn perform(target: Target, call: &HttpCall) -> Option<CallResponse> {
 /// # Errors
 /// Any failure to resolve, connect, send or read a valid response.
 async fn attempt(target: Target, call: &HttpCall) -> io::Result<CallResponse> {
+    let host = host_of_call(&target, call).into_bytes();
     let mut conn = dial(target, call).await?;
-    conn.stream.write_all(&request_bytes(call)).await?;
+    conn.stream.write_all(&request_bytes(call, &host)).await?;
     read_response(&mut conn, call.headers.get(b":method").unwrap_or(b"")).await
 }
 
@@ -124,11 +125,31 @@ async fn dial(target: Target, call: &HttpCall) -> io::Result<Conn<Stream>> {
     upstream::dial(&dial, call.timeout).await
 }
 
-/// The call's request on the wire: its pseudo-headers as the request line
-/// and `host`, its other valid fields but framing, a `content-length`
-/// when there is a body (or the method expects one), and
+/// The `Host` of a call to `target`: its `:authority`, or when that is
+/// empty (Envoy accepts it, and the Go SDK's examples send it so) what
+/// the call goes to: the node's address as `pass_host: node` gives it, the
+/// upstream's `upstream_host` under `rewrite`, or the `host:port` named.
+/// An empty `Host` would make most servers answer 400 (nginx does).
+fn host_of_call(target: &Target, call: &HttpCall) -> String {
+    let authority = call.headers.get(b":authority").unwrap_or(b"");
+    if !authority.is_empty() {
+        return String::from_utf8_lossy(authority).into_owned();
+    }
+    match target {
+        Target::Node { upstream, node } => match &upstream.pass_host {
+            PassHost::Rewrite(h) => h.clone(),
+            PassHost::Pass | PassHost::Node => upstream.nodes[*node].authority.clone(),
+        },
+        Target::NoNode => String::new(),
+        Target::Name(name) => name.clone(),
+    }
+}
+
+/// The call's request on the wire: its `:method` and `:path` as the
+/// request line, `host`, its other valid fields but framing, a
+/// `content-length` when there is a body (or the method expects one), and
 /// `connection: close`.
-fn request_bytes(call: &HttpCall) -> Vec<u8> {
+fn request_bytes(call: &HttpCall, host: &[u8]) -> Vec<u8> {
     let get = |name: &[u8]| call.headers.get(name).unwrap_or(b"");
     let method = get(b":method");
     let mut out = Vec::with_capacity(256 + call.body.len());
@@ -136,7 +157,7 @@ fn request_bytes(call: &HttpCall) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(get(b":path"));
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    http::write_header(&mut out, b"host", get(b":authority"));
+    http::write_header(&mut out, b"host", host);
     for (k, v) in call.headers.iter() {
         let ours = http::is_framing(k) || k == b"host";
         if !k.starts_with(b":") && !ours && http::is_valid_field(k, v) {

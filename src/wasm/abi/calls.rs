@@ -5,7 +5,8 @@
 //! the proxy as an [`Effect::HttpCall`]: the target must be an upstream id
 //! the proxy knows (its `CallTargets`) or a `host:port` with a numeric
 //! port, and the headers must carry `:method`, `:path` and `:authority`
-//! (proxy-wasm-rust-sdk#172); anything else, including a malformed or
+//! (proxy-wasm-rust-sdk#172; the first two non-empty, while an empty
+//! `:authority` is accepted as Envoy does); anything else, including a malformed or
 //! unsafe header map, is BAD_ARGUMENT, which the SDKs report to the plugin.
 //! A timeout of 0 means the plugin gave none: [`DEFAULT_CALL_TIMEOUT`].
 //! The call id is unique per VM; the call belongs to the effective context
@@ -309,9 +310,17 @@ fn check_call(caller: &mut Caller<'_, HostState>, raw: RawCall) -> HostResult<Ca
     header_map.set_all(headers);
     let mut trailer_map = HeaderMap::new();
     trailer_map.set_all(trailers);
+    // Envoy asks only that `:authority` be there (`Host() == nullptr` in
+    // its `httpCall`): an empty one is how the Go SDK's examples call a
+    // cluster, and the proxy then names the target in `Host`. An empty
+    // `:method` or `:path` could not make a request line.
+    let absent = |name: &str| match header_map.get(name.as_bytes()) {
+        None => true,
+        Some(value) => value.is_empty() && name != ":authority",
+    };
     if let Some(missing) = [":method", ":path", ":authority"]
         .into_iter()
-        .find(|name| header_map.get(name.as_bytes()).is_none_or(<[u8]>::is_empty))
+        .find(|name| absent(name))
     {
         let msg = format!("proxy_http_call: the request has no {missing} header");
         return reject(caller, "http_call: pseudo", msg);
