@@ -10,6 +10,9 @@ mod abi;
 /// configs, global rules, route `vars` and `remote_addrs`, WebSocket,
 /// `${{VAR}}`.
 mod apisix;
+/// APISIX's own `config.yaml` and `apisix.yaml` as its users write them,
+/// through `tinygate -t`.
+mod apisix_files;
 /// The article's scenario and the shipped `conf/`.
 mod article;
 /// Request and response bodies streamed through intact.

@@ -51,7 +51,25 @@ const IGNORED_APISIX_KEYS: &[&str] = &[
     "data_encryption",
     "events",
     "disable_sync_configuration_during_start",
+    "enable_dev_mode",
+    "enable_reuseport",
+    "match_uri_encoded_slash",
+    "max_post_args_readable_size",
+    "worker_startup_time_threshold",
+    "lru",
+    "tracing",
+    "lua_module_hook",
+    "dns_resolver",
+    "dns_resolver_valid",
+    "disable_upstream_healthcheck",
+    "trusted_addresses",
 ];
+
+/// Keys of `apisix:` that would make APISIX serve something tinygate does
+/// not (TCP and UDP proxying, the PROXY protocol on its listeners):
+/// refused, since ignoring them would leave clients facing a listener
+/// that does not speak what they were promised.
+const UNSUPPORTED_APISIX_KEYS: &[&str] = &["stream_proxy", "proxy_protocol"];
 
 pub(super) fn load(path: &Path) -> Result<MainConfig, ConfigError> {
     let label = path.display().to_string();
@@ -92,8 +110,14 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
                     log::warn!("{}: apisix.{key}: not used by tinygate, ignored", p.file());
                 }
             }
+            for key in UNSUPPORTED_APISIX_KEYS {
+                if apisix.has(key) {
+                    p.at(&apisix.path_of(key), "not supported by tinygate");
+                }
+            }
             let mut known = vec!["node_listen", "ssl"];
             known.extend_from_slice(IGNORED_APISIX_KEYS);
+            known.extend_from_slice(UNSUPPORTED_APISIX_KEYS);
             apisix.only(&known, p);
             ssl = super::ssl::parse(&apisix, dir, p);
             node_listen(&apisix, p)

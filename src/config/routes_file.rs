@@ -22,10 +22,12 @@ use std::sync::Arc;
 /// implement: present and non-empty is an error, so nothing is silently lost.
 const UNSUPPORTED_SECTIONS: &[&str] = &[
     "consumers",
+    "consumer_groups",
     "plugin_metadata",
     "plugins",
     "stream_routes",
     "protos",
+    "secrets",
 ];
 
 /// Everything served from one version of the routes file.

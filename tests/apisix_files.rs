@@ -1,0 +1,89 @@
+//! APISIX's own configuration files, as its users write them, through
+//! `tinygate -t`: what APISIX accepts loads (or is refused with the reason
+//! and the key path when tinygate cannot serve it), never refused as an
+//! unknown key.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+
+/// `tests/data/<name>`.
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// A temp dir with `config.yaml` (given) and `apisix.yaml` (given).
+fn conf_dir(config: &str, routes: &str) -> PathBuf {
+    let dir = temp_dir();
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    std::fs::write(dir.join("apisix.yaml"), routes).unwrap();
+    dir
+}
+
+/// `tinygate -t -c <dir>/config.yaml`: exit code and stderr.
+fn check(dir: &Path) -> (i32, String) {
+    let (code, _, err) = run(&["-t", "-c", dir.join("config.yaml").to_str().unwrap()]);
+    (code, err)
+}
+
+const ONE_ROUTE: &str =
+    "routes:\n  - {uri: /hello, upstream: {nodes: {\"127.0.0.1:1980\": 1}}}\n#END\n";
+
+/// Every key of APISIX's `apisix:` section, at its default, loads: those
+/// tinygate has no use for with a warning naming them; the PROXY protocol
+/// and TCP/UDP proxying, which would change what a listener speaks, are
+/// refused with their paths rather than ignored.
+#[test]
+fn every_apisix_key_of_config_yaml_loads_or_is_refused_by_name() {
+    let config = std::fs::read_to_string(data("apisix-config.yaml")).unwrap();
+    let dir = conf_dir(&config, ONE_ROUTE);
+    let (code, err) = check(&dir);
+    assert_eq!(code, 0, "{err}");
+    for key in ["enable_dev_mode", "lru", "tracing", "trusted_addresses"] {
+        assert!(
+            err.contains(&format!("apisix.{key}: not used by tinygate, ignored")),
+            "{key}: {err}"
+        );
+    }
+
+    let refused = config.replace(
+        "  tracing: false\n",
+        "  tracing: false\n  proxy_protocol:\n    listen_http_port: 9181\n  stream_proxy:\n    tcp: [9100]\n",
+    );
+    let dir = conf_dir(&refused, ONE_ROUTE);
+    let (code, err) = check(&dir);
+    assert_eq!(code, 1, "{err}");
+    let file = dir.join("config.yaml").display().to_string();
+    for key in ["proxy_protocol", "stream_proxy"] {
+        let expected = format!("{file}: apisix.{key}: not supported by tinygate");
+        assert!(err.contains(&expected), "missing {expected:?} in {err}");
+    }
+}
+
+/// APISIX's standalone kinds tinygate does not implement are named as
+/// such (as `consumers` always was), not as unknown keys; empty, they
+/// load.
+#[test]
+fn apisix_kinds_tinygate_lacks_are_refused_as_unsupported() {
+    let config = std::fs::read_to_string(data("apisix-config.yaml")).unwrap();
+    let routes = format!(
+        "secrets:\n  - {{id: vault/1, uri: http://127.0.0.1:8200, prefix: kv/apisix, token: t}}\nconsumer_groups:\n  - {{id: company_a, plugins: {{}}}}\n{ONE_ROUTE}"
+    );
+    let dir = conf_dir(&config, &routes);
+    let (code, err) = check(&dir);
+    assert_eq!(code, 1, "{err}");
+    let file = dir.join("apisix.yaml").display().to_string();
+    for kind in ["secrets", "consumer_groups"] {
+        let expected = format!("{file}: {kind}: not supported by tinygate yet");
+        assert!(err.contains(&expected), "missing {expected:?} in {err}");
+    }
+    assert!(!err.contains("unknown key"), "{err}");
+
+    let dir = conf_dir(
+        &config,
+        &format!("secrets: []\nconsumer_groups: []\n{ONE_ROUTE}"),
+    );
+    let (code, err) = check(&dir);
+    assert_eq!(code, 0, "{err}");
+}
