@@ -2,8 +2,8 @@
 //! configuration and runs proxy-wasm plugins in the wasmi interpreter.
 //!
 //! `main` only wires things together: parse the command line, load and
-//! check the configuration, bind the listeners, start the workers. See the
-//! README's architecture section for the map of modules.
+//! check the configuration, bind the listeners, start the workers. See
+//! docs/architecture.md for the layers and the map of modules.
 
 mod balancer;
 mod bench;
