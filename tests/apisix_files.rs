@@ -87,3 +87,78 @@ fn apisix_kinds_tinygate_lacks_are_refused_as_unsupported() {
     let (code, err) = check(&dir);
     assert_eq!(code, 0, "{err}");
 }
+
+/// APISIX's own tests (`t/config-center-yaml/route-upstream.t` "upstream_id
+/// priority upstream", `route-service.t` tests 3 to 6) write `upstream`
+/// and `upstream_id` side by side: APISIX loads them and routes by
+/// `upstream_id`; a route's own upstream (either key) beats its service's.
+/// tinygate used to refuse such a file.
+#[test]
+fn upstream_id_beside_an_inline_upstream_wins_as_in_apisix() {
+    let (named, inline, service) = (
+        Upstream::named("named"),
+        Upstream::named("inline"),
+        Upstream::named("service"),
+    );
+    let routes = format!(
+        r#"routes:
+  - id: both
+    uri: /both
+    upstream_id: 1
+    upstream: {{nodes: {{"{inline}": 1}}, type: roundrobin}}
+  - id: service-both
+    uri: /service-both
+    service_id: s1
+  - id: route-inline-over-service
+    uri: /route-inline
+    service_id: s1
+    upstream: {{nodes: {{"{inline}": 1}}}}
+  - id: route-both-over-service
+    uri: /route-both
+    service_id: s2
+    upstream_id: 1
+    upstream: {{nodes: {{"{inline}": 1}}}}
+services:
+  - id: s1
+    upstream: {{nodes: {{"{inline}": 1}}}}
+    upstream_id: 1
+  - id: s2
+    upstream: {{nodes: {{"{service}": 1}}}}
+upstreams:
+  - id: 1
+    nodes: {{"{named}": 1}}
+#END
+"#,
+        inline = inline.addr,
+        named = named.addr,
+        service = service.addr,
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    for (path, node) in [
+        ("/both", "named"),
+        ("/service-both", "named"),
+        ("/route-inline", "inline"),
+        ("/route-both", "named"),
+    ] {
+        let r = gate.get(path);
+        assert_eq!((r.status, r.text().as_str()), (200, node), "{path}");
+    }
+    assert!(
+        gate.log().contains(
+            "routes[0]: upstream_id is used, not the inline upstream beside it (as in APISIX)"
+        ),
+        "{}",
+        gate.log()
+    );
+    assert_eq!(
+        inline.count(),
+        1,
+        "only /route-inline reached the inline node"
+    );
+
+    // The inline upstream is still validated, as APISIX's schema does.
+    let bad = routes.replace("type: roundrobin", "type: nope");
+    let (code, err) = check(&conf_dir(&config_yaml(&[], ""), &bad));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("routes[0].upstream.type"), "{err}");
+}

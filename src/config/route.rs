@@ -6,9 +6,9 @@
 use super::merge::route_with_inherited;
 use super::plugin_entries::route_plugins;
 use super::reuse::Named;
-use super::services::named_upstream;
+use super::services::own_upstream;
 use super::tree::{index, Obj, Problems};
-use super::upstream::{timeouts, upstream};
+use super::upstream::timeouts;
 use super::{HostMatch, Route, RouteRules, UriMatch};
 use crate::expr::IpMatcher;
 use crate::http::uri::{normalize_path, PathOptions};
@@ -98,17 +98,7 @@ pub(super) fn route(
     let enable_websocket = o.bool("enable_websocket", p);
     let _ = (o.str("name", p), o.str("desc", p), o.obj("labels", p));
 
-    let own_upstream = match (o.value("upstream"), o.has("upstream_id")) {
-        (Some(_), true) => {
-            p.at(&o.path, "give either upstream or upstream_id, not both");
-            None
-        }
-        (Some(inline), false) => Obj::new(inline, o.path_of("upstream"), p)
-            .and_then(|u| upstream(&u, format!("route {id}"), p))
-            .map(Arc::new),
-        (None, true) => named_upstream(o, &named.upstreams, p),
-        (None, false) => None,
-    };
+    let own_upstream = own_upstream(o, format!("route {id}"), &named.upstreams, p);
     let service = lookup(o, "service_id", "service", &named.services, p);
     let plugin_config = lookup(
         o,

@@ -57,17 +57,7 @@ pub(super) fn service(
         p.at(&o.path_of("script"), "not supported by tinygate (Lua)");
     }
     let _ = (o.str("name", p), o.str("desc", p), o.obj("labels", p));
-    let upstream = match (o.value("upstream"), o.has("upstream_id")) {
-        (Some(_), true) => {
-            p.at(&o.path, "give either upstream or upstream_id, not both");
-            None
-        }
-        (Some(inline), false) => Obj::new(inline, o.path_of("upstream"), p)
-            .and_then(|u| upstream(&u, format!("service {id}"), p))
-            .map(Arc::new),
-        (None, true) => named_upstream(o, upstreams, p),
-        (None, false) => None,
-    };
+    let upstream = own_upstream(o, format!("service {id}"), upstreams, p);
     let hosts = o
         .strings("hosts", p)
         .map(|list| list.iter().filter_map(|h| host_match(h, o, p)).collect())
@@ -83,6 +73,37 @@ pub(super) fn service(
         hosts,
         enable_websocket,
     })
+}
+
+/// A route's or service's own upstream, `owner` naming it in logs: the
+/// one `upstream_id` names when there is one, else the inline `upstream`.
+/// Both may be written: APISIX takes `upstream_id` then (its
+/// `init.lua` looks the id up before it reads `upstream`), after
+/// validating both, and so does tinygate, with a warning that the inline
+/// one is not used.
+pub(super) fn own_upstream(
+    o: &Obj,
+    owner: String,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    p: &mut Problems,
+) -> Option<Arc<Upstream>> {
+    let inline = o
+        .value("upstream")
+        .and_then(|v| Obj::new(v, o.path_of("upstream"), p))
+        .and_then(|u| upstream(&u, owner, p))
+        .map(Arc::new);
+    if !o.has("upstream_id") {
+        return inline;
+    }
+    let named = named_upstream(o, upstreams, p);
+    if inline.is_some() && named.is_some() {
+        log::warn!(
+            "{}: {}: upstream_id is used, not the inline upstream beside it (as in APISIX)",
+            p.file(),
+            o.path
+        );
+    }
+    named
 }
 
 /// The upstream named by `upstream_id` in `o`, or a problem.
