@@ -239,7 +239,10 @@ impl HostState {
     }
 
     /// Logs `msg` at warn the first time `key` is seen on this VM, at debug
-    /// afterwards: plugin mistakes repeat on every request.
+    /// afterwards: plugin mistakes repeat on every request. Cold, so that
+    /// the host functions that refuse a mistake do not inline it at every
+    /// refusal (3.5 KB of the static binary once `proxy_http_call` was split).
+    #[cold]
     pub(crate) fn warn_once(&mut self, key: &'static str, msg: impl fmt::Display) {
         let level = if self.warned.insert(key) {
             log::Level::Warn
