@@ -162,3 +162,47 @@ upstreams:
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("routes[0].upstream.type"), "{err}");
 }
+
+/// `${{VAR}}` and `${{VAR:=default}}` in `config.yaml`, as APISIX's own
+/// `config.yaml` documents them: substituted in values (typed as what they
+/// read as, so a port is a number), never in comments; an unset one is an
+/// error with its key path.
+#[test]
+fn environment_variables_fill_config_yaml_values_but_not_comments() {
+    let config = "# export ETCD_HOST=... and write http://${{ETCD_HOST}}:2379 (APISIX's comment)\n\
+                  apisix:\n  node_listen:\n    - ip: \"${{TG_TEST_IP}}\"\n      port: ${{TG_TEST_PORT}}\n\
+                  deployment:\n  role: ${{TG_TEST_ROLE:=data_plane}}\n  role_data_plane:\n    config_provider: yaml\n\
+                  tinygate:\n  client_max_body_size: ${{TG_TEST_BODY:=2MiB}}\n  keepalive_timeout: ${{TG_TEST_KEEPALIVE}}\n";
+    let dir = conf_dir(config, ONE_ROUTE);
+    let path = dir.join("config.yaml");
+    let check_with = |env: &[(&str, &str)]| {
+        let out = tinygate()
+            .args(["-t", "-c", path.to_str().unwrap()])
+            .env_remove("ETCD_HOST")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check_with(&[
+        ("TG_TEST_IP", "127.0.0.1"),
+        ("TG_TEST_PORT", "0"),
+        ("TG_TEST_KEEPALIVE", "5"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, err) = check_with(&[("TG_TEST_IP", "127.0.0.1")]);
+    assert_eq!(code, Some(1), "{err}");
+    let file = path.display().to_string();
+    for (at, name) in [
+        ("apisix.node_listen[0].port", "TG_TEST_PORT"),
+        ("tinygate.keepalive_timeout", "TG_TEST_KEEPALIVE"),
+    ] {
+        let expected = format!("{file}: {at}: environment variable \"{name}\" is not set");
+        assert!(err.contains(&expected), "missing {expected:?} in {err}");
+    }
+    assert!(!err.contains("ETCD_HOST"), "comments are not read: {err}");
+}

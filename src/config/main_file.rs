@@ -6,7 +6,8 @@
 use super::access_log::{Format, Target};
 use super::tree::{index, join, Obj, Problems};
 use super::{
-    parse_yaml, read, ClientLimits, ConfigError, DeclaredPlugin, FailurePolicy, MainConfig,
+    env_vars, parse_yaml, read, ClientLimits, ConfigError, DeclaredPlugin, FailurePolicy,
+    MainConfig,
 };
 use crate::wasm::{PluginSpec, DEFAULT_FUEL_PER_CALLBACK, DEFAULT_MEMORY_LIMIT};
 use crate::yaml::kind;
@@ -74,7 +75,9 @@ const UNSUPPORTED_APISIX_KEYS: &[&str] = &["stream_proxy", "proxy_protocol"];
 pub(super) fn load(path: &Path) -> Result<MainConfig, ConfigError> {
     let label = path.display().to_string();
     let text = read(path)?;
-    let doc = parse_yaml(&label, &text)?;
+    let mut doc = parse_yaml(&label, &text)?;
+    env_vars::substitute_in_values(&label, &mut doc)
+        .map_err(|problems| ConfigError { problems })?;
     let mut p = Problems::new(&label);
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let config = parse(&doc, &dir, path, &mut p);
