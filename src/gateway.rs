@@ -91,10 +91,12 @@ impl Gateway {
         })
     }
 
-    /// Every plugin entry served (routes' and global rules'), with its
-    /// plugin.
-    pub fn plugin_entries(&self) -> impl Iterator<Item = (&Arc<Plugin>, &RoutePlugin)> {
-        entries(&self.config.routes).map(|(_, rp)| (&self.plugins[rp.plugin], rp))
+    /// Every plugin entry served (routes' first, then global rules'), with
+    /// its route's id (`None` for a global rule's) and its plugin.
+    pub fn plugin_entries(
+        &self,
+    ) -> impl Iterator<Item = (Option<&str>, &Arc<Plugin>, &RoutePlugin)> {
+        entries(&self.config.routes).map(|(route, rp)| (route, &self.plugins[rp.plugin], rp))
     }
 
     /// The plugin of the plugin entry with `key`, if this gateway has one.
@@ -153,7 +155,7 @@ impl Gateway {
             loaded_anew[rp.plugin] || !previous.entry_plugins.contains_key(&rp.key)
         };
         let mut start = loaded_anew.clone();
-        for (_, rp) in self.plugin_entries().filter(|(_, rp)| changed(rp)) {
+        for (_, _, rp) in self.plugin_entries().filter(|(_, _, rp)| changed(rp)) {
             start[rp.plugin] = true;
         }
         self.check_plugins_where(|i| start[i], changed)

@@ -28,10 +28,11 @@ use crate::config::{
 };
 use crate::gateway::Gateway;
 use crate::wasm::Engine;
+use smol::channel::{Receiver, Sender, TrySendError};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// The gateway being served, swappable at run time.
@@ -48,6 +49,8 @@ pub struct Live {
     /// Whether plugin metrics follow the plugins served
     /// ([`Live::follow_plugin_metrics`]).
     plugin_metrics_follow: AtomicBool,
+    /// Told when the gateway is replaced ([`Live::watch`]).
+    watchers: Mutex<Vec<Sender<()>>>,
 }
 
 /// Routes that do not come from the routes file: validates them against a
@@ -66,6 +69,7 @@ impl Live {
             routes_seen: Mutex::new(seen),
             routes_source: Mutex::new(None),
             plugin_metrics_follow: AtomicBool::new(false),
+            watchers: Mutex::new(Vec::new()),
         })
     }
 
@@ -97,6 +101,15 @@ impl Live {
         let before = self.generation();
         self.apply(Config { main, routes }, &current, why, noticed);
         self.generation() != before
+    }
+
+    /// A channel that receives (at most one pending) `()` each time the
+    /// gateway is replaced: how a worker with no traffic learns of a
+    /// reload, to start the new root contexts (`plugins/eager.rs`).
+    pub fn watch(&self) -> Receiver<()> {
+        let (tx, rx) = smol::channel::bounded(1);
+        lock(&self.watchers).push(tx);
+        rx
     }
 
     /// Changes every time the gateway is replaced.
@@ -240,6 +253,9 @@ impl Live {
             Arc::new(gateway),
         );
         self.generation.fetch_add(1, Ordering::AcqRel);
+        // A full channel already has a change to take up; a closed one's
+        // worker is gone.
+        lock(&self.watchers).retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Closed(_))));
         let took = noticed.elapsed();
         // Dropped here, not under the lock; the workers may still hold it.
         drop(replaced);
@@ -272,4 +288,9 @@ fn fingerprint(path: &Path) -> Option<u64> {
     meta.modified().ok().hash(&mut h);
     bytes.hash(&mut h);
     Some(h.finish())
+}
+
+/// `mutex`'s guard, also after a panic elsewhere poisoned it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

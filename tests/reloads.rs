@@ -6,8 +6,8 @@
 //! root contexts, tick rate and memory stay flat.
 //!
 //! Each reload flips route `flip` between two confs (so every reload
-//! retires one root context and a request makes a new one) and keeps route
-//! `keep` unchanged. One worker, so root contexts can be counted exactly.
+//! retires one root context and the worker makes a new one) and keeps
+//! route `keep` unchanged. One worker, so root contexts can be counted exactly.
 
 use crate::etcd::Etcd;
 use crate::faults::{counter_where, proc_kib};
@@ -210,8 +210,8 @@ const PAUSE_MS: usize = 2000;
 /// The routes file of configuration `n`: route `r`, whose requests wait
 /// about `PAUSE_MS` (a plugin pauses them, its root context's tick resumes
 /// them; the delay changes by 1 ms with `n`, so each configuration has its
-/// own root context, configured, and logged, by its first request), then
-/// call upstream `auth` (`auth_callout`): `auth` when given, else absent.
+/// own root context), then call upstream `auth` (`auth_callout`): `auth`
+/// when given, else absent.
 fn paused_callout_routes(n: usize, app: SocketAddr, auth: Option<SocketAddr>) -> String {
     let upstreams = match auth {
         Some(auth) => format!("upstreams:\n  - id: auth\n    nodes: {{\"{auth}\": 1}}\n"),
@@ -238,9 +238,11 @@ fn a_request_paused_across_a_reload_calls_with_its_own_configuration() {
         ("pause", 2, "pause_then_continue"),
         ("auth", 1, "auth_callout"),
     ];
-    let gate = Gate::start(
+    // The debug line of a paused request says it was routed.
+    let gate = Gate::start_logging(
         &config_yaml(&plugins, ""),
         &paused_callout_routes(0, app.addr, Some(alice.addr)),
+        "info,tinygate::plugins::chain=debug",
     );
     let routes = gate.dir.join("apisix.yaml");
     let request = "GET /data HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n";
@@ -249,7 +251,7 @@ fn a_request_paused_across_a_reload_calls_with_its_own_configuration() {
     let paused_across_reload = |n: usize, to: Option<SocketAddr>| {
         let addr = gate.addr;
         let waiting = std::thread::spawn(move || send(addr, request.as_bytes()));
-        let routed = "plugin \"pause\" on route \"r\": root context configured";
+        let routed = "route \"r\": plugin \"pause\" paused the request";
         wait_for_lines(&gate, routed, n);
         std::fs::write(&routes, paused_callout_routes(n, app.addr, to)).unwrap();
         gate.signal(rustix::process::Signal::HUP);

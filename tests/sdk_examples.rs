@@ -50,3 +50,102 @@ routes:
         .log()
         .contains("response resumed after processed 10 dispatched request"));
 }
+
+/// `shared_data` (Go SDK): `OnVMStart` initialises a shared counter (set
+/// to empty, unconditionally) and every request increments it. Envoy
+/// starts every worker's VM when it loads its configuration, so the log
+/// counts 1, 2, 3, ... whichever worker serves; a worker whose VM started
+/// on its first request would reset what the other had counted.
+#[test]
+fn go_shared_data_counts_across_workers_from_the_first_request() {
+    const REQUESTS: usize = 16;
+    let app = Upstream::named("app");
+    let routes = format!(
+        "routes:\n  - id: r\n    uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    \
+         plugins: {{counter: {{conf: example}}}}\n#END\n",
+        app.addr
+    );
+    let gate = Gate::start(
+        &config_yaml(&[("counter", 1, "go_shared_data")], ""),
+        &routes,
+    );
+    // Each on a new connection: the kernel spreads them over both workers.
+    for _ in 0..REQUESTS {
+        assert_eq!(gate.get("/").status, 200, "{}", gate.log());
+    }
+    let log = gate.log();
+    let counted: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split("shared value: ").nth(1))
+        .map(|n| n.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(counted, (1..=REQUESTS).collect::<Vec<_>>(), "{log}");
+}
+
+/// The `tick_counter` conf that ticks every `period_ms` into `key`; a
+/// period of an hour reads `key` without ticking in the test's time.
+fn ticks_conf(key: &str, period_ms: u64) -> String {
+    format!("'{{\"key\": \"{key}\", \"period_ms\": {period_ms}}}'")
+}
+
+/// Routes `reader` (reads shared key `k` into `x-ticks`, never ticks) and,
+/// when `with_ticker`, `ticker` (ticks into `k` every 10 ms) that no
+/// request ever reaches.
+fn ticker_routes(app: std::net::SocketAddr, with_ticker: bool) -> String {
+    let route = |id: &str, conf: &str| {
+        format!(
+            "  - id: {id}\n    uri: /{id}\n    upstream: {{nodes: {{\"{app}\": 1}}}}\n    \
+             plugins: {{ticks: {{conf: {conf}}}}}\n"
+        )
+    };
+    let mut routes = route("reader", &ticks_conf("k", 3_600_000));
+    if with_ticker {
+        routes.push_str(&route("ticker", &ticks_conf("k", 10)));
+    }
+    format!("routes:\n{routes}#END\n")
+}
+
+/// The ticks `reader` reports.
+fn ticks_read(gate: &Gate) -> u64 {
+    let r = gate.get("/reader");
+    assert_eq!(r.status, 200, "{}", gate.log());
+    r.header("x-ticks")
+        .and_then(|t| t.parse().ok())
+        .expect("x-ticks")
+}
+
+/// Envoy configures every plugin entry when it loads its configuration:
+/// a plugin that sets a tick period in `proxy_on_configure` ticks from the
+/// start, with no traffic (the Go SDK's `helloworld` and
+/// `dispatch_call_on_tick` examples do nothing else). Route `ticker` never
+/// gets a request, yet its ticks count.
+#[test]
+fn a_route_that_gets_no_request_ticks_from_the_start() {
+    let app = Upstream::named("app");
+    let gate = Gate::start(
+        &config_yaml(&[("ticks", 1, "tick_counter")], ""),
+        &ticker_routes(app.addr, true),
+    );
+    assert!(eventually(WAIT, || ticks_read(&gate) > 0), "{}", gate.log());
+}
+
+/// The same after a reload: the entry the reload adds is configured by
+/// every worker as it takes the configuration up, not on a first request;
+/// and its 10 ms ticks do not wait for the hour-long sleep of the tick
+/// task the route `reader` started (one task per plugin and worker).
+#[test]
+fn a_route_a_reload_adds_ticks_without_a_request() {
+    let app = Upstream::named("app");
+    let gate = Gate::start(
+        &config_yaml(&[("ticks", 1, "tick_counter")], ""),
+        &ticker_routes(app.addr, false),
+    );
+    assert_eq!(ticks_read(&gate), 0);
+    replace_file(
+        &gate.dir.join("apisix.yaml"),
+        &ticker_routes(app.addr, true),
+    );
+    gate.signal(rustix::process::Signal::HUP);
+    assert!(gate.wait_for_log(" reloaded ("), "{}", gate.log());
+    assert!(eventually(WAIT, || ticks_read(&gate) > 0), "{}", gate.log());
+}

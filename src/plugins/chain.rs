@@ -510,6 +510,11 @@ impl<'w> Chain<'w> {
         let (tx, rx) = smol::channel::unbounded();
         let plugin = Arc::clone(&self.contexts[i].plugin);
         let (generation, id) = (self.contexts[i].generation, self.contexts[i].id);
+        log::debug!(
+            "route {:?}: plugin {:?} paused the request in {hook}",
+            self.route,
+            plugin.name()
+        );
         self.plugins.pause(&plugin, generation, id, tx.clone());
         let verdict = self
             .wait_events(i, phase, ex, effects, hook, &tx, &rx)

@@ -4,7 +4,8 @@
 //! (`supervisor.rs`, with `restarts.rs`), the configurations it serves and
 //! what a reload retires (`configs.rs`), what plugins ask for outside a
 //! request and paused requests (`effects.rs`), ticks and queue
-//! notifications (`ticks.rs`). A request runs its route's plugins through
+//! notifications (`ticks.rs`), root contexts started when a
+//! configuration is taken up (`eager.rs`). A request runs its route's plugins through
 //! a [`chain::Chain`]; `proxy_http_call`s are performed by `calls.rs`.
 //! What `tinygate test` does that serving never does is chosen when the
 //! host is made ([`Mode`]) and reached through [`Plugins::bench`].
@@ -47,6 +48,7 @@ mod bench;
 mod calls;
 pub mod chain;
 mod configs;
+mod eager;
 mod effects;
 mod restarts;
 mod supervisor;
@@ -135,6 +137,7 @@ impl Plugins {
         mode: Mode,
     ) -> Rc<Plugins> {
         let (ticks, queue_rx) = Ticks::new();
+        let changes = matches!(mode, Mode::Serving).then(|| live.watch());
         let plugins = Rc::new_cyclic(|me| Plugins {
             me: me.clone(),
             executor,
@@ -150,6 +153,15 @@ impl Plugins {
             .executor
             .spawn(async move { p.deliver_queue_notifications(queue_rx).await })
             .detach();
+        if let Some(changes) = changes {
+            // Before the worker takes its first connection.
+            plugins.start_roots();
+            let p = Rc::clone(&plugins);
+            plugins
+                .executor
+                .spawn(async move { p.start_roots_of_each_configuration(changes).await })
+                .detach();
+        }
         plugins
     }
 

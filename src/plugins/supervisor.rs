@@ -151,7 +151,7 @@ impl Plugins {
         }
         let result = f(vm);
         let effects = vm.take_effects();
-        let ticks = !vm.tick_periods().is_empty();
+        let shortest_tick = vm.tick_periods().iter().map(|&(_, period)| period).min();
         let roots = vm.root_count();
         if vm.is_broken() {
             let route = route.map_or_else(|| self.route_of(root_key), str::to_owned);
@@ -176,8 +176,8 @@ impl Plugins {
             }
         }
         drop(vms);
-        if ticks {
-            self.ensure_ticker(plugin);
+        if let Some(shortest) = shortest_tick {
+            self.ensure_ticker(plugin, shortest);
         }
         result.map(|t| (t, effects))
     }

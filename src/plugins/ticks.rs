@@ -13,7 +13,8 @@ use crate::net::Timer;
 use crate::wasm::Plugin;
 use smol::channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,23 @@ pub(super) type QueueReady = (PluginKey, u64, u32, u32);
 
 /// The tick tasks running, and where queue notifications arrive.
 pub(super) struct Ticks {
-    /// Plugins with a running tick task.
-    tickers: RefCell<HashSet<PluginKey>>,
+    /// Plugins with a running tick task, and how to wake it.
+    tickers: RefCell<HashMap<PluginKey, Rc<Ticker>>>,
     /// `proxy_on_queue_ready` notifications, from any thread.
     pub(super) queue_ready: Sender<QueueReady>,
     /// Set when the process drains: tick tasks end.
     pub(super) stopped: Cell<bool>,
+}
+
+/// A plugin's tick task, as the instance's callers see it.
+struct Ticker {
+    /// How long it sleeps between two looks at its root contexts' periods.
+    step: Cell<Duration>,
+    /// Wakes it early: a root context's period became shorter than `step`
+    /// (a root context configured later, by a reload or a request, must
+    /// not wait for the sleep of a slower one).
+    wake: Sender<()>,
+    woken: Receiver<()>,
 }
 
 impl Ticks {
@@ -38,7 +50,7 @@ impl Ticks {
     pub(super) fn new() -> (Ticks, Receiver<QueueReady>) {
         let (queue_ready, rx) = smol::channel::unbounded();
         let ticks = Ticks {
-            tickers: RefCell::new(HashSet::new()),
+            tickers: RefCell::new(HashMap::new()),
             queue_ready,
             stopped: Cell::new(false),
         };
@@ -47,18 +59,32 @@ impl Ticks {
 }
 
 impl Plugins {
-    /// Starts the tick task of `plugin` on this worker if it has none.
-    pub(super) fn ensure_ticker(&self, plugin: &Arc<Plugin>) {
-        if matches!(self.mode, Mode::Scripted(_))
-            || !self.ticks.tickers.borrow_mut().insert(key(plugin))
-        {
+    /// Starts the tick task of `plugin` on this worker if it has none, or
+    /// wakes it if it sleeps longer than `shortest`, the shortest tick
+    /// period of the instance's root contexts.
+    pub(super) fn ensure_ticker(&self, plugin: &Arc<Plugin>, shortest: Duration) {
+        if matches!(self.mode, Mode::Scripted(_)) {
+            return;
+        }
+        if let Some(ticker) = self.ticks.tickers.borrow().get(&key(plugin)) {
+            if shortest.max(MIN_TICK) < ticker.step.get() {
+                let _ = ticker.wake.try_send(());
+            }
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
+        let (wake, woken) = smol::channel::bounded(1);
+        let ticker = Rc::new(Ticker {
+            step: Cell::new(shortest.max(MIN_TICK)),
+            wake,
+            woken,
+        });
+        let mine = Rc::clone(&ticker);
+        self.ticks.tickers.borrow_mut().insert(key(plugin), ticker);
         let plugin = Arc::clone(plugin);
         self.executor
             .spawn(async move {
-                me.run_ticks(&plugin).await;
+                me.run_ticks(&plugin, &mine).await;
                 me.ticks.tickers.borrow_mut().remove(&key(&plugin));
             })
             .detach();
@@ -76,7 +102,7 @@ impl Plugins {
     /// period has passed, until no root context of a live instance has a
     /// tick period (a restarted instance re-arms ticks when its roots are
     /// configured again).
-    async fn run_ticks(&self, plugin: &Arc<Plugin>) {
+    async fn run_ticks(&self, plugin: &Arc<Plugin>, ticker: &Ticker) {
         let mut last: HashMap<(u64, u32), Instant> = HashMap::new();
         loop {
             let Some((_, periods)) = self.tick_periods(plugin) else {
@@ -90,7 +116,16 @@ impl Plugins {
                 .map(|(_, p)| (*p).max(MIN_TICK))
                 .min()
                 .unwrap_or(MIN_TICK);
-            Timer::after(step).await;
+            ticker.step.set(step);
+            smol::future::or(
+                async {
+                    Timer::after(step).await;
+                },
+                async {
+                    let _ = ticker.woken.recv().await;
+                },
+            )
+            .await;
             // A reload may have retired root contexts: they tick no more.
             self.refresh();
             let Some((generation, periods)) = self.tick_periods(plugin) else {

@@ -116,6 +116,10 @@ pub fn bind_all(
 
 /// Starts one thread per entry of `sockets`; on each, `make(index,
 /// executor)` makes the [`Service`] its connections are served with.
+/// Returns once every worker has made it (and so started its plugins'
+/// root contexts, `plugins/eager.rs`): a client that connects after the
+/// `listening on` line finds every worker's plugins configured, as
+/// Envoy's workers are before its listeners take connections.
 ///
 /// # Errors
 /// When a thread or its reactor cannot be made.
@@ -124,15 +128,29 @@ where
     S: Service,
     F: Fn(usize, Rc<LocalExecutor<'static>>) -> Rc<S> + Clone + Send + 'static,
 {
+    let (made_tx, made) = std::sync::mpsc::channel::<()>();
+    let mut workers = 0;
     for (i, listeners) in sockets.into_iter().enumerate() {
         let make = make.clone();
+        let made_tx = made_tx.clone();
         let reactor = net::prepare()?;
         // Workers run plugins: the plugin stack (`src/wasm/stack.rs`).
         crate::wasm::spawn_plugin_thread(format!("worker-{i}"), move || {
             let executor = Rc::new(LocalExecutor::new());
             let service = make(i, Rc::clone(&executor));
+            let _ = made_tx.send(());
+            drop(made_tx);
             run_worker(reactor, &executor, &service, listeners);
         })?;
+        workers += 1;
+    }
+    drop(made_tx);
+    // A worker that panicked while making its service drops its sender:
+    // the loop ends early instead of waiting for it.
+    for _ in 0..workers {
+        if made.recv().is_err() {
+            break;
+        }
     }
     Ok(())
 }

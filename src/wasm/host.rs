@@ -121,6 +121,10 @@ pub(crate) struct HostState {
     /// The metrics this VM defined or used, by id: recording through them
     /// takes no lock (`metrics.rs`).
     pub(crate) metrics: VmMetrics,
+    /// Writes to what every VM of the process shares (shared data, shared
+    /// queues), counted so that a root context's start can tell whether it
+    /// reached outside its instance (`PluginVm::configure`).
+    pub(crate) shared_writes: u64,
 }
 
 /// The store's caps ([`StoreLimits`]), remembering whether they refused to
@@ -203,6 +207,7 @@ impl HostState {
             warned: HashSet::new(),
             nested_guest_calls: 0,
             metrics: VmMetrics::default(),
+            shared_writes: 0,
         }
     }
 

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmi::{CompilationMode, Config, EnforcedLimits, ExternType, Linker, Module, Store};
@@ -194,6 +195,9 @@ pub struct Plugin {
     /// Identifies the file's contents, so another plugin loaded from the
     /// same bytes can share the compiled modules.
     content_id: ContentId,
+    /// Set once a root context's start reached outside its instance
+    /// ([`Plugin::starts_on_load`]).
+    reaches_out_at_start: AtomicBool,
 }
 
 /// The plugin's module on one engine replica.
@@ -292,7 +296,24 @@ impl Plugin {
             compiled,
             stubbed,
             content_id,
+            reaches_out_at_start: AtomicBool::new(false),
         })
+    }
+
+    /// True once a root context of this plugin, on any thread, did at its
+    /// start (`proxy_on_vm_start`, `proxy_on_configure`) what others can
+    /// see: set a tick period, wrote shared data or a shared queue, or made
+    /// an HTTP call. Workers then start its root contexts when they take a
+    /// configuration up, as Envoy does, instead of on first use
+    /// (`plugins/eager.rs`): for a plugin whose start only reads its
+    /// configuration the two cannot be told apart but by memory.
+    pub fn starts_on_load(&self) -> bool {
+        self.reaches_out_at_start.load(Ordering::Relaxed)
+    }
+
+    /// Records that a root context's start reached outside its instance.
+    pub(crate) fn reached_out_at_start(&self) {
+        self.reaches_out_at_start.store(true, Ordering::Relaxed);
     }
 
     /// True when this plugin was compiled by `engine`'s replicas.

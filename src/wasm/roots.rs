@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::host::{ContextKind, Hook};
 use super::vm::{len32, Lend, ON_DONE};
-use super::{shared, Fault, FaultKind, PluginVm};
+use super::{shared, Effect, Fault, FaultKind, PluginVm};
 
 /// The root contexts of one VM, by key and by id.
 #[derive(Default)]
@@ -48,10 +48,14 @@ impl PluginVm {
             return Ok(root);
         }
         let root = self.new_context(ContextKind::Root);
+        let shared_writes = self.store.data().shared_writes;
         match self.configure_root(root, conf) {
             Ok(()) => {
                 self.roots.by_key.insert(key, root);
                 self.roots.key_of.insert(root, key);
+                if self.reached_out(root, shared_writes) {
+                    self.plugin.reached_out_at_start();
+                }
                 Ok(root)
             }
             Err(fault) => {
@@ -142,6 +146,21 @@ impl PluginVm {
     /// True while some root context waits for its last HTTP context.
     pub(super) fn has_retiring_roots(&self) -> bool {
         !self.roots.retiring.is_empty()
+    }
+
+    /// True when root context `root`, just started, did what others can
+    /// see (see [`Plugin::starts_on_load`]): a tick period, an HTTP call,
+    /// or shared writes past `shared_writes_before`.
+    ///
+    /// [`Plugin::starts_on_load`]: crate::wasm::Plugin::starts_on_load
+    fn reached_out(&self, root: u32, shared_writes_before: u64) -> bool {
+        let state = self.store.data();
+        state.tick_periods.contains_key(&root)
+            || state.shared_writes != shared_writes_before
+            || state
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::HttpCall(call) if call.root == root))
     }
 
     pub(super) fn configure_root(&mut self, root: u32, conf: &[u8]) -> Result<(), Fault> {

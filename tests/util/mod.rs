@@ -807,17 +807,28 @@ impl Gate {
 
     /// Starts tinygate on `dir/config.yaml` and keeps what it writes to
     /// stdout after its `listening on` line (e.g. an access log on stdout).
+    pub fn start_in_capturing_stdout(dir: PathBuf) -> (Gate, Arc<Mutex<String>>) {
+        let log = std::env::var("TEST_RUST_LOG").unwrap_or("info".into());
+        Gate::start_in_logging(dir, &log)
+    }
+
+    /// Writes both files into a temp dir and starts tinygate on them with
+    /// `RUST_LOG` set to `log` (a test that waits for a `debug` line).
+    pub fn start_logging(config: &str, routes: &str, log: &str) -> Gate {
+        let dir = temp_dir();
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        std::fs::write(dir.join("apisix.yaml"), routes).unwrap();
+        Gate::start_in_logging(dir, log).0
+    }
+
     // The child is killed and waited for in `Drop` (or here when it does
     // not start), which the lint cannot see.
     #[allow(clippy::zombie_processes)]
-    pub fn start_in_capturing_stdout(dir: PathBuf) -> (Gate, Arc<Mutex<String>>) {
+    fn start_in_logging(dir: PathBuf, log: &str) -> (Gate, Arc<Mutex<String>>) {
         let mut child = tinygate()
             .arg("-c")
             .arg(dir.join("config.yaml"))
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
-            )
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

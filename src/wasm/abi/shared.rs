@@ -38,6 +38,7 @@ pub(super) fn proxy_set_shared_data(
     }
     let key = memory::read(caller, key_ptr, key_size)?;
     let value = memory::read(caller, value_ptr, value_size)?;
+    caller.data_mut().shared_writes += 1;
     match shared::set_shared_data(&key, &value, cas) {
         Ok(()) => Ok(()),
         Err(shared::SetError::CasMismatch) => Err(Status::CasMismatch.into()),
@@ -86,6 +87,7 @@ pub(super) fn proxy_register_shared_queue(
         let name = memory::read(caller, name_ptr, name_size)?;
         shared::register_queue(&name)
     };
+    caller.data_mut().shared_writes += 1;
     let state = caller.data();
     if id == shared::INVALID_QUEUE_ID {
         log::warn!(target: state.log_target(), "[{}] proxy_register_shared_queue: name too long or too many queues", state.effective_context);
@@ -124,6 +126,7 @@ pub(super) fn proxy_enqueue_shared_queue(
 ) -> HostResult {
     memory::check(caller, &[(value_ptr, value_size)])?;
     let value = memory::read(caller, value_ptr, value_size)?;
+    caller.data_mut().shared_writes += 1;
     if !shared::enqueue(queue_id, &value)? {
         let state = caller.data();
         log::warn!(target: state.log_target(), "[{}] shared queue {queue_id} is full; item dropped", state.effective_context);
