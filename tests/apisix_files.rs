@@ -206,3 +206,53 @@ fn environment_variables_fill_config_yaml_values_but_not_comments() {
     }
     assert!(!err.contains("ETCD_HOST"), "comments are not read: {err}");
 }
+
+/// `POST /` with a body of `len` bytes on a new connection: the status.
+fn post(gate: &Gate, len: usize) -> u16 {
+    let mut raw =
+        format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    raw.resize(raw.len() + len, b'x');
+    send(gate.addr, &raw).status
+}
+
+/// APISIX's client limits live in `nginx_config.http` (its default
+/// `client_max_body_size` is 0, no limit): tinygate reads them there, in
+/// nginx's units, and a `tinygate:` key of the same name wins. They used
+/// to be ignored, so a body APISIX took got a 413 from tinygate's own
+/// 1 MiB default.
+#[test]
+fn nginx_config_http_limits_are_read_in_nginx_units() {
+    let up = Upstream::echo();
+    let nginx = "nginx_config:\n  error_log: logs/error.log\n  worker_processes: auto\n  http:\n    client_max_body_size: 1k\n    keepalive_timeout: 75s\n    send_timeout: 10s\n";
+    let gate = Gate::start(&config_yaml(&[], nginx), &route_to(up.addr));
+    assert_eq!(post(&gate, 1000), 200);
+    assert_eq!(post(&gate, 2000), 413);
+    assert!(
+        gate.log()
+            .contains("nginx_config: only worker_processes and http.{client_max_body_size, client_header_timeout, client_body_timeout, keepalive_timeout, send_timeout} are read by tinygate; 1 other settings ignored"),
+        "{}",
+        gate.log()
+    );
+
+    let tinygate_wins = format!("  client_max_body_size: 4KiB\n{nginx}");
+    let gate = Gate::start(&config_yaml(&[], &tinygate_wins), &route_to(up.addr));
+    assert_eq!(post(&gate, 2000), 200);
+
+    let unlimited = "nginx_config:\n  http:\n    client_max_body_size: 0\n";
+    let gate = Gate::start(&config_yaml(&[], unlimited), &route_to(up.addr));
+    assert_eq!(post(&gate, 3 << 20), 200, "APISIX's 0: no limit");
+
+    let bad =
+        "nginx_config:\n  http:\n    client_max_body_size: 10x\n    client_body_timeout: 1y\n";
+    let dir = conf_dir(&config_yaml(&[], bad), ONE_ROUTE);
+    let (code, err) = check(&dir);
+    assert_eq!(code, 1, "{err}");
+    for at in ["http.client_max_body_size", "http.client_body_timeout"] {
+        assert!(
+            err.contains(&format!(
+                "config.yaml: nginx_config.{at}: expected an nginx"
+            )),
+            "{at}: {err}"
+        );
+    }
+}

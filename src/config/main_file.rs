@@ -21,7 +21,6 @@ const DEFAULT_PORT: u16 = 9080;
 
 /// Top-level APISIX sections that tinygate reads nothing from.
 const IGNORED_APISIX_SECTIONS: &[&str] = &[
-    "nginx_config",
     "plugins",
     "stream_plugins",
     "plugin_attr",
@@ -101,7 +100,7 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
             );
         }
     }
-    let mut known = vec!["apisix", "deployment", "wasm", "tinygate"];
+    let mut known = vec!["apisix", "deployment", "wasm", "tinygate", "nginx_config"];
     known.extend_from_slice(IGNORED_APISIX_SECTIONS);
     top.only(&known, p);
 
@@ -147,6 +146,8 @@ fn parse(doc: &Value, dir: &Path, path: &Path, p: &mut Problems) -> Option<MainC
     let mut access_log_format = Format::Combined;
     let mut status_listen = None;
     let mut deny_exec_memory = true;
+    // nginx's settings first: a `tinygate:` key of the same meaning wins.
+    super::nginx_config::parse(&top, &mut limits, &mut workers, p);
     if let Some(t) = top.obj("tinygate", p) {
         let mut known = vec![
             "workers",

@@ -22,6 +22,7 @@ mod deployment;
 mod env_vars;
 mod main_file;
 mod merge;
+mod nginx_config;
 mod plugin_entries;
 mod requests;
 mod reuse;
