@@ -144,9 +144,11 @@ fn framing_headers_in_a_plugins_local_response_never_reach_the_client() {
         .lines()
         .find(|l| l.starts_with("server: "))
         .unwrap_or("");
+    // A body without a content type is text/plain, as Envoy's local replies.
     assert_eq!(
         head.replace(&format!("{server}\r\n"), ""),
-        "HTTP/1.1 403 Forbidden\r\nx-reason: policy\r\ncontent-length: 2\r\n\r\n"
+        "HTTP/1.1 403 Forbidden\r\nx-reason: policy\r\ncontent-type: text/plain\r\n\
+         content-length: 2\r\n\r\n"
     );
     assert_eq!(body, b"no");
     assert_eq!(up.count(), 0);

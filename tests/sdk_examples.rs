@@ -149,3 +149,46 @@ fn a_route_a_reload_adds_ticks_without_a_request() {
     assert!(gate.wait_for_log(" reloaded ("), "{}", gate.log());
     assert!(eventually(WAIT, || ticks_read(&gate) > 0), "{}", gate.log());
 }
+
+/// `http_headers` (Rust SDK): answers `/hello` itself in its request
+/// headers hook and logs every response header in its response headers
+/// hook. Envoy encodes a local reply through the filters that decoded the
+/// request, the one that answered included, with `content-type:
+/// text/plain` for a body without one: the example's README shows the
+/// plugin logging its own answer's headers.
+#[test]
+fn rust_http_headers_sees_its_own_answer_which_has_envoys_content_type() {
+    let app = Upstream::named("app");
+    let routes = format!(
+        "routes:\n  - id: r\n    uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    \
+         plugins: {{headers: {{conf: example}}}}\n#END\n",
+        app.addr
+    );
+    let gate = Gate::start(
+        &config_yaml(&[("headers", 1, "rust_http_headers")], ""),
+        &routes,
+    );
+    let r = gate.get("/hello");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Hello, World!\n"),
+        "{}",
+        gate.log()
+    );
+    assert_eq!(r.header("hello"), Some("World"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(app.count(), 0);
+    let log = gate.log();
+    for seen in [
+        "<- :status: 200",
+        "<- hello: World",
+        "<- powered-by: proxy-wasm",
+        "<- content-type: text/plain",
+        "<- content-length: 14",
+    ] {
+        assert!(log.contains(seen), "{seen:?} not logged:\n{log}");
+    }
+    // Any other path goes to the node.
+    assert_eq!(gate.get("/other").status, 200);
+    assert_eq!(app.count(), 1);
+}

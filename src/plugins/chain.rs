@@ -352,12 +352,15 @@ impl<'w> Chain<'w> {
         Verdict::Continue
     }
 
-    /// Plugin `i` answered locally during the request phase: plugins that
-    /// already saw the request see the local response's headers too, as
-    /// Envoy's encoder path does.
+    /// Plugin `i` answered locally during the request phase: the plugins
+    /// that saw the request, the one that answered included, see the local
+    /// response's headers, as Envoy encodes a local reply through every
+    /// filter that decoded the request (the Rust SDK's `http_headers`
+    /// example logs its own answer's headers there) and APISIX runs every
+    /// plugin's `header_filter` on a `core.response.exit`.
     async fn respond_from(&mut self, i: usize, local: LocalResponse, ex: &mut Exchange) -> Verdict {
         ex.response_headers = local_response_headers(&local);
-        match Box::pin(self.response_headers_upto(i, ex, local.body.is_empty())).await {
+        match Box::pin(self.response_headers_upto(i + 1, ex, local.body.is_empty())).await {
             Verdict::Continue => Verdict::Respond(local),
             other => other,
         }
@@ -687,12 +690,21 @@ fn log_fail_open(fault: &Fault, route: &str) {
     );
 }
 
-/// The response map plugins see for a local response.
+/// The response map plugins see for a local response, and the one sent:
+/// its status and fields, and for a body its length and, when the plugin
+/// gave none, `content-type: text/plain`, as Envoy's local replies have
+/// them (and APISIX's, whose nginx has `default_type text/plain`).
 pub fn local_response_headers(local: &LocalResponse) -> crate::http::HeaderMap {
-    let mut map = crate::http::HeaderMap::with_capacity(local.headers.len() + 1);
+    let mut map = crate::http::HeaderMap::with_capacity(local.headers.len() + 3);
     map.add(b":status", local.status.to_string().as_bytes());
     for (k, v) in &local.headers {
         map.add(k, v);
+    }
+    if !local.body.is_empty() {
+        if map.get(b"content-type").is_none() {
+            map.add(b"content-type", b"text/plain");
+        }
+        map.add(b"content-length", local.body.len().to_string().as_bytes());
     }
     map
 }
