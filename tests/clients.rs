@@ -91,3 +91,40 @@ fn a_204_never_carries_a_length_and_registered_statuses_keep_their_reason() {
         "{switching}"
     );
 }
+
+/// RFC 9110 §6.6.1: a proxy forwarding a response without `Date` adds
+/// one, and tinygate's own replies have one, as nginx (so APISIX) sends on
+/// every response; a node's own `Date` goes through unchanged, alone.
+#[test]
+fn every_response_has_one_date_the_nodes_when_it_sent_one() {
+    let up = Upstream::start(|r| {
+        Behaviour::Respond(match r.target.as_str() {
+            "/u/dated" => b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        })
+    });
+    let routes = format!(
+        "routes:\n  - {{id: r, uri: /u/*, upstream: {{nodes: {{\"{}\": 1}}}}}}\n#END\n",
+        up.addr
+    );
+    let gate = Gate::start(&config_yaml(&[], ""), &routes);
+    for path in ["/u/undated", "/u/dated", "/no-route"] {
+        let head = response_head(
+            gate.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+        let dates: Vec<&str> = head.lines().filter(|l| l.starts_with("date: ")).collect();
+        assert_eq!(dates.len(), 1, "{path}: {head}");
+        let date = &dates[0]["date: ".len()..];
+        if path == "/u/dated" {
+            assert_eq!(date, "sun, 06 nov 1994 08:49:37 gmt");
+        } else {
+            // IMF-fixdate (RFC 9110 §5.6.7): `sun, 06 nov 1994 08:49:37 gmt`.
+            let b = date.as_bytes();
+            assert!(
+                b.len() == 29 && &b[3..5] == b", " && date.ends_with(" gmt"),
+                "{path}: {date:?}"
+            );
+        }
+    }
+}

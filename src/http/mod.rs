@@ -12,6 +12,7 @@
 //! This module knows nothing about routes, upstream choice or plugins; it
 //! sits on `net/` (the side servers' sockets) and under everything else.
 
+pub mod date;
 pub mod headers;
 pub mod io;
 #[cfg(any(test, fuzzing))]

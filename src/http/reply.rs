@@ -56,7 +56,8 @@ pub fn unavailable() -> Reply {
 
 /// Serializes `reply` as an HTTP/1.1 response. `head_only` omits the body
 /// (a response to HEAD); `close` adds `Connection: close`. The `Server`
-/// field is [`SERVER`] unless the reply has one (a plugin's edit).
+/// field is [`SERVER`] and `Date` the current time unless the reply has
+/// them (a plugin's edit).
 pub fn encode(reply: &Reply, head_only: bool, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + reply.body.len());
     write_status_line(&mut out, reply.status);
@@ -66,6 +67,13 @@ pub fn encode(reply: &Reply, head_only: bool, close: bool) -> Vec<u8> {
         .any(|(k, _)| k.eq_ignore_ascii_case(b"server"))
     {
         write_header(&mut out, b"server", SERVER.as_bytes());
+    }
+    if !reply
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(b"date"))
+    {
+        super::date::write_date_field(&mut out);
     }
     for (k, v) in &reply.headers {
         if !crate::http::is_framing(k) {

@@ -200,6 +200,11 @@ pub(crate) fn write_response_head(
         }
         http::write_header(out, k, v);
     }
+    // RFC 9110 §6.6.1: a proxy forwarding a response without `Date` adds
+    // one (nginx does, with its own time).
+    if !map.contains(b"date") {
+        http::date::write_date_field(out);
+    }
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -426,26 +431,35 @@ mod tests {
         let mut map = HeaderMap::new();
         map.add(b":status", b"200");
         map.add(b"content-type", b"text/plain");
+        map.add(b"date", b"Sun, 06 Nov 1994 08:49:37 GMT"); // the node's, kept
         map.add(b"content-length", b"99");
         let get_11 = request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         let get_10 = request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         let cases = [
             (&get_11, Framing::Length(5), true,
-             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"),
+             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 5\r\n\r\n"),
             (&get_11, Framing::Chunked, false,
-             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
             (&get_11, Framing::Empty, true, // a body-less response keeps the length it announces (HEAD)
-             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 99\r\n\r\n"),
+             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 99\r\n\r\n"),
             (&get_10, Framing::Length(5), true,
-             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\n"),
+             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\n"),
             (&get_10, Framing::Close, false, // HTTP/1.0 gets no chunks: the close ends it
-             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n"),
+             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nconnection: close\r\n\r\n"),
         ];
         for (req, framing, keep, expected) in cases {
             let mut out = Vec::new();
             write_response_head(&mut out, 200, &map, framing, req, keep);
             assert_eq!(String::from_utf8_lossy(&out), expected, "{framing:?}");
         }
+        // A response without `Date` gets the proxy's (RFC 9110 §6.6.1).
+        let mut undated = HeaderMap::new();
+        undated.add(b":status", b"204");
+        let mut out = Vec::new();
+        write_response_head(&mut out, 204, &undated, Framing::Empty, &get_11, true);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 204 No Content\r\ndate: "), "{text}");
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
     }
 
     #[test]
