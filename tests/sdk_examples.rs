@@ -192,3 +192,73 @@ fn rust_http_headers_sees_its_own_answer_which_has_envoys_content_type() {
     assert_eq!(gate.get("/other").status, 200);
     assert_eq!(app.count(), 1);
 }
+
+/// What a plugin writes to stderr is logged a record per line, whatever
+/// pieces it writes it in: Go's runtime writes a panic (the Go SDK panics
+/// on any unexpected status, and on a request to a plugin with no HTTP
+/// context, such as its `network` example) in some twenty writes, which
+/// read as twenty log lines of fragments. A line left unfinished is
+/// logged when the callback returns.
+#[test]
+fn a_line_written_in_pieces_is_one_log_record() {
+    let dir = temp_dir();
+    let module = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_write"
+               (func $fd_write (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (data (i32.const 100) "panic: ")
+             (data (i32.const 110) "boom")
+             (data (i32.const 120) "\ngoroutine ")
+             (data (i32.const 140) "1")
+             (data (i32.const 150) " [running]:\n")
+             (data (i32.const 170) "no newline")
+             (func $write (param $at i32) (param $len i32)
+               (i32.store (i32.const 0) (local.get $at))
+               (i32.store (i32.const 4) (local.get $len))
+               (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))))
+             (func (export "proxy_abi_version_0_2_1"))
+             (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+               (call $write (i32.const 100) (i32.const 7))
+               (call $write (i32.const 110) (i32.const 4))
+               (call $write (i32.const 120) (i32.const 11))
+               (call $write (i32.const 140) (i32.const 1))
+               (call $write (i32.const 150) (i32.const 12))
+               (call $write (i32.const 170) (i32.const 10))
+               (i32.const 0)))"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("pieces.wasm"), module).unwrap();
+    let app = Upstream::named("app");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "apisix:\n  node_listen:\n    - {ip: 127.0.0.1, port: 0}\nwasm:\n  plugins:\n    \
+         - {name: pieces, priority: 1, file: pieces.wasm}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("apisix.yaml"),
+        format!(
+            "routes:\n  - id: r\n    uri: /*\n    upstream: {{nodes: {{\"{}\": 1}}}}\n    \
+             plugins: {{pieces: {{conf: x}}}}\n#END\n",
+            app.addr
+        ),
+    )
+    .unwrap();
+    let gate = Gate::start_in(dir);
+    assert_eq!(gate.get("/").status, 200, "{}", gate.log());
+    let log = gate.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("[ERROR wasm::pieces]"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "[ERROR wasm::pieces] [2] panic: boom",
+            "[ERROR wasm::pieces] [2] goroutine 1 [running]:",
+            "[ERROR wasm::pieces] [2] no newline",
+        ],
+        "{log}"
+    );
+}

@@ -125,6 +125,8 @@ pub(crate) struct HostState {
     /// queues), counted so that a root context's start can tell whether it
     /// reached outside its instance (`PluginVm::configure`).
     pub(crate) shared_writes: u64,
+    /// Unfinished lines written to stdout and stderr (`output.rs`).
+    pub(crate) output: super::output::Output,
 }
 
 /// The store's caps ([`StoreLimits`]), remembering whether they refused to
@@ -208,6 +210,7 @@ impl HostState {
             nested_guest_calls: 0,
             metrics: VmMetrics::default(),
             shared_writes: 0,
+            output: super::output::Output::default(),
         }
     }
 

@@ -57,7 +57,8 @@
 //! reload), `callbacks.rs` (body, trailer, call-response, tick
 //! and queue callbacks, effects), `exports.rs` (callbacks the module
 //! exports), `host.rs` (the store data host functions see), `abi/` (one
-//! file per spec area of `env` host functions), `wasi.rs`, `memory.rs`
+//! file per spec area of `env` host functions), `wasi.rs`, `output.rs`
+//! (what plugins write to stdout and stderr, a log line per line), `memory.rs`
 //! (guest memory), `ids.rs` (maps keyed by
 //! host-assigned ids), `pairs.rs` (the header-map wire format), `properties.rs`
 //! (the property table), `shared.rs` (process-wide shared data and queues),
@@ -74,6 +75,7 @@ mod limits;
 mod memory;
 mod metric_cell;
 mod metrics;
+mod output;
 mod pairs;
 mod plugin;
 mod properties;

@@ -359,6 +359,8 @@ impl PluginVm {
         let result = f.call(&mut self.store, params);
         self.note_fuel(name, fuel);
         let state = self.store.data_mut();
+        // A line the callback left unfinished is its own.
+        super::output::flush(state);
         state.hook = Hook::Idle;
         state.effective_context = 0;
         state.lent_to = None;

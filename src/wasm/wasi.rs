@@ -2,7 +2,8 @@
 //! the same functions as `wasi_unstable`), with the behaviour of cpp-host and
 //! Kong (see the ABI notes §2.4).
 //!
-//! Real: `fd_write` to the log (stdout at info, stderr at error),
+//! Real: `fd_write` to the log (stdout at info, stderr at error, a record
+//! per line: `output.rs`),
 //! `proc_exit` (a wasmi `i32_exit` trap that `vm.rs` interprets), clocks,
 //! `random_get` from the OS CSPRNG, the plugin's configured environment
 //! (never the host's), empty `args`, `sched_yield`, and a `poll_oneoff` that
@@ -20,8 +21,8 @@ use wasmi::Caller;
 
 use crate::wasm::abi::{HostFn, HostFuncs, Outcome};
 use crate::wasm::host::{HostError, HostState};
-use crate::wasm::memory;
 use crate::wasm::types::{Errno, Status};
+use crate::wasm::{memory, output};
 
 /// The two import modules WASI functions are defined under.
 pub(crate) const MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
@@ -30,7 +31,7 @@ pub(crate) const MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"
 pub(crate) const MAX_RANDOM_BYTES: u32 = 64 * 1024;
 
 /// Most bytes of one `fd_write` that reach the log.
-const MAX_LOGGED_WRITE: usize = 64 * 1024;
+const MAX_LOGGED_WRITE: usize = output::MAX_LINE;
 
 const STDOUT: u32 = 1;
 const STDERR: u32 = 2;
@@ -355,9 +356,9 @@ fn fd_write(
     iovs_len: u32,
     ret_nwritten_ptr: u32,
 ) -> WasiResult {
-    let level = match fd {
-        STDOUT => log::Level::Info,
-        STDERR => log::Level::Error,
+    let stream = match fd {
+        STDOUT => output::Stream::Stdout,
+        STDERR => output::Stream::Stderr,
         _ => return Err(Errno::BADF.into()),
     };
     let table_len = iovs_len.checked_mul(8).ok_or(Errno::FAULT)?;
@@ -365,16 +366,8 @@ fn fd_write(
     let (total, text) = gather(caller, iovs_ptr, iovs_len)?;
     memory::charge(caller, text.len() + table_len as usize)?;
     let nwritten = u32::try_from(total).map_err(|_| Errno::INVAL)?;
-    let text = text.strip_suffix(b"\n").unwrap_or(&text);
-    if !text.is_empty() {
-        let state = caller.data();
-        let cut = if total > MAX_LOGGED_WRITE as u64 {
-            "… (truncated)"
-        } else {
-            ""
-        };
-        log::log!(target: state.log_target(), level, "[{}] {}{cut}", state.effective_context, String::from_utf8_lossy(text));
-    }
+    // One log record per line, whatever pieces it is written in.
+    output::write(caller.data_mut(), stream, &text, total > text.len() as u64);
     Ok(memory::write_u32(caller, ret_nwritten_ptr, nwritten)?)
 }
 
