@@ -128,3 +128,25 @@ fn every_response_has_one_date_the_nodes_when_it_sent_one() {
         }
     }
 }
+
+/// A line that cannot start an HTTP/1.x message (an HTTP/0.9 `GET /`, a
+/// node's stray line) is refused as soon as it is complete: a 400 for a
+/// client, a 502 for a node, instead of waiting for the rest of a head
+/// that can never come until the 60 s header (or read) timeout; the test's
+/// own reads give up well before that.
+#[test]
+fn a_first_line_without_http_version_is_refused_at_once() {
+    let node = Scripted::start(|mut conn| {
+        if conn.read_request().is_some() {
+            conn.write(b"garbage from a node\r\n");
+            let mut rest = Vec::new();
+            let _ = conn.stream.read_to_end(&mut rest); // keep it open
+        }
+    });
+    let gate = Gate::start(&config_yaml(&[], ""), &route_to(node.addr));
+    let head = response_head(gate.addr, "GET /\r\n");
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    let head = response_head(gate.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(head.starts_with("http/1.1 502 bad gateway\r\n"), "{head}");
+}

@@ -192,8 +192,10 @@ impl ReadBuf {
     }
 
     /// Reads until a complete head is buffered. A blank-line end with bare
-    /// LFs also ends the head, so that the parser can refuse it instead of
-    /// the connection hanging.
+    /// LFs also ends the head, and so does a first line that cannot start
+    /// an HTTP/1.x message (no `HTTP/` in it: an HTTP/0.9 `GET /`, a
+    /// stray line), so that the parser can refuse it at once instead of
+    /// the connection hanging until the header timeout.
     pub async fn read_head<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
@@ -205,6 +207,9 @@ impl ReadBuf {
             while self.data().starts_with(b"\r\n") {
                 self.consume(2);
                 scanned = 0;
+            }
+            if let Some(end) = hopeless_first_line(self.data(), max) {
+                return Ok(Head::Complete(end));
             }
             if let Some(end) = find_head_end(self.data(), scanned) {
                 // One read can bring in more than `max`: the limit is on
@@ -230,6 +235,17 @@ impl ReadBuf {
             }
         }
     }
+}
+
+/// The index just past the first line of `data` when that line is
+/// complete, within `max`, and has no `HTTP/`: both a request line (RFC
+/// 9112 §3) and a status line (§4) must, so no later byte can make the
+/// message valid. Checked before the head's end, so that the answer is the
+/// same however the bytes arrive.
+fn hopeless_first_line(data: &[u8], max: usize) -> Option<usize> {
+    let end = data.iter().position(|&b| b == b'\n')? + 1;
+    let valid_start = data[..end].windows(5).any(|w| w == b"HTTP/");
+    (end <= max && !valid_start).then_some(end)
 }
 
 /// The index just past `\r\n\r\n` (or `\n\n`), searching from `from`.
@@ -621,6 +637,32 @@ mod tests {
             let mut buf = ReadBuf::new();
             let head = buf.read_head(&mut io, 1024).await.unwrap();
             assert!(matches!(head, Head::TooLarge), "{head:?}");
+        });
+    }
+
+    /// A first line without `HTTP/` ends the head as soon as it is
+    /// complete (an HTTP/0.9 request, a stray line), in one read or many.
+    #[test]
+    fn a_first_line_that_cannot_start_a_message_ends_the_head() {
+        smol::block_on(async {
+            for (wire, end) in [
+                (&b"GET /\r\n"[..], Some(7)),
+                (b"GET /\r\nHost: a\r\n\r\n", Some(7)),
+                (b"\n", Some(1)),
+                (b"GET / HTTP/1.1\r\n", None),
+                (b"HTTP/1.1 200 OK\r\n", None),
+                (b"GET /", None),
+            ] {
+                for step in [1, 3, 100] {
+                    let mut buf = ReadBuf::new();
+                    let head = buf.read_head(&mut Trickle { data: wire, step }, 1024).await;
+                    match (head, end) {
+                        (Ok(Head::Complete(n)), Some(end)) => assert_eq!(n, end),
+                        (Err(e), None) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
+                        (other, _) => panic!("{wire:?} in reads of {step}: {other:?}"),
+                    }
+                }
+            }
         });
     }
 
