@@ -747,7 +747,7 @@ fi
 say ""
 say "== footprint"
 printf 'release binary:           %s bytes (%.2f MiB)\n' "$BIN_BYTES" "$(awk -v b="$BIN_BYTES" 'BEGIN{print b/1048576}')"
-printf 'stripped release binary:  %s bytes (%.2f MiB)\n' "$STRIPPED_BYTES" "$(awk -v b="$STRIPPED_BYTES" 'BEGIN{print b/1048576}')"
+printf 'stripped release binary:  %s bytes (%.2f MiB; host glibc build)\n' "$STRIPPED_BYTES" "$(awk -v b="$STRIPPED_BYTES" 'BEGIN{print b/1048576}')"
 say "config for idle RSS and start-up: $FOOT_NOTE"
 say "idle RSS after start:     $(mib "$IDLE_RSS_KB") MiB (1 s after 'listening on'; $(mib "$IDLE_RSS_1REQ_KB") MiB after one request)"
 for r in c d e g i; do
@@ -857,7 +857,16 @@ if have "$MICRO_NS"; then
 else
     verdict "plugin lifecycle <= 1.5 us, load <= 5 ms" n/a "micro-benchmark unavailable"
 fi
-verdict "stripped binary <= 5 MiB" "$STRIPPED_BYTES <= 5 * 1048576" "$(awk -v b="$STRIPPED_BYTES" 'BEGIN{printf "%.2f", b/1048576}') MiB"
+# The budget is for the static builds (docs/platforms.md); the host's glibc
+# build measured above is larger (dynamic relocations, glibc's PLT and
+# unwinding tables) and is reported for the record only.
+STATIC_BIN=$ROOT/target/static/tinygate-x86_64-unknown-linux-musl
+if [[ -f $STATIC_BIN ]]; then
+    STATIC_BYTES=$(stat -c %s "$STATIC_BIN")
+    verdict "static stripped binary <= 5 MiB" "$STATIC_BYTES <= 5 * 1048576" "$(awk -v b="$STATIC_BYTES" 'BEGIN{printf "%.2f", b/1048576}') MiB ($STATIC_BIN, $(date -r "$STATIC_BIN" '+%F %R'))"
+else
+    verdict "static stripped binary <= 5 MiB" n/a "no $STATIC_BIN: run scripts/build-static.sh (host glibc build: $(awk -v b="$STRIPPED_BYTES" 'BEGIN{printf "%.2f", b/1048576}') MiB stripped)"
+fi
 verdict "idle RSS <= 8 MiB" "$IDLE_RSS_KB <= 8 * 1024" "$(mib "$IDLE_RSS_KB") MiB"
 if [[ $START_MED != nan ]]; then
     verdict "start to 'listening on' <= 50 ms" "$START_MED <= 50" "$START_MED ms"
