@@ -256,3 +256,69 @@ fn nginx_config_http_limits_are_read_in_nginx_units() {
         );
     }
 }
+
+/// The fields of the Admin API's route and upstream objects, written as a
+/// standalone file: every one loads; `keepalive_pool`, which tinygate
+/// does not apply, is validated as APISIX does and named in a warning
+/// instead of being dropped silently.
+#[test]
+fn admin_api_route_and_upstream_fields_load_and_keepalive_pool_is_not_silent() {
+    let routes = |idle: &str| {
+        format!(
+            r#"upstreams:
+  - id: 1
+    name: up1
+    desc: first
+    labels: {{env: prod}}
+    type: roundrobin
+    scheme: http
+    pass_host: rewrite
+    upstream_host: example.com
+    retries: 2
+    retry_timeout: 5
+    timeout: {{connect: 3, send: 3, read: 3}}
+    keepalive_pool: {{size: 320, idle_timeout: {idle}, requests: 1000}}
+    nodes:
+      - {{host: 127.0.0.1, port: 1980, weight: 1, priority: 0, metadata: {{zone: a}}}}
+  - id: 2
+    type: chash
+    hash_on: vars
+    key: remote_addr
+    nodes: {{"127.0.0.1:1980": 1, "127.0.0.1:1981": 0}}
+routes:
+  - id: 1
+    uri: /index.html
+    name: r1
+    desc: d
+    labels: {{version: v1}}
+    hosts: ["foo.com", "*.bar.com"]
+    remote_addrs: ["127.0.0.0/8"]
+    methods: [PUT, GET]
+    priority: 1
+    enable_websocket: true
+    status: 1
+    timeout: {{connect: 3, send: 3, read: 3}}
+    vars: [["arg_name", "==", "json"], ["arg_age", ">", 18]]
+    plugins: {{}}
+    upstream_id: 1
+  - id: 2
+    uris: ["/a", "/b/*"]
+    upstream_id: 2
+#END
+"#
+        )
+    };
+    let config = config_yaml(&[], "");
+    let (code, err) = check(&conf_dir(&config, &routes("0")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("upstreams[0].keepalive_pool: accepted but not applied"),
+        "{err}"
+    );
+    let (code, err) = check(&conf_dir(&config, &routes("-1")));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("upstreams[0].keepalive_pool.idle_timeout: expected a number of seconds ≥ 0"),
+        "{err}"
+    );
+}

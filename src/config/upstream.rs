@@ -48,6 +48,30 @@ pub(super) fn upstream(o: &Obj, id: String, p: &mut Problems) -> Option<Upstream
     }
     if let Some(k) = o.obj("keepalive_pool", p) {
         k.only(&["size", "idle_timeout", "requests"], p);
+        // APISIX's schema: size and requests ≥ 1, idle_timeout ≥ 0.
+        let valid = [
+            k.int("size", 1, i64::MAX, p).is_some() || !k.has("size"),
+            k.int("requests", 1, i64::MAX, p).is_some() || !k.has("requests"),
+            match k.value("idle_timeout") {
+                None => true,
+                Some(v) if v.as_f64().is_some_and(|t| t >= 0.0) => true,
+                Some(_) => {
+                    p.at(
+                        &k.path_of("idle_timeout"),
+                        "expected a number of seconds ≥ 0",
+                    );
+                    false
+                }
+            },
+        ];
+        if valid.iter().all(|v| *v) {
+            log::warn!(
+                "{}: {}: accepted but not applied: tinygate's own pool limits hold \
+                 (docs/configuration.md, upstreams[].keepalive_pool)",
+                p.file(),
+                k.path
+            );
+        }
     }
     // APISIX: a number ≥ 0, where 0 means no limit.
     let retry_timeout = match o.value("retry_timeout").and_then(serde_yaml::Value::as_f64) {
