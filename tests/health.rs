@@ -523,7 +523,11 @@ fn chash_keeps_a_key_on_one_node_and_moves_about_one_in_n_when_a_node_is_added()
         assert_eq!(r.status, 200);
         r.text()
     };
-    const KEYS: usize = 200;
+    // The ring is placed by the nodes' random ports, so the share a fifth
+    // node takes varies from run to run: about 0.016 (sd) from its 160
+    // points per weight, 0.016 from sampling 600 keys. The bounds are 5 sd
+    // away, and far from what a modulo hash would move (0.8).
+    const KEYS: usize = 600;
     let before: Vec<String> = (0..KEYS).map(owner).collect();
     for (key, node) in before.iter().enumerate().take(50) {
         assert_eq!(&owner(key), node, "key {key} stays on its node");
@@ -543,7 +547,7 @@ fn chash_keeps_a_key_on_one_node_and_moves_about_one_in_n_when_a_node_is_added()
         moved.len()
     );
     assert!(
-        (0.1..=0.3).contains(&share),
+        (0.08..=0.35).contains(&share),
         "moved {share:.2}, expected about 0.2"
     );
     // A query argument as the key, and a request without the key: both stick.
